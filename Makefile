@@ -1,0 +1,53 @@
+# shorthop — every target installs what it needs; `make test` works on a machine with only
+# Python >= 3.11, Go >= 1.24 and access to PyPI and the Go module proxy.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+PYTEST_ARGS ?=
+LINT_PATHS := $(wildcard operator tests e2e bench conftest.py)
+
+.PHONY: dev test unit lint crds controlplane cluster-up cluster-down demo bench clean
+
+dev: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shorthop needs Python >= 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	@touch $@
+
+# Builds the control plane from Go sources (cached), lints, then runs every test: unit, property,
+# integration against the real apiserver, and the end-to-end suite.
+test: dev controlplane lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: dev
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: dev
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+controlplane: dev
+	$(PY) -m e2e.controlplane build
+
+cluster-up: dev
+	$(PY) -m e2e.controlplane up
+
+cluster-down: dev
+	$(PY) -m e2e.controlplane down
+
+demo: dev
+	$(PY) -m e2e.demo
+
+bench: dev
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

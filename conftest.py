@@ -1,0 +1,32 @@
+"""Session fixtures shared by tests/ and e2e/: the Kubernetes cluster the suite talks to.
+
+By default a private control plane (built from source, see e2e/controlplane) is started once per
+test session on random loopback ports and stopped at the end. Set ``SHORTHOP_TEST_KUBECONFIG`` to
+a kubeconfig to run the same tests against an existing cluster instead (kind, a real cluster).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import kube
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Cluster]:
+    external = os.environ.get(kube.KUBECONFIG_ENV)
+    if external:
+        yield kube.Cluster(kubeconfig=Path(external), local=None)
+        return
+    from e2e.controlplane import cluster as controlplane
+
+    local = controlplane.LocalCluster(tmp_path_factory.mktemp("cluster"), tie_to_parent=True)
+    local.up()
+    try:
+        yield kube.Cluster(kubeconfig=local.kubeconfig, local=local)
+    finally:
+        local.down()

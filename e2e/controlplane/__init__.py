@@ -1,0 +1,7 @@
+"""A real Kubernetes control plane built from Go sources and run as local processes.
+
+``components`` pins what is built, ``build`` compiles it into a cache outside the repository,
+``certs`` makes the TLS material, and ``cluster`` starts and stops etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok on loopback. ``python -m e2e.controlplane`` is the
+command-line entry (the Makefile's ``cluster-up``/``cluster-down`` call it).
+"""

@@ -1,0 +1,405 @@
+"""Start and stop a local Kubernetes control plane as processes on loopback.
+
+etcd, kube-apiserver (TLS, RBAC), kube-controller-manager (garbage collection, service accounts,
+node lifecycle), kube-scheduler and kwok (fake nodes and pods) run from the binaries that
+``build`` put in the cache. Everything a running cluster needs to be found and stopped again lives
+in its state directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes
+are stopped by the pids recorded there, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from e2e.controlplane import build, certs, components
+
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+class ClusterError(RuntimeError):
+    """The local control plane could not be started, or a component died."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _say(message: str) -> None:
+    print(f"[controlplane] {message}", flush=True)
+
+
+@dataclass
+class LocalCluster:
+    """A control plane whose state lives in ``state_dir`` (created by :meth:`up`)."""
+
+    state_dir: Path
+
+    # When True, every component gets SIGTERM if the Python process that started it dies (test
+    # sessions); `make cluster-up` leaves it False so the cluster outlives the command.
+    tie_to_parent: bool = False
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (user in ``system:masters``)."""
+        return self.state_dir / "kubeconfig"
+
+    def kubeconfig_for(self, stem: str) -> Path:
+        return self.kubeconfig if stem == "admin" else self.state_dir / f"{stem}.kubeconfig"
+
+    @property
+    def _pids_file(self) -> Path:
+        return self.state_dir / "pids.json"
+
+    @property
+    def _ports_file(self) -> Path:
+        return self.state_dir / "ports.json"
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def pids(self) -> dict[str, int]:
+        if not self._pids_file.exists():
+            return {}
+        data: dict[str, int] = json.loads(self._pids_file.read_text())
+        return data
+
+    def _record_pid(self, name: str, pid: int) -> None:
+        pids = self.pids()
+        pids[name] = pid
+        self._pids_file.write_text(json.dumps(pids, indent=2))
+
+    def ports(self) -> dict[str, int]:
+        data: dict[str, int] = json.loads(self._ports_file.read_text())
+        return data
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports()['apiserver']}"
+
+    def running(self) -> dict[str, bool]:
+        return {name: _alive(pid) for name, pid in self.pids().items()}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self, *, timeout: float = 180.0) -> None:
+        """Build what is missing, then start every component and wait until the API is usable."""
+        if any(self.running().values()):
+            raise ClusterError(
+                f"a cluster from {self.state_dir} is already running; run 'make cluster-down' first"
+            )
+        build.ensure_built()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self._pids_file.unlink(missing_ok=True)
+        stale = self.state_dir / "etcd"
+        if stale.exists():
+            # Data from an earlier run was signed with keys regenerated below; start clean.
+            _say(f"removing stale etcd data from an earlier run ({stale})")
+            shutil.rmtree(stale)
+        certs.generate(self.pki)
+        ports = {
+            "etcd": free_port(),
+            "etcd-peer": free_port(),
+            "apiserver": free_port(),
+            "controller-manager": free_port(),
+            "scheduler": free_port(),
+            "kwok": free_port(),
+        }
+        self._ports_file.write_text(json.dumps(ports, indent=2))
+        for stem in certs.CLIENT_USERS:
+            self._write_kubeconfig(stem)
+        started = time.monotonic()
+        try:
+            for name in ORDER:
+                self.start_component(name)
+                if name == "etcd":
+                    self._wait_etcd(timeout)
+                elif name == "kube-apiserver":
+                    self._wait_apiserver(timeout)
+            self._wait_default_service_account(timeout)
+        except BaseException:
+            self.down()
+            raise
+        _say(f"cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {self.kubeconfig}")
+
+    def down(self) -> None:
+        """Stop every recorded process (reverse start order): SIGTERM, then SIGKILL after 10 s."""
+        pids = self.pids()
+        for name in reversed(ORDER):
+            if name in pids:
+                _terminate(pids[name])
+        self._pids_file.unlink(missing_ok=True)
+
+    def stop_component(self, name: str, *, sig: int = signal.SIGTERM) -> None:
+        pid = self.pids().get(name)
+        if pid is not None:
+            _terminate(pid, first=sig)
+
+    def start_component(self, name: str) -> int:
+        """Start one component (also used to restart one after :meth:`stop_component`)."""
+        command = self._command(name)
+        log = (self.state_dir / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.state_dir,
+            # Only prctl() runs between fork and exec; no locks are taken there.
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,  # noqa: PLW1509
+        )
+        log.close()
+        self._record_pid(name, proc.pid)
+        _say(f"started {name} (pid {proc.pid})")
+        return proc.pid
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _command(self, name: str) -> list[str]:
+        ports = self.ports()
+        pki = self.pki
+        binary = str(components.binary_path(name))
+        if name == "etcd":
+            client = f"http://127.0.0.1:{ports['etcd']}"
+            peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+            return [
+                binary,
+                "--name=local",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                "--listen-metrics-urls=",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ]
+        if name == "kube-apiserver":
+            return [
+                binary,
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                # The Endpoints of the `kubernetes` Service may not name a loopback address.
+                "--endpoint-reconciler-type=none",
+                "--max-requests-inflight=800",
+                "--max-mutating-requests-inflight=400",
+                "--v=1",
+            ]
+        if name == "kube-controller-manager":
+            kubeconfig = self.kubeconfig_for("controller-manager")
+            return [
+                binary,
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['controller-manager']}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=1",
+            ]
+        if name == "kube-scheduler":
+            kubeconfig = self.kubeconfig_for("scheduler")
+            return [
+                binary,
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+                "--leader-elect=false",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=1",
+            ]
+        if name == "kwok":
+            return [
+                binary,
+                f"--kubeconfig={self.kubeconfig_for('kwok')}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.244.255.254",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                "--node-lease-duration-seconds=40",
+            ]
+        raise KeyError(name)
+
+    def _write_kubeconfig(self, stem: str) -> None:
+        pki = self.pki
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "shorthop-local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(pki / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": f"shorthop-{stem}",
+                    "user": {
+                        "client-certificate": str(pki / f"{stem}.crt"),
+                        "client-key": str(pki / f"{stem}.key"),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "shorthop-local",
+                    "context": {"cluster": "shorthop-local", "user": f"shorthop-{stem}"},
+                }
+            ],
+            "current-context": "shorthop-local",
+        }
+        # JSON is YAML; every kubeconfig reader accepts it.
+        path = self.kubeconfig_for(stem)
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def get(self, path: str, *, timeout: float = 5.0) -> Any:
+        """GET an API path as the admin user; JSON decoded when it is JSON."""
+        with urllib.request.urlopen(
+            self.server + path, context=self.ssl_context(), timeout=timeout
+        ) as response:
+            body = response.read().decode()
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            return body
+
+    def _check_alive(self, name: str) -> None:
+        pid = self.pids().get(name)
+        if pid is None or not _alive(pid):
+            log = self.state_dir / "logs" / f"{name}.log"
+            tail = (
+                "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+                if log.exists()
+                else ""
+            )
+            raise ClusterError(f"{name} exited during start-up; last log lines ({log}):\n{tail}")
+
+    def _wait(self, what: str, probe: Any, timeout: float, component: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(component)
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError, KeyError):
+                if probe():
+                    return
+            time.sleep(0.25)
+        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def _wait_etcd(self, timeout: float) -> None:
+        url = f"http://127.0.0.1:{self.ports()['etcd']}/health"
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(json.loads(response.read()).get("health") == "true")
+
+        self._wait("etcd /health", healthy, timeout, "etcd")
+
+    def _wait_apiserver(self, timeout: float) -> None:
+        self._wait(
+            "kube-apiserver /readyz", lambda: self.get("/readyz") == "ok", timeout, "kube-apiserver"
+        )
+
+    def _wait_default_service_account(self, timeout: float) -> None:
+        # Pods are refused until kube-controller-manager has made the namespace's default SA.
+        self._wait(
+            "the default ServiceAccount (kube-controller-manager)",
+            lambda: self.get("/api/v1/namespaces/default/serviceaccounts/default")["metadata"][
+                "name"
+            ],
+            timeout,
+            "kube-controller-manager",
+        )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent exits (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _terminate(pid: int, *, first: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    if not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, first)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not _alive(pid):
+            return
+        time.sleep(0.1)

@@ -1,0 +1,98 @@
+"""The pinned components of the local control plane: one source of truth for versions and builds.
+
+Each Go wrapper module under ``gomod/`` pins one upstream release (go.mod + go.sum checked in);
+this table says which packages to build from it and which version ldflags make the binaries report
+their real release. ``build`` reads it; ``cluster`` asks it for binary paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GOMOD_ROOT = Path(__file__).resolve().parent / "gomod"
+
+KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.8"
+KWOK_VERSION = "v0.7.0"
+HELM_VERSION = "v3.19.5"
+
+
+def _kube_ldflags(version: str) -> list[str]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = []
+    # kube-apiserver reports component-base's version; kubectl's client side reads client-go's.
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class GoModule:
+    """One wrapper module and the main packages built from it (name -> import path)."""
+
+    name: str
+    version: str
+    binaries: dict[str, str]
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        return GOMOD_ROOT / self.name
+
+
+MODULES: tuple[GoModule, ...] = (
+    GoModule(
+        name="kubernetes",
+        version=KUBERNETES_VERSION,
+        binaries={
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        ldflags=tuple(_kube_ldflags(KUBERNETES_VERSION)),
+    ),
+    GoModule(
+        name="etcd",
+        version=ETCD_VERSION,
+        binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+        ldflags=(f"-X go.etcd.io/etcd/api/v3/version.GitSHA={ETCD_VERSION}",),
+    ),
+    GoModule(
+        name="kwok",
+        version=KWOK_VERSION,
+        binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        ldflags=(f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION.lstrip('v')}",),
+    ),
+    GoModule(
+        name="helm",
+        version=HELM_VERSION,
+        binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+        ldflags=(
+            f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+            "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        ),
+    ),
+)
+
+
+def cache_dir() -> Path:
+    """Where built binaries live: ``$SHORTHOP_CACHE/bin`` (default ``~/.cache/shorthop/bin``)."""
+    root = os.environ.get("SHORTHOP_CACHE") or str(Path.home() / ".cache" / "shorthop")
+    return Path(root) / "bin"
+
+
+def binary_path(name: str) -> Path:
+    """The cached binary for a component, named ``<component>-<version>``."""
+    for module in MODULES:
+        if name in module.binaries:
+            return cache_dir() / f"{name}-{module.version}"
+    raise KeyError(f"unknown control-plane component {name!r}")

@@ -1,0 +1,1 @@
+"""The kopf shell: watches InferenceDeployments, feeds the core a snapshot, binds pods, writes status."""
