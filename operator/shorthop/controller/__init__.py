@@ -1,1 +1,2 @@
-"""The kopf shell: watches InferenceDeployments, feeds the core a snapshot, binds pods, writes status."""
+"""The kopf shell: watches InferenceDeployments, feeds the core a snapshot, binds pods and
+writes status, events and metrics."""
