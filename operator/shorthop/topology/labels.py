@@ -1,0 +1,330 @@
+"""Read a Kubernetes Node into typed descriptions: its topology and its availability.
+
+Input is the Node as a plain mapping (``kubectl get node -o yaml`` / the API's JSON). Output is a
+:class:`ParsedNode`: a :class:`NodeTopology` (GPU product and count, intra-node model, NVLink
+domain, place in the network) or ``None`` when the node is left out, its :class:`NodeState`
+(ready, cordoned, taints), and every :class:`NodeIssue` found. Malformed or contradictory labels
+never raise: the node is left out or modelled conservatively and the issue says which label and
+how to fix it. Callers: ``graph``/``index`` builders, ``placement.snapshot``, the controller.
+
+GPU sharing and MIG: nodes whose GPUs are shared (``nvidia.com/gpu.sharing-strategy`` of
+``time-slicing``/``mps``, or ``nvidia.com/gpu.replicas`` > 1) or partitioned (MIG) are left out,
+because shorthop places whole GPUs and such nodes advertise slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shorthop.errors import TopologyError
+from shorthop.topology import intranode, smi
+from shorthop.topology.levels import TopologyConfig
+
+GPU_RESOURCE = "nvidia.com/gpu"
+PRODUCT = "nvidia.com/gpu.product"
+COUNT = "nvidia.com/gpu.count"
+MEMORY = "nvidia.com/gpu.memory"
+FAMILY = "nvidia.com/gpu.family"
+MACHINE = "nvidia.com/gpu.machine"
+REPLICAS = "nvidia.com/gpu.replicas"
+SHARING = "nvidia.com/gpu.sharing-strategy"
+MIG_STRATEGY = "nvidia.com/mig.strategy"
+SMI_ANNOTATION = "shorthop.io/nvidia-smi-topo"
+NUMA_KEY = "shorthop.io/gpu-numa"
+
+Severity = Literal["info", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIssue:
+    """Something about a node's labels; ``excluded`` says the node was left out for it."""
+
+    node: str
+    field: str
+    problem: str
+    fix: str
+    excluded: bool
+    severity: Severity = "warning"
+
+    def message(self) -> str:
+        outcome = "node left out" if self.excluded else "modelled conservatively"
+        return f"node {self.node}: {self.field} {self.problem}; {self.fix} ({outcome})"
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """Availability, which changes without relabelling: read per planning cycle."""
+
+    name: str
+    ready: bool
+    unschedulable: bool
+    taints: tuple[Taint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTopology:
+    """Where a node's GPUs sit. ``chain`` holds the raw value of each network level, coarse to
+    fine (``None`` where the label is missing)."""
+
+    name: str
+    product: str
+    gpus: int
+    model: intranode.IntraNodeModel
+    clique: str | None
+    chain: tuple[str | None, ...]
+    memory_mib: int | None = None
+    family: str | None = None
+    machine: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedNode:
+    name: str
+    topology: NodeTopology | None
+    state: NodeState
+    issues: tuple[NodeIssue, ...]
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def parse_state(node: Mapping[str, Any]) -> NodeState:
+    """Ready condition, ``spec.unschedulable`` and taints; tolerant of missing fields."""
+    meta, spec, status = (_mapping(node.get(k)) for k in ("metadata", "spec", "status"))
+    name = str(meta.get("name", "?"))
+    conditions = status.get("conditions") or []
+    ready = any(
+        _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
+        for c in (conditions if isinstance(conditions, list) else [])
+    )
+    taints = tuple(
+        Taint(
+            str(_mapping(t).get("key", "")),
+            str(_mapping(t).get("value") or ""),
+            str(_mapping(t).get("effect", "")),
+        )
+        for t in (spec.get("taints") or [])
+        if isinstance(t, Mapping)
+    )
+    return NodeState(
+        name=name, ready=ready, unschedulable=bool(spec.get("unschedulable")), taints=taints
+    )
+
+
+def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
+    """Parse one Node object.
+
+    Parameters
+    ----------
+    node : mapping
+        The Node as the API returns it (camelCase keys).
+    config : TopologyConfig
+        Which labels hold the network levels and the NVLink domain.
+
+    Returns
+    -------
+    ParsedNode
+        Never raises on bad labels; see ``issues``.
+
+    Examples
+    --------
+    >>> from shorthop.topology.levels import preset
+    >>> product = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    >>> n = {"metadata": {"name": "n1", "labels": product},
+    ...      "status": {"allocatable": {"nvidia.com/gpu": "8"}}}
+    >>> p = parse_node(n, preset("plain"))
+    >>> p.topology.gpus, p.topology.model.name
+    (8, 'hgx-nvswitch')
+    """
+    meta = _mapping(node.get("metadata"))
+    name = str(meta.get("name") or "?")
+    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
+    annotations = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
+    allocatable = _mapping(_mapping(node.get("status")).get("allocatable"))
+    state = parse_state(node)
+    issues: list[NodeIssue] = []
+
+    def issue(
+        field: str, problem: str, fix: str, *, excluded: bool, severity: Severity = "warning"
+    ) -> None:
+        issues.append(NodeIssue(name, field, problem, fix, excluded, severity))
+
+    def left_out() -> ParsedNode:
+        return ParsedNode(name, None, state, tuple(issues))
+
+    clique = next((labels[k] for k in config.nvlink_domain_keys if labels.get(k)), None)
+    raw_alloc = allocatable.get(GPU_RESOURCE)
+    product = labels.get(PRODUCT, "")
+    if raw_alloc is None and not product:
+        if clique:
+            issue(
+                config.nvlink_domain_keys[0],
+                f"is {clique!r} on a node without GPUs",
+                "remove the label or fix GPU discovery",
+                excluded=True,
+            )
+        else:
+            issue(
+                f"status.allocatable[{GPU_RESOURCE}]",
+                "is absent",
+                "not a GPU node",
+                excluded=True,
+                severity="info",
+            )
+        return left_out()
+
+    if "-MIG-" in product.upper() or any(str(k).startswith("nvidia.com/mig-") for k in allocatable):
+        issue(
+            MIG_STRATEGY,
+            f"shows MIG partitions ({labels.get(MIG_STRATEGY, 'mig')})",
+            "shorthop places whole GPUs; disable MIG on GPU nodes it should use",
+            excluded=True,
+            severity="info",
+        )
+        return left_out()
+    replicas = _int(labels.get(REPLICAS, "1"))
+    if labels.get(SHARING, "none") not in ("none", "") or (replicas is not None and replicas > 1):
+        issue(
+            SHARING,
+            f"is {labels.get(SHARING, 'time-slicing')!r} "
+            f"with {labels.get(REPLICAS, '?')} replicas per GPU",
+            "shorthop places whole GPUs; turn off GPU sharing on nodes it should use",
+            excluded=True,
+            severity="info",
+        )
+        return left_out()
+
+    allocatable_gpus = _int(raw_alloc) if raw_alloc is not None else None
+    if raw_alloc is not None and allocatable_gpus is None:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            f"is {raw_alloc!r}, not a whole number",
+            "check the NVIDIA device plugin on this node",
+            excluded=True,
+        )
+        return left_out()
+    label_count = _int(labels.get(COUNT)) if COUNT in labels else None
+    if COUNT in labels and label_count is None:
+        issue(
+            COUNT,
+            f"is {labels[COUNT]!r}, not a number",
+            "GPU Feature Discovery writes an integer; relabel the node",
+            excluded=allocatable_gpus is None,
+        )
+        if allocatable_gpus is None:
+            return left_out()
+    if allocatable_gpus is None:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            "is absent",
+            "install the NVIDIA device plugin so the node advertises nvidia.com/gpu",
+            excluded=True,
+        )
+        return left_out()
+    if allocatable_gpus <= 0:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            "is 0",
+            "no GPU can be placed here",
+            excluded=True,
+            severity="info",
+        )
+        return left_out()
+    gpus = allocatable_gpus
+    if label_count is not None and label_count != allocatable_gpus:
+        gpus = min(label_count, allocatable_gpus)
+        issue(
+            COUNT,
+            f"says {label_count} GPUs but {allocatable_gpus} are allocatable",
+            f"using {gpus}; check for unhealthy GPUs or a stale label",
+            excluded=False,
+        )
+
+    if not product:
+        issue(PRODUCT, "is missing", "run GPU Feature Discovery on this node", excluded=False)
+        product = "unknown"
+
+    numa = None
+    if NUMA_KEY in labels or NUMA_KEY in annotations:
+        raw = labels.get(NUMA_KEY) or annotations.get(NUMA_KEY, "")
+        parts = [p.strip() for p in raw.replace("_", ",").replace(".", ",").split(",")]
+        if len(parts) == gpus and all(p.isdigit() for p in parts):
+            numa = tuple(int(p) for p in parts)
+        else:
+            issue(
+                NUMA_KEY,
+                f"is {raw!r}",
+                f"give one NUMA node per GPU, e.g. {','.join(['0'] * gpus)}",
+                excluded=False,
+            )
+
+    model, known = intranode.preset_for(product, gpus, numa)
+    if not known:
+        issue(
+            PRODUCT,
+            f"{product!r} is not a known product",
+            "assuming PCIe across CPU sockets; "
+            "add an nvidia-smi topology annotation for an exact model",
+            excluded=False,
+        )
+    if SMI_ANNOTATION in annotations:
+        try:
+            matrix = smi.parse(annotations[SMI_ANNOTATION])
+        except TopologyError as exc:
+            issue(
+                SMI_ANNOTATION,
+                f"cannot be parsed ({exc})",
+                "paste `nvidia-smi topo -m` output unchanged",
+                excluded=False,
+            )
+        else:
+            if matrix.gpus != gpus:
+                issue(
+                    SMI_ANNOTATION,
+                    f"describes {matrix.gpus} GPUs but the node has {gpus}",
+                    "capture nvidia-smi topo -m on this node",
+                    excluded=False,
+                )
+            else:
+                model = intranode.model_from_matrix(matrix)
+    if model.nvlink_domain and clique is None:
+        issue(
+            config.nvlink_domain_keys[-1],
+            f"is missing on a {product} tray",
+            "the NVLink fabric looks down (check the IMEX/fabric manager); using the CPU path only",
+            excluded=False,
+        )
+
+    chain = tuple(
+        next((labels[k] for k in level.keys if labels.get(k)), None) for level in config.levels
+    )
+    topology = NodeTopology(
+        name=name,
+        product=product,
+        gpus=gpus,
+        model=model,
+        clique=clique,
+        chain=chain,
+        memory_mib=_int(labels.get(MEMORY)),
+        family=labels.get(FAMILY),
+        machine=labels.get(MACHINE),
+    )
+    return ParsedNode(name, topology, state, tuple(issues))
