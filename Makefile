@@ -34,6 +34,10 @@ lint: dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# The CRD is generated from the pydantic models (one source of truth); a test fails on drift.
+crds: dev
+	$(PY) -m shorthop.api.crd crds charts/shorthop/crds
+
 controlplane: dev
 	$(PY) -m e2e.controlplane build
 

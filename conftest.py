@@ -30,3 +30,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Cluster]:
         yield kube.Cluster(kubeconfig=local.kubeconfig, local=local)
     finally:
         local.down()
+
+
+@pytest.fixture(scope="session")
+def infd_crd(cluster: kube.Cluster) -> str:
+    """The InferenceDeployment CRD applied from crds/ and Established."""
+    path = Path(__file__).resolve().parent / "crds" / "inferencedeployments.shorthop.io.yaml"
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/inferencedeployments.shorthop.io",
+        "--timeout=60s",
+    )
+    return "inferencedeployments.shorthop.io"

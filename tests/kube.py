@@ -40,14 +40,18 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        """Run kubectl against this cluster; with ``check`` a failure shows kubectl's stderr."""
+        result = subprocess.run(
             [kubectl_binary(), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,
             capture_output=True,
             text=True,
-            check=check,
+            check=False,
             timeout=120,
         )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
 
     @contextmanager
     def namespace(self, prefix: str = "t") -> Iterator[str]:

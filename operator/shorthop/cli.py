@@ -1,4 +1,10 @@
-"""The ``shorthop`` command line."""
+"""The ``shorthop`` command line: ``run | plan | topology | fake-cluster``.
+
+Each subcommand lives in ``shorthop.commands.<name>`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``handler`` (``Namespace -> exit status``). Every error shorthop raises on
+purpose becomes one line on stderr and exit status 1; the environment is read here and nowhere
+else.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,46 @@ import argparse
 import sys
 
 from shorthop import __version__
+from shorthop.errors import ShorthopError
+
+SUBCOMMANDS = ("run", "plan", "topology", "fake_cluster")
+
+
+def parser() -> argparse.ArgumentParser:
+    import importlib
+
+    top = argparse.ArgumentParser(
+        prog="shorthop",
+        description="Topology-aware placement of disaggregated LLM inference on Kubernetes.",
+    )
+    top.add_argument("--version", action="version", version=f"shorthop {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"shorthop.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"shorthop.commands.{name}":
+                raise
+            continue  # not built yet
+        module.register(sub)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shorthop", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"shorthop {__version__}")
-    parser.parse_args(argv)
-    return 0
+    top = parser()
+    args = top.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        top.print_help(sys.stderr)
+        return 1
+    try:
+        status: int = handler(args)
+    except ShorthopError as exc:
+        print(f"shorthop {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Subcommands of the ``shorthop`` CLI, one module each (see ``shorthop.cli``)."""
