@@ -127,3 +127,108 @@ def clusters(draw: Any, max_nodes: int = 7) -> tuple[TopologyConfig, list[NodeTo
         for i in range(n)
     ]
     return cfg, nodes
+
+
+# -- Kubernetes objects for placement tests ------------------------------------------------------
+
+PRODUCTS = {
+    "hgx": "NVIDIA-H100-80GB-HBM3",
+    "tray": "NVIDIA-GB200",
+    "pcie": "NVIDIA-L40S",
+}
+
+
+def node_object(
+    name: str,
+    kind: str = "hgx",
+    gpus: int = 8,
+    *,
+    clique: str | None = None,
+    zone: str = "z1",
+    block: str = "b1",
+    rack: str = "r1",
+    ready: bool = True,
+    cordoned: bool = False,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A Node as the API returns it, labelled for the ``plain`` preset."""
+    node_labels = {
+        "kubernetes.io/hostname": name,
+        "nvidia.com/gpu.product": PRODUCTS[kind],
+        "nvidia.com/gpu.count": str(gpus),
+        "topology.kubernetes.io/zone": zone,
+        "topology.shorthop.io/block": block,
+        "topology.shorthop.io/rack": rack,
+    }
+    if clique:
+        node_labels["nvidia.com/gpu.clique"] = clique
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": node_labels},
+        "spec": {"unschedulable": cordoned, "taints": taints or []},
+        "status": {
+            "allocatable": resources,
+            "capacity": resources,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def gpu_pod(
+    name: str, node: str, gpus: int | list[int], *, phase: str = "Running"
+) -> dict[str, Any]:
+    """A pod holding GPUs on ``node``: a count (any pod) or exact indices (shorthop's annotation)."""
+    count = gpus if isinstance(gpus, int) else len(gpus)
+    annotations = {} if isinstance(gpus, int) else {"shorthop.io/gpus": ",".join(map(str, gpus))}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": str(count)}}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+@st.composite
+def small_clusters(
+    draw: Any, max_nodes: int = 4, max_gpus: int = 8
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A few nodes of mixed kinds and racks with random GPUs already taken (exact indices)."""
+    n = draw(st.integers(1, max_nodes))
+    nodes, pods = [], []
+    for i in range(n):
+        kind = draw(st.sampled_from(["hgx", "tray", "pcie"]))
+        gpus = draw(st.integers(1, 4 if kind == "tray" else max_gpus))
+        clique = draw(st.sampled_from([None, "k1", "k2"])) if kind == "tray" else None
+        rack = draw(st.sampled_from(["r1", "r2"]))
+        block = draw(st.sampled_from(["b1", "b2"]))
+        nodes.append(node_object(f"n{i}", kind, gpus, clique=clique, rack=rack, block=block))
+        taken = draw(st.lists(st.integers(0, gpus - 1), unique=True, max_size=gpus))
+        if taken:
+            pods.append(gpu_pod(f"bg{i}", f"n{i}", sorted(taken)))
+    return nodes, pods
+
+
+@st.composite
+def small_requests(draw: Any, max_pods: int = 4) -> Any:
+    """Prefill/decode requests small enough for the exact solver."""
+    from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+
+    roles = []
+    budget = max_pods
+    for name in ("prefill", "decode"):
+        pods_per_replica = draw(st.integers(1, 2))
+        replicas = draw(st.integers(0, max(0, budget // pods_per_replica)))
+        budget -= replicas * pods_per_replica
+        roles.append(
+            RoleRequest(name, replicas, pods_per_replica, draw(st.sampled_from([1, 2, 4])))
+        )
+    assume(sum(r.replicas for r in roles) > 0)
+    return Request(
+        roles=tuple(roles), traffic=(TrafficEdge(0, 1, draw(st.sampled_from([1.0, 0.5, 2.0]))),)
+    )

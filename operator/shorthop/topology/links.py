@@ -12,7 +12,7 @@ pair of GPUs                                 distance    path
 ==========================================  ==========  ============================================
 NVLink bond (``NV#``)                        10          direct edge ``nvlink``
 through the node's NVSwitch                  10          2 x ``nvswitch``
-across trays of one NVLink domain (NVL72)    12          2 x ``nvlink_domain``
+across trays of one NVLink domain (NVL72)    10          2 x ``nvlink_domain`` (NVLink5 >= NVSwitch)
 one PCIe switch (``PIX``)                    20          ``pix``
 several PCIe bridges (``PXB``)               30          ``pxb``
 through the host bridge (``PHB``)            40          ``phb``
@@ -65,7 +65,7 @@ class Weights:
 
     nvlink: int = 10
     nvswitch: int = 5
-    nvlink_domain: int = 6
+    nvlink_domain: int = 5
     pix: int = 20
     pxb: int = 30
     phb: int = 40

@@ -113,8 +113,8 @@ def test_documented_default_distances() -> None:
     row = idx.row_of
     cases = [
         (("hgx-a", 0), ("hgx-a", 7), 10, "same-node-nvlink"),
-        (("tray-1", 0), ("tray-2", 3), 12, "nvlink-domain"),
-        (("tray-1", 0), ("tray-1", 1), 12, "same-node-nvlink"),
+        (("tray-1", 0), ("tray-2", 3), 10, "nvlink-domain"),
+        (("tray-1", 0), ("tray-1", 1), 10, "same-node-nvlink"),
         (("l40s", 0), ("l40s", 1), 80, "same-node-pcie"),
         (("hgx-a", 0), ("hgx-b", 0), 200, "rack"),
         (("hgx-a", 0), ("hgx-c", 0), 400, "block"),

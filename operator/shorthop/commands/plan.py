@@ -1,0 +1,101 @@
+"""``shorthop plan``: place a deployment on a cluster snapshot, offline (**contract**).
+
+``shorthop plan --cluster SNAPSHOT.yaml --deployment INFD.yaml [--format json|table]`` prints a
+plan; exit status 0 when placed, 2 when infeasible (the JSON is still printed), 1 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from shorthop import manifest, snapshotfile
+from shorthop.placement import placers, request, snapshot
+from shorthop.placement.plan import Plan
+from shorthop.topology import levels
+
+STRATEGIES = {p.name: p for p in placers.all_placers()}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("plan", help="place an InferenceDeployment on a cluster snapshot (offline)")
+    p.add_argument(
+        "--cluster",
+        required=True,
+        metavar="SNAPSHOT.yaml",
+        help="`kubectl get nodes,pods -A -o yaml` output",
+    )
+    p.add_argument(
+        "--deployment", required=True, metavar="INFD.yaml", help="one InferenceDeployment manifest"
+    )
+    p.add_argument("--format", choices=("json", "table"), default="table")
+    p.add_argument(
+        "--preset",
+        choices=sorted(levels.PRESETS),
+        default=levels.DEFAULT_PRESET,
+        help="node label scheme for the network levels",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default="shorthop",
+        help="placer to use (baselines for comparison)",
+    )
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    nodes, pods = snapshotfile.load_objects(args.cluster)
+    infd = manifest.load_deployment(args.deployment)
+    config = levels.preset(args.preset)
+    snap = snapshot.build(nodes, pods, config)
+    req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
+    started = time.perf_counter()
+    plan = STRATEGIES[args.strategy].place(snap, req)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if args.format == "json":
+        doc = plan.to_json()
+        doc["deployment"] = f"{infd.metadata.namespace}/{infd.metadata.name}"
+        doc["planningMs"] = round(elapsed_ms, 2)
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_table(plan, infd.metadata.name, elapsed_ms))
+    return 0 if plan.feasible else 2
+
+
+def render_table(plan: Plan, name: str, elapsed_ms: float) -> str:
+    if not plan.feasible:
+        lines = [f"{name}: cannot be placed"]
+        lines += [f"  - {r.message()}" for r in plan.reasons]
+        return "\n".join(lines)
+    rows = [("ROLE", "REPLICA", "POD", "NODE", "GPUS", "REPLICA TIER")]
+    for a in sorted(plan.assignments, key=lambda a: a.key):
+        tier = plan.replica_tiers.get((a.key.role, a.key.replica), "")
+        rows.append(
+            (
+                a.key.role,
+                str(a.key.replica),
+                a.key.name(name),
+                a.node,
+                ",".join(map(str, a.gpus)),
+                tier,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.append("")
+    total = sum(plan.tiers.values()) or 1
+    lines.append("prefill<->decode GPU pairs by tier:")
+    for tier, n in plan.tiers.items():
+        lines.append(f"  {tier:18} {n:6}  ({100 * n / total:.0f}%)")
+    c = plan.cost.to_json()
+    lines.append(
+        f"cost: intra-replica {c['intraReplica']}, traffic {c['traffic']}, "
+        f"fragmentation {c['fragmentation']}"
+    )
+    lines.append(f"planned in {elapsed_ms:.1f} ms by {plan.strategy}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The result of placement: assignments, cost, tiers and the reasons behind it.
+
+Frozen values; ``Plan.to_json`` is the ``shorthop plan --format json`` **contract** (keys
+``feasible``, ``assignments[{role, replica, pod, node, gpus}]``, ``reasons``, ``cost``, ``tiers``).
+Infeasibility is a value: ``feasible`` False with :class:`Reason` entries, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PodKey:
+    role: str
+    replica: int
+    pod: int
+
+    def name(self, deployment: str) -> str:
+        return f"{deployment}-{self.role}-{self.replica}-{self.pod}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    key: PodKey
+    node: str
+    row: int
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a plan is infeasible: the constraint, the field it comes from, needed vs available."""
+
+    constraint: str
+    field: str
+    needed: int
+    available: int
+    detail: str
+
+    def message(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Cost:
+    """Lexicographic objective: intra-replica, then traffic-weighted role-to-role, then
+    fragmentation. Lower is better in each; compare with ``<`` on the whole tuple."""
+
+    intra: int = 0
+    traffic: float = 0.0
+    fragmentation: float = 0.0
+
+    def key(self) -> tuple[int, float]:
+        """The part an exact solver optimises (fragmentation only breaks ties)."""
+        return (self.intra, round(self.traffic, 6))
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "intraReplica": self.intra,
+            "traffic": round(self.traffic, 3),
+            "fragmentation": round(self.fragmentation, 3),
+            "total": round(self.intra + self.traffic, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    feasible: bool
+    assignments: tuple[Assignment, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+    cost: Cost = field(default_factory=Cost)
+    tiers: dict[str, int] = field(default_factory=dict)  # traffic GPU pairs per tier
+    replica_tiers: dict[tuple[str, int], str] = field(default_factory=dict)
+    domains: tuple[str, ...] = ()  # the domains chosen, for the explanation
+    strategy: str = "shorthop"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feasible": self.feasible,
+            "assignments": [
+                {
+                    "role": a.key.role,
+                    "replica": a.key.replica,
+                    "pod": a.key.pod,
+                    "node": a.node,
+                    "gpus": list(a.gpus),
+                }
+                for a in sorted(self.assignments, key=lambda a: a.key)
+            ],
+            "reasons": [r.message() for r in self.reasons],
+            "cost": self.cost.to_json(),
+            "tiers": dict(self.tiers),
+            "replicaTiers": {
+                f"{role}-{replica}": tier
+                for (role, replica), tier in sorted(self.replica_tiers.items())
+            },
+            "domains": list(self.domains),
+            "strategy": self.strategy,
+        }

@@ -1,0 +1,121 @@
+"""What to place: an InferenceDeployment spec turned into the solver's terms.
+
+The only module of the core that reads ``shorthop.api``. Tier names in scopes are checked against
+the configured tiers here, so an unknown name is a :class:`~shorthop.errors.SpecError` naming the
+field. Also defines the peer pairing between roles that carry traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shorthop import quantity
+from shorthop.api import models
+from shorthop.errors import SpecError
+from shorthop.placement.snapshot import Toleration, tolerations_of
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRequest:
+    """One role: ``replicas`` replicas of ``pods_per_replica`` pods with ``gpus_per_pod`` GPUs."""
+
+    name: str
+    replicas: int
+    pods_per_replica: int
+    gpus_per_pod: int
+    replica_scope: int | None = None  # tier index: each replica inside one domain of this tier
+    tolerations: tuple[Toleration, ...] = ()
+    cpu_millis: int = 0  # per pod
+    memory_bytes: int = 0  # per pod
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.pods_per_replica * self.gpus_per_pod
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficEdge:
+    source: int  # role index
+    target: int
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A whole deployment to place (frozen; equal requests give equal plans)."""
+
+    roles: tuple[RoleRequest, ...]
+    traffic: tuple[TrafficEdge, ...] = ()
+    required_scope: int | None = None  # tier index for the whole deployment
+    preferred_scope: int | None = None
+    name: str = "deployment"
+
+    def role_index(self, name: str) -> int:
+        return next(i for i, r in enumerate(self.roles) if r.name == name)
+
+
+def peer_pairs(source_replicas: int, target_replicas: int) -> list[tuple[int, int]]:
+    """Which replica of one role talks to which of another.
+
+    Every replica of the larger role has exactly one peer in the smaller role, spread evenly;
+    every replica of the smaller role has at least one. Replica *ranks* are used, so callers map
+    them to replica ids.
+
+    >>> peer_pairs(2, 2), peer_pairs(4, 2), peer_pairs(1, 3)
+    ([(0, 0), (1, 1)], [(0, 0), (1, 0), (2, 1), (3, 1)], [(0, 0), (0, 1), (0, 2)])
+    """
+    if source_replicas <= 0 or target_replicas <= 0:
+        return []
+    if source_replicas >= target_replicas:
+        return [(i, i * target_replicas // source_replicas) for i in range(source_replicas)]
+    return [(j * source_replicas // target_replicas, j) for j in range(target_replicas)]
+
+
+def _tier(tiers: tuple[str, ...], value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    if value not in tiers:
+        raise SpecError(
+            field, f"unknown tier {value!r}; this cluster's tiers are {', '.join(tiers)}"
+        )
+    return tiers.index(value)
+
+
+def from_spec(
+    spec: models.InferenceDeploymentSpec, tiers: tuple[str, ...], *, name: str = "deployment"
+) -> Request:
+    """Translate a validated spec; raises :class:`SpecError` for unknown tier names."""
+    roles = []
+    for role in spec.roles:
+        pod_spec = role.template.spec
+        cpu, memory = 0, 0
+        for container in pod_spec.get("containers") or []:
+            requests = ((container or {}).get("resources") or {}).get("requests") or {}
+            cpu += quantity.parse(requests.get("cpu", 0), milli=True) or 0
+            memory += quantity.parse(requests.get("memory", 0)) or 0
+        roles.append(
+            RoleRequest(
+                name=role.name,
+                replicas=role.replicas,
+                pods_per_replica=role.pods_per_replica,
+                gpus_per_pod=role.pod_gpus,
+                replica_scope=_tier(
+                    tiers, role.replica_scope, f"spec.roles[{role.name}].replicaScope"
+                ),
+                tolerations=tolerations_of(pod_spec),
+                cpu_millis=cpu,
+                memory_bytes=memory,
+            )
+        )
+    names = [r.name for r in roles]
+    traffic = tuple(
+        TrafficEdge(names.index(t.from_), names.index(t.to), t.weight)
+        for t in spec.effective_traffic()
+    )
+    return Request(
+        roles=tuple(roles),
+        traffic=traffic,
+        required_scope=_tier(tiers, spec.placement.required, "spec.placement.required"),
+        preferred_scope=_tier(tiers, spec.placement.preferred, "spec.placement.preferred"),
+        name=name,
+    )

@@ -1,0 +1,994 @@
+"""shorthop's placer: gang placement of an InferenceDeployment that minimises hop distance.
+
+Algorithm overview
+------------------
+Phase 1 (scope). If the deployment has a required or preferred scope, candidate domains of that
+tier with enough free GPUs are tried, best fit first (fewest free GPUs that suffice); the best
+feasible plan among them wins. A preferred scope that fits nowhere falls back to the whole cluster.
+
+Phase 2 (greedy, one replica at a time, largest replicas first). For a replica of ``P`` pods of
+``q`` GPUs:
+
+  a. *capacity*: how many such pods every usable node can take (free GPUs, CPU, memory, pod
+     count, taints vs tolerations), rolled up the domain tree with numpy;
+  b. *single-node candidates*: every node that fits all ``P`` pods is scored at once: the
+     cheapest GPU subset from precomputed per-class tables (``subsets``), the traffic cost to the
+     replica's already placed peers (vectorised over candidates), and the GPUs it would leave
+     free (best fit);
+  c. *multi-node candidates*: for NVLink domains and then network levels, finest first, domains
+     that fit are filled Kueue-style (fewest children, largest first; the last child best fit,
+     nearest to peers) and scored exactly; coarser levels are skipped once their lower bound
+     exceeds the best cost found;
+  d. the lexicographically best candidate (intra-replica cost, traffic cost, leftover GPUs,
+     vertex id) is committed.
+
+Phase 3 (refinement). Local search: each replica in turn is lifted out and placed again now that
+all its peers are known; the move is kept when the (intra, traffic) cost falls. At most
+``REFINE_PASSES`` passes.
+
+Phase 4 (verdict). Either every pod is placed (gang) and the plan is scored by ``objective``, or
+the plan is infeasible with a reason naming the field and the numbers.
+
+Deterministic: no randomness, and ties always break by vertex/row id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import objective, subsets
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
+from shorthop.placement.request import Request, RoleRequest, peer_pairs
+from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.topology.index import TopologyIndex
+
+REFINE_PASSES = 2
+EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
+BEST_FIT_CANDIDATES = 5
+AFFINITY_CANDIDATES = 3
+FIXED_AFFINITY = 1e6  # a replica's own surviving pods attract far more than peers do
+
+Fixed = Mapping[PodKey, tuple[int, Sequence[int]]]  # pod -> (row, GPU indices)
+
+
+@dataclass
+class _Replica:
+    role: int
+    rid: int
+    pods: int
+    fixed: list[tuple[int, int, int]] = field(default_factory=list)  # (pod, row, mask)
+    placed: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def missing(self) -> list[int]:
+        have = {p for p, _, _ in self.fixed} | {p for p, _, _ in self.placed}
+        return [p for p in range(self.pods) if p not in have]
+
+    def parts(self) -> list[tuple[int, int, int]]:
+        return self.fixed + self.placed
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    intra: int
+    traffic: float
+    frag: float
+    tie: int
+    rows: tuple[tuple[int, int], ...]  # (row, GPU mask)
+    lookahead: float = 0.0  # estimated traffic to peers not placed yet (see _lookahead_many)
+
+    def key(self) -> tuple[int, float, float, float, int]:
+        return (self.intra, round(self.traffic, 6), self.lookahead, self.frag, self.tie)
+
+
+class _Failure(Exception):
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
+def _gpu_set_of(parts: Sequence[tuple[int, int]]) -> objective.GpuSet:
+    merged: dict[int, int] = {}
+    for row, mask in parts:
+        merged[row] = merged.get(row, 0) | mask
+    return {row: np.array(bits(mask), dtype=np.intp) for row, mask in merged.items()}
+
+
+class _Solve:
+    """One planning run; owns its scratch arrays."""
+
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        request: Request,
+        allowed: NDArray[np.bool_] | None,
+        fixed: Fixed,
+        mode: str = "cost",
+    ) -> None:
+        self.mode = (
+            mode  # "cost", or on failure "pack" (best fit first), then "request" (first fit)
+        )
+        self.snapshot = snapshot
+        self.index: TopologyIndex = snapshot.index
+        self.tree = domain_tree.tree(self.index)
+        self.request = request
+        self.free = snapshot.free.copy()
+        self.count = np.array([int(m).bit_count() for m in self.free.tolist()], dtype=np.int64)
+        self.headroom = snapshot.headroom.copy()
+        rows = len(self.index.names)
+        allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
+        self.usable = [snapshot.usable_rows(role.tolerations) & allowed for role in request.roles]
+        self.classes = self.index.class_of
+        self.min_up = min((int(c.up.min()) for c in self.index.classes), default=0)
+        self.replicas = self._replicas(fixed)
+        self.peers = self._peers()
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _replicas(self, fixed: Fixed) -> dict[tuple[int, int], _Replica]:
+        out: dict[tuple[int, int], _Replica] = {}
+        names = [r.name for r in self.request.roles]
+        by_role: dict[int, dict[int, list[tuple[int, int, int]]]] = {}
+        for key, (row, gpus) in fixed.items():
+            if key.role not in names:
+                continue
+            ri = names.index(key.role)
+            mask = sum(1 << g for g in gpus)
+            by_role.setdefault(ri, {}).setdefault(key.replica, []).append((key.pod, row, mask))
+        for ri, role in enumerate(self.request.roles):
+            existing = by_role.get(ri, {})
+            ids = sorted(existing)[: role.replicas]
+            next_id = 0
+            while len(ids) < role.replicas:
+                if next_id not in existing:
+                    ids.append(next_id)
+                next_id += 1
+            for rid in sorted(ids):
+                parts = [p for p in existing.get(rid, []) if p[0] < role.pods_per_replica]
+                out[(ri, rid)] = _Replica(ri, rid, role.pods_per_replica, fixed=parts)
+        return out
+
+    def _peers(self) -> dict[tuple[int, int], list[tuple[tuple[int, int], float]]]:
+        peers: dict[tuple[int, int], list[tuple[tuple[int, int], float]]] = {
+            k: [] for k in self.replicas
+        }
+        for edge in self.request.traffic:
+            s_ids = sorted(rid for ri, rid in self.replicas if ri == edge.source)
+            t_ids = sorted(rid for ri, rid in self.replicas if ri == edge.target)
+            for i, j in peer_pairs(len(s_ids), len(t_ids)):
+                a, b = (edge.source, s_ids[i]), (edge.target, t_ids[j])
+                peers[a].append((b, edge.weight))
+                peers[b].append((a, edge.weight))
+        return peers
+
+    # -- phase 2a: capacity ------------------------------------------------------------------
+
+    def pods_fit(self, role_index: int) -> NDArray[np.int64]:
+        role = self.request.roles[role_index]
+        fit = self.count // role.gpus_per_pod
+        if role.cpu_millis > 0:
+            fit = np.minimum(fit, self.headroom[:, 0] // role.cpu_millis)
+        if role.memory_bytes > 0:
+            fit = np.minimum(fit, self.headroom[:, 1] // role.memory_bytes)
+        fit = np.minimum(fit, self.headroom[:, 2])
+        fit = np.where(self.usable[role_index], np.maximum(fit, 0), 0)
+        return fit.astype(np.int64)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _key(self, cand: _Candidate) -> tuple[float, ...]:
+        """Candidate order: cost first, or (when packing to find a feasible plan) best fit first."""
+        if self.mode == "pack":
+            return (cand.frag, cand.intra, round(cand.traffic, 6), cand.lookahead, cand.tie)
+        return cand.key()
+
+    def _placed_set(self, key: tuple[int, int]) -> objective.GpuSet:
+        r = self.replicas[key]
+        return _gpu_set_of([(row, mask) for _, row, mask in r.parts()])
+
+    def _peer_sets(self, key: tuple[int, int]) -> list[tuple[objective.GpuSet, float]]:
+        out = []
+        for peer, weight in self.peers[key]:
+            s = self._placed_set(peer)
+            if s:
+                out.append((s, weight))
+        return out
+
+    def _affinity(
+        self, key: tuple[int, int], peer_sets: list[tuple[objective.GpuSet, float]]
+    ) -> NDArray[np.float64]:
+        leaf = np.zeros(len(self.index.names), dtype=np.float64)
+        for s, weight in peer_sets:
+            for row, gpus in s.items():
+                leaf[row] += weight * len(gpus)
+        for _, row, mask in self.replicas[key].fixed:
+            leaf[row] += FIXED_AFFINITY * mask.bit_count()
+        return (
+            self.tree.rollup(leaf.astype(np.int64)).astype(np.float64)
+            if leaf.any()
+            else np.zeros(self.tree.vertices)
+        )
+
+    def _score(
+        self,
+        key: tuple[int, int],
+        parts: Sequence[tuple[int, int]],
+        peer_sets: list[tuple[objective.GpuSet, float]],
+        tie: int,
+    ) -> _Candidate:
+        r = self.replicas[key]
+        mine = _gpu_set_of([*((row, mask) for _, row, mask in r.fixed), *parts])
+        intra = objective.intra_cost(self.index, mine)
+        traffic = sum(w * objective.between_cost(self.index, mine, s) for s, w in peer_sets)
+        frag = float(sum((int(self.free[row]) & ~mask).bit_count() for row, mask in parts))
+        need = self._unplaced_peer_gpus(key)
+        ahead = round(self._lookahead(parts, need, self._room(need[1])), 6) if need[0] else 0.0
+        return _Candidate(intra, traffic, frag, tie, tuple(parts), ahead)
+
+    def _unplaced_peer_gpus(self, key: tuple[int, int]) -> tuple[int, int]:
+        """(GPUs, pod size) the peers of ``key`` that are not placed yet will need."""
+        need, q = 0, 0
+        for peer, _ in self.peers[key]:
+            r = self.replicas[peer]
+            if not r.parts():
+                role = self.request.roles[r.role]
+                need += role.gpus_per_replica
+                q = role.gpus_per_pod if q == 0 else min(q, role.gpus_per_pod)
+        return need, max(q, 1)
+
+    def _room(self, q: int) -> NDArray[np.int64]:
+        """GPUs under every tree vertex usable by pods of ``q`` GPUs (whole pods only)."""
+        usable = (
+            np.logical_or.reduce(self.usable)
+            if self.usable
+            else np.zeros(len(self.count), dtype=np.bool_)
+        )
+        return self.tree.rollup(np.where(usable, (self.count // q) * q, 0))
+
+    def _layer_distance(self, layer: int) -> int:
+        """A representative GPU-pair distance between different nodes joined at ``layer``."""
+        if layer <= domain_tree.CLIQUE_LAYER:
+            return 2 * self.index.config.weights.nvlink_domain
+        level = self.index.levels - 1 - (layer - 2)
+        return 2 * self.min_up + 2 * int(self.index.h[level + 1])
+
+    def _lookahead_many(
+        self,
+        cand: NDArray[np.intp],
+        masks: NDArray[np.int64],
+        need: tuple[int, int],
+        room: NDArray[np.int64],
+        table: subsets.SubsetTable | None,
+    ) -> NDArray[np.float64]:
+        """Per candidate (row, subset): an estimate of the traffic to the ``need`` GPUs of peers not
+        placed yet, if they land as close as the room left around the candidate allows: on the
+        same node (distance from the subset to the best remaining GPU), else in the closest
+        domain with room (a representative distance for its layer)."""
+        gpus, q = need
+        if gpus <= 0:
+            return np.zeros(len(cand), dtype=np.float64)
+        k = np.array([int(m).bit_count() for m in masks.tolist()], dtype=np.int64)
+        layers = self.tree.ancestor_at.shape[0]
+        score = np.zeros(len(cand), dtype=np.float64)
+        before = (self.count[cand] // q) * q
+        leftover = (np.maximum(self.count[cand] - k, 0) // q) * q
+        taken = before - leftover  # whole-pod room the candidate itself uses up
+        covered = np.minimum(gpus, leftover)
+        if table is not None and table.exact:
+            free = self.free[cand].astype(np.int64) & ~masks
+            per_gpu = table.to_gpu[masks].astype(np.float64)
+            bit = (free[:, None] >> np.arange(table.gpus)[None, :]) & 1
+            best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
+            best = np.where(np.isfinite(best), best, 0.0)
+            score += best * covered
+        else:
+            score += covered * k * self._layer_distance(domain_tree.CLIQUE_LAYER)
+        for layer in range(1, layers):
+            anc = self.tree.ancestor_at[layer, cand]
+            avail = np.where(anc >= 0, room[np.maximum(anc, 0)] - taken, covered)
+            reach = np.minimum(gpus, np.maximum(avail, covered))
+            score += (reach - covered) * k * self._layer_distance(layer)
+            covered = reach
+        total: NDArray[np.float64] = (
+            score + (gpus - covered) * k * self._layer_distance(layers - 1) * 2
+        )
+        return total
+
+    def _lookahead(
+        self, parts: Sequence[tuple[int, int]], need: tuple[int, int], room: NDArray[np.int64]
+    ) -> float:
+        row = parts[0][0]
+        table = subsets.table(self.index.node_class(row))
+        masks = np.array([sum(m for _, m in parts if _ == row)], dtype=np.int64)
+        return float(
+            self._lookahead_many(np.array([row], dtype=np.intp), masks, need, room, table)[0]
+        )
+
+    # -- phase 2b: single-node candidates (vectorised) --------------------------------------
+
+    def _single_node(
+        self,
+        key: tuple[int, int],
+        pods: int,
+        fit: NDArray[np.int64],
+        peer_sets: list[tuple[objective.GpuSet, float]],
+        *,
+        nvlink_only: bool = False,
+    ) -> _Candidate | None:
+        r = self.replicas[key]
+        k = pods * self.request.roles[r.role].gpus_per_pod
+        rows = np.flatnonzero(fit >= pods)
+        if rows.size == 0:
+            return None
+        if r.fixed:
+            return self._near_fixed(key, rows, pods, peer_sets, nvlink_only)
+        need = self._unplaced_peer_gpus(key)
+        room = self._room(need[1]) if need[0] else np.zeros(0, dtype=np.int64)
+        best: _Candidate | None = None
+        for cls_id in np.unique(self.classes[rows]):
+            cls = self.index.classes[int(cls_id)]
+            cand = rows[self.classes[rows] == cls_id]
+            table = subsets.table(cls, nvlink_only)
+            if table.exact:
+                masks, intra = table.pick_many(self.free[cand].astype(np.int64), k)
+            else:
+                picks = [table.pick(int(self.free[row]), k) for row in cand]
+                masks = np.array([p[0] if p else -1 for p in picks], dtype=np.int64)
+                intra = np.array([p[1] if p else subsets.INF for p in picks], dtype=np.int64)
+            ok = masks >= 0
+            cand, masks, intra = cand[ok], masks[ok], intra[ok]
+            if cand.size == 0:
+                continue
+            low = intra == intra.min()
+            cand, masks, intra = cand[low], masks[low], intra[low]
+            traffic = np.round(self._traffic_many(cand, masks, peer_sets), 6)
+            ahead = np.round(self._lookahead_many(cand, masks, need, room, table), 6)
+            frag = (self.count[cand] - k).astype(np.float64)
+            keys = (
+                (cand, frag, ahead, traffic, intra)
+                if self.mode != "pack"
+                else (cand, ahead, traffic, intra, frag)
+            )
+            order = np.lexsort(keys)
+            i = int(order[0])
+            found = _Candidate(
+                int(intra[i]),
+                float(traffic[i]),
+                float(frag[i]),
+                int(cand[i]),
+                ((int(cand[i]), int(masks[i])),),
+                float(ahead[i]),
+            )
+            if best is None or self._key(found) < self._key(best):
+                best = found
+        if best is None:
+            return None
+        row = best.rows[0][0]
+        refined = self._refine_subset(key, row, k, best.intra, peer_sets, need, room, nvlink_only)
+        return refined if refined is not None else best
+
+    def _refine_subset(
+        self,
+        key: tuple[int, int],
+        row: int,
+        k: int,
+        intra: int,
+        peer_sets: list[tuple[objective.GpuSet, float]],
+        need: tuple[int, int],
+        room: NDArray[np.int64],
+        nvlink_only: bool,
+    ) -> _Candidate | None:
+        """On the chosen node, among the subsets as cheap inside as the best, take the one nearest
+        to the peers (placed, or still to come). Only where it can matter: asymmetric nodes with
+        peers on them or room left for peers."""
+        table = subsets.table(self.index.node_class(row), nvlink_only)
+        free = int(self.free[row])
+        hosts_peer = any(row in s for s, _ in peer_sets)
+        if not table.exact or (not hosts_peer and not (need[0] and free.bit_count() > k)):
+            return None
+        options = [m for m in _submasks(free, k) if int(table.cost[m]) == intra]
+        if len(options) <= 1:
+            return None
+        scored = [self._score(key, [(row, m)], peer_sets, tie=row) for m in options]
+        return min(scored, key=lambda c: (self._key(c), c.rows))
+
+    def _near_fixed(
+        self,
+        key: tuple[int, int],
+        rows: NDArray[np.intp],
+        pods: int,
+        peer_sets: list[tuple[objective.GpuSet, float]],
+        nvlink_only: bool,
+    ) -> _Candidate | None:
+        """Single-node candidates for a replica with surviving pods: the nodes that share the
+        deepest domain with them, scored exactly."""
+        anchor = self.replicas[key].fixed[0][1]
+        depth = np.count_nonzero(
+            (self.index.dom[rows] == self.index.dom[anchor]) & (self.index.dom[rows] >= 0), axis=1
+        )
+        clique = self.index.clique_of[anchor]
+        same = (self.index.clique_of[rows] == clique) & (clique >= 0)
+        closeness = (
+            depth + same * (self.index.levels + 1) + (rows == anchor) * (self.index.levels + 2)
+        )
+        nearest = rows[np.lexsort((rows, -closeness))][:64]
+        q = self.request.roles[self.replicas[key].role].gpus_per_pod
+        options = []
+        for row in nearest.tolist():
+            pick = subsets.table(self.index.node_class(row), nvlink_only).pick(
+                int(self.free[row]), pods * q
+            )
+            if pick is not None:
+                options.append([(row, pick[0])])
+        return self._best_of(options, peer_sets, key)
+
+    def _traffic_many(
+        self,
+        cand: NDArray[np.intp],
+        masks: NDArray[np.int64],
+        peer_sets: list[tuple[objective.GpuSet, float]],
+    ) -> NDArray[np.float64]:
+        """Traffic cost of putting the subset ``masks[i]`` on ``cand[i]``, for all i at once
+        (all candidates of one node class)."""
+        total = np.zeros(len(cand), dtype=np.float64)
+        if not peer_sets:
+            return total
+        index = self.index
+        node_class = index.classes[int(self.classes[cand[0]])]
+        g = node_class.gpus
+        bitmat = ((masks[:, None] >> np.arange(g)[None, :]) & 1).astype(np.int64)  # [n, g]
+        k = bitmat.sum(axis=1)
+        clique = index.clique_of[cand]
+        in_clique = clique >= 0
+        up = np.broadcast_to(node_class.up, (len(cand), g)).copy()
+        if in_clique.any():
+            exits = index.clique_exit[clique[in_clique]]
+            up[in_clique] = np.minimum(up[in_clique], node_class.fab[None, :] + exits[:, None])
+        up_sum = (bitmat * up).sum(axis=1)
+        fab = np.where(node_class.fab >= subsets.INF, 0, node_class.fab)
+        fab_sum = (bitmat * fab[None, :]).sum(axis=1)
+        dom = index.dom[cand]
+        for s, weight in peer_sets:
+            for prow, pg in s.items():
+                m = len(pg)
+                pup = float(index.up(prow)[pg].sum())
+                pclique = int(index.clique_of[prow])
+                lca = np.count_nonzero((dom == index.dom[prow]) & (dom >= 0), axis=1) - 1
+                cost = up_sum * m + pup * k + 2 * index.h[lca + 1] * k * m
+                if pclique >= 0:
+                    same = clique == pclique
+                    pfab = float(index.node_class(prow).fab[pg].sum())
+                    cost = np.where(same, fab_sum * m + pfab * k, cost)
+                here = np.flatnonzero(cand == prow)
+                for i in here:
+                    gi = np.array(bits(int(masks[i])), dtype=np.intp)
+                    cost[i] = node_class.dist[np.ix_(gi, pg)].sum()
+                total += weight * cost
+        return total
+
+    # -- phase 2c: multi-node candidates ----------------------------------------------------
+
+    def _fill(
+        self,
+        v: int,
+        pods: int,
+        cap: NDArray[np.int64],
+        fit: NDArray[np.int64],
+        aff: NDArray[np.float64],
+        q: int,
+    ) -> list[tuple[int, int]]:
+        rows = len(self.index.names)
+        if v < rows:
+            return [(v, min(pods, int(fit[v])))]
+        kids = self.tree.children_of(v)
+        kids = kids[cap[kids] > 0]
+
+        def internal(u: int, n: int) -> int:
+            if u >= rows:
+                return 0
+            pick = subsets.table(self.index.node_class(u)).pick(int(self.free[u]), n * q)
+            return pick[1] if pick else int(subsets.INF)
+
+        # Fewest children: largest capacity first (then cheaper, nearer, lower id).
+        ordered = sorted(
+            kids.tolist(), key=lambda u: (-int(cap[u]), internal(u, int(cap[u])), -aff[u], u)
+        )
+        taken: list[int] = []
+        remaining = pods
+        for u in ordered:
+            if remaining <= 0:
+                break
+            taken.append(u)
+            remaining -= int(cap[u])
+        if remaining > 0:
+            return []
+        # The last child: the best fit for what is left, among the unused ones and itself.
+        before = sum(int(cap[u]) for u in taken[:-1])
+        need = pods - before
+        pool = [u for u in ordered if u not in taken[:-1] and int(cap[u]) >= need]
+        last = min(pool, key=lambda u: (internal(u, need), -aff[u], int(cap[u]), u))
+        taken[-1] = last
+        out: list[tuple[int, int]] = []
+        remaining = pods
+        for u in taken:
+            share = min(remaining, int(cap[u]))
+            out += self._fill(u, share, cap, fit, aff, q)
+            remaining -= share
+        return out
+
+    def _fill_rows(
+        self, key: tuple[int, int], rows_pods: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        q = self.request.roles[self.replicas[key].role].gpus_per_pod
+        parts = []
+        for row, n in rows_pods:
+            pick = subsets.table(self.index.node_class(row)).pick(int(self.free[row]), n * q)
+            if pick is None:
+                return []
+            parts.append((row, pick[0]))
+        return parts
+
+    def _best_of(
+        self,
+        options: list[list[tuple[int, int]]],
+        peer_sets: list[tuple[objective.GpuSet, float]],
+        key: tuple[int, int],
+    ) -> _Candidate | None:
+        best = None
+        for parts in options:
+            if not parts:
+                continue
+            cand = self._score(key, parts, peer_sets, tie=min(row for row, _ in parts))
+            if best is None or self._key(cand) < self._key(best):
+                best = cand
+        return best
+
+    def _lower_bound(self, layer: int, pods: int, q: int, max_fit: int) -> int:
+        """Least intra cost any placement spanning two nodes joined at ``layer`` can have."""
+        if layer <= domain_tree.CLIQUE_LAYER:
+            return 0
+        n = pods * q
+        largest = min(max_fit, pods) * q
+        parts, left = [], n
+        while left > 0:
+            take = min(largest, left)
+            parts.append(take)
+            left -= take
+        cross_pairs = (n * n - sum(p * p for p in parts)) // 2
+        if len(parts) == 1:
+            cross_pairs = q * (n - q)
+        level = self.index.levels - 1 - (layer - 2)
+        distance = (
+            2 * self.min_up + 2 * int(self.index.h[level + 1])
+            if level >= 0
+            else 2 * self.min_up + 2 * int(self.index.h[0])
+        )
+        return cross_pairs * distance
+
+    def _scope_anchor(self, key: tuple[int, int], layer: int) -> int | None:
+        """The one domain at ``layer`` that holds all of a replica's surviving pods, if any."""
+        rows = sorted({row for _, row, _ in self.replicas[key].fixed})
+        holders = [({row} | set(self.tree.ancestors(row))) for row in rows]
+        common = set.intersection(*holders)
+        at_layer = [v for v in common if int(self.tree.layer[v]) == layer]
+        return at_layer[0] if at_layer else None
+
+    def _first_fit(self, key: tuple[int, int]) -> _Candidate:
+        """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit)."""
+        r = self.replicas[key]
+        q = self.request.roles[r.role].gpus_per_pod
+        fit = self.pods_fit(r.role)
+        parts: dict[int, int] = {}
+        for _ in r.missing():
+            ok = np.flatnonzero(fit > 0)
+            if ok.size == 0:
+                raise _Failure(self._why(key, fit, None))
+            row = int(ok[0])
+            free = int(self.free[row]) & ~parts.get(row, 0)
+            parts[row] = parts.get(row, 0) | sum(1 << g for g in bits(free)[:q])
+            fit[row] -= 1
+        return self._score(key, sorted(parts.items()), self._peer_sets(key), tie=min(parts))
+
+    def place(self, key: tuple[int, int]) -> _Candidate:
+        if (
+            self.mode == "request"
+            and self.request.roles[self.replicas[key].role].replica_scope is None
+        ):
+            return self._first_fit(key)
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        pods = len(r.missing())
+        q = role.gpus_per_pod
+        fit = self.pods_fit(r.role)
+        peer_sets = self._peer_sets(key)
+        scoped = role.replica_scope is not None
+        max_layer = int(self.tree.layer[self.tree.root])
+        if role.replica_scope is not None:
+            max_layer = self.tree.layer_of_tier(role.replica_scope)
+        if r.fixed and scoped:
+            anchor = self._scope_anchor(key, max_layer)
+            inside = np.zeros(len(fit), dtype=np.bool_)
+            if anchor is not None:
+                inside[_rows_under(self.tree, anchor)] = True
+            fit = np.where(inside, fit, 0)
+        # phase 2b
+        best = self._single_node(key, pods, fit, peer_sets, nvlink_only=role.replica_scope == 0)
+        cap = self.tree.rollup(fit)
+        scope_cap = int(cap[np.flatnonzero(self.tree.layer == max_layer)].max(initial=0))
+        if pods > 1 and max_layer > domain_tree.NODE_LAYER:
+            # phase 2c
+            aff = self._affinity(key, peer_sets)
+            max_fit = int(fit.max(initial=0))
+            for layer in range(domain_tree.CLIQUE_LAYER, max_layer + 1):
+                if best is not None and best.intra < self._lower_bound(layer, pods, q, max_fit):
+                    break
+                verts = np.flatnonzero((self.tree.layer == layer) & (cap >= pods))
+                if verts.size > EVALUATE_ALL_BELOW:
+                    by_fit = verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES]
+                    by_aff = verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES]
+                    verts = np.unique(np.concatenate([by_fit, by_aff]))
+                for v in verts.tolist():
+                    rows_pods = self._fill(v, pods, cap, fit, aff, q)
+                    parts = self._fill_rows(key, rows_pods) if rows_pods else []
+                    if not parts:
+                        continue
+                    cand = self._score(key, parts, peer_sets, tie=v)
+                    if best is None or self._key(cand) < self._key(best):
+                        best = cand
+        if best is None:
+            raise _Failure(self._why(key, fit, scope_cap if scoped else None))
+        return best
+
+    # -- commit / lift -----------------------------------------------------------------------
+
+    def commit(self, key: tuple[int, int], cand: _Candidate) -> None:
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        q = role.gpus_per_pod
+        missing = iter(r.missing())
+        for row, mask in cand.rows:
+            gpus = bits(mask)
+            for start in range(0, len(gpus), q):
+                pod_mask = sum(1 << g for g in gpus[start : start + q])
+                r.placed.append((next(missing), row, pod_mask))
+            self.free[row] = np.uint64(int(self.free[row]) & ~mask)
+            self.count[row] -= len(gpus)
+            pods_here = len(gpus) // q
+            self.headroom[row] -= (
+                role.cpu_millis * pods_here,
+                role.memory_bytes * pods_here,
+                pods_here,
+            )
+
+    def lift(self, key: tuple[int, int]) -> list[tuple[int, int, int]]:
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        old = r.placed
+        r.placed = []
+        for _, row, mask in old:
+            self.free[row] = np.uint64(int(self.free[row]) | mask)
+            self.count[row] += mask.bit_count()
+            self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
+        return old
+
+    def restore(self, key: tuple[int, int], old: list[tuple[int, int, int]]) -> None:
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        r.placed = list(old)
+        for _, row, mask in old:
+            self.free[row] = np.uint64(int(self.free[row]) & ~mask)
+            self.count[row] -= mask.bit_count()
+            self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+
+    def replica_cost(self, key: tuple[int, int]) -> tuple[int, float]:
+        mine = self._placed_set(key)
+        intra = objective.intra_cost(self.index, mine)
+        traffic = sum(
+            w * objective.between_cost(self.index, mine, s) for s, w in self._peer_sets(key)
+        )
+        return intra, round(traffic, 6)
+
+    # -- phases 2 and 3 ----------------------------------------------------------------------
+
+    def order(self) -> list[tuple[int, int]]:
+        roles = self.request.roles
+        if self.mode == "request":
+            return sorted(self.replicas)
+        if self.mode == "pack":
+            return sorted(
+                self.replicas,
+                key=lambda k: (-roles[k[0]].gpus_per_pod, -roles[k[0]].gpus_per_replica, k),
+            )
+        return sorted(
+            self.replicas,
+            key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].gpus_per_pod, k),
+        )
+
+    def group_cost(self, keys: Sequence[tuple[int, int]]) -> tuple[int, float]:
+        """Intra cost of ``keys`` plus the traffic of every peer pair touching them."""
+        intra = sum(objective.intra_cost(self.index, self._placed_set(k)) for k in keys)
+        seen: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+        traffic = 0.0
+        for k in keys:
+            mine = self._placed_set(k)
+            for peer, weight in self.peers[k]:
+                pair = (min(k, peer), max(k, peer))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                traffic += weight * objective.between_cost(self.index, mine, self._placed_set(peer))
+        return intra, round(traffic, 6)
+
+    def _close_enough(self, key: tuple[int, int]) -> bool:
+        """True when every GPU pair between ``key`` and its peers is already an NVLink pair
+        (same node over NVLink, or the same NVLink domain): no move can improve its traffic."""
+        mine = self._placed_set(key)
+        for peer, _ in self.peers[key]:
+            counts: dict[int, int] = {}
+            objective.tier_counts(self.index, mine, self._placed_set(peer), counts)
+            if any(n and tier not in (0, 2) for tier, n in counts.items()):
+                return False
+        return True
+
+    def _move(self, keys: list[tuple[int, int]]) -> bool:
+        """Lift ``keys`` and place them again in that order; keep the result if it is cheaper."""
+        before = self.group_cost(keys)
+        olds = [self.lift(k) for k in keys]
+        placed: list[tuple[int, int]] = []
+        try:
+            for k in keys:
+                self.commit(k, self.place(k))
+                placed.append(k)
+        except _Failure:
+            pass
+        if len(placed) == len(keys) and self.group_cost(keys) < before:
+            return True
+        for k in placed:
+            self.lift(k)
+        for k, old in zip(keys, olds, strict=True):
+            self.restore(k, old)
+        return False
+
+    def greedy(self) -> None:
+        """Phase 2: place every replica that misses pods, in :meth:`order`."""
+        for key in self.order():
+            if self.replicas[key].missing():
+                self.commit(key, self.place(key))
+
+    def refine(self) -> None:
+        """Phase 3: local search (single and group moves), in "cost" mode."""
+        self.mode = "cost"
+        order = self.order()
+        for _ in range(REFINE_PASSES):
+            improved = False
+            # phase 3a: one replica at a time, now that its peers are known
+            for key in order:
+                if self.replicas[key].placed and self.peers[key] and not self._close_enough(key):
+                    improved |= self._move([key])
+            # phase 3b: a replica with all its peers, the hub first
+            for key in order:
+                group = [key] + [p for p, _ in self.peers[key] if self.replicas[p].placed]
+                if self.replicas[key].placed and len(group) > 1 and not self._close_enough(key):
+                    improved |= self._move(group)
+            if not improved:
+                break
+
+    def total_cost(self) -> tuple[int, float]:
+        return self.group_cost(list(self.replicas))
+
+    # -- explanations ------------------------------------------------------------------------
+
+    def _why(self, key: tuple[int, int], fit: NDArray[np.int64], scope_cap: int | None) -> Reason:
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        pods, q = len(r.missing()), role.gpus_per_pod
+        where = f"spec.roles[{role.name}]"
+        usable = self.usable[r.role]
+        largest = max((self.index.gpus(int(row)) for row in np.flatnonzero(usable)), default=0)
+        if largest < q:
+            return Reason(
+                "gpus-per-pod",
+                f"{where}.gpusPerPod",
+                q,
+                largest,
+                f"each pod needs {q} GPUs on one node; the largest usable node has {largest}",
+            )
+        if role.replica_scope is not None and scope_cap is not None:
+            tier = self.index.tiers[role.replica_scope]
+            return Reason(
+                "replica-scope",
+                f"{where}.replicaScope",
+                pods * q,
+                scope_cap * q,
+                f"replica {r.rid} needs {pods} pods x {q} GPUs = {pods * q} GPUs in one {tier}; "
+                f"the largest free {tier} has room for {scope_cap * q}",
+            )
+        total = int(fit.sum())
+        return Reason(
+            "capacity",
+            where,
+            pods * q,
+            total * q,
+            f"replica {r.rid} needs {pods} more pods of {q} GPUs; the cluster has room for "
+            f"{total} such pods ({total * q} GPUs) after the rest of the deployment",
+        )
+
+
+def _submasks(free: int, k: int) -> list[int]:
+    """Every ``k``-GPU subset of ``free``, ascending."""
+    from itertools import combinations
+
+    return [sum(1 << g for g in combo) for combo in combinations(bits(free), k)]
+
+
+def _total_gpus(request: Request) -> int:
+    return sum(r.replicas * r.gpus_per_replica for r in request.roles)
+
+
+def _plan_from(solve: _Solve, free_before: NDArray[np.uint64], strategy: str) -> Plan:
+    index = solve.index
+    names = [r.name for r in solve.request.roles]
+    assignments = []
+    for (ri, rid), r in sorted(solve.replicas.items()):
+        for pod, row, mask in sorted(r.parts()):
+            assignments.append(
+                Assignment(PodKey(names[ri], rid, pod), index.names[row], row, bits(mask))
+            )
+    new = [
+        a
+        for a in assignments
+        if any(
+            a.key == PodKey(names[ri], rid, p)
+            for (ri, rid), r in solve.replicas.items()
+            for p, _, _ in r.placed
+        )
+    ]
+    ev = objective.evaluate(index, solve.request, assignments)
+    frag = objective.fragmentation(index, free_before, new)
+    domains = []
+    for (ri, rid), r in sorted(solve.replicas.items()):
+        rows = sorted({row for _, row, _ in r.parts()})
+        common = set(solve.tree.ancestors(rows[0])) | {rows[0]}
+        for row in rows[1:]:
+            common &= set(solve.tree.ancestors(row)) | {row}
+        lowest = min(common, key=lambda v: (int(solve.tree.layer[v]), v))
+        domains.append(f"{names[ri]}-{rid}: {solve.tree.name(lowest)}")
+    return Plan(
+        feasible=True,
+        assignments=tuple(assignments),
+        cost=Cost(ev.cost.intra, ev.cost.traffic, frag),
+        tiers=ev.tiers,
+        replica_tiers=ev.replica_tiers,
+        domains=tuple(domains),
+        strategy=strategy,
+    )
+
+
+def _infeasible(reason: Reason, strategy: str) -> Plan:
+    return Plan(feasible=False, reasons=(reason,), strategy=strategy)
+
+
+def solve(snapshot: ClusterSnapshot, request: Request, *, fixed: Fixed | None = None) -> Plan:
+    """Plan ``request`` on ``snapshot``; pods in ``fixed`` stay where they are.
+
+    Parameters
+    ----------
+    snapshot : ClusterSnapshot
+        Free GPUs; pods in ``fixed`` must already be accounted as used in it.
+    request : Request
+    fixed : mapping of PodKey -> (row, GPU indices), optional
+        Existing pods to keep (scale-up keeps every existing replica; repair keeps survivors).
+
+    Returns
+    -------
+    Plan
+        Feasible with every pod assigned, or infeasible with reasons. Never raises for an
+        infeasible request.
+
+    Notes
+    -----
+    See the module docstring for the algorithm. Cost grows with the number of replicas times the
+    number of candidate nodes (vectorised) plus a bounded number of domain fills per replica.
+    """
+    fixed = fixed or {}
+    index = snapshot.index
+    tree = domain_tree.tree(index)
+    scope = (
+        request.required_scope if request.required_scope is not None else request.preferred_scope
+    )
+    if scope is not None and tree.layer_of_tier(scope) < tree.layer[tree.root]:
+        layer = tree.layer_of_tier(scope)
+        counts = np.array([int(m).bit_count() for m in snapshot.free.tolist()], dtype=np.int64)
+        usable = snapshot.schedulable
+        fixed_rows = {row for row, _ in fixed.values()}
+        need = _total_gpus(request) - sum(len(g) for _, g in fixed.values())
+        free_under = tree.rollup(np.where(usable, counts, 0))
+        verts = np.flatnonzero(tree.layer == layer)
+        if fixed_rows:
+            holders = set.intersection(*(set(tree.ancestors(r)) | {r} for r in fixed_rows))
+            verts = np.array([v for v in verts.tolist() if v in holders], dtype=np.int64)
+        fitting = verts[free_under[verts] >= need] if verts.size else verts
+        fitting = fitting[np.lexsort((fitting, free_under[fitting]))][
+            : max(3, EVALUATE_ALL_BELOW // 4)
+        ]
+        plans = []
+        last_failure: Reason | None = None
+        for v in fitting.tolist():
+            allowed = np.zeros(len(index.names), dtype=np.bool_)
+            members = _rows_under(tree, v)
+            allowed[members] = True
+            try:
+                attempt = _run(snapshot, request, allowed, fixed)
+            except _Failure as failure:
+                last_failure = failure.reason
+                continue
+            plans.append(_plan_from(attempt, snapshot.free, "shorthop"))
+        if plans:
+            return min(plans, key=lambda p: (p.cost.key(), p.cost.fragmentation))
+        if request.required_scope is not None:
+            tier = index.tiers[scope]
+            largest = int(free_under[verts].max()) if verts.size else 0
+            if last_failure is None:
+                last_failure = Reason(
+                    "deployment-scope",
+                    "spec.placement.required",
+                    need,
+                    largest,
+                    f"the deployment needs {need} GPUs in one {tier}; "
+                    f"the largest {tier} has {largest} free",
+                )
+            return _infeasible(last_failure, "shorthop")
+    try:
+        attempt = _run(snapshot, request, None, fixed)
+    except _Failure as failure:
+        return _infeasible(failure.reason, "shorthop")
+    return _plan_from(attempt, snapshot.free, "shorthop")
+
+
+def _run(
+    snapshot: ClusterSnapshot, request: Request, allowed: NDArray[np.bool_] | None, fixed: Fixed
+) -> _Solve:
+    """Greedy in "cost" mode, falling back to "pack" then first-fit order when a replica does
+    not fit; also starts from first-fit's plan and keeps whichever start ends cheaper, so the
+    result is never worse than first-fit. Raises _Failure when no mode finds room."""
+    failure: _Failure | None = None
+    for mode in ("cost", "pack", "request"):
+        attempt = _Solve(snapshot, request, allowed, fixed, mode)
+        try:
+            attempt.greedy()
+        except _Failure as exc:
+            failure = failure or exc
+            continue
+        attempt.refine()
+        if mode == "request":
+            return attempt
+        first = _Solve(snapshot, request, allowed, fixed, "request")
+        try:
+            first.greedy()
+        except _Failure:
+            return attempt
+        if first.total_cost() < attempt.total_cost():
+            first.refine()
+            if first.total_cost() < attempt.total_cost():
+                return first
+        return attempt
+    assert failure is not None
+    raise failure
+
+
+def _rows_under(tree: domain_tree.DomainTree, v: int) -> list[int]:
+    rows = len(tree.index.names)
+    out, stack = [], [v]
+    while stack:
+        u = stack.pop()
+        if u < rows:
+            out.append(u)
+        else:
+            stack.extend(tree.children_of(u).tolist())
+    return out
+
+
+__all__ = ["RoleRequest", "solve"]

@@ -1,0 +1,203 @@
+"""Properties of shorthop's solver: capacity, scopes, no double booking, determinism, never worse
+than first-fit, and equal to the exact optimum on small instances."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from shorthop.placement import exact, placers, snapshot, solver
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.plan import Plan
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.topology import fake
+
+from tests import builders
+
+CONFIG = fake.CONFIG
+SLOW = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def assert_valid(snap: snapshot.ClusterSnapshot, request: Request, plan: Plan) -> None:
+    """Gang complete, every pod on a usable node, only free GPUs, none used twice, headroom kept."""
+    used: Counter[tuple[int, int]] = Counter()
+    pods_on: Counter[int] = Counter()
+    expected = {
+        (r.name, rep, pod)
+        for r in request.roles
+        for rep in range(r.replicas)
+        for pod in range(r.pods_per_replica)
+    }
+    got = {(a.key.role, a.key.replica, a.key.pod) for a in plan.assignments}
+    assert len(got) == len(plan.assignments)
+    assert {(role, pod) for role, _, pod in got} <= {(role, pod) for role, _, pod in expected}
+    assert Counter(role for role, _, _ in got) == Counter(role for role, _, _ in expected)
+    roles = {r.name: r for r in request.roles}
+    for a in plan.assignments:
+        role = roles[a.key.role]
+        assert len(a.gpus) == role.gpus_per_pod
+        assert snap.usable_rows(role.tolerations)[a.row]
+        assert snap.index.names[a.row] == a.node
+        for g in a.gpus:
+            assert int(snap.free[a.row]) >> g & 1, f"GPU {g} of {a.node} was not free"
+            used[(a.row, g)] += 1
+        pods_on[a.row] += 1
+    assert all(n == 1 for n in used.values()), "a GPU is used twice"
+    for row, n in pods_on.items():
+        assert n <= snap.headroom[row][2]
+
+
+@SLOW
+@given(builders.small_clusters(), builders.small_requests())
+def test_plans_are_valid_deterministic_and_never_worse_than_first_fit(
+    cluster: tuple, request: Request
+) -> None:
+    nodes, pods = cluster
+    snap = snapshot.build(nodes, pods, CONFIG)
+    plan = solver.solve(snap, request)
+    first = placers.FirstFit().place(snap, request)
+    if first.feasible:
+        assert plan.feasible, plan.reasons
+    if plan.feasible:
+        assert_valid(snap, request, plan)
+        again = solver.solve(snapshot.build(nodes, pods, CONFIG), request)
+        assert again.to_json() == plan.to_json()
+    else:
+        assert plan.reasons
+        assert plan.assignments == ()
+    if first.feasible and plan.feasible:
+        assert plan.cost.key() <= first.cost.key()
+
+
+@SLOW
+@given(builders.small_clusters(max_nodes=3, max_gpus=6), builders.small_requests(max_pods=3))
+def test_cost_equals_the_exact_optimum_on_small_instances(cluster: tuple, request: Request) -> None:
+    nodes, pods = cluster
+    snap = snapshot.build(nodes, pods, CONFIG)
+    best = exact.solve(snap, request)
+    plan = solver.solve(snap, request)
+    assert plan.feasible == best.feasible
+    if best.feasible:
+        assert plan.cost.key() == best.cost.key(), (plan.to_json(), best.to_json())
+
+
+@SLOW
+@given(
+    builders.small_clusters(max_nodes=4),
+    st.sampled_from(["nvlink-domain", "rack", "block", "same-node-nvlink"]),
+    st.integers(1, 3),
+    st.sampled_from([1, 2]),
+)
+def test_replica_scope_keeps_each_replica_inside_one_domain(
+    cluster: tuple, scope: str, pods: int, q: int
+) -> None:
+    nodes, bg = cluster
+    snap = snapshot.build(nodes, bg, CONFIG)
+    tiers = snap.index.tiers
+    request = Request(roles=(RoleRequest("decode", 2, pods, q, replica_scope=tiers.index(scope)),))
+    plan = solver.solve(snap, request)
+    if not plan.feasible:
+        assert (
+            "replicaScope" in plan.reasons[0].field
+            or "gpusPerPod" in plan.reasons[0].field
+            or plan.reasons[0].constraint == "capacity"
+        )
+        return
+    assert_valid(snap, request, plan)
+    tree = domain_tree.tree(snap.index)
+    layer = tree.layer_of_tier(tiers.index(scope))
+    for replica in range(2):
+        rows = [a.row for a in plan.assignments if a.key.replica == replica]
+        holders = [({r} | set(tree.ancestors(r))) for r in rows]
+        common = set.intersection(*holders)
+        assert any(int(tree.layer[v]) <= layer for v in common), (scope, rows)
+        if scope == "same-node-nvlink":
+            gpus = np.array(
+                [g for a in plan.assignments if a.key.replica == replica for g in a.gpus]
+            )
+            assert snap.index.node_class(rows[0]).nvlink[np.ix_(gpus, gpus)].all()
+
+
+def test_deployment_required_scope_keeps_everything_in_one_rack() -> None:
+    nodes = [builders.node_object(f"a{i}", rack="r1") for i in range(2)] + [
+        builders.node_object(f"b{i}", rack="r2") for i in range(3)
+    ]
+    snap = snapshot.build(nodes, [], CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 2, 1, 8), RoleRequest("decode", 1, 1, 8)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        required_scope=snap.index.tiers.index("rack"),
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert {a.node[0] for a in plan.assignments} == {"b"}
+    too_big = Request(
+        roles=(RoleRequest("decode", 4, 1, 8),), required_scope=snap.index.tiers.index("rack")
+    )
+    refused = solver.solve(snap, too_big)
+    assert not refused.feasible
+    assert (
+        refused.reasons[0].message()
+        == "spec.placement.required: the deployment needs 32 GPUs in one rack; the largest rack has 24 free"
+    )
+
+
+def test_infeasible_replica_scope_names_the_field_and_numbers() -> None:
+    nodes = [builders.node_object(f"t{i}", "tray", 4, clique="k1") for i in range(3)]
+    snap = snapshot.build(nodes, [], CONFIG)
+    request = Request(
+        roles=(
+            RoleRequest("decode", 1, 4, 4, replica_scope=snap.index.tiers.index("nvlink-domain")),
+        )
+    )
+    plan = solver.solve(snap, request)
+    assert not plan.feasible
+    assert plan.reasons[0].message() == (
+        "spec.roles[decode].replicaScope: replica 0 needs 4 pods x 4 GPUs = 16 GPUs in one nvlink-domain; "
+        "the largest free nvlink-domain has room for 12"
+    )
+
+
+def test_pod_larger_than_any_node_is_explained() -> None:
+    snap = snapshot.build([builders.node_object("n0")], [], CONFIG)
+    plan = solver.solve(snap, Request(roles=(RoleRequest("decode", 1, 1, 16),)))
+    assert not plan.feasible
+    assert (
+        plan.reasons[0].message()
+        == "spec.roles[decode].gpusPerPod: each pod needs 16 GPUs on one node; the largest usable node has 8"
+    )
+
+
+def test_prefill_lands_next_to_its_decode_peer_in_an_nvl72_rack() -> None:
+    nodes = fake.nodes(fake.ClusterShape(nvl72_racks=2, hgx_units=1, nodes_per_unit=4))
+    snap = snapshot.build(nodes, [], CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 2, 1, 4), RoleRequest("decode", 2, 4, 4, replica_scope=2)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert plan.tiers == {"nvlink-domain": 2 * 4 * 16}
+    assert all(t in ("nvlink-domain", "same-node-nvlink") for t in plan.replica_tiers.values())
+
+
+def test_unusable_nodes_are_never_used() -> None:
+    nodes = [
+        builders.node_object("notready", ready=False),
+        builders.node_object("cordoned", cordoned=True),
+        builders.node_object(
+            "tainted", taints=[{"key": "gpu", "value": "x", "effect": "NoSchedule"}]
+        ),
+        builders.node_object("ok", gpus=2),
+    ]
+    snap = snapshot.build(nodes, [], CONFIG)
+    plan = solver.solve(snap, Request(roles=(RoleRequest("decode", 2, 1, 1),)))
+    assert plan.feasible
+    assert {a.node for a in plan.assignments} == {"ok"}
+    assert not solver.solve(snap, Request(roles=(RoleRequest("decode", 3, 1, 1),))).feasible
