@@ -1,0 +1,186 @@
+"""Read a cluster snapshot file: the Nodes and Pods that ``kubectl`` prints.
+
+Accepts what ``kubectl get nodes,pods -A -o yaml`` (or ``-o json``) writes, a ``List`` with
+``items``; a ``NodeList``/``PodList`` as the API returns it (items may omit ``kind``); or
+multi-document YAML of single objects. Kinds other than Node and Pod are skipped. Every problem
+becomes a :class:`~shorthop.errors.SnapshotError` whose one-line message names the file, what is
+wrong and how to fix it; no traceback reaches the user. Callers: ``shorthop topology`` and
+``shorthop plan``. Reads the file and nothing else; builds no snapshot itself (that is
+``placement.snapshot.build``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shorthop.errors import SnapshotError
+
+__all__ = ["load_objects", "parse_objects"]
+
+CAPTURE_HINT = "capture it with `kubectl get nodes,pods -A -o yaml > FILE`"
+UNCHANGED_HINT = "use the unchanged output of `kubectl get nodes,pods -A -o yaml`"
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read the Node and Pod objects from a snapshot file.
+
+    Parameters
+    ----------
+    path : str
+        A YAML or JSON file, or ``-`` for standard input.
+
+    Returns
+    -------
+    (nodes, pods) : tuple of lists of dict
+        The objects in file order, as plain mappings with the API's camelCase keys.
+
+    Raises
+    ------
+    SnapshotError
+        The file is missing or unreadable, is not YAML/JSON, holds something other than
+        Kubernetes objects, holds a List without ``items``, or holds no Node at all.
+    """
+    if path == "-":
+        return parse_objects(sys.stdin.read(), "<stdin>")
+    file = Path(path)
+    if not file.exists():
+        raise SnapshotError(f"{path}: no such file; {CAPTURE_HINT}")
+    if file.is_dir():
+        raise SnapshotError(f"{path}: is a directory, not a snapshot file; {CAPTURE_HINT}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path}: not UTF-8 text (byte {exc.start}); {CAPTURE_HINT}") from None
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return parse_objects(text, path)
+
+
+def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split snapshot text into Nodes and Pods; ``source`` names it in error messages.
+
+    Parameters
+    ----------
+    text : str
+        YAML (one or more documents) or JSON.
+    source : str
+        The file name to put in messages.
+
+    Returns
+    -------
+    (nodes, pods) : tuple of lists of dict
+
+    Raises
+    ------
+    SnapshotError
+        As :func:`load_objects`, less the file-system cases.
+
+    Examples
+    --------
+    >>> nodes, pods = parse_objects("kind: Node\\nmetadata: {name: n1}\\n", "x.yaml")
+    >>> [n["metadata"]["name"] for n in nodes], pods
+    (['n1'], [])
+    """
+    nodes: list[dict[str, Any]] = []
+    pods: list[dict[str, Any]] = []
+    documents = 0
+    for number, document in enumerate(_documents(text, source), start=1):
+        documents += 1
+        for obj in _objects(document, number, source):
+            kind = obj.get("kind")
+            if kind == "Node":
+                nodes.append(obj)
+            elif kind == "Pod":
+                pods.append(obj)
+    if documents == 0:
+        raise SnapshotError(f"{source}: is empty; {CAPTURE_HINT}")
+    if not nodes:
+        raise SnapshotError(
+            f"{source}: contains no Node objects (found {len(pods)} Pods); "
+            "include the nodes: `kubectl get nodes,pods -A -o yaml`"
+        )
+    for i, node in enumerate(nodes):
+        meta = node.get("metadata")
+        if not isinstance(meta, Mapping) or not meta.get("name"):
+            raise SnapshotError(
+                f"{source}: Node #{i + 1} has no metadata.name; use the unchanged output of kubectl"
+            )
+    return nodes, pods
+
+
+def _documents(text: str, source: str) -> Iterator[Any]:
+    """The non-empty top-level documents, JSON or YAML."""
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            yield json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SnapshotError(
+                f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
+                f"{UNCHANGED_HINT}"
+            ) from None
+        return
+    try:
+        for document in yaml.load_all(text, Loader=_LOADER):
+            if document is not None:
+                yield document
+    except yaml.YAMLError as exc:
+        raise SnapshotError(f"{source}: {_yaml_problem(exc)}; {UNCHANGED_HINT}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    problem = " ".join(str(problem).split())
+    if mark is not None:
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return f"not valid YAML: {problem}"
+
+
+def _objects(document: Any, number: int, source: str) -> Iterator[dict[str, Any]]:
+    """The objects of one document: itself, or the items of a List."""
+    where = f"{source}: document {number}"
+    if isinstance(document, list):
+        # A bare JSON array of objects: treat it like a List's items.
+        for i, item in enumerate(document):
+            yield _object(item, f"{where}, item {i + 1}", None)
+        return
+    if not isinstance(document, Mapping):
+        raise SnapshotError(
+            f"{where} is a {type(document).__name__}, not a Kubernetes object; {CAPTURE_HINT}"
+        )
+    kind = document.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise SnapshotError(f"{where} is not a Kubernetes object (no `kind`); {CAPTURE_HINT}")
+    if not kind.endswith("List"):
+        yield dict(document)
+        return
+    items = document.get("items")
+    if not isinstance(items, list):
+        raise SnapshotError(
+            f"{where} is a {kind} without `items`; "
+            "save the whole output of `kubectl get nodes,pods -A -o yaml`"
+        )
+    # NodeList/PodList items from the API carry no kind of their own.
+    implied = kind[: -len("List")] or None
+    for i, item in enumerate(items):
+        yield _object(item, f"{where}, item {i + 1}", implied)
+
+
+def _object(item: Any, where: str, implied: str | None) -> dict[str, Any]:
+    if not isinstance(item, Mapping):
+        raise SnapshotError(
+            f"{where} is a {type(item).__name__}, not a Kubernetes object; {CAPTURE_HINT}"
+        )
+    obj = dict(item)
+    if not obj.get("kind"):
+        if implied is None:
+            raise SnapshotError(f"{where} is not a Kubernetes object (no `kind`); {CAPTURE_HINT}")
+        obj["kind"] = implied
+    return obj
