@@ -45,7 +45,7 @@ def missing() -> list[components.GoModule]:
     return [
         module
         for module in components.MODULES
-        if not all(components.binary_path(name).exists() for name in module.binaries)
+        if not all(components.is_current(name) for name in module.binaries)
     ]
 
 
@@ -110,7 +110,9 @@ def build_module(module: components.GoModule) -> None:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
             raise BuildError(f"go build of {label} failed (exit {proc.returncode}):\n{tail}")
         for name, package in module.binaries.items():
-            os.replace(Path(tmp) / _go_binary_name(package), components.binary_path(name))
+            target = components.binary_path(name)
+            os.replace(Path(tmp) / _go_binary_name(package), target)
+            target.with_name(target.name + ".recipe").write_text(module.recipe() + "\n")
     _say(f"built {label} in {time.monotonic() - started:.0f}s")
 
 

@@ -7,6 +7,7 @@ their real release. ``build`` reads it; ``cluster`` asks it for binary paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,15 @@ class GoModule:
     def directory(self) -> Path:
         return GOMOD_ROOT / self.name
 
+    def recipe(self) -> str:
+        """A digest of everything that shapes the binaries: pins, sums, packages, ldflags."""
+        digest = hashlib.sha256()
+        for part in (self.version, *self.binaries.values(), *self.ldflags):
+            digest.update(part.encode() + b"\0")
+        for name in ("go.mod", "go.sum"):
+            digest.update((self.directory / name).read_bytes())
+        return digest.hexdigest()[:16]
+
 
 MODULES: tuple[GoModule, ...] = (
     GoModule(
@@ -79,6 +89,9 @@ MODULES: tuple[GoModule, ...] = (
         ldflags=(
             f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+            # The Kubernetes version `helm template` assumes without a cluster (kubeVersion checks).
+            "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+            "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34",
         ),
     ),
 )
@@ -90,9 +103,20 @@ def cache_dir() -> Path:
     return Path(root) / "bin"
 
 
-def binary_path(name: str) -> Path:
-    """The cached binary for a component, named ``<component>-<version>``."""
+def module_of(name: str) -> GoModule:
     for module in MODULES:
         if name in module.binaries:
-            return cache_dir() / f"{name}-{module.version}"
+            return module
     raise KeyError(f"unknown control-plane component {name!r}")
+
+
+def binary_path(name: str) -> Path:
+    """The cached binary for a component, named ``<component>-<version>``; a ``.recipe`` file
+    beside it records the build recipe, so a changed pin or flag rebuilds it."""
+    return cache_dir() / f"{name}-{module_of(name).version}"
+
+
+def is_current(name: str) -> bool:
+    path = binary_path(name)
+    stamp = path.with_name(path.name + ".recipe")
+    return path.exists() and stamp.exists() and stamp.read_text().strip() == module_of(name).recipe()

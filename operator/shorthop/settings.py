@@ -1,0 +1,170 @@
+"""Operator settings: one frozen pydantic model, read once in ``cli.py`` and passed down.
+
+Sources, lowest to highest precedence: defaults, a YAML file (``--config``, typically a mounted
+ConfigMap key ``config.yaml``), environment variables ``SHORTHOP_*``, command-line flags. The
+YAML file uses the same camelCase names as below::
+
+    topology:
+      preset: plain                  # or topograph | aws | gke | oci
+      levels:                        # optional: custom levels, coarse to fine
+      - {name: zone, keys: [topology.kubernetes.io/zone]}
+      nvlinkDomainKeys: [nvidia.com/gpu.clique]
+      weights: {nvlink: 10, finestUplink: 100}
+    schedulerName: shorthop
+    namespaces: []                   # empty: all namespaces
+    metricsPort: 9090
+    healthPort: 8080
+    leaseName: shorthop-leader
+    leaseNamespace: shorthop-system  # default: $POD_NAMESPACE, else "default"
+    identity: my-pod                 # default: $POD_NAME, else the host name
+    logFormat: json                  # or text
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from shorthop.errors import ConfigError
+from shorthop.topology import levels as topology_levels
+from shorthop.topology.links import Weights
+
+ENV_PREFIX = "SHORTHOP_"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class LevelSetting(_Model):
+    name: str
+    keys: list[str] = Field(min_length=1)
+
+
+class TopologySettings(_Model):
+    preset: str = topology_levels.DEFAULT_PRESET
+    levels: list[LevelSetting] | None = None
+    nvlink_domain_keys: list[str] | None = None
+    weights: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in topology_levels.PRESETS:
+            known = ", ".join(sorted(topology_levels.PRESETS))
+            raise ValueError(f"unknown preset {value!r}; choose one of {known}")
+        return value
+
+    def config(self) -> topology_levels.TopologyConfig:
+        """The topology configuration these settings describe (validated)."""
+        base = topology_levels.preset(self.preset)
+        level_list = base.levels
+        if self.levels is not None:
+            level_list = tuple(
+                topology_levels.NetworkLevel(lv.name, tuple(lv.keys)) for lv in self.levels
+            )
+        weights = Weights.from_mapping({_snake(k): v for k, v in self.weights.items()})
+        return topology_levels.TopologyConfig(
+            preset=self.preset if self.levels is None else "custom",
+            levels=level_list,
+            nvlink_domain_keys=tuple(self.nvlink_domain_keys or base.nvlink_domain_keys),
+            weights=weights,
+        )
+
+
+class Settings(_Model):
+    topology: TopologySettings = Field(default_factory=TopologySettings)
+    scheduler_name: str = Field(default="shorthop", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespaces: list[str] = Field(default_factory=list)
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    health_port: int = Field(default=8080, ge=0, le=65535)
+    lease_name: str = "shorthop-leader"
+    lease_namespace: str = Field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
+    identity: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname()
+    )
+    log_format: Literal["json", "text"] = "json"
+    lease_duration_seconds: float = Field(default=15.0, gt=1)
+    renew_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+_ENV = {
+    "PRESET": ("topology", "preset"),
+    "SCHEDULER_NAME": ("schedulerName",),
+    "NAMESPACES": ("namespaces",),
+    "METRICS_PORT": ("metricsPort",),
+    "HEALTH_PORT": ("healthPort",),
+    "LEASE_NAME": ("leaseName",),
+    "LEASE_NAMESPACE": ("leaseNamespace",),
+    "IDENTITY": ("identity",),
+    "LOG_FORMAT": ("logFormat",),
+}
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
+
+
+def load(
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, ...], Any] | None = None,
+) -> Settings:
+    """Merge file, environment and flag values into validated :class:`Settings`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, variable or setting at fault and what is allowed.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "settings"
+    config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        source = config_file
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {config_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(config_file, f"is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(config_file, "must be a YAML mapping of settings")
+        data = loaded
+    for suffix, path in _ENV.items():
+        value = environ.get(ENV_PREFIX + suffix)
+        if value:
+            parsed: Any = (
+                [v.strip() for v in value.split(",") if v.strip()]
+                if suffix == "NAMESPACES"
+                else value
+            )
+            _set(data, path, parsed)
+    for path, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, path, value)
+    try:
+        settings = Settings.model_validate(data)
+        settings.topology.config()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: {where}", first["msg"]) from None
+    return settings
