@@ -119,4 +119,6 @@ def binary_path(name: str) -> Path:
 def is_current(name: str) -> bool:
     path = binary_path(name)
     stamp = path.with_name(path.name + ".recipe")
-    return path.exists() and stamp.exists() and stamp.read_text().strip() == module_of(name).recipe()
+    if not (path.exists() and stamp.exists()):
+        return False
+    return stamp.read_text().strip() == module_of(name).recipe()

@@ -134,9 +134,10 @@ class ClusterSnapshot:
     foreign: NDArray[np.int32]  # [rows] GPUs taken by other pods (count)
     issues: tuple[labels.NodeIssue, ...]
     unavailable: dict[str, str] = field(default_factory=dict)  # node -> why it offers nothing
+    free_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def free_count(self) -> NDArray[np.int64]:
-        return np.array([int(m).bit_count() for m in self.free.tolist()], dtype=np.int64)
+        return self.free_counts
 
     def usable_rows(self, tolerations: tuple[Toleration, ...] = ()) -> NDArray[np.bool_]:
         """Rows a pod with these tolerations may use."""
@@ -250,7 +251,8 @@ def build(
                 left -= 1
         free[row] = np.uint64(m)
     free[~schedulable] = np.uint64(0)
-    for array in (free, schedulable, headroom, foreign):
+    counts = np.array([int(m).bit_count() for m in free.tolist()], dtype=np.int64)
+    for array in (free, schedulable, headroom, foreign, counts):
         array.setflags(write=False)
     return ClusterSnapshot(
         index=index,
@@ -262,4 +264,5 @@ def build(
         foreign=foreign,
         issues=tuple(issues),
         unavailable=unavailable,
+        free_counts=counts,
     )

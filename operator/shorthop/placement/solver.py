@@ -48,9 +48,11 @@ from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.topology.index import TopologyIndex
 
 REFINE_PASSES = 2
+REFINE_PATIENCE = 4  # stop a pass after this many moves in a row that did not help
 EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
-BEST_FIT_CANDIDATES = 5
+BEST_FIT_CANDIDATES = 3
 AFFINITY_CANDIDATES = 3
+TIE_LIMIT = 64  # single-node candidates scored for traffic/look-ahead after the intra cut
 FIXED_AFFINITY = 1e6  # a replica's own surviving pods attract far more than peers do
 
 Fixed = Mapping[PodKey, tuple[int, Sequence[int]]]  # pod -> (row, GPU indices)
@@ -116,11 +118,19 @@ class _Solve:
         self.tree = domain_tree.tree(self.index)
         self.request = request
         self.free = snapshot.free.copy()
-        self.count = np.array([int(m).bit_count() for m in self.free.tolist()], dtype=np.int64)
+        self.count = snapshot.free_counts.copy()
         self.headroom = snapshot.headroom.copy()
         rows = len(self.index.names)
         allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
         self.usable = [snapshot.usable_rows(role.tolerations) & allowed for role in request.roles]
+        self._usable_any = np.logical_or.reduce(self.usable) if self.usable else allowed & False
+        self._fit: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        alive_rows = np.flatnonzero(self.index.alive)
+        self.class_rows = [
+            alive_rows[self.index.class_of[alive_rows] == c] for c in range(len(self.index.classes))
+        ]
+        self._rooms: dict[int, NDArray[np.int64]] = {}
+        self._cursor: dict[int, int] = {}
         self.classes = self.index.class_of
         self.min_up = min((int(c.up.min()) for c in self.index.classes), default=0)
         self.replicas = self._replicas(fixed)
@@ -166,16 +176,59 @@ class _Solve:
 
     # -- phase 2a: capacity ------------------------------------------------------------------
 
-    def pods_fit(self, role_index: int) -> NDArray[np.int64]:
+    def _fit_rows(self, role_index: int, rows: NDArray[np.intp] | slice) -> NDArray[np.int64]:
         role = self.request.roles[role_index]
-        fit = self.count // role.gpus_per_pod
+        head = self.headroom[rows]
+        fit = self.count[rows] // role.gpus_per_pod
         if role.cpu_millis > 0:
-            fit = np.minimum(fit, self.headroom[:, 0] // role.cpu_millis)
+            fit = np.minimum(fit, head[:, 0] // role.cpu_millis)
         if role.memory_bytes > 0:
-            fit = np.minimum(fit, self.headroom[:, 1] // role.memory_bytes)
-        fit = np.minimum(fit, self.headroom[:, 2])
-        fit = np.where(self.usable[role_index], np.maximum(fit, 0), 0)
-        return fit.astype(np.int64)
+            fit = np.minimum(fit, head[:, 1] // role.memory_bytes)
+        fit = np.minimum(fit, head[:, 2])
+        out: NDArray[np.int64] = np.where(self.usable[role_index][rows], np.maximum(fit, 0), 0)
+        return out.astype(np.int64)
+
+    def pods_fit(self, role_index: int) -> NDArray[np.int64]:
+        """How many pods of this role every node can take now (cached, kept up to date by
+        :meth:`_touch`; callers must not modify it)."""
+        if role_index not in self._fit:
+            fit = self._fit_rows(role_index, slice(None))
+            self._fit[role_index] = (fit, self.tree.rollup(fit))
+        return self._fit[role_index][0]
+
+    def capacity(self, role_index: int) -> NDArray[np.int64]:
+        """:meth:`pods_fit` summed under every vertex of the domain tree."""
+        self.pods_fit(role_index)
+        return self._fit[role_index][1]
+
+    def _room(self, q: int) -> NDArray[np.int64]:
+        """GPUs under every tree vertex usable by pods of ``q`` GPUs (whole pods only)."""
+        if q not in self._rooms:
+            self._rooms[q] = self.tree.rollup(np.where(self._usable_any, (self.count // q) * q, 0))
+        return self._rooms[q]
+
+    def _propagate(
+        self, totals: NDArray[np.int64], rows: NDArray[np.intp], delta: NDArray[np.int64]
+    ) -> None:
+        # A handful of rows change per commit: plain loops beat numpy's fancy indexing here.
+        ancestors = self.tree.ancestor_at
+        for row, d in zip(rows.tolist(), delta.tolist(), strict=True):
+            if d:
+                for v in ancestors[:, row].tolist():
+                    if v >= 0:
+                        totals[v] += d
+
+    def _touch(self, rows: Sequence[int]) -> None:
+        """Bring the cached capacities up to date after GPUs on ``rows`` changed hands."""
+        idx = np.array(sorted(set(rows)), dtype=np.intp)
+        for ri, (fit, cap) in self._fit.items():
+            new = self._fit_rows(ri, idx)
+            delta = new - fit[idx]
+            fit[idx] = new
+            self._propagate(cap, idx, delta)
+        for q, room in self._rooms.items():
+            new = np.where(self._usable_any[idx], (self.count[idx] // q) * q, 0)
+            self._propagate(room, idx, new - room[idx])
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -220,8 +273,21 @@ class _Solve:
         tie: int,
     ) -> _Candidate:
         r = self.replicas[key]
-        mine = _gpu_set_of([*((row, mask) for _, row, mask in r.fixed), *parts])
-        intra = objective.intra_cost(self.index, mine)
+        merged: dict[int, int] = {}
+        for row, mask in [*((row, mask) for _, row, mask in r.fixed), *parts]:
+            merged[row] = merged.get(row, 0) | mask
+        mine = {row: np.array(bits(mask), dtype=np.intp) for row, mask in merged.items()}
+        intra = 0
+        rows = sorted(merged)
+        for i, a in enumerate(rows):
+            table = subsets.table(self.index.node_class(a))
+            intra += (
+                int(table.cost[merged[a]])
+                if table.exact
+                else objective.internal(self.index, a, mine[a])
+            )
+            for b in rows[i + 1 :]:
+                intra += self.index.cross_cost(a, mine[a], b, mine[b])
         traffic = sum(w * objective.between_cost(self.index, mine, s) for s, w in peer_sets)
         frag = float(sum((int(self.free[row]) & ~mask).bit_count() for row, mask in parts))
         need = self._unplaced_peer_gpus(key)
@@ -238,15 +304,6 @@ class _Solve:
                 need += role.gpus_per_replica
                 q = role.gpus_per_pod if q == 0 else min(q, role.gpus_per_pod)
         return need, max(q, 1)
-
-    def _room(self, q: int) -> NDArray[np.int64]:
-        """GPUs under every tree vertex usable by pods of ``q`` GPUs (whole pods only)."""
-        usable = (
-            np.logical_or.reduce(self.usable)
-            if self.usable
-            else np.zeros(len(self.count), dtype=np.bool_)
-        )
-        return self.tree.rollup(np.where(usable, (self.count // q) * q, 0))
 
     def _layer_distance(self, layer: int) -> int:
         """A representative GPU-pair distance between different nodes joined at ``layer``."""
@@ -300,12 +357,29 @@ class _Solve:
     def _lookahead(
         self, parts: Sequence[tuple[int, int]], need: tuple[int, int], room: NDArray[np.int64]
     ) -> float:
-        row = parts[0][0]
-        table = subsets.table(self.index.node_class(row))
-        masks = np.array([sum(m for _, m in parts if _ == row)], dtype=np.int64)
-        return float(
-            self._lookahead_many(np.array([row], dtype=np.intp), masks, need, room, table)[0]
-        )
+        """:meth:`_lookahead_many` for one multi-node candidate (room taken on all its rows)."""
+        gpus, q = need
+        k = sum(mask.bit_count() for _, mask in parts)
+        taken: dict[int, int] = {}
+        for row, mask in parts:
+            before = int(self.count[row]) // q * q
+            after = max(int(self.count[row]) - mask.bit_count(), 0) // q * q
+            taken[row] = before - after
+        leftover = max(int(self.count[row]) // q * q - taken[row] for row, _ in parts)
+        covered = min(gpus, max(leftover, 0))
+        score = covered * k * self._layer_distance(domain_tree.CLIQUE_LAYER)
+        layers = self.tree.ancestor_at.shape[0]
+        for layer in range(1, layers):
+            under: dict[int, int] = {}
+            for row, amount in taken.items():
+                anc = int(self.tree.ancestor_at[layer, row])
+                if anc >= 0:
+                    under[anc] = under.get(anc, 0) + amount
+            avail = max((int(room[a]) - t for a, t in under.items()), default=covered)
+            reach = min(gpus, max(avail, covered))
+            score += (reach - covered) * k * self._layer_distance(layer)
+            covered = reach
+        return float(score + (gpus - covered) * k * self._layer_distance(layers - 1) * 2)
 
     # -- phase 2b: single-node candidates (vectorised) --------------------------------------
 
@@ -328,9 +402,17 @@ class _Solve:
         need = self._unplaced_peer_gpus(key)
         room = self._room(need[1]) if need[0] else np.zeros(0, dtype=np.int64)
         best: _Candidate | None = None
-        for cls_id in np.unique(self.classes[rows]):
-            cls = self.index.classes[int(cls_id)]
-            cand = rows[self.classes[rows] == cls_id]
+        prox: NDArray[np.int64] | None = None
+        if peer_sets and rows.size > TIE_LIMIT:
+            prox = np.full(len(fit), self.tree.ancestor_at.shape[0], dtype=np.int64)
+            prox[rows] = self._proximity(rows, peer_sets)
+        for cls_id, class_rows in enumerate(self.class_rows):
+            if class_rows.size == 0:
+                continue
+            cls = self.index.classes[cls_id]
+            cand = class_rows[fit[class_rows] >= pods]
+            if cand.size == 0:
+                continue
             table = subsets.table(cls, nvlink_only)
             if table.exact:
                 masks, intra = table.pick_many(self.free[cand].astype(np.int64), k)
@@ -344,6 +426,13 @@ class _Solve:
                 continue
             low = intra == intra.min()
             cand, masks, intra = cand[low], masks[low], intra[low]
+            if len(cand) > TIE_LIMIT and prox is not None:
+                near = prox[cand] == prox[cand].min()
+                cand, masks, intra = cand[near], masks[near], intra[near]
+            if len(cand) > TIE_LIMIT and peer_sets and not need[0]:
+                # Equally near: traffic differs only by per-GPU uplinks; keep the best fits.
+                keep = np.lexsort((cand, self.count[cand]))[:TIE_LIMIT]
+                cand, masks, intra = cand[keep], masks[keep], intra[keep]
             traffic = np.round(self._traffic_many(cand, masks, peer_sets), 6)
             ahead = np.round(self._lookahead_many(cand, masks, need, room, table), 6)
             frag = (self.count[cand] - k).astype(np.float64)
@@ -425,6 +514,26 @@ class _Solve:
                 options.append([(row, pick[0])])
         return self._best_of(options, peer_sets, key)
 
+    def _proximity(
+        self, rows: NDArray[np.intp], peer_sets: list[tuple[objective.GpuSet, float]]
+    ) -> NDArray[np.int64]:
+        """Per row: the finest layer at which it shares a domain with a placed peer (node 0,
+        NVLink domain 1, ...). Traffic only grows with the tier, so among equally cheap
+        candidates the farther ones cannot win on traffic."""
+        layers = self.tree.ancestor_at.shape[0]
+        prox = np.full(len(rows), layers, dtype=np.int64)
+        peer_rows = sorted({row for s, _ in peer_sets for row in s})
+        for layer in range(layers - 1, -1, -1):
+            targets = {int(a) for a in self.tree.ancestor_at[layer, peer_rows] if a >= 0}
+            if not targets:
+                continue
+            mine = self.tree.ancestor_at[layer][rows]
+            hit = mine == targets.pop()
+            for t in targets:
+                hit |= mine == t
+            prox[hit] = layer
+        return prox
+
     def _traffic_many(
         self,
         cand: NDArray[np.intp],
@@ -471,6 +580,34 @@ class _Solve:
 
     # -- phase 2c: multi-node candidates ----------------------------------------------------
 
+    def _internal_many(
+        self, kids: NDArray[np.int64], pods: NDArray[np.int64], q: int
+    ) -> NDArray[np.int64]:
+        """Cheapest internal cost of ``pods * q`` GPUs on each child that is a node (0 for
+        domains, INF where it does not fit), vectorised per node class."""
+        out = np.zeros(len(kids), dtype=np.int64)
+        rows = len(self.index.names)
+        is_row = kids < rows
+        if not is_row.any():
+            return out
+        where = np.flatnonzero(is_row)
+        row_ids = kids[where]
+        classes = self.classes[row_ids]
+        for cls_id in np.unique(classes):
+            sel = where[classes == cls_id]
+            table = subsets.table(self.index.classes[int(cls_id)])
+            k = np.minimum(pods[sel] * q, table.gpus + 1)
+            if table.exact:
+                ok = k <= table.gpus
+                costs = np.full(len(sel), subsets.INF, dtype=np.int64)
+                costs[ok] = table.best_cost[k[ok], self.free[kids[sel][ok]].astype(np.int64)]
+                out[sel] = costs
+            else:
+                for i, u in zip(sel.tolist(), kids[sel].tolist(), strict=True):
+                    pick = table.pick(int(self.free[u]), int(pods[i]) * q)
+                    out[i] = pick[1] if pick else subsets.INF
+        return out
+
     def _fill(
         self,
         v: int,
@@ -480,37 +617,27 @@ class _Solve:
         aff: NDArray[np.float64],
         q: int,
     ) -> list[tuple[int, int]]:
-        rows = len(self.index.names)
-        if v < rows:
+        """Kueue-style fill of domain ``v`` with ``pods`` pods: fewest children, largest capacity
+        first (then cheaper inside, nearer to peers, lower id); the last child is the best fit
+        for what is left; recurse into each child."""
+        if v < len(self.index.names):
             return [(v, min(pods, int(fit[v])))]
         kids = self.tree.children_of(v)
         kids = kids[cap[kids] > 0]
-
-        def internal(u: int, n: int) -> int:
-            if u >= rows:
-                return 0
-            pick = subsets.table(self.index.node_class(u)).pick(int(self.free[u]), n * q)
-            return pick[1] if pick else int(subsets.INF)
-
-        # Fewest children: largest capacity first (then cheaper, nearer, lower id).
-        ordered = sorted(
-            kids.tolist(), key=lambda u: (-int(cap[u]), internal(u, int(cap[u])), -aff[u], u)
-        )
-        taken: list[int] = []
-        remaining = pods
-        for u in ordered:
-            if remaining <= 0:
-                break
-            taken.append(u)
-            remaining -= int(cap[u])
-        if remaining > 0:
+        kcap = cap[kids]
+        order = np.lexsort((kids, -aff[kids], self._internal_many(kids, kcap, q), -kcap))
+        ordered, caps = kids[order], kcap[order]
+        covered = np.cumsum(caps)
+        if covered.size == 0 or covered[-1] < pods:
             return []
-        # The last child: the best fit for what is left, among the unused ones and itself.
-        before = sum(int(cap[u]) for u in taken[:-1])
+        count = int(np.searchsorted(covered, pods) + 1)
+        before = int(covered[count - 2]) if count > 1 else 0
         need = pods - before
-        pool = [u for u in ordered if u not in taken[:-1] and int(cap[u]) >= need]
-        last = min(pool, key=lambda u: (internal(u, need), -aff[u], int(cap[u]), u))
-        taken[-1] = last
+        pool = np.concatenate([ordered[count - 1 :]])
+        pool = pool[cap[pool] >= need]
+        pool_cost = self._internal_many(pool, np.full(len(pool), need, dtype=np.int64), q)
+        last = int(pool[np.lexsort((pool, cap[pool], -aff[pool], pool_cost))[0]])
+        taken = [*ordered[: count - 1].tolist(), last]
         out: list[tuple[int, int]] = []
         remaining = pods
         for u in taken:
@@ -577,20 +704,26 @@ class _Solve:
         return at_layer[0] if at_layer else None
 
     def _first_fit(self, key: tuple[int, int]) -> _Candidate:
-        """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit)."""
+        """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit).
+        Capacity only shrinks while first-fit runs, so a cursor per role skips the full rows."""
         r = self.replicas[key]
         q = self.request.roles[r.role].gpus_per_pod
         fit = self.pods_fit(r.role)
+        cursor = self._cursor.get(r.role, 0)
         parts: dict[int, int] = {}
+        taken: dict[int, int] = {}
         for _ in r.missing():
-            ok = np.flatnonzero(fit > 0)
-            if ok.size == 0:
+            while cursor < len(fit) and fit[cursor] - taken.get(cursor, 0) <= 0:
+                cursor += 1
+            if cursor == len(fit):
                 raise _Failure(self._why(key, fit, None))
-            row = int(ok[0])
+            row = cursor
             free = int(self.free[row]) & ~parts.get(row, 0)
             parts[row] = parts.get(row, 0) | sum(1 << g for g in bits(free)[:q])
-            fit[row] -= 1
-        return self._score(key, sorted(parts.items()), self._peer_sets(key), tie=min(parts))
+            taken[row] = taken.get(row, 0) + 1
+        self._cursor[r.role] = cursor
+        # First-fit is never compared candidate by candidate; only the finished plan is scored.
+        return _Candidate(0, 0.0, 0.0, min(parts), tuple(sorted(parts.items())))
 
     def place(self, key: tuple[int, int]) -> _Candidate:
         if (
@@ -603,6 +736,7 @@ class _Solve:
         pods = len(r.missing())
         q = role.gpus_per_pod
         fit = self.pods_fit(r.role)
+        cap = self.capacity(r.role)
         peer_sets = self._peer_sets(key)
         scoped = role.replica_scope is not None
         max_layer = int(self.tree.layer[self.tree.root])
@@ -614,22 +748,31 @@ class _Solve:
             if anchor is not None:
                 inside[_rows_under(self.tree, anchor)] = True
             fit = np.where(inside, fit, 0)
+            cap = self.tree.rollup(fit)
         # phase 2b
         best = self._single_node(key, pods, fit, peer_sets, nvlink_only=role.replica_scope == 0)
-        cap = self.tree.rollup(fit)
         scope_cap = int(cap[np.flatnonzero(self.tree.layer == max_layer)].max(initial=0))
         if pods > 1 and max_layer > domain_tree.NODE_LAYER:
             # phase 2c
             aff = self._affinity(key, peer_sets)
+            need = self._unplaced_peer_gpus(key)
             max_fit = int(fit.max(initial=0))
             for layer in range(domain_tree.CLIQUE_LAYER, max_layer + 1):
                 if best is not None and best.intra < self._lower_bound(layer, pods, q, max_fit):
                     break
                 verts = np.flatnonzero((self.tree.layer == layer) & (cap >= pods))
                 if verts.size > EVALUATE_ALL_BELOW:
-                    by_fit = verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES]
-                    by_aff = verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES]
-                    verts = np.unique(np.concatenate([by_fit, by_aff]))
+                    picks = []
+                    if need[0]:
+                        # Best fit for the replica together with its peers still to come.
+                        room = self._room(need[1])
+                        group = verts[room[verts] >= pods * q + need[0]]
+                        picks.append(group[np.lexsort((group, room[group]))][:BEST_FIT_CANDIDATES])
+                    if not picks or not picks[0].size:
+                        picks.append(verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES])
+                    if aff.any():
+                        picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
+                    verts = np.unique(np.concatenate(picks))
                 for v in verts.tolist():
                     rows_pods = self._fill(v, pods, cap, fit, aff, q)
                     parts = self._fill_rows(key, rows_pods) if rows_pods else []
@@ -662,6 +805,7 @@ class _Solve:
                 role.memory_bytes * pods_here,
                 pods_here,
             )
+        self._touch([row for row, _ in cand.rows])
 
     def lift(self, key: tuple[int, int]) -> list[tuple[int, int, int]]:
         r = self.replicas[key]
@@ -672,6 +816,7 @@ class _Solve:
             self.free[row] = np.uint64(int(self.free[row]) | mask)
             self.count[row] += mask.bit_count()
             self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
+        self._touch([row for _, row, _ in old])
         return old
 
     def restore(self, key: tuple[int, int], old: list[tuple[int, int, int]]) -> None:
@@ -682,6 +827,7 @@ class _Solve:
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= mask.bit_count()
             self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+        self._touch([row for _, row, _ in old])
 
     def replica_cost(self, key: tuple[int, int]) -> tuple[int, float]:
         mine = self._placed_set(key)
@@ -707,19 +853,39 @@ class _Solve:
             key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].gpus_per_pod, k),
         )
 
+    def _intra_of(self, key: tuple[int, int]) -> int:
+        merged: dict[int, int] = {}
+        for _, row, mask in self.replicas[key].parts():
+            merged[row] = merged.get(row, 0) | mask
+        rows = sorted(merged)
+        gpus = {row: np.array(bits(merged[row]), dtype=np.intp) for row in rows}
+        total = 0
+        for i, a in enumerate(rows):
+            table = subsets.table(self.index.node_class(a))
+            total += (
+                int(table.cost[merged[a]])
+                if table.exact
+                else objective.internal(self.index, a, gpus[a])
+            )
+            for b in rows[i + 1 :]:
+                total += self.index.cross_cost(a, gpus[a], b, gpus[b])
+        return total
+
     def group_cost(self, keys: Sequence[tuple[int, int]]) -> tuple[int, float]:
         """Intra cost of ``keys`` plus the traffic of every peer pair touching them."""
-        intra = sum(objective.intra_cost(self.index, self._placed_set(k)) for k in keys)
+        intra = sum(self._intra_of(k) for k in keys)
         seen: set[tuple[tuple[int, int], tuple[int, int]]] = set()
         traffic = 0.0
+        sets: dict[tuple[int, int], objective.GpuSet] = {}
         for k in keys:
-            mine = self._placed_set(k)
             for peer, weight in self.peers[k]:
                 pair = (min(k, peer), max(k, peer))
                 if pair in seen:
                     continue
                 seen.add(pair)
-                traffic += weight * objective.between_cost(self.index, mine, self._placed_set(peer))
+                a = sets.setdefault(k, self._placed_set(k))
+                b = sets.setdefault(peer, self._placed_set(peer))
+                traffic += weight * objective.between_cost(self.index, a, b)
         return intra, round(traffic, 6)
 
     def _close_enough(self, key: tuple[int, int]) -> bool:
@@ -764,15 +930,21 @@ class _Solve:
         order = self.order()
         for _ in range(REFINE_PASSES):
             improved = False
+            misses = 0
+            moves: list[list[tuple[int, int]]] = []
             # phase 3a: one replica at a time, now that its peers are known
-            for key in order:
-                if self.replicas[key].placed and self.peers[key] and not self._close_enough(key):
-                    improved |= self._move([key])
+            moves += [[key] for key in order if self.peers[key]]
             # phase 3b: a replica with all its peers, the hub first
-            for key in order:
-                group = [key] + [p for p, _ in self.peers[key] if self.replicas[p].placed]
-                if self.replicas[key].placed and len(group) > 1 and not self._close_enough(key):
-                    improved |= self._move(group)
+            moves += [[key] + [p for p, _ in self.peers[key]] for key in order if self.peers[key]]
+            for keys in moves:
+                if misses >= REFINE_PATIENCE and len(moves) > 4 * REFINE_PATIENCE:
+                    break  # a large, crowded deployment: more moves rarely help and cost time
+                if not all(self.replicas[k].placed for k in keys) or self._close_enough(keys[0]):
+                    continue
+                if self._move(keys):
+                    improved, misses = True, 0
+                else:
+                    misses += 1
             if not improved:
                 break
 

@@ -3,6 +3,7 @@ than first-fit, and equal to the exact optimum on small instances."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -18,7 +19,7 @@ from tests import builders
 
 CONFIG = fake.CONFIG
 SLOW = settings(
-    max_examples=120,
+    max_examples=int(os.environ.get("SHORTHOP_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
