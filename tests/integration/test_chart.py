@@ -312,19 +312,25 @@ def test_servicemonitor_and_pdb_only_when_enabled(
 
 # --- RBAC --------------------------------------------------------------------------------------
 
-CLUSTER_RULES = {
-    ("", "nodes"): {"get", "list", "watch"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
+READ_RULES = {
+    ("", "nodes"): {"list", "watch"},
+    ("", "pods"): {"list", "watch"},
+}
+WRITE_RULES = {
+    ("", "pods"): {"create", "delete"},
     ("", "pods/binding"): {"create"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("shorthop.io", "inferencedeployments"): {"get", "list", "watch", "patch", "update"},
-    ("shorthop.io", "inferencedeployments/status"): {"get", "patch", "update"},
+    ("", "services"): {"get", "create"},
+    ("", "events"): {"create"},
+    ("shorthop.io", "inferencedeployments"): {"list", "watch"},
+    ("shorthop.io", "inferencedeployments/status"): {"patch"},
     ("shorthop.io", "inferencedeployments/finalizers"): {"update"},
 }
+CLUSTER_RULES = {
+    key: READ_RULES.get(key, set()) | WRITE_RULES.get(key, set())
+    for key in {*READ_RULES, *WRITE_RULES}
+}
 LEASE_RULES = {
-    ("coordination.k8s.io", "leases"): {"get", "list", "watch", "create", "update", "patch"},
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 
 
@@ -389,26 +395,24 @@ def _bindings(docs: list[dict[str, Any]]) -> set[tuple[str, str | None, str, str
 
 def test_all_namespaces_binds_the_cluster_role_cluster_wide(helm: Helm) -> None:
     assert _bindings(helm.template()) == {
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-nodes"),
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
 
 
-def test_watched_namespaces_get_role_bindings_and_only_nodes_stay_cluster_wide(
+def test_watched_namespaces_get_role_bindings_and_only_reads_stay_cluster_wide(
     helm: Helm,
 ) -> None:
     docs = helm.template("--set", "watchNamespaces={team-a,team-b}")
     assert _bindings(docs) == {
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-nodes"),
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
         ("RoleBinding", "team-a", "ClusterRole", "shorthop"),
         ("RoleBinding", "team-b", "ClusterRole", "shorthop"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
-    nodes_role = _one(docs, "ClusterRole", "shorthop-nodes")
-    assert _granted([nodes_role], "ClusterRole") == _flatten(
-        {("", "nodes"): CLUSTER_RULES[("", "nodes")]}
-    )
+    read_role = _one(docs, "ClusterRole", "shorthop-cluster-read")
+    assert _granted([read_role], "ClusterRole") == _flatten(READ_RULES)
     assert _config(docs)["namespaces"] == ["team-a", "team-b"]
 
 
@@ -668,10 +672,10 @@ def test_installed_release_grants_exactly_these_permissions(
                 ("watch", "nodes", None),
                 ("create", "pods#--subresource=binding", watched),
                 ("delete", "pods", watched),
-                ("patch", "services", watched),
+                ("list", "pods", None),
+                ("create", "services", watched),
                 ("create", "events", watched),
-                ("create", "events.events.k8s.io", watched),
-                ("update", "inferencedeployments.shorthop.io", watched),
+                ("watch", "inferencedeployments.shorthop.io", watched),
                 ("patch", "inferencedeployments.shorthop.io#--subresource=status", watched),
                 ("update", "inferencedeployments.shorthop.io#--subresource=finalizers", watched),
                 ("create", "leases.coordination.k8s.io", home),
@@ -687,7 +691,10 @@ def test_installed_release_grants_exactly_these_permissions(
                 ("get", "secrets", watched),
                 ("list", "configmaps", home),
                 ("create", "pods", other),
-                ("list", "pods", None),
+                ("delete", "pods", other),
+                ("patch", "pods", watched),
+                ("delete", "services", watched),
+                ("update", "inferencedeployments.shorthop.io", watched),
                 ("create", "leases.coordination.k8s.io", watched),
                 ("delete", "nodes", None),
                 ("patch", "nodes", None),

@@ -1026,7 +1026,7 @@ def _plan_from(solve: _Solve, free_before: NDArray[np.uint64], strategy: str) ->
         common = set(solve.tree.ancestors(rows[0])) | {rows[0]}
         for row in rows[1:]:
             common &= set(solve.tree.ancestors(row)) | {row}
-        lowest = min(common, key=lambda v: (int(solve.tree.layer[v]), v))
+        lowest = min(common, key=lambda v: (int(solve.tree.layer[v]), v), default=solve.tree.root)
         domains.append(f"{names[ri]}-{rid}: {solve.tree.name(lowest)}")
     return Plan(
         feasible=True,

@@ -261,6 +261,15 @@ class IndexBuilder:
     def node_names(self) -> set[str]:
         return set(self._row_of)
 
+    def row(self, name: str) -> int | None:
+        """The node's row (stable while the node exists), or None."""
+        return self._row_of.get(name)
+
+    @property
+    def size(self) -> int:
+        """Rows allocated so far (live and freed)."""
+        return len(self._names)
+
     # -- updates ---------------------------------------------------------------------------
 
     def upsert(self, topo: NodeTopology) -> None:

@@ -1,0 +1,121 @@
+"""List-and-watch of one cluster-scoped or all-namespaces resource, in a thread.
+
+Lists once (raw JSON, no model deserialisation), hands every object to ``on_event``, then watches
+from the list's resourceVersion with bookmarks; on ``410 Gone`` or a dropped connection it lists
+again and reports objects that vanished in between as ``DELETED``. Callers: the operator (nodes,
+pods). ``synced`` is set after the first complete list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("shorthop.informer")
+Handler = Callable[[str | None, Mapping[str, Any]], None]
+
+
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Just enough of an object to report its deletion later (keeps memory flat)."""
+    meta = obj.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")}}
+
+
+class Informer(threading.Thread):
+    def __init__(
+        self, kind: str, list_call: Callable[..., Any], on_event: Handler, stop: threading.Event
+    ) -> None:
+        super().__init__(name=f"informer-{kind}", daemon=True)
+        self.kind = kind
+        self.list_call = list_call
+        self.on_event = on_event
+        self.stop_event = stop
+        self.synced = threading.Event()
+        self._known: dict[str, dict[str, Any]] = {}
+        self._watch: watch.Watch | None = None
+
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> str:
+        meta = obj.get("metadata") or {}
+        return f"{meta.get('namespace', '')}/{meta.get('name')}"
+
+    def _list(self) -> str:
+        response = self.list_call(_preload_content=False)
+        data = json.loads(response.data)
+        seen = {}
+        for item in data.get("items", []):
+            seen[self._key(item)] = _slim(item)
+            self.on_event(None, item)
+        for key, old in list(self._known.items()):
+            if key not in seen:
+                self.on_event("DELETED", old)
+        self._known = seen
+        return str(data.get("metadata", {}).get("resourceVersion", ""))
+
+    def run(self) -> None:
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                version = self._list()
+                self.synced.set()
+                delay = 0.5
+                while not self.stop_event.is_set():
+                    version = self._watch_from(version)
+            except ApiException as exc:
+                if exc.status != 410:
+                    log.warning(
+                        "%s list/watch failed: %s %s; retrying in %.1fs",
+                        self.kind,
+                        exc.status,
+                        exc.reason,
+                        delay,
+                    )
+                    self.stop_event.wait(delay)
+                    delay = min(delay * 2, 30.0)
+            except Exception as exc:
+                log.warning(
+                    "%s watch interrupted (%s); listing again in %.1fs", self.kind, exc, delay
+                )
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _watch_from(self, version: str) -> str:
+        self._watch = watch.Watch()
+        for event in self._watch.stream(
+            self.list_call,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=300,
+            deserialize=False,
+        ):
+            if self.stop_event.is_set():
+                break
+            kind = event.get("type")
+            obj = event.get("raw_object") or event.get("object") or {}
+            if kind == "ERROR":
+                code = obj.get("code") if isinstance(obj, dict) else None
+                raise ApiException(
+                    status=code or 500,
+                    reason=str(obj.get("message", "")) if isinstance(obj, dict) else "",
+                )
+            version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+            if kind == "BOOKMARK":
+                continue
+            key = self._key(obj)
+            if kind == "DELETED":
+                self._known.pop(key, None)
+            else:
+                self._known[key] = _slim(obj)
+            self.on_event(kind, obj)
+        return version
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._watch is not None:
+            self._watch.stop()

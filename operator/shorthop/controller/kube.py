@@ -1,0 +1,230 @@
+"""The only module that calls the Kubernetes API (through the official client).
+
+Every ``ApiException`` is translated here, once, into shorthop's error types (httpx style):
+conflicts become :class:`~shorthop.errors.BindConflict`, everything else a :class:`KubeError`
+carrying the HTTP status so callers can decide to retry. Callers: the reconciler, the binder,
+the leader election and the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from shorthop.api import models
+from shorthop.errors import ShorthopError
+
+
+class KubeError(ShorthopError):
+    """An API call failed; ``status`` is the HTTP status (0 when there was no response)."""
+
+    def __init__(self, what: str, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{what}: HTTP {status} {reason}".strip())
+
+    @property
+    def retriable(self) -> bool:
+        return self.status in (0, 409, 429) or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def _error(what: str, exc: ApiException) -> KubeError:
+    reason = exc.reason or ""
+    body = getattr(exc, "body", None)
+    if isinstance(body, (bytes, str)) and body:
+        text = body.decode() if isinstance(body, bytes) else body
+        with contextlib.suppress(ValueError):
+            reason = json.loads(text).get("message", reason)
+    return KubeError(what, int(exc.status or 0), reason)
+
+
+def api_client(kubeconfig: str | None = None, *, qps_threads: int = 32) -> client.ApiClient:
+    """A client from an explicit kubeconfig, ``$KUBECONFIG``/``~/.kube/config``, or the pod's
+    service account, in that order."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+    except (config.ConfigException, OSError) as exc:
+        raise ShorthopError(
+            f"no Kubernetes credentials: {exc}; set KUBECONFIG or run in a pod"
+        ) from None
+    configuration.connection_pool_maxsize = qps_threads
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Typed calls the operator makes. Thread-safe (the client's pool is)."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            created = self.core.create_namespaced_pod(namespace, body)
+        except ApiException as exc:
+            raise _error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
+        return dict(self.api.sanitize_for_serialization(created))
+
+    def delete_pod(
+        self, namespace: str, name: str, *, force: bool = False, uid: str | None = None
+    ) -> None:
+        options = client.V1DeleteOptions(
+            grace_period_seconds=0 if force else None,
+            preconditions=client.V1Preconditions(uid=uid) if uid else None,
+        )
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body=options)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # already gone, or a newer pod took the name
+                return
+            raise _error(f"delete pod {namespace}/{name}", exc) from None
+
+    def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> None:
+        """POST pods/binding. The response body (a Status) is not deserialised: some client
+        versions fail to parse it as a Binding although the bind succeeded."""
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name, uid=uid),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
+        )
+        try:
+            response = self.core.create_namespaced_pod_binding(
+                name, namespace, body, _preload_content=False
+            )
+        except ApiException as exc:
+            raise _error(f"bind {namespace}/{name} to {node}", exc) from None
+        if response.status not in (200, 201):
+            raise KubeError(
+                f"bind {namespace}/{name} to {node}", int(response.status), "unexpected status"
+            )
+
+    # -- services --------------------------------------------------------------------------
+
+    def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create the service if it is missing; True when it was created."""
+        name = body["metadata"]["name"]
+        try:
+            self.core.read_namespaced_service(name, namespace)
+            return False
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _error(f"read service {namespace}/{name}", exc) from None
+        try:
+            self.core.create_namespaced_service(namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise _error(f"create service {namespace}/{name}", exc) from None
+        return True
+
+    # -- the custom resource ---------------------------------------------------------------
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = self.custom.get_namespaced_custom_object(
+                models.GROUP, models.VERSION, namespace, models.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _error(f"get {models.SHORT_NAME} {namespace}/{name}", exc) from None
+        return dict(body)
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        try:
+            listed = self.custom.list_cluster_custom_object(
+                models.GROUP, models.VERSION, models.PLURAL
+            )
+        except ApiException as exc:
+            raise _error(f"list {models.PLURAL}", exc) from None
+        return list(listed.get("items", []))
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": status}
+            )
+        except ApiException as exc:
+            raise _error(f"patch status of {namespace}/{name}", exc) from None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        reason: str,
+        message: str,
+        warning: bool,
+        component: str,
+    ) -> None:
+        meta = involved.get("metadata") or {}
+        now = datetime.datetime.now(datetime.UTC)
+        namespace = meta.get("namespace") or "default"
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta.get('name', 'shorthop')}.", namespace=namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=involved.get("apiVersion"),
+                kind=involved.get("kind"),
+                name=meta.get("name"),
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=client.V1EventSource(component=component),
+            reporting_component=component,
+            reporting_instance=component,
+            first_timestamp=now,
+            last_timestamp=now,
+            event_time=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            action=reason,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except ApiException as exc:
+            raise _error("create event", exc) from None
+
+    # -- lists (start-up) ------------------------------------------------------------------
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        try:
+            response = self.core.list_node(_preload_content=False)
+        except ApiException as exc:
+            raise _error("list nodes", exc) from None
+        return list(json.loads(response.data).get("items", []))
+
+    def list_pods(self) -> list[dict[str, Any]]:
+        try:
+            response = self.core.list_pod_for_all_namespaces(_preload_content=False)
+        except ApiException as exc:
+            raise _error("list pods", exc) from None
+        return list(json.loads(response.data).get("items", []))

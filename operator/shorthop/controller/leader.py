@@ -1,0 +1,118 @@
+"""One active operator among several replicas: leader election on a coordination.k8s.io Lease.
+
+The standby keeps trying; it takes the lease only when the record it last saw has not changed
+for ``duration`` seconds of its *own* clock (client-go's approach, robust to clock skew between
+pods). The leader renews every ``renew`` seconds and gives up (stops the operator) when it has
+not renewed for ``deadline`` seconds, which is shorter than ``duration``, so two instances are
+never active together. Updates use the Lease's resourceVersion (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("shorthop.leader")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class LeaseElector:
+    coordination: client.CoordinationV1Api
+    namespace: str
+    name: str
+    identity: str
+    duration: float = 15.0
+    renew: float = 5.0
+    deadline: float = 10.0
+
+    def __post_init__(self) -> None:
+        self._observed: tuple[str | None, str | None] = (None, None)
+        self._observed_at = time.monotonic()
+        self._last_renew = 0.0
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt; True when this instance holds the lease afterwards."""
+        now = _now()
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, exc.reason)
+                return False
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=client.V1LeaseSpec(
+                    holder_identity=self.identity,
+                    lease_duration_seconds=int(self.duration),
+                    acquire_time=now,
+                    renew_time=now,
+                    lease_transitions=0,
+                ),
+            )
+            try:
+                self.coordination.create_namespaced_lease(self.namespace, body)
+            except ApiException:
+                return False
+            self._last_renew = time.monotonic()
+            return True
+        spec = lease.spec or client.V1LeaseSpec()
+        holder = spec.holder_identity
+        record = (holder, str(spec.renew_time))
+        if record != self._observed:
+            self._observed, self._observed_at = record, time.monotonic()
+        mine = holder == self.identity
+        expired = not holder or time.monotonic() - self._observed_at > self.duration
+        if not mine and not expired:
+            return False
+        if not mine:
+            spec.lease_transitions = (spec.lease_transitions or 0) + 1
+            spec.acquire_time = now
+        spec.holder_identity = self.identity
+        spec.renew_time = now
+        spec.lease_duration_seconds = int(self.duration)
+        lease.spec = spec
+        try:
+            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as exc:
+            log.info("lease update lost a race (%s)", exc.status)
+            return False
+        self._last_renew = time.monotonic()
+        if not mine:
+            log.info("became the leader (lease %s/%s)", self.namespace, self.name)
+        return True
+
+    async def acquire(self) -> None:
+        """Wait until this instance leads."""
+        while not await asyncio.to_thread(self.try_acquire_or_renew):
+            await asyncio.sleep(self.renew)
+
+    async def keep(self, lost: asyncio.Event) -> None:
+        """Renew until renewing fails for ``deadline`` seconds; then set ``lost``."""
+        while not lost.is_set():
+            await asyncio.sleep(self.renew)
+            if await asyncio.to_thread(self.try_acquire_or_renew):
+                continue
+            if time.monotonic() - self._last_renew > self.deadline:
+                log.error("could not renew the lease for %.0fs; stepping down", self.deadline)
+                lost.set()
+
+    def release(self) -> None:
+        """Hand the lease back on a clean shutdown so a standby takes over at once."""
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec and lease.spec.holder_identity == self.identity:
+                lease.spec.holder_identity = None
+                lease.spec.renew_time = None
+                self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as exc:
+            log.warning("could not release the lease: %s", exc.reason)

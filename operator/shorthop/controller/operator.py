@@ -1,0 +1,174 @@
+"""The running operator: informers, work queue, reconciler and kopf, wired together.
+
+kopf watches InferenceDeployments (in the configured namespaces, or all) and hands every event to
+the work queue. Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
+pods in any namespace take capacity) that feed :class:`~shorthop.controller.live.LiveCluster` and
+wake the deployments an event concerns. One worker drains the queue, so placements never race one
+another; API calls inside a reconcile run in parallel. Handlers are registered on the
+:class:`kopf.OperatorRegistry` that :meth:`Runtime.registry` returns (tests build their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from shorthop.api import models
+from shorthop.controller.binder import BindingSubresourceBinder
+from shorthop.controller.informer import Informer
+from shorthop.controller.kube import Kube
+from shorthop.controller.live import LiveCluster
+from shorthop.controller.reconcile import Outcome, Reconciler
+from shorthop.controller.workqueue import WorkQueue
+from shorthop.metrics import Metrics
+from shorthop.settings import Settings
+
+log = logging.getLogger("shorthop.operator")
+RESYNC_SECONDS = 60.0
+WAKE_DELAY = 1.0
+
+
+class Runtime:
+    """Everything the active instance runs; created once per process."""
+
+    def __init__(self, settings: Settings, api: client.ApiClient, metrics: Metrics) -> None:
+        self.settings = settings
+        self.api = api
+        self.metrics = metrics
+        self.kube = Kube(api)
+        self.live = LiveCluster(settings.topology.config())
+        self.reconciler = Reconciler(
+            self.kube,
+            self.live,
+            BindingSubresourceBinder(self.kube),
+            metrics,
+            scheduler_name=settings.scheduler_name,
+        )
+        self.queue: WorkQueue[str] = WorkQueue()
+        self._stop = threading.Event()
+        self._informers: list[Informer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.synced = False
+
+    # -- feeds -----------------------------------------------------------------------------
+
+    def _wake_unschedulable(self) -> None:
+        for key in list(self.reconciler.unschedulable):
+            self.queue.add_after(key, WAKE_DELAY)
+
+    def on_node(self, event: str | None, body: Mapping[str, Any]) -> None:
+        change = self.live.apply_node(event, body)
+        if change.gone_or_unusable:
+            for key in change.deployments:
+                self.queue.add_threadsafe(key)
+        if change.gained_capacity:
+            self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
+
+    def on_pod(self, event: str | None, body: Mapping[str, Any]) -> None:
+        record = self.live.apply_pod(event, body)
+        if record.deployment:
+            self.queue.add_threadsafe(record.deployment)
+        if record.gpus and (event == "DELETED" or not record.active):
+            self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
+
+    def on_deployment(self, event: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if event == "DELETED":
+            self.reconciler.deployments.pop(key, None)
+        else:
+            self.reconciler.deployments[key] = body
+        self.queue.add(key)
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.queue.loop  # bind the queue to this loop before threads use it  # noqa: B018
+        core = client.CoreV1Api(self.api)
+        self._informers = [
+            Informer("nodes", core.list_node, self.on_node, self._stop),
+            Informer("pods", core.list_pod_for_all_namespaces, self.on_pod, self._stop),
+        ]
+        for informer in self._informers:
+            informer.start()
+        for informer in self._informers:
+            await asyncio.to_thread(informer.synced.wait)
+        self.live.synced.set()
+        self.synced = True
+        log.info("caches synced: %d nodes in the topology", len(self.live.snapshot().index.row_of))
+        self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._resync())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for informer in self._informers:
+            informer.stop()
+        self.queue.close()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                outcome = await asyncio.to_thread(self.reconciler.reconcile, key)
+            except Exception:
+                log.exception("reconcile %s failed", key)
+                self.metrics.errors.labels(reason="exception").inc()
+                outcome = Outcome(retry=True)
+            finally:
+                self.queue.done(key)
+            if outcome.retry:
+                self.queue.backoff(key)
+            else:
+                self.queue.forget(key)
+                if outcome.after is not None:
+                    self.queue.add_after(key, outcome.after)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            for key in list(self.reconciler.deployments):
+                self.queue.add(key)
+            await asyncio.to_thread(self.reconciler.publish_cluster_metrics)
+
+    # -- kopf ------------------------------------------------------------------------------
+
+    def registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+        configuration = self.api.configuration
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            token = (configuration.api_key or {}).get("authorization", "")
+            return kopf.ConnectionInfo(
+                server=configuration.host,
+                ca_path=configuration.ssl_ca_cert,
+                insecure=not configuration.verify_ssl,
+                certificate_path=configuration.cert_file,
+                private_key_path=configuration.key_file,
+                token=token.removeprefix("Bearer ").strip() or None,
+            )
+
+        @kopf.on.startup(registry=registry)
+        async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.peering.standalone = True
+            settings.posting.enabled = False
+            settings.scanning.disabled = True
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            await self.start()
+
+        @kopf.on.cleanup(registry=registry)
+        async def cleanup(**_: Any) -> None:
+            await self.stop()
+
+        @kopf.on.event(models.GROUP, models.VERSION, models.PLURAL, registry=registry)
+        def deployment_event(event: Mapping[str, Any], **_: Any) -> None:
+            self.on_deployment(event.get("type"), dict(event.get("object") or {}))
+
+        return registry

@@ -1,0 +1,190 @@
+"""Pods and Services the operator creates for an InferenceDeployment (pure functions).
+
+Names: pod ``<deployment>-<role>-<replica>-<pod>``, headless Service ``<deployment>-<role>``.
+Every pod is owned by the deployment (``ownerReferences``, controller), labelled with deployment,
+role, replica, pod index and a hash of its role's template, carries its planned GPU indices in the
+``shorthop.io/gpus`` annotation (advisory where the device plugin picks GPUs), uses shorthop's
+``schedulerName`` so kube-scheduler leaves it alone, requests ``gpusPerPod`` GPUs, and gets
+environment variables telling it its role, replica, pod index, the pods of its replica and the
+leading pods of its peer replicas.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shorthop import quantity
+from shorthop.api import models
+from shorthop.controller import live
+from shorthop.errors import SpecError
+from shorthop.placement.snapshot import GPU_ANNOTATION
+from shorthop.topology.labels import GPU_RESOURCE
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
+TIER_ANNOTATION = "shorthop.io/tier"
+DNS_LABEL_MAX = 63
+
+
+def template_hash(role: models.Role) -> str:
+    canonical = json.dumps(role.template.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def pod_name(deployment: str, role: str, replica: int, pod: int) -> str:
+    return f"{deployment}-{role}-{replica}-{pod}"
+
+
+def service_name(deployment: str, role: str) -> str:
+    return f"{deployment}-{role}"
+
+
+def owner_reference(infd: models.InferenceDeployment, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "name": infd.metadata.name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def check_template(role: models.Role, index: int) -> None:
+    """GPU requests in a template, if any, must add up to the pod's share."""
+    declared = 0
+    for c, container in enumerate(role.template.spec.get("containers") or []):
+        resources = (container or {}).get("resources") or {}
+        for kind in ("limits", "requests"):
+            value = (resources.get(kind) or {}).get(GPU_RESOURCE)
+            if value is not None:
+                amount = quantity.parse(value)
+                if amount is None:
+                    raise SpecError(
+                        f"spec.roles[{index}].template.spec.containers[{c}].resources.{kind}[{GPU_RESOURCE}]",
+                        f"{value!r} is not a whole number",
+                    )
+                declared += amount if kind == "limits" else 0
+    if declared and declared != role.pod_gpus:
+        raise SpecError(
+            f"spec.roles[{index}].template.spec.containers",
+            f"request {declared} nvidia.com/gpu in total but each pod gets {role.pod_gpus} "
+            "(gpusPerPod); drop the GPU limits from the template and shorthop sets them",
+        )
+
+
+def render_pod(
+    infd: models.InferenceDeployment,
+    uid: str,
+    role: models.Role,
+    replica: int,
+    pod: int,
+    *,
+    node: str,
+    gpus: Sequence[int],
+    tier: str,
+    scheduler_name: str,
+    replica_pods: Sequence[str],
+    peers: Sequence[str],
+) -> dict[str, Any]:
+    name = pod_name(infd.metadata.name, role.name, replica, pod)
+    service = service_name(infd.metadata.name, role.name)
+    template_meta = role.template.metadata or {}
+    spec = copy.deepcopy(role.template.spec)
+    spec["schedulerName"] = scheduler_name
+    spec.pop("nodeName", None)
+    if len(name) <= DNS_LABEL_MAX and len(service) <= DNS_LABEL_MAX:
+        spec["hostname"] = name
+        spec["subdomain"] = service
+    containers = spec["containers"]
+    if not any(
+        GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in containers
+    ):
+        resources = containers[0].setdefault("resources", {})
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(role.pod_gpus)
+        resources.setdefault("requests", {})[GPU_RESOURCE] = str(role.pod_gpus)
+    env = [
+        {"name": "SHORTHOP_DEPLOYMENT", "value": infd.metadata.name},
+        {"name": "SHORTHOP_ROLE", "value": role.name},
+        {"name": "SHORTHOP_REPLICA", "value": str(replica)},
+        {"name": "SHORTHOP_POD", "value": str(pod)},
+        {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(role.pods_per_replica)},
+        {"name": "SHORTHOP_REPLICA_PODS", "value": ",".join(replica_pods)},
+        {"name": "SHORTHOP_PEERS", "value": ",".join(peers)},
+        {"name": "SHORTHOP_GPUS", "value": ",".join(map(str, gpus))},
+        {"name": "SHORTHOP_TIER", "value": tier},
+    ]
+    for container in containers:
+        names = {e.get("name") for e in container.get("env") or []}
+        container["env"] = [
+            *(container.get("env") or []),
+            *(e for e in env if e["name"] not in names),
+        ]
+    pod_labels = {
+        **(template_meta.get("labels") or {}),
+        **MANAGED_BY,
+        live.DEPLOYMENT_LABEL: infd.metadata.name,
+        live.ROLE_LABEL: role.name,
+        live.REPLICA_LABEL: str(replica),
+        live.POD_LABEL: str(pod),
+        live.TEMPLATE_LABEL: template_hash(role),
+    }
+    annotations = {
+        **(template_meta.get("annotations") or {}),
+        GPU_ANNOTATION: ",".join(map(str, gpus)),
+        TIER_ANNOTATION: tier,
+        live.PLANNED_NODE_ANNOTATION: node,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": infd.metadata.namespace,
+            "labels": pod_labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(infd, uid)],
+        },
+        "spec": spec,
+    }
+
+
+def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(infd.metadata.name, role.name),
+            "namespace": infd.metadata.namespace,
+            "labels": {
+                **MANAGED_BY,
+                live.DEPLOYMENT_LABEL: infd.metadata.name,
+                live.ROLE_LABEL: role.name,
+            },
+            "ownerReferences": [owner_reference(infd, uid)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {live.DEPLOYMENT_LABEL: infd.metadata.name, live.ROLE_LABEL: role.name},
+            "ports": [{"name": "engine", "port": 8000, "targetPort": 8000}],
+        },
+    }
+
+
+def dns_name(infd: models.InferenceDeployment, role: str, replica: int, pod: int) -> str:
+    name = pod_name(infd.metadata.name, role, replica, pod)
+    return f"{name}.{service_name(infd.metadata.name, role)}.{infd.metadata.namespace}.svc"
+
+
+def peers_by_replica(
+    request_peers: Mapping[tuple[str, int], list[tuple[str, int]]], infd: models.InferenceDeployment
+) -> dict[tuple[str, int], list[str]]:
+    """DNS names of the first pod of every peer replica."""
+    return {
+        key: [dns_name(infd, role, rid, 0) for role, rid in peers]
+        for key, peers in request_peers.items()
+    }

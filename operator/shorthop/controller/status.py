@@ -1,0 +1,275 @@
+"""The status an InferenceDeployment reports (pure).
+
+Built from what exists (the deployment's pods as the cluster sees them) and what was decided
+(the plan's reasons when it could not place). Includes the modeled KV-cache transfer time per
+prefill→decode peer pair:
+
+    time = bytesPerToken x tokens / (bandwidth per GPU of the pair's tier x min(|P|, |D|))
+
+where |P| and |D| are the GPUs of the two replicas (each GPU of the smaller side moves its shard
+over its own link) and the tier is the widest tier among the pair's GPU pairs. Bandwidth per GPU
+by tier (GB/s, from TOPOLOGY.md): same-node-nvlink 900 (HGX H100/H200), nvlink-domain 1800
+(GB200 NVL72), same-node-pcie 32 (PCIe Gen4/5 x16, one direction), the finest network level 50
+(400 Gb/s InfiniBand NDR per GPU rail), coarser levels and cluster 25 (2:1 oversubscription).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shorthop.api import models
+from shorthop.controller.live import PodRecord
+from shorthop.placement import objective
+from shorthop.placement.plan import Reason
+from shorthop.placement.request import Request, peer_pairs
+from shorthop.topology import levels
+from shorthop.topology.index import TopologyIndex
+
+GB = 1e9
+BANDWIDTH_GBPS = {
+    levels.SAME_NODE_NVLINK: 900.0,
+    levels.NVLINK_DOMAIN: 1800.0,
+    levels.SAME_NODE_PCIE: 32.0,
+}
+FINEST_NETWORK_GBPS = 50.0
+COARSE_NETWORK_GBPS = 25.0
+
+
+def bandwidth(tier: str, tiers: Sequence[str]) -> float:
+    if tier in BANDWIDTH_GBPS:
+        return BANDWIDTH_GBPS[tier]
+    finest = tiers[3] if len(tiers) > 4 else None
+    return FINEST_NETWORK_GBPS if tier == finest else COARSE_NETWORK_GBPS
+
+
+def kv_transfer_ms(
+    bytes_per_token: int, tokens: int, tier: str, tiers: Sequence[str], gpus_a: int, gpus_b: int
+) -> float:
+    """Modeled time to move one prompt's KV cache between two replicas (see module docstring).
+
+    >>> round(kv_transfer_ms(327_680, 4096, "nvlink-domain", ("same-node-nvlink",), 4, 8), 3)
+    0.186
+    """
+    links = max(1, min(gpus_a, gpus_b))
+    return bytes_per_token * tokens / (bandwidth(tier, tiers) * GB * links) * 1000
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    kind: str, ok: bool, reason: str, message: str, old: Mapping[str, Any], generation: int | None
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    previous = {c.get("type"): c for c in old.get("conditions") or []}.get(kind) or {}
+    changed = previous.get("status") != status
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _now()
+        if changed or not previous.get("lastTransitionTime")
+        else previous["lastTransitionTime"],
+        "observedGeneration": generation,
+    }
+
+
+def compute(
+    infd: models.InferenceDeployment,
+    generation: int | None,
+    pods: Sequence[PodRecord],
+    index: TopologyIndex,
+    request: Request,
+    *,
+    old: Mapping[str, Any],
+    reasons: Sequence[Reason] = (),
+    pending: str = "",
+) -> dict[str, Any]:
+    """The status for the current state; ``reasons`` non-empty means the last plan failed."""
+    spec = infd.spec
+    desired = {
+        (r.name, rid, p)
+        for r in spec.roles
+        for rid in range(r.replicas)
+        for p in range(r.pods_per_replica)
+    }
+    total = len(desired)
+    live = [
+        p
+        for p in pods
+        if p.role is not None
+        and p.replica is not None
+        and p.pod is not None
+        and p.active
+        and not p.deleting
+    ]
+    bound = [p for p in live if p.node and index.row_of.get(p.node) is not None and p.exact]
+    ready = sum(1 for p in bound if p.ready)
+    per_replica: dict[tuple[str, int], list[PodRecord]] = defaultdict(list)
+    for p in bound:
+        per_replica[(str(p.role), int(p.replica))].append(p)  # type: ignore[arg-type]
+    sets = {
+        key: objective.gpu_set((index.row_of[str(p.node)], p.exact or ()) for p in members)
+        for key, members in per_replica.items()
+    }
+    replicas_json = []
+    for (role, rid), members in sorted(per_replica.items()):
+        tier = index.tiers[objective.widest_tier(index, sets[(role, rid)])]
+        replicas_json.append(
+            {
+                "role": role,
+                "replica": rid,
+                "tier": tier,
+                "pods": [
+                    {
+                        "name": p.name,
+                        "node": p.node,
+                        "gpus": list(p.exact or ()),
+                        "tier": tier,
+                        "ready": p.ready,
+                    }
+                    for p in sorted(members, key=lambda p: p.pod or 0)
+                ],
+            }
+        )
+    intra = sum(objective.intra_cost(index, s) for s in sets.values())
+    traffic = 0.0
+    counts: dict[int, int] = {}
+    transfers = []
+    widest = max((objective.widest_tier(index, s) for s in sets.values()), default=None)
+    for edge in request.traffic:
+        source, target = request.roles[edge.source].name, request.roles[edge.target].name
+        s_ids = sorted(rid for role, rid in sets if role == source)
+        t_ids = sorted(rid for role, rid in sets if role == target)
+        for i, j in peer_pairs(len(s_ids), len(t_ids)):
+            a, b = sets[(source, s_ids[i])], sets[(target, t_ids[j])]
+            traffic += edge.weight * objective.between_cost(index, a, b)
+            pair_counts: dict[int, int] = {}
+            objective.tier_counts(index, a, b, pair_counts)
+            for t, n in pair_counts.items():
+                counts[t] = counts.get(t, 0) + n
+            pair_tier = max(pair_counts) if pair_counts else 0
+            widest = pair_tier if widest is None else max(widest, pair_tier)
+            ga, gb = sum(len(g) for g in a.values()), sum(len(g) for g in b.values())
+            transfers.append(
+                {
+                    "prefill": f"{source}-{s_ids[i]}",
+                    "decode": f"{target}-{t_ids[j]}",
+                    "tier": index.tiers[pair_tier],
+                    "modeledMs": round(
+                        kv_transfer_ms(
+                            spec.kv_cache.bytes_per_token,
+                            spec.kv_cache.tokens,
+                            index.tiers[pair_tier],
+                            index.tiers,
+                            ga,
+                            gb,
+                        ),
+                        4,
+                    ),
+                }
+            )
+    complete = {
+        key
+        for key, members in per_replica.items()
+        if len(members) == request.roles[request.role_index(key[0])].pods_per_replica
+    }
+    complete_ready = {key for key in complete if all(p.ready for p in per_replica[key])}
+    replicas_wanted = sum(r.replicas for r in spec.roles)
+    message = "; ".join(r.message() for r in reasons)
+    if reasons and not complete_ready:
+        phase = models.Phase.UNSCHEDULABLE
+    elif reasons or (
+        complete_ready
+        and len(complete_ready) < replicas_wanted
+        and old.get("phase") in ("Running", "Degraded")
+    ):
+        phase = models.Phase.DEGRADED
+    elif ready == total and len(bound) == total and len(live) == total:
+        phase = models.Phase.RUNNING
+    else:
+        phase = models.Phase.PLACING
+    if phase == models.Phase.RUNNING:
+        message = ""
+    elif not message:
+        message = pending or f"{len(bound)}/{total} pods placed, {ready} ready"
+    placed_ok = len(bound) == total and not reasons
+    conditions = [
+        _condition(
+            "Placed",
+            placed_ok,
+            "Placed" if placed_ok else ("Unschedulable" if reasons else "Placing"),
+            "" if placed_ok else message,
+            old,
+            generation,
+        ),
+        _condition(
+            "Ready",
+            ready == total,
+            "AllPodsReady" if ready == total else "PodsNotReady",
+            f"{ready}/{total} pods ready",
+            old,
+            generation,
+        ),
+        _condition(
+            "Degraded",
+            phase == models.Phase.DEGRADED,
+            "ReplicasMissing" if phase == models.Phase.DEGRADED else "AsPlanned",
+            message if phase == models.Phase.DEGRADED else "",
+            old,
+            generation,
+        ),
+    ]
+    return {
+        "phase": phase.value,
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "replicas": replicas_json,
+        "ready": f"{ready}/{total}",
+        "readyPods": ready,
+        "totalPods": total,
+        "worstTier": index.tiers[widest] if widest is not None else None,
+        "cost": {
+            "intraReplica": intra,
+            "traffic": round(traffic, 3),
+            "fragmentation": 0.0,
+            "total": round(intra + traffic, 3),
+        },
+        "tiers": {index.tiers[t]: n for t, n in sorted(counts.items()) if n},
+        "kvTransfers": transfers,
+        "message": message,
+    }
+
+
+def invalid(
+    generation: int | None, field_and_problem: str, old: Mapping[str, Any]
+) -> dict[str, Any]:
+    return {
+        "phase": models.Phase.INVALID.value,
+        "observedGeneration": generation,
+        "conditions": [
+            _condition("Valid", False, "InvalidSpec", field_and_problem, old, generation)
+        ],
+        "message": field_and_problem,
+    }
+
+
+def _normal(value: Any) -> Any:
+    """Drop what the API server drops (nulls) and condition timestamps."""
+    if isinstance(value, Mapping):
+        return {
+            k: _normal(v) for k, v in value.items() if v is not None and k != "lastTransitionTime"
+        }
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal as stored (so an unchanged state writes nothing)."""
+    return bool(_normal(a) == _normal(b))

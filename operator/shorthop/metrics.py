@@ -1,0 +1,104 @@
+"""Prometheus metrics of the operator, created against a given ``CollectorRegistry`` (each test
+gets a fresh one) and served by ``serve``.
+
+=====================================  =========  ================================================
+metric                                 type       meaning
+=====================================  =========  ================================================
+shorthop_placement_latency_seconds     histogram  time to plan one deployment
+shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment
+shorthop_pods_per_tier                 gauge      pods by the widest tier of their replica
+shorthop_unschedulable_deployments     gauge      deployments waiting for room
+shorthop_free_gpus                     gauge      free GPUs per NVLink domain ("none": outside any)
+shorthop_stranded_gpus                 gauge      free GPUs on nodes too full for any pending pod
+shorthop_reconcile_errors_total        counter    reconcile failures by reason
+shorthop_binds_total                   counter    bind results (bound, conflict, error)
+shorthop_node_label_issues             gauge      nodes with label problems, by field
+shorthop_leader                        gauge      1 on the active instance, 0 on standbys
+=====================================  =========  ================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shorthop.errors import ConfigError
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    latency: Histogram
+    cost: Gauge
+    pods_per_tier: Gauge
+    unschedulable: Gauge
+    free_gpus: Gauge
+    stranded: Gauge
+    errors: Counter
+    binds: Counter
+    node_issues: Gauge
+    leader: Gauge
+
+
+def create(registry: CollectorRegistry | None = None) -> Metrics:
+    registry = registry or CollectorRegistry()
+    return Metrics(
+        registry=registry,
+        latency=Histogram(
+            "shorthop_placement_latency_seconds",
+            "Time to plan one deployment",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        ),
+        cost=Gauge(
+            "shorthop_plan_cost",
+            "Plan cost (hop-distance units)",
+            ["namespace", "deployment", "component"],
+            registry=registry,
+        ),
+        pods_per_tier=Gauge(
+            "shorthop_pods_per_tier",
+            "Pods by the widest tier of their replica",
+            ["tier"],
+            registry=registry,
+        ),
+        unschedulable=Gauge(
+            "shorthop_unschedulable_deployments", "Deployments waiting for room", registry=registry
+        ),
+        free_gpus=Gauge(
+            "shorthop_free_gpus",
+            "Free GPUs per NVLink domain",
+            ["nvlink_domain"],
+            registry=registry,
+        ),
+        stranded=Gauge(
+            "shorthop_stranded_gpus",
+            "Free GPUs on nodes too full for any pending pod size",
+            registry=registry,
+        ),
+        errors=Counter(
+            "shorthop_reconcile_errors_total", "Reconcile failures", ["reason"], registry=registry
+        ),
+        binds=Counter("shorthop_binds_total", "Bind results", ["result"], registry=registry),
+        node_issues=Gauge(
+            "shorthop_node_label_issues",
+            "Nodes with label problems",
+            ["field", "excluded"],
+            registry=registry,
+        ),
+        leader=Gauge(
+            "shorthop_leader", "1 when this instance is the active one", registry=registry
+        ),
+    )
+
+
+def serve(metrics: Metrics, port: int, address: str = "0.0.0.0") -> None:
+    """Serve /metrics on ``port`` from a daemon thread (0 disables it)."""
+    if port:
+        try:
+            start_http_server(port, addr=address, registry=metrics.registry)
+        except OSError as exc:
+            raise ConfigError(
+                "metricsPort", f"cannot listen on port {port} ({exc.strerror}); pick a free port"
+            ) from None

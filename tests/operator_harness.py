@@ -1,0 +1,272 @@
+"""Run the real operator (``shorthop run``) as a process against a test cluster, and build the
+fake GPU node pools and InferenceDeployments the integration and e2e tests use."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from shorthop.topology import fake
+
+from tests import kube
+
+POOL_TAINT = "shorthop.test/pool"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    """One ``shorthop run`` process; stopped by pid."""
+
+    kubeconfig: Path
+    workdir: Path
+    identity: str = "op-a"
+    lease_namespace: str = "shorthop-system"
+    lease_duration: float = 6.0
+    namespaces: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    health_port: int = 0
+
+    def start(self) -> OperatorProcess:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        config = {
+            "topology": {"preset": "plain"},
+            "schedulerName": "shorthop",
+            "namespaces": list(self.namespaces),
+            "metricsPort": self.metrics_port,
+            "healthPort": self.health_port,
+            "leaseName": "shorthop-leader",
+            "leaseNamespace": self.lease_namespace,
+            "identity": self.identity,
+            "logFormat": "text",
+            "leaseDurationSeconds": self.lease_duration,
+            "renewIntervalSeconds": max(1.0, self.lease_duration / 4),
+        }
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / f"{self.identity}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = (self.workdir / f"{self.identity}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shorthop.cli",
+                "run",
+                "--config",
+                str(path),
+                "--kubeconfig",
+                str(self.kubeconfig),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def log(self) -> str:
+        return (self.workdir / f"{self.identity}.log").read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, port: int, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metrics(self) -> str:
+        return self.get(self.metrics_port, "/metrics")
+
+    def leading(self) -> bool:
+        with contextlib.suppress(OSError):
+            return "shorthop_leader 1.0" in self.metrics()
+        return False
+
+    def wait_leading(self, timeout: float = 60.0) -> None:
+        kube.wait_for(
+            f"{self.identity} to lead", lambda: self.leading() or self._dead(), timeout=timeout
+        )
+        assert self.alive(), self.log[-3000:]
+
+    def _dead(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"operator {self.identity} exited:\n{self.log[-3000:]}")
+        return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def ensure_namespace(cluster: kube.Cluster, name: str) -> None:
+    with contextlib.suppress(client.ApiException):
+        cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+
+def pool_nodes(pool: str, shape: fake.ClusterShape, *, taint: bool = True) -> list[dict[str, Any]]:
+    """Fake GPU nodes of ``shape`` named and labelled for one test (``<pool>-...``), tainted so
+    only deployments that tolerate the pool use them."""
+    nodes = fake.nodes(shape, seed=abs(hash(pool)) % 10_000)
+    for node in nodes:
+        meta = node["metadata"]
+        meta["name"] = f"{pool}-{meta['name']}"
+        node_labels = meta["labels"]
+        node_labels["kubernetes.io/hostname"] = meta["name"]
+        for key in (
+            "nvidia.com/gpu.clique",
+            "topology.kubernetes.io/zone",
+            "topology.shorthop.io/block",
+            "topology.shorthop.io/rack",
+        ):
+            if key in node_labels:
+                node_labels[key] = f"{pool}.{node_labels[key]}"
+        if taint:
+            node["spec"]["taints"] = [{"key": POOL_TAINT, "value": pool, "effect": "NoSchedule"}]
+    return nodes
+
+
+@contextlib.contextmanager
+def node_pool(
+    cluster: kube.Cluster, shape: fake.ClusterShape, *, prefix: str = "p"
+) -> Iterator[tuple[str, list[str]]]:
+    pool = f"{prefix}{uuid.uuid4().hex[:5]}"
+    nodes = pool_nodes(pool, shape)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
+    names = [n["metadata"]["name"] for n in nodes]
+    try:
+        yield pool, names
+    finally:
+        for name in names:
+            with contextlib.suppress(client.ApiException):
+                cluster.core.delete_node(name)
+
+
+def deployment(
+    name: str, namespace: str, pool: str | None, roles: list[tuple[str, int, int, int]], **spec: Any
+) -> dict[str, Any]:
+    """An InferenceDeployment; roles are (name, replicas, gpusPerReplica, gpusPerPod)."""
+    tolerations = (
+        [{"key": POOL_TAINT, "operator": "Equal", "value": pool, "effect": "NoSchedule"}]
+        if pool
+        else []
+    )
+    return {
+        "apiVersion": "shorthop.io/v1alpha1",
+        "kind": "InferenceDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "roles": [
+                {
+                    "name": role,
+                    "replicas": replicas,
+                    "gpusPerReplica": per_replica,
+                    "gpusPerPod": per_pod,
+                    "template": {
+                        "spec": {
+                            "containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.11.0"}],
+                            "tolerations": tolerations,
+                        }
+                    },
+                }
+                for role, replicas, per_replica, per_pod in roles
+            ],
+            **spec,
+        },
+    }
+
+
+def get_infd(cluster: kube.Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(
+        client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+            "shorthop.io", "v1alpha1", namespace, "inferencedeployments", name
+        )
+    )
+
+
+def phase(cluster: kube.Cluster, namespace: str, name: str) -> str | None:
+    return (get_infd(cluster, namespace, name).get("status") or {}).get("phase")
+
+
+def pods(cluster: kube.Cluster, namespace: str, name: str) -> list[client.V1Pod]:
+    listed = cluster.core.list_namespaced_pod(
+        namespace, label_selector=f"shorthop.io/deployment={name}"
+    ).items
+    return sorted(listed, key=lambda p: p.metadata.name)
+
+
+def events(cluster: kube.Cluster, namespace: str, name: str) -> list[client.CoreV1Event]:
+    return [
+        e
+        for e in cluster.core.list_namespaced_event(namespace).items
+        if e.involved_object.kind == "InferenceDeployment" and e.involved_object.name == name
+    ]
+
+
+def gpus_bound(cluster: kube.Cluster) -> dict[str, int]:
+    """GPUs requested by active pods per node (for overcommit checks)."""
+    out: dict[str, int] = {}
+    for p in cluster.core.list_pod_for_all_namespaces().items:
+        if not p.spec.node_name or p.status.phase in ("Succeeded", "Failed"):
+            continue
+        count = 0
+        for c in p.spec.containers:
+            limits = (c.resources.limits or {}) if c.resources else {}
+            count += int(limits.get("nvidia.com/gpu", 0))
+        out[p.spec.node_name] = out.get(p.spec.node_name, 0) + count
+    return out
+
+
+def wait_running(
+    cluster: kube.Cluster, namespace: str, name: str, timeout: float = 90.0
+) -> dict[str, Any]:
+    kube.wait_for(
+        f"{namespace}/{name} Running",
+        lambda: phase(cluster, namespace, name) == "Running",
+        timeout=timeout,
+    )
+    return get_infd(cluster, namespace, name)
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)[:4000]
+
+
+def stable(check: Any, seconds: float = 3.0) -> None:
+    """``check`` keeps holding for a while (used to show that nothing changes)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        check()
+        time.sleep(0.3)
