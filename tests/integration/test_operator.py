@@ -382,3 +382,66 @@ def _up(op: oh.OperatorProcess) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_template_change_replaces_replicas_one_at_a_time_on_their_gpus(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    with oh.node_pool(cluster, NVL) as (pool, _):
+        doc = oh.deployment("roll", ns, pool, [("prefill", 1, 4, 4), ("decode", 2, 8, 4)])
+        apply(cluster, doc)
+        oh.wait_running(cluster, ns, "roll")
+        before = {
+            p.metadata.name: (
+                p.spec.node_name,
+                p.metadata.annotations["shorthop.io/gpus"],
+                p.metadata.uid,
+            )
+            for p in oh.pods(cluster, ns, "roll")
+        }
+        doc["spec"]["roles"][1]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": "VERSION", "value": "2"}
+        ]
+        apply(cluster, doc)
+        seen_down: set[int] = set()
+
+        def rolled() -> bool:
+            current = oh.pods(cluster, ns, "roll")
+            live = [p for p in current if not p.metadata.deletion_timestamp]
+            replaced = {
+                p.metadata.labels["shorthop.io/replica"]
+                for p in live
+                if p.metadata.labels["shorthop.io/role"] == "decode"
+                and p.metadata.uid != before[p.metadata.name][2]
+            }
+            # Never both decode replicas down at once.
+            missing = {
+                r
+                for r in ("0", "1")
+                if sum(
+                    1
+                    for p in live
+                    if p.metadata.labels["shorthop.io/role"] == "decode"
+                    and p.metadata.labels["shorthop.io/replica"] == r
+                )
+                < 2
+            }
+            seen_down.add(len(missing))
+            return (
+                replaced == {"0", "1"}
+                and not missing
+                and oh.phase(cluster, ns, "roll") == "Running"
+            )
+
+        kube.wait_for("both decode replicas replaced", rolled, timeout=120, interval=0.1)
+        assert max(seen_down) <= 1, "two replicas were down together"
+        after = {
+            p.metadata.name: (p.spec.node_name, p.metadata.annotations["shorthop.io/gpus"])
+            for p in oh.pods(cluster, ns, "roll")
+        }
+        assert after == {name: (node, gpus) for name, (node, gpus, _) in before.items()}, (
+            "replicas must keep their GPUs"
+        )
+        assert before["roll-prefill-0-0"][2] == oh.pods(cluster, ns, "roll")[-1].metadata.uid, (
+            "prefill untouched"
+        )

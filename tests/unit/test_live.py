@@ -60,3 +60,11 @@ def test_node_change_reports_who_to_wake() -> None:
     assert change.deployments == {"default/d"}
     back = live.apply_node(None, builders.node_object("n"))
     assert back.gained_capacity
+
+
+def test_pods_seen_before_their_node_still_hold_its_gpus() -> None:
+    live = LiveCluster(fake.CONFIG)
+    live.apply_pod(None, builders.gpu_pod("early", "n", [0, 1]))  # the pod informer was faster
+    live.apply_node(None, builders.node_object("n", gpus=4))
+    snap = live.snapshot()
+    assert int(snap.free[snap.index.row_of["n"]]) == 0b1100

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,6 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
 class _Node:
     parsed: labels.ParsedNode
     allocatable: tuple[int, int, int]
-    pods: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +137,7 @@ class LiveCluster:
         self._pods: dict[str, PodRecord] = {}
         self._assumed: dict[str, tuple[str, tuple[int, ...], int, int, float]] = {}
         self._by_deployment: dict[str, set[str]] = defaultdict(set)
+        self._node_pods: dict[str, set[str]] = defaultdict(set)
         self._rows = 0
         self._free = np.zeros(0, dtype=np.uint64)
         self._counts = np.zeros(0, dtype=np.int64)
@@ -171,7 +171,7 @@ class LiveCluster:
                     quantity.parse(alloc.get("pods", "110")) or 0,
                 )
                 old = self._nodes.get(name)
-                self._nodes[name] = _Node(parsed, allocatable, old.pods if old else set())
+                self._nodes[name] = _Node(parsed, allocatable)
                 if parsed.topology is None:
                     self._builder.remove(name)
                     self._clear_row(old_row)
@@ -189,14 +189,16 @@ class LiveCluster:
         with self._lock:
             old = self._pods.pop(record.key, None)
             if old is not None:
-                if old.node in self._nodes:
-                    self._nodes[old.node].pods.discard(record.key)
+                if old.node:
+                    self._node_pods[old.node].discard(record.key)
                 if old.deployment:
                     self._by_deployment[old.deployment].discard(record.key)
             if event != "DELETED":
                 self._pods[record.key] = record
-                if record.node in self._nodes:
-                    self._nodes[record.node].pods.add(record.key)
+                if record.node:
+                    # Kept per node name even before the node itself is seen (the two
+                    # informers start in parallel).
+                    self._node_pods[record.node].add(record.key)
                 if record.deployment:
                     self._by_deployment[record.deployment].add(record.key)
                 if record.node:
@@ -258,9 +260,8 @@ class LiveCluster:
 
     def deployments_on(self, node: str) -> set[str]:
         with self._lock:
-            entry = self._nodes.get(node)
             found = (
-                self._pods[k].deployment for k in (entry.pods if entry else ()) if k in self._pods
+                self._pods[k].deployment for k in self._node_pods.get(node, ()) if k in self._pods
             )
             return {d for d in found if d}
 
@@ -297,7 +298,7 @@ class LiveCluster:
                 )
                 if hard:
                     taints[row] = hard
-                for key in node.pods:
+                for key in self._node_pods.get(name, ()):
                     pod = self._pods.get(key)
                     if pod is not None and pod.exact and pod.active:
                         shorthop_pods[key] = (row, snap.mask_of(pod.exact))
@@ -361,7 +362,8 @@ class LiveCluster:
         cpu, mem, pods = node.allocatable
         counted = 0
         bound = 0  # GPUs requested by every active pod on the node (and assumed ones)
-        for key in node.pods:
+        on_node = self._node_pods.get(name, set())
+        for key in on_node:
             pod = self._pods.get(key)
             if pod is None or not pod.active:
                 continue
@@ -374,7 +376,7 @@ class LiveCluster:
             else:
                 counted += pod.gpus
         for key, (node_name, exact, a_cpu, a_mem, _) in self._assumed.items():
-            if node_name == name and key not in node.pods:
+            if node_name == name and key not in on_node:
                 mask &= ~snap.mask_of(exact)
                 bound += len(exact)
                 cpu, mem, pods = cpu - a_cpu, mem - a_mem, pods - 1

@@ -131,6 +131,8 @@ class Reconciler:
         sorted_pods = self._sort(infd, uid, pods, old)
         for pod, force, why in sorted_pods.delete:
             self.kube.delete_pod(pod.namespace, pod.name, force=force, uid=pod.uid)
+            # Its name is busy until the deletion is seen; its replacement comes next visit.
+            sorted_pods.terminating.add(pod.key)
             log.info("deleted %s: %s", pod.key, why)
         if sorted_pods.lost:
             self._event(body, "Repairing", "; ".join(sorted(set(sorted_pods.lost))), warning=True)
@@ -144,7 +146,8 @@ class Reconciler:
         fixed, extra_used = self._fixed(infd, snap, sorted_pods, old)
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if sorted_pods.terminating else None)
-        if len(fixed) < len(desired) or sorted_pods.unbound:
+        existing = set(sorted_pods.healthy) | set(sorted_pods.unbound)
+        if not desired <= existing or sorted_pods.unbound:
             working = _without(snap, extra_used)
             started = time.perf_counter()
             plan = solver.solve(
@@ -315,11 +318,17 @@ class Reconciler:
         replicas: dict[tuple[str, int], list[PodRecord]] = defaultdict(list)
         for k, p in out.healthy.items():
             replicas[(k.role, k.replica)].append(p)
+        # Only while every replica of every role is complete and ready (maxUnavailable = 1).
         complete = all(
-            len(replicas.get((r.name, rid), [])) == r.pods_per_replica
-            and all(p.ready for p in replicas.get((r.name, rid), []))
+            sum(
+                1
+                for (role, _), members in replicas.items()
+                if role == r.name
+                and len(members) == r.pods_per_replica
+                and all(p.ready for p in members)
+            )
+            == r.replicas
             for r in infd.spec.roles
-            for rid in {k.replica for k in out.healthy if k.role == r.name}
         )
         stale = sorted(
             key

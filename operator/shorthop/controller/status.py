@@ -137,6 +137,21 @@ def compute(
                 ],
             }
         )
+    # A replica that is being replaced (rolling update, repair) keeps its last placement in the
+    # status until it is placed again: that is where it returns when its GPUs are still free.
+    wanted = {r.name: r.replicas for r in spec.roles}
+    for entry in old.get("replicas") or []:
+        key = (str(entry.get("role")), entry.get("replica"))
+        if (
+            key[0] in wanted
+            and isinstance(key[1], int)
+            and key[1] < wanted[key[0]]
+            and key not in per_replica
+        ):
+            replicas_json.append(
+                {**entry, "pods": [{**p, "ready": False} for p in entry.get("pods") or []]}
+            )
+    replicas_json.sort(key=lambda r: (str(r.get("role")), str(r.get("replica", 0)).zfill(6)))
     intra = sum(objective.intra_cost(index, s) for s in sets.values())
     traffic = 0.0
     counts: dict[int, int] = {}

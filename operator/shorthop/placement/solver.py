@@ -975,7 +975,8 @@ class _Solve:
                 f"{where}.replicaScope",
                 pods * q,
                 scope_cap * q,
-                f"replica {r.rid} needs {pods} pods x {q} GPUs = {pods * q} GPUs in one {tier}; "
+                f"replica {r.rid} needs {_count(pods, 'pod')} x {q} GPUs = {pods * q} GPUs "
+                f"in one {tier}; "
                 f"the largest free {tier} has room for {scope_cap * q}",
             )
         total = int(fit.sum())
@@ -984,9 +985,13 @@ class _Solve:
             where,
             pods * q,
             total * q,
-            f"replica {r.rid} needs {pods} more pods of {q} GPUs; the cluster has room for "
-            f"{total} such pods ({total * q} GPUs) after the rest of the deployment",
+            f"replica {r.rid} needs {_count(pods, 'more pod')} of {q} GPUs; the cluster has room "
+            f"for {total} such pods ({total * q} GPUs) after the rest of the deployment",
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _submasks(free: int, k: int) -> list[int]:
