@@ -1,0 +1,79 @@
+"""``python -m bench [--quick] [--out DIR]``: run every benchmark and write the report.
+
+Without ``--out`` the report goes to ``docs/benchmarks.md`` and the plots to ``docs/bench/``;
+``make bench`` runs this. ``--quick`` uses tiny sizes (seconds; the smoke test uses it) and should
+never be committed: its figures say nothing about the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import common, placement, quality, report, topology
+from bench.settings import FULL, QUICK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds (smoke test)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=common.REPO / "docs",
+        help="directory for benchmarks.md and bench/*.png (default: docs/)",
+    )
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    log(f"machine: {common.machine()['cpu']}, {common.machine()['cores']} cores")
+    topo = topology.run(settings.topology_sizes, quick=settings.quick, log=log)
+    place = placement.run(
+        settings.latency_sizes,
+        settings.seeds,
+        solves=settings.solves,
+        reference_sizes=settings.reference_sizes,
+        reference_runs=settings.reference_runs,
+        reference_limit_s=settings.reference_limit_s,
+        log=log,
+    )
+    qual = quality.run(
+        exact_target=settings.exact_target,
+        exact_limit_s=settings.exact_limit_s,
+        baseline_sizes=settings.baseline_sizes,
+        baseline_seed=settings.baseline_seed,
+        stream_size=settings.stream_size,
+        streams=settings.streams,
+        log=log,
+    )
+    argv_used = sys.argv[1:] if argv is None else argv
+    command = "python -m bench" + (" " + shlex.join(argv_used) if argv_used else "")
+    if os.environ.get("MAKELEVEL") and not argv_used:
+        command = "make bench  # runs .venv/bin/python -m bench"
+    path = report.write(
+        args.out,
+        report.Results(
+            settings=settings,
+            topology=topo,
+            placement=place,
+            quality=qual,
+            machine=common.machine(),
+            command=command,
+            elapsed_s=time.perf_counter() - started,
+            load_at_end=common.load(),
+        ),
+    )
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""What a benchmark run measures: sizes, seeds, repetitions and time limits (full and quick)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one run measures (sizes, seeds, repetitions, time limits)."""
+
+    quick: bool
+    topology_sizes: tuple[int, ...]
+    latency_sizes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    solves: int
+    reference_sizes: tuple[int, ...]
+    reference_limit_s: float
+    exact_target: int
+    exact_limit_s: float
+    baseline_sizes: tuple[int, ...]
+    baseline_seed: int
+    stream_size: int
+    streams: tuple[tuple[float, int], ...]  # (background occupancy, deployments)
+    target_size: int = 10_000
+
+    def reference_runs(self, size: int) -> int:
+        if self.quick:
+            return 1
+        return 5 if size <= 100 else 3 if size <= 1000 else 1
+
+
+FULL = Settings(
+    quick=False,
+    topology_sizes=(1_000, 10_000),
+    latency_sizes=(100, 1_000, 10_000),
+    seeds=(0, 1, 2),
+    solves=50,
+    reference_sizes=(100, 1_000, 10_000),
+    reference_limit_s=240.0,
+    exact_target=250,
+    exact_limit_s=30.0,
+    baseline_sizes=(1_000, 10_000),
+    baseline_seed=1,
+    stream_size=1_000,
+    streams=((0.0, 130), (0.4, 50)),
+)
+QUICK = Settings(
+    quick=True,
+    topology_sizes=(100, 300),
+    latency_sizes=(100, 300),
+    seeds=(0,),
+    solves=5,
+    reference_sizes=(100, 300),
+    reference_limit_s=20.0,
+    exact_target=20,
+    exact_limit_s=5.0,
+    baseline_sizes=(300,),
+    baseline_seed=1,
+    stream_size=100,
+    streams=((0.0, 15), (0.4, 6)),
+)
