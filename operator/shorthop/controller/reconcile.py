@@ -36,7 +36,7 @@ import numpy as np
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import render, status
+from shorthop.controller import faults, render, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.kube import Kube, KubeError
 from shorthop.controller.live import LiveCluster, PodRecord
@@ -131,6 +131,7 @@ class Reconciler:
         sorted_pods = self._sort(infd, uid, pods, old)
         for pod, force, why in sorted_pods.delete:
             self.kube.delete_pod(pod.namespace, pod.name, force=force, uid=pod.uid)
+            faults.point("after-delete")
             # Its name is busy until the deletion is seen; its replacement comes next visit.
             sorted_pods.terminating.add(pod.key)
             log.info("deleted %s: %s", pod.key, why)
@@ -488,6 +489,7 @@ class Reconciler:
         uid = unbound.uid if unbound is not None else None
         created = False
         if pod is not None:
+            faults.point("before-create")
             try:
                 created_body = self.kube.create_pod(ns, pod)
                 uid = str(created_body["metadata"]["uid"])
@@ -497,7 +499,9 @@ class Reconciler:
                 if exc.conflict:
                     return False, BindCode.ERROR, f"{name} still exists"
                 raise
+        faults.point("after-create")
         result = self.binder.bind(PodRef(ns, name, uid), a.node, a.gpus)
+        faults.point("after-bind")
         self.metrics.binds.labels(result=result.code.value).inc()
         if result.code == BindCode.CONFLICT:
             self.live.forget(key)
@@ -512,6 +516,7 @@ class Reconciler:
         if status.same(old, new):
             return
         meta = body["metadata"]
+        faults.point("before-status")
         self.kube.patch_status(meta["namespace"], meta["name"], dict(new))
         cached = self.deployments.get(key)
         if cached is not None and cached is body:
