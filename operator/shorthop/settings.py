@@ -136,6 +136,7 @@ def load(
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     source = "settings"
+    origin: dict[tuple[str, ...], str] = {}  # setting path -> where its value came from
     config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
     if config_file:
         source = config_file
@@ -157,14 +158,20 @@ def load(
                 else value
             )
             _set(data, path, parsed)
+            origin[path] = ENV_PREFIX + suffix
     for path, value in (overrides or {}).items():
         if value is not None:
             _set(data, path, value)
+            origin[path] = "--" + "".join(f"-{c.lower()}" if c.isupper() else c for c in path[-1])
     try:
         settings = Settings.model_validate(data)
         settings.topology.config()
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}", first["msg"]) from None
+        loc = tuple(str(p) for p in first["loc"])
+        where = ".".join(loc)
+        named = origin.get(loc)
+        raise ConfigError(
+            f"{named} ({where})" if named else f"{source}: {where}", first["msg"]
+        ) from None
     return settings

@@ -1,0 +1,134 @@
+"""``shorthop plan`` keeps its contract: JSON keys, exit 0 placed / 2 infeasible / 1 bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from shorthop import cli
+from shorthop.topology import fake
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = ROOT / "docs" / "examples" / "minimal.yaml"
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    nodes = fake.nodes(fake.ClusterShape(nvl72_racks=1, hgx_units=1, nodes_per_unit=4))
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(fake.as_list([*nodes, *fake.background_pods(nodes, 0.2, seed=1)]))
+    )
+    return path
+
+
+def test_json_output_has_the_contract_keys_and_exit_0(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(
+            ["plan", "--cluster", str(snapshot), "--deployment", str(MINIMAL), "--format", "json"]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["feasible"] is True
+    assert {"feasible", "assignments", "reasons", "cost", "tiers"} <= set(doc)
+    assert len(doc["assignments"]) == 6
+    for a in doc["assignments"]:
+        assert set(a) == {"role", "replica", "pod", "node", "gpus"}
+        assert all(isinstance(g, int) for g in a["gpus"])
+    assert sum(doc["tiers"].values()) == 2 * 4 * 8  # two prefill-decode peer pairs of 4 x 8 GPUs
+
+
+def test_table_output_lists_every_pod_and_the_tier_summary(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["plan", "--cluster", str(snapshot), "--deployment", str(MINIMAL)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("llama-70b-decode-") == 4
+    assert "prefill<->decode GPU pairs by tier" in out
+
+
+def test_infeasible_prints_json_with_reasons_and_exits_2(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(MINIMAL.read_text())
+    doc["spec"]["roles"][1]["replicas"] = 500
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(doc))
+    assert (
+        cli.main(["plan", "--cluster", str(snapshot), "--deployment", str(big), "--format", "json"])
+        == 2
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["feasible"] is False
+    assert out["assignments"] == []
+    assert out["reasons"][0].startswith("spec.roles[")
+
+
+@pytest.mark.parametrize(
+    ("deployment", "words"),
+    [
+        ("apiVersion: v1\nkind: Pod\n", "expected InferenceDeployment"),
+        ("{{{", "is not valid YAML"),
+        ("", "exactly one InferenceDeployment, found 0"),
+    ],
+    ids=["wrong-kind", "bad-yaml", "empty"],
+)
+def test_bad_deployment_file_exits_1_with_one_line(
+    snapshot: Path, tmp_path: Path, deployment: str, words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(deployment)
+    assert cli.main(["plan", "--cluster", str(snapshot), "--deployment", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert words in err[0]
+
+
+def test_spec_error_names_the_field(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(MINIMAL.read_text())
+    doc["spec"]["roles"][1]["gpusPerPod"] = 3
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["plan", "--cluster", str(snapshot), "--deployment", str(path)]) == 1
+    assert "spec.roles[1]" in capsys.readouterr().err
+
+
+def test_unknown_tier_in_a_scope_names_the_field(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(MINIMAL.read_text())
+    doc["spec"]["placement"] = {"required": "galaxy"}
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["plan", "--cluster", str(snapshot), "--deployment", str(path)]) == 1
+    assert "spec.placement.required: unknown tier 'galaxy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", ["first-fit", "spread", "tas", "random"])
+def test_baseline_strategies_are_selectable(
+    snapshot: Path, strategy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(
+            [
+                "plan",
+                "--cluster",
+                str(snapshot),
+                "--deployment",
+                str(MINIMAL),
+                "--format",
+                "json",
+                "--strategy",
+                strategy,
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["strategy"] == strategy
