@@ -85,10 +85,12 @@ class Kube:
 
     def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            created = self.core.create_namespaced_pod(namespace, body)
+            # Raw JSON back: deserialising into client models costs more than the call.
+            response = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
         except ApiException as exc:
             raise _error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
-        return dict(self.api.sanitize_for_serialization(created))
+        created: dict[str, Any] = json.loads(response.data)
+        return created
 
     def delete_pod(
         self, namespace: str, name: str, *, force: bool = False, uid: str | None = None
@@ -125,16 +127,10 @@ class Kube:
     # -- services --------------------------------------------------------------------------
 
     def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
-        """Create the service if it is missing; True when it was created."""
+        """Create the service unless it exists; True when it was created."""
         name = body["metadata"]["name"]
         try:
-            self.core.read_namespaced_service(name, namespace)
-            return False
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _error(f"read service {namespace}/{name}", exc) from None
-        try:
-            self.core.create_namespaced_service(namespace, body)
+            self.core.create_namespaced_service(namespace, body, _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -166,7 +162,13 @@ class Kube:
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(
-                models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": status}
+                models.GROUP,
+                models.VERSION,
+                namespace,
+                models.PLURAL,
+                name,
+                {"status": status},
+                _preload_content=False,
             )
         except ApiException as exc:
             raise _error(f"patch status of {namespace}/{name}", exc) from None
@@ -209,7 +211,7 @@ class Kube:
             count=1,
         )
         try:
-            self.core.create_namespaced_event(namespace, body)
+            self.core.create_namespaced_event(namespace, body, _preload_content=False)
         except ApiException as exc:
             raise _error("create event", exc) from None
 

@@ -24,7 +24,7 @@ import numpy as np
 from shorthop import quantity
 from shorthop.placement import snapshot as snap
 from shorthop.topology import labels
-from shorthop.topology.index import IndexBuilder
+from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
 DEPLOYMENT_LABEL = "shorthop.io/deployment"
@@ -110,6 +110,9 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
     )
 
 
+_NodeParts = tuple[dict[int, tuple[labels.Taint, ...]], dict[str, str], list[labels.NodeIssue]]
+
+
 @dataclass
 class _Node:
     parsed: labels.ParsedNode
@@ -145,6 +148,8 @@ class LiveCluster:
         self._headroom = np.zeros((0, 3), dtype=np.int64)
         self._schedulable = np.zeros(0, dtype=np.bool_)
         self._overcommit: dict[str, int] = {}
+        self._node_version = 0
+        self._parts: tuple[tuple[int, int], _NodeParts] | None = None
         self._cached: snap.ClusterSnapshot | None = None
         self.synced = threading.Event()
 
@@ -153,6 +158,7 @@ class LiveCluster:
     def apply_node(self, event: str | None, body: Mapping[str, Any]) -> NodeChange:
         name = str((body.get("metadata") or {}).get("name"))
         with self._lock:
+            self._node_version += 1
             before = self._usable(name)
             before_free = self._free_of(name)
             affected = frozenset(self.deployments_on(name))
@@ -278,34 +284,7 @@ class LiveCluster:
             index = self._builder.freeze()
             rows = len(index.names)
             self._grow()
-            taints: dict[int, tuple[labels.Taint, ...]] = {}
-            unavailable: dict[str, str] = {}
-            issues: list[labels.NodeIssue] = []
-            shorthop_pods: dict[str, tuple[int, int]] = {}
-            for name, node in self._nodes.items():
-                issues.extend(node.parsed.issues)
-                row = index.row_of.get(name)
-                if row is None:
-                    excluded = [i.message() for i in node.parsed.issues if i.excluded]
-                    unavailable[name] = excluded[0] if excluded else "no GPUs"
-                    continue
-                if not node.parsed.state.ready:
-                    unavailable[name] = f"node {name} is not Ready"
-                elif node.parsed.state.unschedulable:
-                    unavailable[name] = f"node {name} is cordoned"
-                hard = tuple(
-                    t for t in node.parsed.state.taints if t.effect in ("NoSchedule", "NoExecute")
-                )
-                if hard:
-                    taints[row] = hard
-                for key in self._node_pods.get(name, ()):
-                    pod = self._pods.get(key)
-                    if pod is not None and pod.exact and pod.active:
-                        shorthop_pods[key] = (row, snap.mask_of(pod.exact))
-            for key, (node_name, gpus, _, _, _) in self._assumed.items():
-                row = index.row_of.get(node_name)
-                if row is not None:
-                    shorthop_pods[key] = (row, snap.mask_of(gpus))
+            taints, unavailable, issues = self._node_parts(index)
             free, schedulable = self._free[:rows].copy(), self._schedulable[:rows].copy()
             headroom, foreign = self._headroom[:rows].copy(), self._foreign[:rows].copy()
             counts = self._counts[:rows].copy()
@@ -317,7 +296,6 @@ class LiveCluster:
                 schedulable=schedulable,
                 headroom=headroom,
                 taints=taints,
-                shorthop_pods=shorthop_pods,
                 foreign=foreign,
                 issues=tuple(issues),
                 unavailable=unavailable,
@@ -326,6 +304,32 @@ class LiveCluster:
             return self._cached
 
     # -- internals -------------------------------------------------------------------------
+
+    def _node_parts(self, index: TopologyIndex) -> _NodeParts:
+        """Taints, unavailable nodes and label issues: they change only with node events, so
+        they are recomputed only then."""
+        if self._parts is not None and self._parts[0] == (self._node_version, index.generation):
+            return self._parts[1]
+        taints: dict[int, tuple[labels.Taint, ...]] = {}
+        unavailable: dict[str, str] = {}
+        issues: list[labels.NodeIssue] = []
+        for name, node in self._nodes.items():
+            issues.extend(node.parsed.issues)
+            row = index.row_of.get(name)
+            if row is None:
+                excluded = [i.message() for i in node.parsed.issues if i.excluded]
+                unavailable[name] = excluded[0] if excluded else "no GPUs"
+                continue
+            if not node.parsed.state.ready:
+                unavailable[name] = f"node {name} is not Ready"
+            elif node.parsed.state.unschedulable:
+                unavailable[name] = f"node {name} is cordoned"
+            effects = ("NoSchedule", "NoExecute")
+            hard = tuple(t for t in node.parsed.state.taints if t.effect in effects)
+            if hard:
+                taints[row] = hard
+        self._parts = ((self._node_version, index.generation), (taints, unavailable, issues))
+        return taints, unavailable, issues
 
     def _usable(self, name: str) -> bool:
         node = self._nodes.get(name)

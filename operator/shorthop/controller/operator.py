@@ -3,9 +3,11 @@
 kopf watches InferenceDeployments (in the configured namespaces, or all) and hands every event to
 the work queue. Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
 pods in any namespace take capacity) that feed :class:`~shorthop.controller.live.LiveCluster` and
-wake the deployments an event concerns. One worker drains the queue, so placements never race one
-another; API calls inside a reconcile run in parallel. Handlers are registered on the
-:class:`kopf.OperatorRegistry` that :meth:`Runtime.registry` returns (tests build their own).
+wake the deployments an event concerns. A few workers drain the queue (a key is never
+reconciled twice at once); planning is serialised by a lock and the plan's GPUs are assumed
+before it is released, so placements never race one another, while API calls run in parallel.
+Handlers are registered on the :class:`kopf.OperatorRegistry` that :meth:`Runtime.registry`
+returns (tests build their own).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from shorthop.api import models
 from shorthop.controller.binder import BindingSubresourceBinder
 from shorthop.controller.informer import Informer
 from shorthop.controller.kube import Kube
-from shorthop.controller.live import LiveCluster
+from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
 from shorthop.controller.workqueue import WorkQueue
 from shorthop.metrics import Metrics
@@ -31,7 +33,38 @@ from shorthop.settings import Settings
 
 log = logging.getLogger("shorthop.operator")
 RESYNC_SECONDS = 60.0
+WORKERS = 8  # deployments reconciled at once; planning itself is serialised (see reconcile)
 WAKE_DELAY = 1.0
+
+
+def _pod_key(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+
+
+def _changed(before: PodRecord | None, after: PodRecord) -> bool:
+    """A pod change the owner's reconcile cares about (binding, phase, readiness, deletion)."""
+    if before is None:
+        return True
+    return (before.node, before.phase, before.ready, before.deleting, before.uid) != (
+        after.node,
+        after.phase,
+        after.ready,
+        after.deleting,
+        after.uid,
+    )
+
+
+def _intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a user can change on a deployment (everything but status and bookkeeping)."""
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        meta.get("uid"),
+        meta.get("deletionTimestamp"),
+        meta.get("labels"),
+        meta.get("annotations"),
+    )
 
 
 class Runtime:
@@ -71,8 +104,9 @@ class Runtime:
             self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
 
     def on_pod(self, event: str | None, body: Mapping[str, Any]) -> None:
+        before = self.live.pod(_pod_key(body))
         record = self.live.apply_pod(event, body)
-        if record.deployment:
+        if record.deployment and (event in (None, "ADDED", "DELETED") or _changed(before, record)):
             self.queue.add_threadsafe(record.deployment)
         if record.gpus and (event == "DELETED" or not record.active):
             self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
@@ -80,11 +114,14 @@ class Runtime:
     def on_deployment(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
+        old = self.reconciler.deployments.get(key)
         if event == "DELETED":
             self.reconciler.deployments.pop(key, None)
         else:
             self.reconciler.deployments[key] = body
-        self.queue.add(key)
+        # Our own status writes come back as events too; they need no new visit.
+        if old is None or event == "DELETED" or _intent(old) != _intent(body):
+            self.queue.add(key)
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -102,7 +139,8 @@ class Runtime:
         self.live.synced.set()
         self.synced = True
         log.info("caches synced: %d nodes in the topology", len(self.live.snapshot().index.row_of))
-        self._tasks = [asyncio.create_task(self._work()), asyncio.create_task(self._resync())]
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(WORKERS)]
+        self._tasks.append(asyncio.create_task(self._resync()))
 
     async def stop(self) -> None:
         for task in self._tasks:

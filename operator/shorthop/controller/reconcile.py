@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -79,7 +80,7 @@ class Reconciler:
         metrics: Metrics,
         *,
         scheduler_name: str = "shorthop",
-        workers: int = 16,
+        workers: int = 32,
     ) -> None:
         self.kube = kube
         self.live = live
@@ -89,6 +90,7 @@ class Reconciler:
         self.deployments: dict[str, Mapping[str, Any]] = {}  # latest bodies, fed by kopf
         self.unschedulable: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shorthop-api")
+        self._place_lock = threading.Lock()
         self._events: dict[tuple[str, str, str], float] = {}
         self._services: set[tuple[str, str]] = set()
         self._tier_pods: dict[str, Counter[str]] = {}
@@ -144,17 +146,20 @@ class Reconciler:
             for rid in range(r.replicas)
             for p in range(r.pods_per_replica)
         }
-        fixed, extra_used = self._fixed(infd, snap, sorted_pods, old)
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if sorted_pods.terminating else None)
         existing = set(sorted_pods.healthy) | set(sorted_pods.unbound)
         if not desired <= existing or sorted_pods.unbound:
-            working = _without(snap, extra_used)
-            started = time.perf_counter()
-            plan = solver.solve(
-                working, req, fixed={k: (row, gpus) for k, (row, gpus) in fixed.items()}
-            )
-            self.metrics.latency.observe(time.perf_counter() - started)
+            # Plans are made one at a time on a fresh snapshot, and their GPUs are assumed before
+            # the lock is released; creating and binding then runs alongside other deployments.
+            with self._place_lock:
+                snap = self.live.snapshot()
+                fixed, extra_used = self._fixed(infd, snap, sorted_pods, old)
+                started = time.perf_counter()
+                plan = solver.solve(_without(snap, extra_used), req, fixed=dict(fixed.items()))
+                self.metrics.latency.observe(time.perf_counter() - started)
+                if plan.feasible:
+                    self._assume(infd, plan.assignments, sorted_pods)
             if not plan.feasible:
                 reasons = list(plan.reasons)
                 self.unschedulable.add(key)
@@ -439,9 +444,7 @@ class Reconciler:
                 jobs.append((a, None, out.unbound[a.key]))
                 continue
             role = roles[a.key.role]
-            if render.pod_name(infd.metadata.name, role.name, a.key.replica, a.key.pod) in {
-                p.split("/")[-1] for p in out.terminating
-            }:
+            if _busy(infd, a.key, out):
                 continue  # the old pod of that name is still going away; next visit
             replica = (a.key.role, a.key.replica)
             members = sorted(replica_sets[replica], key=lambda m: m.key.pod)
@@ -473,6 +476,18 @@ class Reconciler:
             return 0, True
         return sum(1 for created, code, _ in results if code == BindCode.BOUND and created), False
 
+    def _assume(
+        self, infd: models.InferenceDeployment, assignments: tuple[Assignment, ...], out: _Sorted
+    ) -> None:
+        """Take the plan's new GPUs in the live view before anyone else plans."""
+        ns = infd.metadata.namespace
+        for a in assignments:
+            if a.key in out.healthy or _busy(infd, a.key, out):
+                continue
+            cpu, mem = snapshot.resource_request(infd.spec.role(a.key.role).template.spec)
+            name = render.pod_name(infd.metadata.name, a.key.role, a.key.replica, a.key.pod)
+            self.live.assume(f"{ns}/{name}", a.node, a.gpus, cpu, mem)
+
     def _create_and_bind(
         self,
         infd: models.InferenceDeployment,
@@ -483,9 +498,6 @@ class Reconciler:
         ns = infd.metadata.namespace
         name = pod["metadata"]["name"] if pod is not None else unbound.name  # type: ignore[union-attr]
         key = f"{ns}/{name}"
-        role = infd.spec.role(a.key.role)
-        cpu, mem = snapshot.resource_request(role.template.spec)
-        self.live.assume(key, a.node, a.gpus, cpu, mem)
         uid = unbound.uid if unbound is not None else None
         created = False
         if pod is not None:
@@ -592,6 +604,12 @@ class Reconciler:
         self.metrics.node_issues.clear()
         for (field, excluded), n in issues.items():
             self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
+
+
+def _busy(infd: models.InferenceDeployment, key: PodKey, out: _Sorted) -> bool:
+    """The pod's name still belongs to a pod being deleted."""
+    name = render.pod_name(infd.metadata.name, key.role, key.replica, key.pod)
+    return f"{infd.metadata.namespace}/{name}" in out.terminating
 
 
 def _roles(body: Mapping[str, Any]) -> list[models.Role]:

@@ -130,7 +130,6 @@ class ClusterSnapshot:
     schedulable: NDArray[np.bool_]  # [rows] present, Ready, not cordoned
     headroom: NDArray[np.int64]  # [rows, 3] CPU millicores, memory bytes, pods left
     taints: dict[int, tuple[labels.Taint, ...]]  # rows with NoSchedule/NoExecute taints
-    shorthop_pods: dict[str, tuple[int, int]]  # "ns/name" -> (row, GPU mask) of placed pods
     foreign: NDArray[np.int32]  # [rows] GPUs taken by other pods (count)
     issues: tuple[labels.NodeIssue, ...]
     unavailable: dict[str, str] = field(default_factory=dict)  # node -> why it offers nothing
@@ -213,7 +212,6 @@ def build(
         )
 
     foreign = np.zeros(rows, dtype=np.int32)
-    placed: dict[str, tuple[int, int]] = {}
     pending_counts: list[tuple[int, int]] = []
     for pod in pods:
         if not isinstance(pod, Mapping):
@@ -234,9 +232,7 @@ def build(
             continue
         exact = parse_gpu_annotation(str((meta.get("annotations") or {}).get(GPU_ANNOTATION, "")))
         if exact is not None and len(exact) == wanted and max(exact) < index.gpus(row):
-            mask = mask_of(exact)
-            free[row] = np.uint64(int(free[row]) & ~mask)
-            placed[f"{meta.get('namespace', 'default')}/{meta.get('name')}"] = (row, mask)
+            free[row] = np.uint64(int(free[row]) & ~mask_of(exact))
         else:
             pending_counts.append((row, wanted))
     # Counted pods take the highest free indices after the exact ones are marked.
@@ -260,7 +256,6 @@ def build(
         schedulable=schedulable,
         headroom=headroom,
         taints=taints,
-        shorthop_pods=placed,
         foreign=foreign,
         issues=tuple(issues),
         unavailable=unavailable,

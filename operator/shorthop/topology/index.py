@@ -243,6 +243,7 @@ class IndexBuilder:
             dtype=np.int64,
         )
         self.generation = 0
+        self._frozen: TopologyIndex | None = None
         self._names: list[str] = []
         self._row_of: dict[str, int] = {}
         self._free: list[int] = []
@@ -316,7 +317,10 @@ class IndexBuilder:
         self.generation += 1
 
     def freeze(self) -> TopologyIndex:
-        """An immutable snapshot of the current state (array copies; O(rows))."""
+        """An immutable snapshot of the current state (array copies; O(rows)); the same object
+        again while nothing changed, so caches keyed on the index (domain tree) keep hitting."""
+        if self._frozen is not None and self._frozen.generation == self.generation:
+            return self._frozen
         n = len(self._names)
         alive = np.array([t is not None for t in self._topo], dtype=np.bool_)
         exits = np.full(len(self._clique_names), INF, dtype=np.int64)
@@ -333,7 +337,7 @@ class IndexBuilder:
         )
         for array in arrays:
             array.setflags(write=False)
-        return TopologyIndex(
+        self._frozen = TopologyIndex(
             config=self.config,
             generation=self.generation,
             names=tuple(self._names),
@@ -349,6 +353,7 @@ class IndexBuilder:
             topologies=tuple(self._topo),
             h=self._h,
         )
+        return self._frozen
 
     # -- internals -------------------------------------------------------------------------
 
