@@ -50,7 +50,7 @@ cluster-down: dev
 demo: dev
 	$(PY) -m e2e.demo
 
-bench: dev
+bench: dev controlplane
 	$(PY) -m bench
 
 clean:

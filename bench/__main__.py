@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import common, placement, quality, report, topology
+from bench import common, placement, quality, report, throughput, topology
 from bench.settings import FULL, QUICK
 
 
@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=common.REPO / "docs",
         help="directory for benchmarks.md and bench/*.png (default: docs/)",
+    )
+    parser.add_argument(
+        "--no-cluster",
+        action="store_true",
+        help="skip the end-to-end throughput run (it starts a local control plane)",
     )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -54,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         streams=settings.streams,
         log=log,
     )
+    e2e = None
+    if not (args.quick or args.no_cluster):
+        e2e = throughput.run(settings.throughput_nodes, settings.throughput_pods, log=log)
     argv_used = sys.argv[1:] if argv is None else argv
     command = "python -m bench" + (" " + shlex.join(argv_used) if argv_used else "")
     if os.environ.get("MAKELEVEL") and not argv_used:
@@ -69,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
             elapsed_s=time.perf_counter() - started,
             load_at_end=common.load(),
+            throughput=e2e,
         ),
     )
     log(f"wrote {path}")

@@ -23,6 +23,8 @@ class Settings:
     stream_size: int
     streams: tuple[tuple[float, int], ...]  # (background occupancy, deployments)
     target_size: int = 10_000
+    throughput_nodes: int = 1_000
+    throughput_pods: int = 512
 
     def reference_runs(self, size: int) -> int:
         if self.quick:
