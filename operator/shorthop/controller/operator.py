@@ -182,15 +182,7 @@ class Runtime:
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
-            token = (configuration.api_key or {}).get("authorization", "")
-            return kopf.ConnectionInfo(
-                server=configuration.host,
-                ca_path=configuration.ssl_ca_cert,
-                insecure=not configuration.verify_ssl,
-                certificate_path=configuration.cert_file,
-                private_key_path=configuration.key_file,
-                token=token.removeprefix("Bearer ").strip() or None,
-            )
+            return connection_info(configuration)
 
         @kopf.on.startup(registry=registry)
         async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -210,3 +202,19 @@ class Runtime:
             self.on_deployment(event.get("type"), dict(event.get("object") or {}))
 
         return registry
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the API client's: the same server, CA, client certificate and
+    bearer token. The token is read through the client so that its refresh hook runs (projected
+    ServiceAccount tokens rotate); kopf logs in again whenever the API server answers 401."""
+    header = (configuration.auth_settings().get("BearerToken") or {}).get("value") or ""
+    scheme, _, token = str(header).partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        token=(token if scheme.lower() == "bearer" else header).strip() or None,
+    )
