@@ -529,7 +529,7 @@ class Reconciler:
             return
         meta = body["metadata"]
         faults.point("before-status")
-        self.kube.patch_status(meta["namespace"], meta["name"], dict(new))
+        self.kube.patch_status(meta["namespace"], meta["name"], status.merge_patch(old, new))
         cached = self.deployments.get(key)
         if cached is not None and cached is body:
             self.deployments[key] = {**body, "status": dict(new)}

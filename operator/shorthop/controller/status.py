@@ -288,3 +288,20 @@ def _normal(value: Any) -> Any:
 def same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal as stored (so an unchanged state writes nothing)."""
     return bool(_normal(a) == _normal(b))
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) turning ``old`` into ``new``: a merge patch only adds and
+    overwrites, so keys that ``new`` drops are sent as null (a map such as ``tiers`` must lose
+    the tiers a scale-down no longer uses)."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
