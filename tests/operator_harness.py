@@ -48,9 +48,45 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     health_port: int = 0
+    # A settings file to run with as it is (e.g. the chart's rendered config.yaml); only the
+    # ports and the identity are overridden, by flags. None: write a test configuration.
+    config_file: Path | None = None
 
     def start(self) -> OperatorProcess:
         self.metrics_port, self.health_port = free_port(), free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_file is not None:
+            path = self.config_file
+            flags = [
+                f"--metrics-port={self.metrics_port}",
+                f"--health-port={self.health_port}",
+                f"--identity={self.identity}",
+            ]
+        else:
+            path, flags = self._write_config(), []
+        log = (self.workdir / f"{self.identity}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shorthop.cli",
+                "run",
+                "--config",
+                str(path),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                *flags,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def _write_config(self) -> Path:
         config = {
             "topology": {"preset": "plain"},
             "schedulerName": "shorthop",
@@ -64,28 +100,9 @@ class OperatorProcess:
             "leaseDurationSeconds": self.lease_duration,
             "renewIntervalSeconds": max(1.0, self.lease_duration / 4),
         }
-        self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / f"{self.identity}.yaml"
         path.write_text(yaml.safe_dump(config))
-        log = (self.workdir / f"{self.identity}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shorthop.cli",
-                "run",
-                "--config",
-                str(path),
-                "--kubeconfig",
-                str(self.kubeconfig),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-            start_new_session=True,
-        )
-        log.close()
-        return self
+        return path
 
     @property
     def log(self) -> str:
@@ -233,6 +250,25 @@ def events(cluster: kube.Cluster, namespace: str, name: str) -> list[client.Core
         for e in cluster.core.list_namespaced_event(namespace).items
         if e.involved_object.kind == "InferenceDeployment" and e.involved_object.name == name
     ]
+
+
+def wait_event(
+    cluster: kube.Cluster,
+    namespace: str,
+    name: str,
+    reason: str,
+    contains: str = "",
+    timeout: float = 30,
+) -> None:
+    """Wait for an event on the deployment; events are posted after the status they explain."""
+    kube.wait_for(
+        f"event {reason}",
+        lambda: any(
+            e.reason == reason and contains in (e.message or "")
+            for e in events(cluster, namespace, name)
+        ),
+        timeout=timeout,
+    )
 
 
 def gpus_bound(cluster: kube.Cluster) -> dict[str, int]:

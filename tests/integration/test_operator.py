@@ -89,7 +89,7 @@ def test_create_places_every_pod_on_the_expected_tiers_and_fills_status(
         )
         services = {s.metadata.name for s in cluster.core.list_namespaced_service(ns).items}
         assert services == {"llm-prefill", "llm-decode"}
-        assert any(e.reason == "Placed" for e in oh.events(cluster, ns, "llm"))
+        oh.wait_event(cluster, ns, "llm", "Placed")
         table = cluster.kubectl("get", "infd", "llm", "-n", ns).stdout.splitlines()
         assert table[1].split()[1:4] == ["Running", "6/6", "nvlink-domain"]
 
@@ -182,10 +182,7 @@ def test_deleting_a_node_repairs_only_the_replica_that_lost_it(
         untouched = {k: v for k, v in before.items() if v != victim}
         assert all(after[k] == v for k, v in untouched.items()), "pods on healthy nodes must stay"
         oh.wait_running(cluster, ns, "repair")
-        assert any(
-            e.reason == "Repairing" and victim in e.message
-            for e in oh.events(cluster, ns, "repair")
-        )
+        oh.wait_event(cluster, ns, "repair", "Repairing", contains=victim)
 
 
 def test_bind_races_with_kube_scheduler_never_overcommit_a_node(
@@ -260,7 +257,7 @@ def test_unknown_tier_is_reported_as_an_invalid_condition(
     status = oh.get_infd(cluster, ns, "typo")["status"]
     assert "spec.roles[decode].replicaScope" in status["message"]
     assert "nvlink-domain" in status["message"]
-    assert any(e.reason == "InvalidSpec" for e in oh.events(cluster, ns, "typo"))
+    oh.wait_event(cluster, ns, "typo", "InvalidSpec", contains="replicaScope")
     assert not oh.pods(cluster, ns, "typo")
 
 
