@@ -1,38 +1,239 @@
-"""``make demo``: bring the local control plane up and show that it is healthy.
+"""``make demo``: shorthop placing two LLM deployments on a fake GPU cluster, end to end.
 
-The cluster keeps running afterwards so you can use kubectl against it; ``make cluster-down``
-stops it.
+1. builds the control plane from source if needed, and starts it (state in ``.cluster/``);
+2. applies the InferenceDeployment CRD and creates a fake GPU cluster: two GB200 NVL72 racks,
+   two HGX H100 scalable units, four L40S nodes (kwok keeps them Ready), with some GPUs already
+   taken by background pods;
+3. installs the Helm chart (its operator pods stay Pending: no image can run here) and runs the
+   operator as a local background process that authenticates as the chart's ServiceAccount, so it
+   has exactly the chart's permissions; its pid goes into ``.cluster/extra-pids.json`` so that
+   ``make cluster-down`` stops it with the cluster;
+4. applies ``docs/examples/deepseek-nvl72.yaml`` and ``docs/examples/llama-70b-h100.yaml``,
+   waits until both are Running, prints where every pod went, and draws the cluster with the
+   placement on it into ``docs/demo-topology.png``.
+
+Running it again reuses what is there (the cluster, the nodes, the release) and restarts the
+operator with a fresh token.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
+from shorthop.commands.plan import render_table
+from shorthop.placement import snapshot
+from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
+from shorthop.topology import levels, render
+
+from e2e import fixtures as fx
 from e2e.controlplane import __main__ as cli
 from e2e.controlplane import build, cluster, components
+from tests import kube
+from tests import operator_harness as oh
+
+RELEASE = "shorthop"
+NAMESPACE = "shorthop-system"
+OPERATOR = "shorthop-operator"  # its name in extra-pids.json
+EXAMPLES = (("deepseek-r1", "deepseek-nvl72.yaml"), ("llama-70b", "llama-70b-h100.yaml"))
+USER_NAMESPACE = "default"  # where the examples say they go
+PICTURE = fx.ROOT / "docs" / "demo-topology.png"
+RACK = "topology.shorthop.io/rack"
+# Replica labels in the picture must fit a node box: "R1 decode-0", "70B prefill-2".
+SHORT = {"deepseek-r1": "R1", "llama-70b": "70B"}
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def show(cluster_: kube.Cluster, *args: str) -> str:
+    """Run kubectl, print the command and its output."""
+    print(f"\n$ kubectl {' '.join(args)}")
+    out = cluster_.kubectl(*args).stdout.rstrip()
+    print(out, flush=True)
+    return out
+
+
+def start_cluster(local: cluster.LocalCluster) -> kube.Cluster:
+    states = local.running()
+    if states and all(states.values()):
+        step(f"the local control plane is already running ({local.state_dir})")
+    else:
+        step("starting the local control plane (the first run builds it from source)")
+        local.down()  # whatever is left of an earlier, partly dead cluster
+        local.up()
+    return kube.Cluster(kubeconfig=local.kubeconfig, local=local)
+
+
+def apply_crd(cluster_: kube.Cluster) -> None:
+    step("applying the InferenceDeployment CRD")
+    cluster_.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(fx.CRD))
+    cluster_.kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io")
+
+
+def create_nodes(cluster_: kube.Cluster) -> fx.GpuCluster:
+    gpus = fx.gpu_cluster(pool=None, background_namespace="background")
+    total = sum(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in gpus.nodes)
+    step(
+        f"creating the fake GPU cluster: {len(gpus.nodes)} nodes, {total} GPUs "
+        f"(2 GB200 NVL72 racks, 2 HGX H100 units of 8 nodes, 4 L40S nodes); "
+        f"{len(gpus.background)} background pods take {gpus.background_gpus()} GPUs"
+    )
+    fx.create_gpu_cluster(cluster_, gpus)
+    return gpus
+
+
+def install_chart(cluster_: kube.Cluster, local: cluster.LocalCluster) -> None:
+    binary = str(components.binary_path("helm"))
+    step(f"installing the chart: helm upgrade --install {RELEASE} charts/shorthop -n {NAMESPACE}")
+    helm = fx.Helm(binary, cluster_.kubeconfig, local.state_dir / "helm")
+    fx.install_chart(helm, RELEASE, NAMESPACE)
+    print(
+        "    (its operator pods stay Pending: no container image can run on fake nodes;\n"
+        "     the operator runs as a local process with the chart's ServiceAccount instead)",
+        flush=True,
+    )
+
+
+def start_operator(cluster_: kube.Cluster, local: cluster.LocalCluster) -> fx.Operator:
+    local.stop_extra(OPERATOR)  # an operator from an earlier run
+    workdir = local.state_dir / "operator"
+    operator = fx.start_operator(
+        cluster_, RELEASE, NAMESPACE, workdir, identity="demo", token_duration="24h"
+    )
+    assert operator.process.proc is not None
+    local.record_extra_pid(OPERATOR, operator.process.proc.pid)
+    step(
+        f"started the operator as {operator.user} (pid {operator.process.proc.pid}, "
+        f"log {workdir / 'demo.log'})"
+    )
+    operator.process.wait_leading(timeout=120)
+    step(f"the operator leads (Lease {NAMESPACE}/shorthop-leader)")
+    return operator
+
+
+def apply_examples(cluster_: kube.Cluster, operator: fx.Operator) -> None:
+    files = [str(fx.EXAMPLES / path) for _, path in EXAMPLES]
+    shown = ", ".join(Path(f).relative_to(fx.ROOT).as_posix() for f in files)
+    step(f"applying the examples: {shown}")
+    cluster_.kubectl("apply", *(arg for f in files for arg in ("-f", f)))
+    started = time.monotonic()
+    for name, _ in EXAMPLES:
+        try:
+            oh.wait_running(cluster_, USER_NAMESPACE, name, timeout=120)
+        except AssertionError:
+            status = oh.get_infd(cluster_, USER_NAMESPACE, name).get("status") or {}
+            raise AssertionError(
+                f"{name} is {status.get('phase')}: {status.get('message')}\n"
+                f"operator log: {operator.process.workdir / (operator.process.identity + '.log')}"
+            ) from None
+    step(f"both deployments are Running ({time.monotonic() - started:.1f}s after kubectl apply)")
+
+
+def live_plan(body: dict[str, Any]) -> Plan:
+    """A Plan built from the status the operator wrote, for ``shorthop plan``'s table."""
+    status = body["status"]
+    assignments = []
+    for replica in status["replicas"]:
+        for pod in replica["pods"]:
+            index = int(pod["name"].rsplit("-", 1)[1])
+            key = PodKey(replica["role"], int(replica["replica"]), index)
+            assignments.append(Assignment(key, pod["node"], 0, tuple(pod["gpus"])))
+    cost = status.get("cost") or {}
+    return Plan(
+        feasible=True,
+        assignments=tuple(assignments),
+        cost=Cost(int(cost.get("intraReplica", 0)), float(cost.get("traffic", 0.0))),
+        tiers=dict(status.get("tiers") or {}),
+        replica_tiers={(r["role"], int(r["replica"])): r["tier"] for r in status["replicas"]},
+        strategy="the shorthop operator",
+    )
+
+
+def with_racks(table: str, rack: dict[str, str]) -> str:
+    """``shorthop plan``'s table with a RACK column after NODE (cells hold no spaces)."""
+    lines = table.splitlines()
+    blank = lines.index("")
+    header = ["ROLE", "REPLICA", "POD", "NODE", "RACK", "GPUS", "REPLICA TIER"]
+    rows = [header]
+    for line in lines[1:blank]:
+        cells = line.split()
+        rows.append([*cells[:4], rack.get(cells[3], ""), *cells[4:]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    # Keep the tiers and the cost; drop "planned in ... ms", which is about offline planning.
+    return "\n".join(body + lines[blank:-1])
+
+
+def report(cluster_: kube.Cluster, gpus: fx.GpuCluster) -> dict[str, dict[int, str]]:
+    """Print the placements; return node -> GPU -> replica label for the picture."""
+    show(cluster_, "get", "infd", "-n", USER_NAMESPACE, "-o", "wide")
+    rack = {node: labels.get(RACK, "") for node, labels in gpus.labels.items()}
+    placement: dict[str, dict[int, str]] = {}
+    for name, _ in EXAMPLES:
+        body = oh.get_infd(cluster_, USER_NAMESPACE, name)
+        print(f"\n--- {name}: where every pod went (from its status) ---")
+        print(with_racks(render_table(live_plan(body), name, 0.0), rack))
+        print("modeled KV-cache transfer per prefill->decode pair:")
+        for t in body["status"]["kvTransfers"]:
+            print(f"  {t['prefill']} -> {t['decode']}: {t['tier']}, {t['modeledMs']} ms")
+        for replica in body["status"]["replicas"]:
+            label = f"{SHORT[name]} {replica['role']}-{replica['replica']}"
+            for pod in replica["pods"]:
+                for gpu in pod["gpus"]:
+                    placement.setdefault(pod["node"], {})[int(gpu)] = label
+    return placement
+
+
+def draw(cluster_: kube.Cluster, placement: dict[str, dict[int, str]]) -> None:
+    listed = json.loads(cluster_.kubectl("get", "nodes,pods", "-A", "-o", "json").stdout)
+    nodes = [o for o in listed["items"] if o["kind"] == "Node"]
+    pods = [o for o in listed["items"] if o["kind"] == "Pod"]
+    snap = snapshot.build(nodes, pods, levels.preset("plain"))
+    drawing = render.render(snap, str(PICTURE), placement=placement)
+    step(
+        f"drew the cluster with the placement on it: {PICTURE.relative_to(fx.ROOT)} "
+        f"({drawing.width}x{drawing.height}; R1 = deepseek-r1, 70B = llama-70b)"
+    )
 
 
 def main() -> int:
     local = cluster.LocalCluster(cli.DEFAULT_STATE_DIR.resolve())
+    started = time.monotonic()
     try:
-        states = local.running()
-        if not states or not all(states.values()):
-            local.down()  # stops whatever is left of an earlier, partly dead cluster
-            local.up()
-        kubectl = [str(components.binary_path("kubectl")), f"--kubeconfig={local.kubeconfig}"]
-        print("\n$ kubectl get --raw /readyz")
-        subprocess.run([*kubectl, "get", "--raw", "/readyz"], check=True)
-        print("\n\n$ kubectl version")
-        subprocess.run([*kubectl, "version"], check=True)
-    except (build.BuildError, cluster.ClusterError, subprocess.CalledProcessError) as exc:
+        cluster_ = start_cluster(local)
+        apply_crd(cluster_)
+        gpus = create_nodes(cluster_)
+        install_chart(cluster_, local)
+        operator = start_operator(cluster_, local)
+        apply_examples(cluster_, operator)
+        placement = report(cluster_, gpus)
+        print()
+        draw(cluster_, placement)
+    except (
+        build.BuildError,
+        cluster.ClusterError,
+        subprocess.CalledProcessError,
+        AssertionError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    kubectl = components.binary_path("kubectl")
+    step(f"done in {time.monotonic() - started:.0f}s")
     print(
-        f"\nThe cluster is running. Use it with:\n"
+        f"\nThe cluster and the operator keep running. Look around with kubectl:\n"
         f"  export KUBECONFIG={local.kubeconfig}\n"
-        f"  {components.binary_path('kubectl')} get nodes\n"
-        f"Stop it with: make cluster-down"
+        f"  alias kubectl={kubectl}\n"
+        f"  kubectl get infd,pods -o wide\n"
+        f"  kubectl describe infd deepseek-r1\n"
+        f"  kubectl get nodes -L nvidia.com/gpu.product,{RACK}\n"
+        f"The operator's log: {operator.process.workdir / 'demo.log'} (its token lasts 24 h;\n"
+        f"`make demo` again starts a fresh one). Stop everything with: make cluster-down"
     )
     return 0
 

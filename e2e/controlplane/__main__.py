@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             for name, alive in states.items():
                 print(f"{name:26} {'running' if alive else 'stopped'} (pid {local.pids()[name]})")
+            for name, pid in local.extra_pids().items():
+                alive = cluster.is_alive(pid)
+                print(f"{name:26} {'running' if alive else 'stopped'} (pid {pid}, stops with it)")
             return 0 if all(states.values()) else 1
     except (build.BuildError, cluster.ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)

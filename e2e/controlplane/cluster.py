@@ -4,7 +4,8 @@ etcd, kube-apiserver (TLS, RBAC), kube-controller-manager (garbage collection, s
 node lifecycle), kube-scheduler and kwok (fake nodes and pods) run from the binaries that
 ``build`` put in the cache. Everything a running cluster needs to be found and stopped again lives
 in its state directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes
-are stopped by the pids recorded there, never by name.
+are stopped by the pids recorded there, never by name. Processes started against the cluster by
+others (the operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class LocalCluster:
         return self.state_dir / "pids.json"
 
     @property
+    def _extra_pids_file(self) -> Path:
+        return self.state_dir / "extra-pids.json"
+
+    @property
     def _ports_file(self) -> Path:
         return self.state_dir / "ports.json"
 
@@ -87,6 +92,31 @@ class LocalCluster:
         pids = self.pids()
         pids[name] = pid
         self._pids_file.write_text(json.dumps(pids, indent=2))
+
+    def extra_pids(self) -> dict[str, int]:
+        """Processes that use this cluster and stop with it (see :meth:`record_extra_pid`)."""
+        return {name: entry["pid"] for name, entry in self._extras().items()}
+
+    def _extras(self) -> dict[str, dict[str, Any]]:
+        if not self._extra_pids_file.exists():
+            return {}
+        data: dict[str, dict[str, Any]] = json.loads(self._extra_pids_file.read_text())
+        return data
+
+    def record_extra_pid(self, name: str, pid: int) -> None:
+        """Remember a process started against this cluster so that :meth:`down` stops it too.
+        Its start time is recorded with it, so a pid reused by another process is left alone."""
+        extras = self._extras()
+        extras[name] = {"pid": pid, "started": _start_time(pid)}
+        self._extra_pids_file.write_text(json.dumps(extras, indent=2))
+
+    def stop_extra(self, name: str) -> None:
+        """Stop one recorded extra process (by its pid) and forget it."""
+        extras = self._extras()
+        entry = extras.pop(name, None)
+        if entry is not None:
+            _terminate_if_same(entry)
+            self._extra_pids_file.write_text(json.dumps(extras, indent=2))
 
     def ports(self) -> dict[str, int]:
         data: dict[str, int] = json.loads(self._ports_file.read_text())
@@ -143,7 +173,11 @@ class LocalCluster:
         _say(f"cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {self.kubeconfig}")
 
     def down(self) -> None:
-        """Stop every recorded process (reverse start order): SIGTERM, then SIGKILL after 10 s."""
+        """Stop every recorded process: the extra ones (``extra-pids.json``) first, then the
+        components in reverse start order; SIGTERM, then SIGKILL after 10 s."""
+        for entry in self._extras().values():
+            _terminate_if_same(entry)
+        self._extra_pids_file.unlink(missing_ok=True)
         pids = self.pids()
         for name in reversed(ORDER):
             if name in pids:
@@ -372,6 +406,28 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
+def _start_time(pid: int) -> str | None:
+    """The process' start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces.
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _terminate_if_same(entry: dict[str, Any]) -> None:
+    pid, started = int(entry["pid"]), entry.get("started")
+    if started is not None and _start_time(pid) not in (None, started):
+        return  # the pid now belongs to another process
+    _terminate(pid)
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie does not count)."""
+    return _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -383,6 +439,10 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
+            return False
+    # Someone else's zombie (e.g. the demo's operator, whose parent has exited) has exited too.
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
             return False
     return True
 
