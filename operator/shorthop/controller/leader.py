@@ -13,8 +13,10 @@ import asyncio
 import datetime
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -39,6 +41,17 @@ class LeaseElector:
         self._observed: tuple[str | None, str | None] = (None, None)
         self._observed_at = time.monotonic()
         self._last_renew = 0.0
+        # A thread of its own: renewing must not wait behind reconciles for a shared executor.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="shorthop-lease")
+
+    async def _renew_in_thread(self) -> bool:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, self.try_acquire_or_renew
+            )
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the API server is unreachable
+            log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+            return False
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this instance holds the lease afterwards."""
@@ -93,14 +106,14 @@ class LeaseElector:
 
     async def acquire(self) -> None:
         """Wait until this instance leads."""
-        while not await asyncio.to_thread(self.try_acquire_or_renew):
+        while not await self._renew_in_thread():
             await asyncio.sleep(self.renew)
 
     async def keep(self, lost: asyncio.Event) -> None:
         """Renew until renewing fails for ``deadline`` seconds; then set ``lost``."""
         while not lost.is_set():
             await asyncio.sleep(self.renew)
-            if await asyncio.to_thread(self.try_acquire_or_renew):
+            if await self._renew_in_thread():
                 continue
             if time.monotonic() - self._last_renew > self.deadline:
                 log.error("could not renew the lease for %.0fs; stepping down", self.deadline)

@@ -251,6 +251,12 @@ class LiveCluster:
         with self._lock:
             return self._pods.get(key)
 
+    def assumed_gpus(self, key: str, node: str | None) -> tuple[int, ...]:
+        """The GPUs assumed for pod ``key`` on ``node`` (none when it has no assumption there)."""
+        with self._lock:
+            entry = self._assumed.get(key)
+            return entry[1] if entry is not None and entry[0] == node else ()
+
     def node_usable(self, name: str | None) -> bool:
         with self._lock:
             return name is not None and self._usable(name)

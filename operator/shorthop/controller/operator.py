@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -33,8 +34,9 @@ from shorthop.settings import Settings
 
 log = logging.getLogger("shorthop.operator")
 RESYNC_SECONDS = 60.0
-WORKERS = 8  # deployments reconciled at once; planning itself is serialised (see reconcile)
+WORKERS = 16  # deployments reconciled at once; planning itself is serialised (see reconcile)
 WAKE_DELAY = 1.0
+POD_EVENT_COALESCE = 0.25  # seconds
 
 
 def _pod_key(body: Mapping[str, Any]) -> str:
@@ -88,6 +90,9 @@ class Runtime:
         self._informers: list[Informer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.synced = False
+        # Reconciles block on API calls, so they run on threads of their own: asyncio's default
+        # executor has cpu_count + 4 threads (6 on two cores), shared with kopf and the lease.
+        self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="shorthop-reconcile")
 
     # -- feeds -----------------------------------------------------------------------------
 
@@ -107,7 +112,10 @@ class Runtime:
         before = self.live.pod(_pod_key(body))
         record = self.live.apply_pod(event, body)
         if record.deployment and (event in (None, "ADDED", "DELETED") or _changed(before, record)):
-            self.queue.add_threadsafe(record.deployment)
+            # Pod events come in bursts (a deployment's creates, binds, then each pod starting):
+            # one visit a moment later sees them all, instead of one visit per event crowding
+            # out new deployments in the queue.
+            self.queue.add_after_threadsafe(record.deployment, POD_EVENT_COALESCE)
         if record.gpus and (event == "DELETED" or not record.active):
             self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
 
@@ -153,7 +161,9 @@ class Runtime:
         while True:
             key = await self.queue.get()
             try:
-                outcome = await asyncio.to_thread(self.reconciler.reconcile, key)
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.reconciler.reconcile, key
+                )
             except Exception:
                 log.exception("reconcile %s failed", key)
                 self.metrics.errors.labels(reason="exception").inc()

@@ -44,7 +44,12 @@ class WorkQueue(Generic[K]):
     def add_threadsafe(self, key: K) -> None:
         self.loop.call_soon_threadsafe(self.add, key)
 
+    def add_after_threadsafe(self, key: K, delay: float) -> None:
+        self.loop.call_soon_threadsafe(self.add_after, key, delay)
+
     def add_after(self, key: K, delay: float) -> None:
+        if key in self._queued:
+            return  # a visit is already waiting; it will see the latest state
         old = self._timers.pop(key, None)
         if old is not None and old.when() <= self.loop.time() + delay:
             self._timers[key] = old  # an earlier visit is already scheduled

@@ -1,0 +1,112 @@
+"""An API call that gets no answer (connection refused, reset, the response lost) is a retriable
+``KubeError`` with status 0, like any failed call; it used to escape as a urllib3 exception,
+which skipped the reconciler's clean-up: the pod's assumed GPUs stayed taken for two minutes and
+the deployment waited as unschedulable (found by chaos/test_apiserver.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from shorthop import metrics as metrics_module
+from shorthop.controller import kube
+from shorthop.controller.binder import BindingSubresourceBinder
+from shorthop.controller.live import LiveCluster
+from shorthop.controller.reconcile import Reconciler
+from shorthop.topology import fake
+
+from tests import builders
+from tests import operator_harness as oh
+
+
+@pytest.fixture
+def hanging_up() -> Iterator[str]:
+    """A loopback server that accepts every connection and closes it without answering."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def _kube(tmp_path: Path, server: str) -> kube.Kube:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return kube.Kube(kube.api_client(str(path)))
+
+
+def test_a_call_without_an_answer_is_a_retriable_kube_error(
+    tmp_path: Path, hanging_up: str
+) -> None:
+    k = _kube(tmp_path, hanging_up)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    calls: list[Callable[[], object]] = [
+        lambda: k.create_pod("ns", pod),  # POST: not retried by urllib3
+        lambda: k.bind("ns", "p", "n"),
+        lambda: k.delete_pod("ns", "p"),
+        lambda: k.patch_status("ns", "d", {"phase": "Running"}),
+        k.list_nodes,  # GET: retried by urllib3, then given up
+    ]
+    for call in calls:
+        with pytest.raises(kube.KubeError) as caught:
+            call()
+        assert caught.value.status == 0
+        assert caught.value.retriable
+
+
+def test_a_lost_create_neither_raises_out_of_reconcile_nor_keeps_gpus_assumed(
+    tmp_path: Path, hanging_up: str
+) -> None:
+    k = _kube(tmp_path, hanging_up)
+    live = LiveCluster(fake.CONFIG)
+    live.apply_node(None, builders.node_object("n1", gpus=8))
+    live.synced.set()
+    metrics = metrics_module.create()
+    reconciler = Reconciler(k, live, BindingSubresourceBinder(k), metrics)
+    body = oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
+    body["metadata"].update(uid="u-1", generation=1)
+    reconciler.deployments["ns/d"] = body
+    outcome = reconciler.reconcile("ns/d")
+    assert outcome.retry
+    assert metrics.errors.labels(reason="http-0")._value.get() == 1
+    snap = live.snapshot()
+    assert int(snap.free_counts[snap.index.row_of["n1"]]) == 8, "the failed pod's GPUs leaked"
