@@ -125,6 +125,10 @@ def _documents(text: str, source: str) -> Iterator[Any]:
                 f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
                 f"{UNCHANGED_HINT}"
             ) from None
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotError(
+                f"{source}: not usable JSON ({_value_problem(exc)}); {UNCHANGED_HINT}"
+            ) from None
         return
     try:
         for document in yaml.load_all(text, Loader=_LOADER):
@@ -132,6 +136,19 @@ def _documents(text: str, source: str) -> Iterator[Any]:
                 yield document
     except yaml.YAMLError as exc:
         raise SnapshotError(f"{source}: {_yaml_problem(exc)}; {UNCHANGED_HINT}") from None
+    except (ValueError, RecursionError) as exc:
+        # Raised while constructing values, e.g. an integer of more than 4300 digits.
+        raise SnapshotError(
+            f"{source}: not usable YAML ({_value_problem(exc)}); {UNCHANGED_HINT}"
+        ) from None
+
+
+def _value_problem(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if "digits" in str(exc):
+        return "a number with too many digits"
+    return " ".join(str(exc).split())[:200]
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -53,8 +53,48 @@ def owner_reference(infd: models.InferenceDeployment, uid: str) -> dict[str, Any
     }
 
 
+def _check_shapes(role: models.Role, index: int) -> None:
+    """The parts of a template that shorthop reads, or copies into every pod, must have the shape
+    a Pod needs. The CRD schema leaves the pod spec free-form, so without this a string where a
+    mapping belongs crashed the reconcile (found by chaos/test_fuzz.py)."""
+    where = f"spec.roles[{index}].template"
+    for part in ("labels", "annotations"):
+        value = role.template.metadata.get(part)
+        if value is not None and not (
+            isinstance(value, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            raise SpecError(f"{where}.metadata.{part}", "must map names to string values")
+    spec = role.template.spec
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and not (
+        isinstance(tolerations, list) and all(isinstance(t, Mapping) for t in tolerations)
+    ):
+        raise SpecError(f"{where}.spec.tolerations", "must be a list of tolerations (mappings)")
+    for c, container in enumerate(spec.get("containers") or []):
+        at = f"{where}.spec.containers[{c}]"
+        if not isinstance(container, Mapping):
+            raise SpecError(at, f"must be a container (a mapping), not {type(container).__name__}")
+        env = container.get("env")
+        if env is not None and not (
+            isinstance(env, list) and all(isinstance(e, Mapping) for e in env)
+        ):
+            raise SpecError(f"{at}.env", "must be a list of name/value mappings")
+        resources = container.get("resources")
+        if resources is None:
+            continue
+        if not isinstance(resources, Mapping):
+            raise SpecError(f"{at}.resources", "must be a mapping with limits and/or requests")
+        for kind in ("limits", "requests"):
+            value = resources.get(kind)
+            if value is not None and not isinstance(value, Mapping):
+                raise SpecError(f"{at}.resources.{kind}", "must map resource names to quantities")
+
+
 def check_template(role: models.Role, index: int) -> None:
-    """GPU requests in a template, if any, must add up to the pod's share."""
+    """The template has the shape of a pod template where shorthop reads it, and its GPU requests,
+    if any, add up to the pod's share."""
+    _check_shapes(role, index)
     declared = 0
     for c, container in enumerate(role.template.spec.get("containers") or []):
         resources = (container or {}).get("resources") or {}

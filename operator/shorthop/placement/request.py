@@ -7,6 +7,7 @@ field. Also defines the peer pairing between roles that carry traffic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shorthop import quantity
@@ -90,7 +91,11 @@ def from_spec(
         pod_spec = role.template.spec
         cpu, memory = 0, 0
         for container in pod_spec.get("containers") or []:
-            requests = ((container or {}).get("resources") or {}).get("requests") or {}
+            # The pod spec is free-form: anything may stand where a mapping belongs.
+            resources = container.get("resources") if isinstance(container, Mapping) else None
+            requests = resources.get("requests") if isinstance(resources, Mapping) else None
+            if not isinstance(requests, Mapping):
+                continue
             cpu += quantity.parse(requests.get("cpu", 0), milli=True) or 0
             memory += quantity.parse(requests.get("memory", 0)) or 0
         roles.append(

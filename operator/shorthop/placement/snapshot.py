@@ -19,6 +19,7 @@ The snapshot is immutable; the solver works on copies of ``free``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,9 @@ from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
 GPU_ANNOTATION = "shorthop.io/gpus"
-MAX_GPUS_PER_NODE = 64  # one uint64 bitset per node
+MAX_GPUS_PER_NODE = labels.MAX_GPUS_PER_NODE  # one uint64 bitset per node
+_INT64 = 2**63 - 1
+_GPU_INDEX = re.compile(r"[0-9]{1,4}")  # ASCII digits: str.isdigit() also accepts "²"
 CPU, MEMORY, PODS = 0, 1, 2
 
 
@@ -53,13 +56,30 @@ class Toleration:
         return self.operator == "Exists" or (self.value or "") == taint.value
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else empty: snapshot files and pod templates may hold
+    anything where a mapping belongs."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def tolerations_of(pod_spec: Mapping[str, Any]) -> tuple[Toleration, ...]:
     out = []
-    for t in pod_spec.get("tolerations") or []:
+    for t in _list(_map(pod_spec).get("tolerations")):
         if isinstance(t, Mapping):
             out.append(
                 Toleration(
-                    t.get("key"), str(t.get("operator") or "Equal"), t.get("value"), t.get("effect")
+                    _str(t.get("key")),
+                    str(t.get("operator") or "Equal"),
+                    _str(t.get("value")),
+                    _str(t.get("effect")),
                 )
             )
     return tuple(out)
@@ -71,15 +91,16 @@ def gpu_request(pod_spec: Mapping[str, Any]) -> int:
     def of(container: Any) -> int:
         if not isinstance(container, Mapping):
             return 0
-        resources = container.get("resources") or {}
+        resources = _map(container.get("resources"))
         for kind in ("limits", "requests"):
-            value = (resources.get(kind) or {}).get(labels.GPU_RESOURCE)
+            value = _map(resources.get(kind)).get(labels.GPU_RESOURCE)
             if value is not None:
                 return quantity.parse(value) or 0
         return 0
 
-    main = sum(of(c) for c in pod_spec.get("containers") or [])
-    init = max((of(c) for c in pod_spec.get("initContainers") or []), default=0)
+    pod_spec = _map(pod_spec)
+    main = sum(of(c) for c in _list(pod_spec.get("containers")))
+    init = max((of(c) for c in _list(pod_spec.get("initContainers"))), default=0)
     return max(main, init)
 
 
@@ -89,14 +110,15 @@ def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
     def of(container: Any) -> tuple[int, int]:
         if not isinstance(container, Mapping):
             return (0, 0)
-        requests = (container.get("resources") or {}).get("requests") or {}
+        requests = _map(_map(container.get("resources")).get("requests"))
         return (
             quantity.parse(requests.get("cpu", 0), milli=True) or 0,
             quantity.parse(requests.get("memory", 0)) or 0,
         )
 
-    main = [of(c) for c in pod_spec.get("containers") or []]
-    init = [of(c) for c in pod_spec.get("initContainers") or []]
+    pod_spec = _map(pod_spec)
+    main = [of(c) for c in _list(pod_spec.get("containers"))]
+    init = [of(c) for c in _list(pod_spec.get("initContainers"))]
     return (
         max(sum(c for c, _ in main), max((c for c, _ in init), default=0)),
         max(sum(m for _, m in main), max((m for _, m in init), default=0)),
@@ -105,7 +127,7 @@ def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
 
 def parse_gpu_annotation(value: str) -> tuple[int, ...] | None:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(_GPU_INDEX.fullmatch(p) for p in parts):
         return None
     return tuple(int(p) for p in parts)
 
@@ -179,7 +201,7 @@ def build(
     headroom = np.zeros((rows, 3), dtype=np.int64)
     taints: dict[int, tuple[labels.Taint, ...]] = {}
     node_objects = {
-        str((n.get("metadata") or {}).get("name")): n for n in nodes if isinstance(n, Mapping)
+        str(_map(n.get("metadata")).get("name")): n for n in nodes if isinstance(n, Mapping)
     }
     for p in parsed:
         row = index.row_of.get(p.name)
@@ -202,9 +224,7 @@ def build(
         hard = tuple(t for t in p.state.taints if t.effect in ("NoSchedule", "NoExecute"))
         if hard:
             taints[row] = hard
-        allocatable = ((node_objects.get(p.name) or {}).get("status") or {}).get(
-            "allocatable"
-        ) or {}
+        allocatable = _map(_map(_map(node_objects.get(p.name)).get("status")).get("allocatable"))
         headroom[row] = (
             quantity.parse(allocatable.get("cpu", "1000000"), milli=True) or 0,
             quantity.parse(allocatable.get("memory", "1Ei")) or 0,
@@ -216,9 +236,7 @@ def build(
     for pod in pods:
         if not isinstance(pod, Mapping):
             continue
-        spec = pod.get("spec") or {}
-        status = pod.get("status") or {}
-        meta = pod.get("metadata") or {}
+        spec, status, meta = (_map(pod.get(k)) for k in ("spec", "status", "metadata"))
         node_name = spec.get("nodeName")
         if not node_name or status.get("phase") in ("Succeeded", "Failed"):
             continue
@@ -226,15 +244,20 @@ def build(
         if row is None:
             continue
         cpu, mem = resource_request(spec)
-        headroom[row] -= (cpu, mem, 1)
+        # In Python ints, saturated: requests summed over containers may exceed an int64.
+        left = headroom[row].tolist()
+        headroom[row] = [
+            max(-_INT64, min(_INT64, h - r)) for h, r in zip(left, (cpu, mem, 1), strict=True)
+        ]
         wanted = gpu_request(spec)
         if wanted <= 0:
             continue
-        exact = parse_gpu_annotation(str((meta.get("annotations") or {}).get(GPU_ANNOTATION, "")))
+        exact = parse_gpu_annotation(str(_map(meta.get("annotations")).get(GPU_ANNOTATION, "")))
         if exact is not None and len(exact) == wanted and max(exact) < index.gpus(row):
             free[row] = np.uint64(int(free[row]) & ~mask_of(exact))
         else:
-            pending_counts.append((row, wanted))
+            # A pod cannot hold more GPUs than its node has (the count is an int32).
+            pending_counts.append((row, min(wanted, index.gpus(row))))
     # Counted pods take the highest free indices after the exact ones are marked.
     for row, count in pending_counts:
         foreign[row] += count

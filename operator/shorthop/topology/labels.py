@@ -14,6 +14,7 @@ because shorthop places whole GPUs and such nodes advertise slices.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,6 +34,10 @@ SHARING = "nvidia.com/gpu.sharing-strategy"
 MIG_STRATEGY = "nvidia.com/mig.strategy"
 SMI_ANNOTATION = "shorthop.io/nvidia-smi-topo"
 NUMA_KEY = "shorthop.io/gpu-numa"
+# Placement keeps one 64-bit free-GPU mask per node; a node claiming more is left out here, before
+# its intra-node model (quadratic in GPUs) and distance class (cubic) are built.
+MAX_GPUS_PER_NODE = 64
+_WHOLE = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also accepts "²"
 
 Severity = Literal["info", "warning"]
 
@@ -97,7 +102,7 @@ class ParsedNode:
 def _int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
@@ -115,13 +120,14 @@ def parse_state(node: Mapping[str, Any]) -> NodeState:
         _mapping(c).get("type") == "Ready" and _mapping(c).get("status") == "True"
         for c in (conditions if isinstance(conditions, list) else [])
     )
+    listed = spec.get("taints") or []
     taints = tuple(
         Taint(
             str(_mapping(t).get("key", "")),
             str(_mapping(t).get("value") or ""),
             str(_mapping(t).get("effect", "")),
         )
-        for t in (spec.get("taints") or [])
+        for t in (listed if isinstance(listed, list) else [])
         if isinstance(t, Mapping)
     )
     return NodeState(
@@ -257,6 +263,14 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
             f"using {gpus}; check for unhealthy GPUs or a stale label",
             excluded=False,
         )
+    if gpus > MAX_GPUS_PER_NODE:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            f"is {gpus}; shorthop models at most {MAX_GPUS_PER_NODE} GPUs per node",
+            "check the NVIDIA device plugin and the gpu.count label on this node",
+            excluded=True,
+        )
+        return left_out()
 
     if not product:
         issue(PRODUCT, "is missing", "run GPU Feature Discovery on this node", excluded=False)
@@ -266,7 +280,7 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
     if NUMA_KEY in labels or NUMA_KEY in annotations:
         raw = labels.get(NUMA_KEY) or annotations.get(NUMA_KEY, "")
         parts = [p.strip() for p in raw.replace("_", ",").replace(".", ",").split(",")]
-        if len(parts) == gpus and all(p.isdigit() for p in parts):
+        if len(parts) == gpus and all(_WHOLE.fullmatch(p) for p in parts):
             numa = tuple(int(p) for p in parts)
         else:
             issue(

@@ -17,8 +17,11 @@ from shorthop.errors import TopologyError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _AFFINITY_HEADERS = ("CPU Affinity", "NUMA Affinity", "GPU NUMA ID")
-_GPU = re.compile(r"^GPU(\d+)$")
-_NV = re.compile(r"^NV(\d+)$")
+# ASCII digits, and few of them: int() rejects "²" (which \d and str.isdigit() accept) and strings
+# of more than 4300 digits.
+_GPU = re.compile(r"^GPU([0-9]{1,6})$")
+_NV = re.compile(r"^NV([0-9]{1,6})$")
+_NUMA = re.compile(r"^[0-9]{1,6}$")
 _LEGEND_ENTRY = re.compile(r"^\s*(X|SYS|SOC|NODE|PHB|PXB|PIX|NV#|NIC\d+)\s*[=:]\s*(.+?)\s*$")
 RELATIONS = ("X", "NV", "PIX", "PXB", "PHB", "NODE", "SYS")
 
@@ -169,7 +172,7 @@ def parse(text: str) -> TopoMatrix:
         cpu_value = extra.get("CPU Affinity")
         cpu.append(cpu_value if cpu_value and cpu_value.upper() != "N/A" else None)
         numa_value = extra.get("NUMA Affinity", "")
-        numa.append(int(numa_value) if numa_value.isdigit() else None)
+        numa.append(int(numa_value) if _NUMA.match(numa_value) else None)
     for i in range(len(gpu_names)):
         for j in range(len(gpu_names)):
             if gpu_rows[i][j].code != gpu_rows[j][i].code:

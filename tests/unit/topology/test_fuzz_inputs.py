@@ -1,0 +1,117 @@
+"""Malformed node label sets and ``nvidia-smi topo -m`` captures: nothing but shorthop's own
+errors comes out of the topology layer, and nothing takes long (the always-on, smaller version of
+``chaos/test_fuzz.py``; ``SHORTHOP_EXAMPLES`` sets the example count). Then one regression test
+per defect the fuzzing found."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from shorthop.errors import TopologyError
+from shorthop.topology import index, labels, smi
+from shorthop.topology.levels import preset
+
+from tests import malformed
+
+PLAIN = preset("plain")
+FUZZ = settings(
+    max_examples=malformed.examples(60),
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@FUZZ
+@given(malformed.node_label_sets())
+def test_malformed_label_sets_raise_nothing(nodes: list[dict[str, Any]]) -> None:
+    tally = malformed.Tally()
+    tally.run(malformed.through_topology, nodes)
+    assert not tally.failures(), tally.failures()
+
+
+@FUZZ
+@given(malformed.smi_texts())
+def test_malformed_smi_captures_raise_only_topology_errors(text: str) -> None:
+    tally = malformed.Tally()
+    tally.run(malformed.through_smi, text)
+    assert not tally.failures(), tally.failures()
+
+
+# -- regressions ---------------------------------------------------------------------------------
+
+
+def gpu_node(
+    node_labels: dict[str, Any] | None = None, gpus: Any = "8", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "n1",
+            "labels": {labels.PRODUCT: "NVIDIA-H100-80GB-HBM3", **(node_labels or {})},
+        },
+        "spec": spec,
+        "status": {"allocatable": {labels.GPU_RESOURCE: gpus}},
+    }
+
+
+@pytest.mark.parametrize("count", ["²", "¹²", "9" * 5000])
+def test_a_gpu_count_int_cannot_read_is_an_issue(count: str) -> None:
+    """str.isdigit() accepts "²", which int() rejects; and int() refuses 5,000 digits."""
+    parsed = labels.parse_node(gpu_node({labels.COUNT: count}), PLAIN)
+    assert parsed.topology is not None
+    assert any(i.field == labels.COUNT and "not a number" in i.problem for i in parsed.issues)
+
+
+@pytest.mark.parametrize("numa", ["²,²,²,²,²,²,²,²", ",".join(["9" * 5000] * 8)])
+def test_a_numa_label_int_cannot_read_is_an_issue(numa: str) -> None:
+    parsed = labels.parse_node(gpu_node({labels.NUMA_KEY: numa}), PLAIN)
+    assert any(i.field == labels.NUMA_KEY for i in parsed.issues)
+
+
+@pytest.mark.parametrize("gpus", ["100000000", 10**30, "65"])
+def test_a_node_claiming_too_many_gpus_is_left_out_at_once(gpus: Any) -> None:
+    """Modelling it built a quadratic pair list and a cubic distance class: 2,048 GPUs took
+    27 s, 10^8 never finished."""
+    started = time.perf_counter()
+    parsed = labels.parse_node(gpu_node(gpus=gpus), PLAIN)
+    index.build_index([p for p in [parsed.topology] if p is not None], PLAIN)
+    assert time.perf_counter() - started < 2
+    assert parsed.topology is None
+    (issue,) = [i for i in parsed.issues if i.excluded]
+    assert "at most 64 GPUs" in issue.message()
+
+
+def test_exactly_64_gpus_are_still_modelled() -> None:
+    parsed = labels.parse_node(gpu_node({labels.COUNT: "64"}, gpus="64"), PLAIN)
+    assert parsed.topology is not None
+    assert parsed.topology.gpus == 64
+
+
+@pytest.mark.parametrize("taints", [5, 2.5, True, "NoSchedule"])
+def test_taints_that_are_not_a_list_are_ignored(taints: Any) -> None:
+    state = labels.parse_state(gpu_node(taints=taints))
+    assert state.taints == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\tGPU0\tGPU1\tGPU" + "9" * 5000 + "\nGPU0\t X \tNV4\nGPU1\tNV4\t X \n",
+        "\tGPU0\tGPU1\nGPU0\t X \tNV" + "9" * 5000 + "\nGPU1\tNV4\t X \n",
+        "\tGPU0\tGPU1\nGPU0\t X \tNV²\nGPU1\tNV²\t X \n",
+    ],
+    ids=["gpu-name-5000-digits", "nv-5000-digits", "nv-superscript"],
+)
+def test_numbers_int_cannot_read_are_topology_errors(text: str) -> None:
+    with pytest.raises(TopologyError):
+        smi.parse(text)
+
+
+@pytest.mark.parametrize("numa", ["²", "9" * 5000, "-1"])
+def test_a_numa_affinity_int_cannot_read_is_unknown(numa: str) -> None:
+    text = f"\tGPU0\tGPU1\tNUMA Affinity\nGPU0\t X \tNV4\t{numa}\nGPU1\tNV4\t X \t0\n"
+    assert smi.parse(text).numa_affinity == (None, 0)
