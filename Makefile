@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
-LINT_PATHS := $(wildcard operator tests e2e bench conftest.py)
+LINT_PATHS := $(wildcard operator tests e2e bench chaos conftest.py)
 
-.PHONY: dev test unit lint crds controlplane cluster-up cluster-down demo bench clean
+.PHONY: dev test unit lint crds controlplane cluster-up cluster-down demo bench chaos clean
 
 dev: $(STAMP)
 
@@ -52,6 +52,11 @@ demo: dev
 
 bench: dev controlplane
 	$(PY) -m bench
+
+# Fault injection, races, fuzzing and a soak at full size (~30-40 min on two cores); writes
+# docs/reliability.md. `make test` runs the same checks at a small size.
+chaos: dev controlplane
+	$(PY) -m chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -29,6 +29,14 @@ from e2e.controlplane import build, certs, components
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The ports.json entries each component listens on.
+_PORTS = {
+    "etcd": ("etcd", "etcd-peer"),
+    "kube-apiserver": ("apiserver",),
+    "kube-controller-manager": ("controller-manager",),
+    "kube-scheduler": ("scheduler",),
+    "kwok": ("kwok",),
+}
 
 
 class ClusterError(RuntimeError):
@@ -188,6 +196,55 @@ class LocalCluster:
         pid = self.pids().get(name)
         if pid is not None:
             _terminate(pid, first=sig)
+
+    def restart(self, *names: str, sig: int = signal.SIGTERM, timeout: float = 120.0) -> float:
+        """Restart some running components, for chaos tests: stop each by its recorded pid
+        (``sig``, then SIGKILL after 10 s; in reverse start order), start them again with the same
+        flags, ports and data directories (in start order), and wait until they serve again
+        (etcd: /health; kube-apiserver, or etcd behind it: the API server's /readyz; the others:
+        alive). Returns the seconds from the first signal until then: the outage clients saw.
+        Call it from the thread that started the cluster: with ``tie_to_parent``, a component
+        gets SIGTERM when the thread that started it exits."""
+        unknown = set(names) - set(ORDER)
+        if unknown or not names:
+            raise KeyError(f"no such components: {sorted(unknown) or 'none given'}")
+        started = time.monotonic()
+        for name in reversed(ORDER):
+            if name in names:
+                self.stop_component(name, sig=sig)
+        for name in ORDER:
+            if name in names:
+                self._start_again(name, timeout)
+        if "etcd" in names and "kube-apiserver" not in names:
+            self._wait_apiserver(timeout)
+        return time.monotonic() - started
+
+    def _start_again(self, name: str, timeout: float) -> None:
+        """Start a stopped component on its old ports and wait until it serves. The ports are in
+        the ephemeral range, so while it was down an outgoing connection may have taken one (even
+        a client's retry to that very port: TCP connects a socket to itself when nothing listens
+        and the source port it drew is the destination port). Wait for the ports to be free, and
+        start again if one was taken in between."""
+        deadline = time.monotonic() + timeout
+        ports = [self.ports()[port] for port in _PORTS[name]]
+        while True:
+            while not all(map(_bindable, ports)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.start_component(name)
+            left = max(1.0, deadline - time.monotonic())
+            try:
+                if name == "etcd":
+                    self._wait_etcd(left)
+                elif name == "kube-apiserver":
+                    self._wait_apiserver(left)
+                else:
+                    time.sleep(1.0)  # long enough to fail on a taken port
+                    self._check_alive(name)
+                return
+            except ClusterError as exc:
+                if "address already in use" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                _say(f"{name}: a port was taken while it was down; starting it again")
 
     def start_component(self, name: str) -> int:
         """Start one component (also used to restart one after :meth:`stop_component`)."""
@@ -396,6 +453,17 @@ class LocalCluster:
             timeout,
             "kube-controller-manager",
         )
+
+
+def _bindable(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:``port`` now (with SO_REUSEADDR, as Go's do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _die_with_parent() -> None:

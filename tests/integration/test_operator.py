@@ -202,14 +202,16 @@ def test_bind_races_with_kube_scheduler_never_overcommit_a_node(
                         client.V1Container(
                             name="c",
                             image="x",
-                            resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": "2"}),
+                            resources=client.V1ResourceRequirements(limits={"nvidia.com/gpu": "4"}),
                         )
                     ],
                 ),
             )
-            for i in range(8)
+            for i in range(4)
         ]
-        apply(cluster, oh.deployment("race", ns, pool, [("prefill", 2, 4, 4), ("decode", 1, 8, 8)]))
+        # Every pod takes 4 GPUs, so whatever nodes kube-scheduler picks, what is left always
+        # fits the deployment (2-GPU plain pods spread over the nodes could strand it).
+        apply(cluster, oh.deployment("race", ns, pool, [("prefill", 2, 4, 4), ("decode", 1, 8, 4)]))
         for pod in plain:
             cluster.core.create_namespaced_pod(ns, pod)
 
@@ -442,3 +444,32 @@ def test_template_change_replaces_replicas_one_at_a_time_on_their_gpus(
         assert before["roll-prefill-0-0"][2] == oh.pods(cluster, ns, "roll")[-1].metadata.uid, (
             "prefill untouched"
         )
+
+
+def test_metrics_and_health_endpoints_expose_no_credentials(
+    cluster: kube.Cluster, operator: oh.OperatorProcess
+) -> None:
+    kubeconfig = yaml.safe_load(Path(operator.kubeconfig).read_text())
+    secrets = []
+    for user in kubeconfig["users"]:
+        for key, value in user["user"].items():
+            if key in ("client-key", "client-certificate"):
+                # The base64 lines of the PEM files the operator authenticates with.
+                body = Path(value).read_text().splitlines()
+                secrets += [line for line in body if line and not line.startswith("-----")]
+            elif key in ("client-key-data", "client-certificate-data", "token"):
+                secrets.append(value)
+    assert secrets, "the test kubeconfig carries credentials to look for"
+    pages = [
+        operator.metrics(),
+        operator.get(operator.health_port, "/healthz"),
+        operator.get(operator.health_port, "/readyz"),
+    ]
+    for page in pages:
+        assert "PRIVATE KEY" not in page
+        assert "Bearer" not in page
+        for secret in secrets:
+            assert secret[:32] not in page
+    # Nothing but metric families of shorthop, Python and the process.
+    families = {line.split()[2] for line in pages[0].splitlines() if line.startswith("# TYPE")}
+    assert all(f.startswith(("shorthop_", "python_", "process_")) for f in families), families
