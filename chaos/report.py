@@ -138,6 +138,34 @@ def _soak(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _fuzz(data: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    specs = data.get("specs")
+    if specs:
+        out += _table(
+            ["specs", "broken on purpose", "rejected by the API server (schema/CEL)",
+             "reported Invalid naming the field", "valid (Running / Unschedulable)",
+             "invalid let through", "messages without the field", "valid rejected"],
+            [[specs.get("total"), specs.get("broken"), specs.get("rejected_by_apiserver"),
+              specs.get("reported_invalid"), f"{specs.get('accepted_valid')} {specs.get('phases')}",
+              specs.get("invalid_let_through"), specs.get("message_without_field"),
+              specs.get("valid_rejected")]],
+        )  # fmt: skip
+        out.append("")
+    rows = []
+    for key, what in (
+        ("label_sets", "node label sets -> topology index"),
+        ("smi_matrices", "nvidia-smi topo -m matrices -> parser"),
+        ("snapshot_files", "snapshot/deployment files -> shorthop plan"),
+    ):
+        part = data.get(key)
+        if part:
+            rows.append([what, part.get("total"), part.get("escaped"), part.get("outcomes")])
+    if rows:
+        out += _table(["input", "generated", "exceptions escaped", "outcomes"], rows)
+    return out
+
+
 def _generic(data: Mapping[str, Any]) -> list[str]:
     rows = [
         [key, value]
@@ -151,7 +179,7 @@ TITLES = {
     "crash": ("Crash consistency (SIGKILL mid-placement)", _crash),
     "apiserver": ("API server faults (restarts, failing and slow requests)", _generic),
     "races": ("Races with kube-scheduler", _races),
-    "fuzz": ("Fuzzing bad input", _generic),
+    "fuzz": ("Fuzzing bad input", _fuzz),
     "soak": ("Scale soak", _soak),
 }
 

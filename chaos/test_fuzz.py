@@ -295,7 +295,8 @@ def _well_formed(template: Any) -> bool:
 
 def _choose(draw: Any, options: tuple[str, ...]) -> str:
     """Uniform over ``options`` (``sampled_from`` favours the first ones)."""
-    return options[draw(st.integers(0, 2**32 - 1)) % len(options)]
+    at: int = draw(st.integers(0, 2**32 - 1))
+    return options[at % len(options)]
 
 
 TEMPLATE_SCHEMA = (
@@ -338,7 +339,7 @@ def _template_shape(draw: Any, spec: dict[str, Any], choice: str) -> list[str]:
     elif choice == "containers-items":
         template["spec"]["containers"] = [draw(st.sampled_from(("engine", 5, ["x"])))]
     elif choice == "template-string":
-        template = "vllm"  # type: ignore[assignment]
+        template = "vllm"
     elif choice == "gpu-mismatch":
         gpus = {"nvidia.com/gpu": str(per_pod + draw(st.integers(1, 8)))}
         container["resources"] = {"limits": gpus}

@@ -385,8 +385,8 @@ def _matrix_text(draw: Any) -> str:
             rows[r].insert(c, draw(st.sampled_from(LINK_CODES + BAD_CELLS)))
         elif edit == "affinity-first":
             header.insert(1, draw(st.sampled_from(AFFINITY)))
-    sep = draw(st.sampled_from(("\t", "  ", "   ", "\t ")))
-    eol = draw(st.sampled_from(("\n", "\r\n")))
+    sep: str = draw(st.sampled_from(("\t", "  ", "   ", "\t ")))
+    eol: str = draw(st.sampled_from(("\n", "\r\n")))
     body = eol.join(sep.join(row) for row in rows) + eol
     if draw(st.booleans()):
         body += eol + "Legend:" + eol + eol + "  X    = Self" + eol + "  NV#  = NVLinks" + eol
@@ -459,12 +459,12 @@ def through_smi(text_: str) -> str:
 
 # -- snapshot files ---------------------------------------------------------------------------------
 
-SNAPSHOT_SHAPE = fake.ClusterShape(nvl72_racks=1, trays_per_rack=4, hgx_units=1, nodes_per_unit=2)
+SNAPSHOT_SHAPE = fake.ClusterShape(nvl72_racks=1, trays_per_rack=4, hgx_units=1, nodes_per_unit=4)
 
 
 def base_snapshot() -> dict[str, Any]:
     nodes = fake.nodes(SNAPSHOT_SHAPE)
-    return fake.as_list([*nodes, *fake.background_pods(nodes, 0.3, seed=1)])
+    return fake.as_list([*nodes, *fake.background_pods(nodes, 0.2, seed=3)])
 
 
 # Paths (keys; ints index lists; "*" any item) and the garbage that can replace what is there.

@@ -80,6 +80,12 @@ def load_deployment(path: str) -> models.InferenceDeployment:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError("--deployment", f"{path} is not valid YAML{where}") from None
+    except (ValueError, RecursionError) as exc:
+        # Raised while building values: an integer of more than 4300 digits, deep nesting.
+        problem = (
+            "nested too deeply" if isinstance(exc, RecursionError) else "a value cannot be read"
+        )
+        raise SpecError("--deployment", f"{path} is not usable YAML ({problem})") from None
     if len(docs) != 1:
         raise SpecError(
             "--deployment",

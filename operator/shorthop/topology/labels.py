@@ -263,6 +263,11 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
             f"using {gpus}; check for unhealthy GPUs or a stale label",
             excluded=False,
         )
+    if gpus <= 0:
+        # gpu.count says 0 (every GPU unhealthy, or a stale label): nothing to model. A 0-GPU node
+        # in the index broke every snapshot built over it (found by chaos/test_fuzz.py).
+        issue(COUNT, "is 0", "no GPU can be placed here", excluded=True, severity="info")
+        return left_out()
     if gpus > MAX_GPUS_PER_NODE:
         issue(
             f"status.allocatable[{GPU_RESOURCE}]",

@@ -127,6 +127,8 @@ def parse(text: str) -> TopoMatrix:
         raise TopologyError(f"line {header_at + 1}: affinity columns must come after the devices")
     gpu_names = [d for d in devices if _GPU.match(d)]
     nic_names = [d for d in devices if not _GPU.match(d)]
+    if devices[: len(gpu_names)] != gpu_names:
+        raise TopologyError(f"line {header_at + 1}: GPU columns must come before NIC columns")
     if [int(_GPU.match(g)[1]) for g in gpu_names] != list(range(len(gpu_names))):  # type: ignore[index]
         raise TopologyError(
             f"line {header_at + 1}: GPUs must be GPU0..GPU{len(gpu_names) - 1} in order"
@@ -166,6 +168,10 @@ def parse(text: str) -> TopoMatrix:
         ]
         if links[i].code != "X":
             raise TopologyError(f"{name}/{name}: the diagonal must be X, got {links[i]}")
+        for j, link in enumerate(links):
+            # X means "itself"; anywhere else the model has no link for it (found by fuzzing).
+            if link.code == "X" and j != i:
+                raise TopologyError(f"{name}/{devices[j]}: X is only for a device and itself")
         gpu_rows.append(tuple(links[: len(gpu_names)]))
         nic_rows.append(tuple(links[len(gpu_names) :]))
         extra = dict(zip(affinity_headers, [v for v in values[len(devices) :] if v], strict=False))

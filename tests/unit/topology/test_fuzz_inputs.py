@@ -115,3 +115,31 @@ def test_numbers_int_cannot_read_are_topology_errors(text: str) -> None:
 def test_a_numa_affinity_int_cannot_read_is_unknown(numa: str) -> None:
     text = f"\tGPU0\tGPU1\tNUMA Affinity\nGPU0\t X \tNV4\t{numa}\nGPU1\tNV4\t X \t0\n"
     assert smi.parse(text).numa_affinity == (None, 0)
+
+
+def test_a_gpu_count_of_0_leaves_the_node_out() -> None:
+    """gpus = min(count label, allocatable) was 0: a 0-GPU node in the index made freeze() take
+    the min of an empty array (a NVLink domain member) and distance() index GPU -1, so every
+    snapshot over the cluster failed."""
+    tray = {"nvidia.com/gpu.clique": "c.0", labels.PRODUCT: "NVIDIA-GB200"}
+    parsed = labels.parse_node(gpu_node({**tray, labels.COUNT: "0"}, gpus="4"), PLAIN)
+    assert parsed.topology is None
+    assert any(i.field == labels.COUNT and i.excluded for i in parsed.issues)
+    other = labels.parse_node(gpu_node({**tray, labels.COUNT: "4"}, gpus="4"), PLAIN).topology
+    assert other is not None
+    index.build_index([other], PLAIN)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  GPU0  mlx5_0\nGPU0  X  X\n",
+        "\tGPU0\tGPU1\nGPU0\t X \t X \nGPU1\t X \t X \n",
+        "\tGPU0\tmlx5_0\tGPU1\nGPU0\t X \tPIX\tNV4\nGPU1\tNV4\tPIX\t X \n",
+    ],
+    ids=["x-to-a-nic", "x-between-gpus", "nic-column-between-gpus"],
+)
+def test_x_off_the_diagonal_and_interleaved_columns_are_topology_errors(text: str) -> None:
+    """X off the diagonal parsed, and building the node's model then raised a KeyError."""
+    with pytest.raises(TopologyError):
+        smi.parse(text)
