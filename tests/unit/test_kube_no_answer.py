@@ -23,9 +23,8 @@ from tests import builders
 from tests import operator_harness as oh
 
 
-@pytest.fixture
-def hanging_up() -> Iterator[str]:
-    """A loopback server that accepts every connection and closes it without answering."""
+def _serve(reply: bytes) -> Iterator[str]:
+    """A loopback server that reads each request, sends ``reply`` and closes the connection."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -43,6 +42,8 @@ def hanging_up() -> Iterator[str]:
             with conn:
                 conn.settimeout(5)
                 conn.recv(65536)
+                if reply:
+                    conn.sendall(reply)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -50,6 +51,22 @@ def hanging_up() -> Iterator[str]:
     stop.set()
     thread.join(5)
     server.close()
+
+
+@pytest.fixture
+def hanging_up() -> Iterator[str]:
+    """Every connection is closed without an answer."""
+    yield from _serve(b"")
+
+
+@pytest.fixture
+def cutting_off() -> Iterator[str]:
+    """Every answer starts (status, headers, part of a chunk) and is cut off mid-body, as when
+    the API server is killed while answering."""
+    yield from _serve(
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n400\r\n{"kind": "Pod", "meta'
+    )
 
 
 def _kube(tmp_path: Path, server: str) -> kube.Kube:
@@ -85,6 +102,30 @@ def test_a_call_without_an_answer_is_a_retriable_kube_error(
         lambda: k.delete_pod("ns", "p"),
         lambda: k.patch_status("ns", "d", {"phase": "Running"}),
         k.list_nodes,  # GET: retried by urllib3, then given up
+    ]
+    for call in calls:
+        with pytest.raises(kube.KubeError) as caught:
+            call()
+        assert caught.value.status == 0
+        assert caught.value.retriable
+
+
+def test_an_answer_cut_off_mid_body_is_a_retriable_kube_error(
+    tmp_path: Path, cutting_off: str
+) -> None:
+    k = _kube(tmp_path, cutting_off)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    calls: list[Callable[[], object]] = [
+        lambda: k.create_pod("ns", pod),
+        lambda: k.bind("ns", "p", "n"),
+        lambda: k.patch_status("ns", "d", {"phase": "Running"}),
+        lambda: k.ensure_service("ns", {"metadata": {"name": "s"}}),
+        k.list_pods,
     ]
     for call in calls:
         with pytest.raises(kube.KubeError) as caught:

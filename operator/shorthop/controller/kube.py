@@ -88,8 +88,7 @@ def _no_answer_is_an_api_exception(rest: Any) -> None:
     own exceptions. Every ``except ApiException`` here, in the lease election and in the
     informers then sees a retriable ``KubeError``/status 0 rather than an unexpected exception
     that skipped their clean-up (a pod's assumed GPUs stayed taken for minutes). Bodies read later
-    from ``_preload_content=False`` responses are not covered; the API server answers those
-    calls in one piece."""
+    from ``_preload_content=False`` responses go through :func:`_body`, which does the same."""
     request = rest.request
 
     def request_or_api_exception(*args: Any, **kwargs: Any) -> Any:
@@ -101,11 +100,16 @@ def _no_answer_is_an_api_exception(rest: Any) -> None:
     rest.request = request_or_api_exception
 
 
-def _release(response: Any) -> None:
+def _body(response: Any) -> bytes:
     """Read a raw (``_preload_content=False``) response to its end, which hands its connection
     back to the pool. Left unread, every call would hold its connection until garbage
-    collection and the next call would open a new one, TLS handshake included."""
-    response.data  # noqa: B018 - reading is the point
+    collection and the next call would open a new one, TLS handshake included. A body cut off
+    (the API server killed mid-answer) is a no-answer ``ApiException``, like a lost response
+    (found by chaos/test_apiserver.py: an ``IncompleteRead`` escaped a reconcile)."""
+    try:
+        return bytes(response.data)
+    except urllib3.exceptions.HTTPError as exc:
+        raise ApiException(status=0, reason=f"no answer: {exc}") from None
 
 
 class Kube:
@@ -123,9 +127,9 @@ class Kube:
         try:
             # Raw JSON back: deserialising into client models costs more than the call.
             response = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            created: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
             raise _error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
-        created: dict[str, Any] = json.loads(response.data)
         return created
 
     def delete_pod(
@@ -153,7 +157,7 @@ class Kube:
             response = self.core.create_namespaced_pod_binding(
                 name, namespace, body, _preload_content=False
             )
-            _release(response)
+            _body(response)
         except ApiException as exc:
             raise _error(f"bind {namespace}/{name} to {node}", exc) from None
         if response.status not in (200, 201):
@@ -167,7 +171,7 @@ class Kube:
         """Create the service unless it exists; True when it was created."""
         name = body["metadata"]["name"]
         try:
-            _release(self.core.create_namespaced_service(namespace, body, _preload_content=False))
+            _body(self.core.create_namespaced_service(namespace, body, _preload_content=False))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -207,7 +211,7 @@ class Kube:
                 {"status": status},
                 _preload_content=False,
             )
-            _release(response)
+            _body(response)
         except ApiException as exc:
             raise _error(f"patch status of {namespace}/{name}", exc) from None
 
@@ -249,7 +253,7 @@ class Kube:
             count=1,
         )
         try:
-            _release(self.core.create_namespaced_event(namespace, body, _preload_content=False))
+            _body(self.core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as exc:
             raise _error("create event", exc) from None
 
@@ -257,14 +261,14 @@ class Kube:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         try:
-            response = self.core.list_node(_preload_content=False)
+            data = json.loads(_body(self.core.list_node(_preload_content=False)))
         except ApiException as exc:
             raise _error("list nodes", exc) from None
-        return list(json.loads(response.data).get("items", []))
+        return list(data.get("items", []))
 
     def list_pods(self) -> list[dict[str, Any]]:
         try:
-            response = self.core.list_pod_for_all_namespaces(_preload_content=False)
+            data = json.loads(_body(self.core.list_pod_for_all_namespaces(_preload_content=False)))
         except ApiException as exc:
             raise _error("list pods", exc) from None
-        return list(json.loads(response.data).get("items", []))
+        return list(data.get("items", []))
