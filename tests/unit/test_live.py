@@ -68,3 +68,21 @@ def test_pods_seen_before_their_node_still_hold_its_gpus() -> None:
     live.apply_node(None, builders.node_object("n", gpus=4))
     snap = live.snapshot()
     assert int(snap.free[snap.index.row_of["n"]]) == 0b1100
+
+
+def test_a_heartbeat_keeps_the_cached_snapshot_and_a_real_change_does_not() -> None:
+    live = LiveCluster(fake.CONFIG)
+    live.apply_node(None, builders.node_object("n1"))
+    before = live.snapshot()
+
+    heartbeat = builders.node_object("n1")
+    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-11-23T00:00:10Z"
+    change = live.apply_node("MODIFIED", heartbeat)
+    assert not change.gone_or_unusable
+    assert not change.gained_capacity
+    assert live.snapshot() is before, "a heartbeat must not invalidate the snapshot"
+
+    live.apply_node("MODIFIED", builders.node_object("n1", cordoned=True))
+    after = live.snapshot()
+    assert after is not before
+    assert not after.schedulable[after.index.row_of["n1"]]

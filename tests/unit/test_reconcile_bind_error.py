@@ -5,56 +5,19 @@ turned into a delete, a create and a bind, and without the delete's event nothin
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 from shorthop import metrics as metrics_module
 from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.kube import KubeError
 from shorthop.controller.live import LiveCluster
 from shorthop.controller.reconcile import Reconciler
 from shorthop.topology import fake
 
 from tests import builders
 from tests import operator_harness as oh
-
-
-class FlakyKube:
-    """The calls the reconciler makes; the first ``fail_binds`` binds answer 503."""
-
-    def __init__(self, fail_binds: int) -> None:
-        self.fail_binds = fail_binds
-        self.created: dict[str, dict[str, Any]] = {}
-        self.bound: list[tuple[str, str]] = []
-        self.deleted: list[str] = []
-
-    def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
-        pod = copy.deepcopy(dict(body))
-        pod["metadata"]["uid"] = f"uid-{pod['metadata']['name']}"
-        self.created[pod["metadata"]["name"]] = pod
-        return pod
-
-    def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> None:
-        if self.fail_binds > 0:
-            self.fail_binds -= 1
-            raise KubeError(f"bind {namespace}/{name}", 503, "the server is unavailable")
-        self.bound.append((name, node))
-
-    def delete_pod(self, namespace: str, name: str, **_: Any) -> None:
-        self.deleted.append(name)
-
-    def ensure_service(self, namespace: str, body: Any) -> bool:
-        return True
-
-    def patch_status(self, namespace: str, name: str, status: Any) -> None:
-        pass
-
-    def event(self, involved: Any, **_: Any) -> None:
-        pass
+from tests.recording_kube import RecordingKube
 
 
 def test_a_failed_bind_is_retried_and_binds_the_pod_already_created() -> None:
-    kube = FlakyKube(fail_binds=1)
+    kube = RecordingKube(fail_binds=1)
     live = LiveCluster(fake.CONFIG)
     live.apply_node(None, builders.node_object("n1", gpus=8))
     live.synced.set()

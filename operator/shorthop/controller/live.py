@@ -157,7 +157,20 @@ class LiveCluster:
 
     def apply_node(self, event: str | None, body: Mapping[str, Any]) -> NodeChange:
         name = str((body.get("metadata") or {}).get("name"))
+        if event != "DELETED":
+            parsed = labels.parse_node(body, self.config)
+            alloc = ((body.get("status") or {}).get("allocatable")) or {}
+            allocatable = (
+                quantity.parse(alloc.get("cpu", "1000000"), milli=True) or 0,
+                quantity.parse(alloc.get("memory", "1Ei")) or 0,
+                quantity.parse(alloc.get("pods", "110")) or 0,
+            )
         with self._lock:
+            old = self._nodes.get(name)
+            if event != "DELETED" and old == _Node(parsed, allocatable):
+                # A heartbeat (kubelet/kwok status every few seconds per node): nothing shorthop
+                # reads changed, so the cached snapshot stays valid.
+                return NodeChange(name, False, False)
             self._node_version += 1
             before = self._usable(name)
             before_free = self._free_of(name)
@@ -169,14 +182,6 @@ class LiveCluster:
                 self._builder.remove(name)
                 self._clear_row(old_row)
             else:
-                parsed = labels.parse_node(body, self.config)
-                alloc = ((body.get("status") or {}).get("allocatable")) or {}
-                allocatable = (
-                    quantity.parse(alloc.get("cpu", "1000000"), milli=True) or 0,
-                    quantity.parse(alloc.get("memory", "1Ei")) or 0,
-                    quantity.parse(alloc.get("pods", "110")) or 0,
-                )
-                old = self._nodes.get(name)
                 self._nodes[name] = _Node(parsed, allocatable)
                 if parsed.topology is None:
                     self._builder.remove(name)

@@ -18,6 +18,10 @@ One visit, in order:
    plan can take them; a rejected bind deletes the round's new pods (gang) and re-plans later with
    backoff;
 5. ensure one headless Service per role; write the status if it changed; emit events and metrics.
+
+After binding, the deployment's visits wait until the watch shows those binds
+(:mod:`~shorthop.controller.expectations`), so a visit never plans or binds the same pods twice
+and the status is written once, from the bound pods.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from shorthop import manifest
 from shorthop.api import models
 from shorthop.controller import faults, render, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
+from shorthop.controller.expectations import Expectations
 from shorthop.controller.kube import Kube, KubeError
 from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.errors import SpecError
@@ -58,6 +63,17 @@ class Outcome:
 
     retry: bool = False  # back off and come back (errors, unschedulable)
     after: float | None = None  # come back after this many seconds (pods still terminating)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """How creating and binding one pod went."""
+
+    key: str  # namespace/name
+    uid: str | None
+    created: bool  # this visit created it
+    code: BindCode
+    message: str
 
 
 @dataclass
@@ -94,6 +110,7 @@ class Reconciler:
         self._events: dict[tuple[str, str, str], float] = {}
         self._services: set[tuple[str, str]] = set()
         self._tier_pods: dict[str, Counter[str]] = {}
+        self.expectations = Expectations(on_expire=live.forget)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -113,6 +130,11 @@ class Reconciler:
             return Outcome(retry=True)
 
     def _reconcile(self, key: str, body: Mapping[str, Any]) -> Outcome:
+        # The cache has not shown this deployment's last binds yet: acting now would plan and
+        # bind those pods again. The pods' watch events wake the key; the delay is a fallback.
+        left = self.expectations.waiting(key, self._observed)
+        if left > 0:
+            return Outcome(after=left)
         meta = body["metadata"]
         uid, generation = str(meta.get("uid")), meta.get("generation")
         old = dict(body.get("status") or {})
@@ -165,7 +187,7 @@ class Reconciler:
                 self.unschedulable.discard(key)
                 # 4. create and bind
                 created, retry = self._apply(
-                    infd, uid, req, plan.assignments, fixed, sorted_pods, body
+                    key, infd, uid, req, plan.assignments, fixed, sorted_pods, body
                 )
                 if retry:
                     outcome = Outcome(retry=True)
@@ -198,6 +220,12 @@ class Reconciler:
                     infd.metadata.namespace, render.render_service(infd, uid, role)
                 )
                 self._services.add((uid, role.name))
+        left = self.expectations.waiting(key, self._observed)
+        if left > 0:
+            # This visit bound pods the cache does not show yet: a status computed now would
+            # report them unbound. The visit their watch events bring writes it, one patch
+            # instead of two.
+            return Outcome(retry=outcome.retry, after=outcome.after or left)
         pending = "waiting for old pods to terminate" if sorted_pods.terminating else ""
         new_status = status.compute(
             infd,
@@ -212,6 +240,11 @@ class Reconciler:
         self._write_status(key, body, new_status)
         self._count_tiers(key, new_status)
         return outcome
+
+    def _observed(self, pod_key: str, uid: str) -> bool:
+        """The cache shows the pod bound, being deleted, or replaced by another of its name."""
+        pod = self.live.pod(pod_key)
+        return pod is not None and (pod.uid != uid or pod.node is not None or pod.deleting)
 
     # -- step 2 ----------------------------------------------------------------------------
 
@@ -409,6 +442,7 @@ class Reconciler:
 
     def _apply(
         self,
+        key: str,
         infd: models.InferenceDeployment,
         uid: str,
         req: request.Request,
@@ -455,26 +489,28 @@ class Reconciler:
             )  # fmt: skip
             jobs.append((a, manifest_, None))
         results = list(self._pool.map(lambda job: self._create_and_bind(infd, *job), jobs))
-        conflicts = [r for r in results if r[1] == BindCode.CONFLICT]
+        conflicts = [r for r in results if r.code == BindCode.CONFLICT]
         if conflicts:
             # Gang: undo this round's new pods; the next plan sees the cluster as it is now.
             ns = infd.metadata.namespace
-            for (a, rendered, _), (created, _code, _msg) in zip(jobs, results, strict=True):
-                if rendered is not None and created:
+            for (a, rendered, _), result in zip(jobs, results, strict=True):
+                if rendered is not None and result.created:
                     self.kube.delete_pod(ns, rendered["metadata"]["name"], force=True)
                 name = render.pod_name(infd.metadata.name, a.key.role, a.key.replica, a.key.pod)
                 self.live.forget(f"{ns}/{name}")
             self._event(
                 body,
                 "BindConflict",
-                "; ".join(sorted({m for _, _, m in conflicts}))[:1000] + "; re-planning",
+                "; ".join(sorted({r.message for r in conflicts}))[:1000] + "; re-planning",
                 warning=True,
             )
             return 0, True
         # A transient failure (5xx, 429, no answer) backs off and comes back; the pods already
         # created are kept and bound then.
-        failed = any(code == BindCode.ERROR for _, code, _ in results)
-        return sum(1 for created, code, _ in results if code == BindCode.BOUND and created), failed
+        bound = [r for r in results if r.code == BindCode.BOUND]
+        self.expectations.expect(key, {r.key: r.uid for r in bound if r.uid})
+        failed = any(r.code == BindCode.ERROR for r in results)
+        return sum(1 for r in bound if r.created), failed
 
     def _assume(
         self, infd: models.InferenceDeployment, assignments: tuple[Assignment, ...], out: _Sorted
@@ -494,7 +530,7 @@ class Reconciler:
         a: Assignment,
         pod: dict[str, Any] | None,
         unbound: PodRecord | None,
-    ) -> tuple[bool, BindCode, str]:
+    ) -> _Attempt:
         ns = infd.metadata.namespace
         name = pod["metadata"]["name"] if pod is not None else unbound.name  # type: ignore[union-attr]
         key = f"{ns}/{name}"
@@ -509,7 +545,7 @@ class Reconciler:
             except KubeError as exc:
                 self.live.forget(key)
                 if exc.conflict:
-                    return False, BindCode.ERROR, f"{name} still exists"
+                    return _Attempt(key, None, False, BindCode.ERROR, f"{name} still exists")
                 raise
         faults.point("after-create")
         result = self.binder.bind(PodRef(ns, name, uid), a.node, a.gpus)
@@ -519,7 +555,7 @@ class Reconciler:
             self.live.forget(key)
             if not created:
                 self.kube.delete_pod(ns, name, force=True)
-        return created, result.code, result.message
+        return _Attempt(key, uid, created, result.code, result.message)
 
     # -- step 5 ----------------------------------------------------------------------------
 
@@ -564,6 +600,7 @@ class Reconciler:
             self.metrics.pods_per_tier.labels(tier=tier).set(n)
 
     def _forget(self, key: str) -> None:
+        self.expectations.forget(key)
         self.unschedulable.discard(key)
         self._tier_pods.pop(key, None)
         self._publish_tiers()
