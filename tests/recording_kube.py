@@ -8,7 +8,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from shorthop import metrics as metrics_module
+from shorthop.controller.binder import BindingSubresourceBinder
 from shorthop.controller.kube import KubeError
+from shorthop.controller.live import LiveCluster
+from shorthop.controller.reconcile import Reconciler
+from shorthop.topology import fake
+
+from tests import builders
 
 
 class RecordingKube:
@@ -44,3 +51,22 @@ class RecordingKube:
 
     def event(self, involved: Any, **_: Any) -> None:
         pass
+
+
+def one_node_reconciler(kube: Any, body: dict[str, Any]) -> tuple[LiveCluster, Reconciler, str]:
+    """A reconciler calling ``kube`` (a :class:`RecordingKube` or a real ``Kube``) on one synced
+    8-GPU node ``n1``, knowing ``body`` (given uid ``u-1`` and generation 1); returns the live
+    view, the reconciler and the deployment's key."""
+    live = LiveCluster(fake.CONFIG)
+    live.apply_node(None, builders.node_object("n1", gpus=8))
+    live.synced.set()
+    reconciler = Reconciler(
+        kube,
+        live,
+        BindingSubresourceBinder(kube),
+        metrics_module.create(),
+    )
+    body["metadata"].update(uid="u-1", generation=1)
+    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+    reconciler.deployments[key] = body
+    return live, reconciler, key

@@ -7,16 +7,12 @@ from __future__ import annotations
 import copy
 import time
 
-from shorthop import metrics as metrics_module
-from shorthop.controller.binder import BindingSubresourceBinder
 from shorthop.controller.expectations import Expectations
 from shorthop.controller.live import LiveCluster
 from shorthop.controller.reconcile import Reconciler
-from shorthop.topology import fake
 
-from tests import builders
 from tests import operator_harness as oh
-from tests.recording_kube import RecordingKube
+from tests.recording_kube import RecordingKube, one_node_reconciler
 
 
 def test_an_expectation_holds_until_every_pod_is_observed() -> None:
@@ -44,18 +40,9 @@ def test_an_expectation_expires() -> None:
 
 def _reconciler() -> tuple[RecordingKube, LiveCluster, Reconciler]:
     kube = RecordingKube()
-    live = LiveCluster(fake.CONFIG)
-    live.apply_node(None, builders.node_object("n1", gpus=8))
-    live.synced.set()
-    reconciler = Reconciler(
-        kube,  # type: ignore[arg-type]
-        live,
-        BindingSubresourceBinder(kube),  # type: ignore[arg-type]
-        metrics_module.create(),
+    live, reconciler, _ = one_node_reconciler(
+        kube, oh.deployment("d", "ns", None, [("r", 2, 4, 4)])
     )
-    body = oh.deployment("d", "ns", None, [("r", 2, 4, 4)])
-    body["metadata"].update(uid="u-1", generation=1)
-    reconciler.deployments["ns/d"] = body
     return kube, live, reconciler
 
 

@@ -12,15 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from shorthop import metrics as metrics_module
 from shorthop.controller import kube
-from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.live import LiveCluster
-from shorthop.controller.reconcile import Reconciler
-from shorthop.topology import fake
 
-from tests import builders
 from tests import operator_harness as oh
+from tests.recording_kube import one_node_reconciler
 
 
 def _serve(reply: bytes) -> Iterator[str]:
@@ -86,68 +81,55 @@ def _kube(tmp_path: Path, server: str) -> kube.Kube:
     return kube.Kube(kube.api_client(str(path)))
 
 
-def test_a_call_without_an_answer_is_a_retriable_kube_error(
-    tmp_path: Path, hanging_up: str
-) -> None:
-    k = _kube(tmp_path, hanging_up)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "p"},
-        "spec": {"containers": [{"name": "c", "image": "x"}]},
-    }
-    calls: list[Callable[[], object]] = [
-        lambda: k.create_pod("ns", pod),  # POST: not retried by urllib3
-        lambda: k.bind("ns", "p", "n"),
-        lambda: k.delete_pod("ns", "p"),
-        lambda: k.patch_status("ns", "d", {"phase": "Running"}),
-        k.list_nodes,  # GET: retried by urllib3, then given up
-    ]
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "p"},
+    "spec": {"containers": [{"name": "c", "image": "x"}]},
+}
+
+
+def _each_is_a_no_answer(*calls: Callable[[], object]) -> None:
     for call in calls:
         with pytest.raises(kube.KubeError) as caught:
             call()
         assert caught.value.status == 0
         assert caught.value.retriable
+
+
+def test_a_call_without_an_answer_is_a_retriable_kube_error(
+    tmp_path: Path, hanging_up: str
+) -> None:
+    k = _kube(tmp_path, hanging_up)
+    _each_is_a_no_answer(
+        lambda: k.create_pod("ns", POD),  # POST: not retried by urllib3
+        lambda: k.bind("ns", "p", "n"),
+        lambda: k.delete_pod("ns", "p"),
+        lambda: k.patch_status("ns", "d", {"phase": "Running"}),
+        k.list_nodes,  # GET: retried by urllib3, then given up
+    )
 
 
 def test_an_answer_cut_off_mid_body_is_a_retriable_kube_error(
     tmp_path: Path, cutting_off: str
 ) -> None:
     k = _kube(tmp_path, cutting_off)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "p"},
-        "spec": {"containers": [{"name": "c", "image": "x"}]},
-    }
-    calls: list[Callable[[], object]] = [
-        lambda: k.create_pod("ns", pod),
+    _each_is_a_no_answer(
+        lambda: k.create_pod("ns", POD),
         lambda: k.bind("ns", "p", "n"),
         lambda: k.patch_status("ns", "d", {"phase": "Running"}),
         lambda: k.ensure_service("ns", {"metadata": {"name": "s"}}),
         k.list_pods,
-    ]
-    for call in calls:
-        with pytest.raises(kube.KubeError) as caught:
-            call()
-        assert caught.value.status == 0
-        assert caught.value.retriable
+    )
 
 
 def test_a_lost_create_neither_raises_out_of_reconcile_nor_keeps_gpus_assumed(
     tmp_path: Path, hanging_up: str
 ) -> None:
     k = _kube(tmp_path, hanging_up)
-    live = LiveCluster(fake.CONFIG)
-    live.apply_node(None, builders.node_object("n1", gpus=8))
-    live.synced.set()
-    metrics = metrics_module.create()
-    reconciler = Reconciler(k, live, BindingSubresourceBinder(k), metrics)
-    body = oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
-    body["metadata"].update(uid="u-1", generation=1)
-    reconciler.deployments["ns/d"] = body
-    outcome = reconciler.reconcile("ns/d")
+    live, reconciler, key = one_node_reconciler(k, oh.deployment("d", "ns", None, [("r", 1, 4, 4)]))
+    outcome = reconciler.reconcile(key)
     assert outcome.retry
-    assert metrics.errors.labels(reason="http-0")._value.get() == 1
+    assert reconciler.metrics.errors.labels(reason="http-0")._value.get() == 1
     snap = live.snapshot()
     assert int(snap.free_counts[snap.index.row_of["n1"]]) == 8, "the failed pod's GPUs leaked"

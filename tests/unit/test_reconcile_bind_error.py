@@ -5,31 +5,15 @@ turned into a delete, a create and a bind, and without the delete's event nothin
 
 from __future__ import annotations
 
-from shorthop import metrics as metrics_module
-from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.live import LiveCluster
-from shorthop.controller.reconcile import Reconciler
-from shorthop.topology import fake
-
-from tests import builders
 from tests import operator_harness as oh
-from tests.recording_kube import RecordingKube
+from tests.recording_kube import RecordingKube, one_node_reconciler
 
 
 def test_a_failed_bind_is_retried_and_binds_the_pod_already_created() -> None:
     kube = RecordingKube(fail_binds=1)
-    live = LiveCluster(fake.CONFIG)
-    live.apply_node(None, builders.node_object("n1", gpus=8))
-    live.synced.set()
-    reconciler = Reconciler(
-        kube,  # type: ignore[arg-type]
-        live,
-        BindingSubresourceBinder(kube),  # type: ignore[arg-type]
-        metrics_module.create(),
+    live, reconciler, _ = one_node_reconciler(
+        kube, oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
     )
-    body = oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
-    body["metadata"].update(uid="u-1", generation=1)
-    reconciler.deployments["ns/d"] = body
 
     first = reconciler.reconcile("ns/d")
     assert list(kube.created) == ["d-r-0-0"]

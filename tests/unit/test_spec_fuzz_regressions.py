@@ -11,66 +11,22 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import pytest
 from shorthop import manifest
-from shorthop import metrics as metrics_module
-from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.live import LiveCluster
-from shorthop.controller.reconcile import Reconciler
 from shorthop.placement import request
 from shorthop.topology import fake
 
-from tests import builders
 from tests import operator_harness as oh
-
-
-class RecordingKube:
-    """The calls the reconciler makes, answered in memory; status patches are kept."""
-
-    def __init__(self) -> None:
-        self.created: list[str] = []
-        self.statuses: list[dict[str, Any]] = []
-
-    def create_pod(self, namespace: str, body: Any) -> dict[str, Any]:
-        pod = copy.deepcopy(dict(body))
-        pod["metadata"]["uid"] = f"uid-{pod['metadata']['name']}"
-        self.created.append(pod["metadata"]["name"])
-        return pod
-
-    def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> None:
-        pass
-
-    def delete_pod(self, namespace: str, name: str, **_: Any) -> None:
-        pass
-
-    def ensure_service(self, namespace: str, body: Any) -> bool:
-        return True
-
-    def patch_status(self, namespace: str, name: str, status: Any) -> None:
-        self.statuses.append(dict(status))
-
-    def event(self, involved: Any, **_: Any) -> None:
-        pass
+from tests.recording_kube import RecordingKube, one_node_reconciler
 
 
 def reconcile(body: dict[str, Any]) -> RecordingKube:
     kube = RecordingKube()
-    live = LiveCluster(fake.CONFIG)
-    live.apply_node(None, builders.node_object("n1", gpus=8))
-    live.synced.set()
-    reconciler = Reconciler(
-        kube,  # type: ignore[arg-type]
-        live,
-        BindingSubresourceBinder(kube),  # type: ignore[arg-type]
-        metrics_module.create(),
-    )
-    body["metadata"].update(uid="u-1", generation=1)
-    reconciler.deployments["ns/d"] = body
-    reconciler.reconcile("ns/d")
+    _, reconciler, key = one_node_reconciler(kube, body)
+    reconciler.reconcile(key)
     return kube
 
 
@@ -116,7 +72,7 @@ def test_a_template_of_the_wrong_shape_is_invalid_naming_the_field(edit: Any, fi
     body = oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
     edit(body["spec"]["roles"][0]["template"])
     kube = reconcile(body)
-    assert kube.created == []
+    assert list(kube.created) == []
     status = kube.statuses[-1]
     assert status["phase"] == "Invalid"
     assert status["message"].startswith("spec.roles[0].template.")
