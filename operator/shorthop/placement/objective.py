@@ -35,7 +35,6 @@ class Evaluation:
     cost: Cost
     tiers: dict[str, int]
     replica_tiers: dict[tuple[str, int], str]
-    replica_intra: dict[tuple[str, int], int]
 
 
 def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
@@ -175,4 +174,4 @@ def evaluate(
     frag = fragmentation(index, free_before, assignments) if free_before is not None else 0.0
     tiers = {index.tiers[t]: n for t, n in sorted(counts.items()) if n}
     widest = {key: index.tiers[widest_tier(index, s)] for key, s in replicas.items()}
-    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest, intra)
+    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest)
