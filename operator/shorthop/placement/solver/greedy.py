@@ -50,6 +50,7 @@ def place(state: State, key: Key) -> Candidate:
         return first_fit(state, key)
     tree = state.tree
     pods = len(r.missing())
+    # phase 2a: capacity, pods per node and rolled up per domain (kept current by every commit)
     fit = state.capacity.pods_fit(r.role)
     cap = state.capacity.rolled_up(r.role)
     peer_sets = state.peer_sets(key)
