@@ -1,4 +1,4 @@
-"""The ``shorthop`` command line: ``run | plan | topology | fake-cluster``.
+"""The ``shorthop`` command line: ``run | plan | topology | fake-cluster | node-agent``.
 
 Each subcommand lives in ``shorthop.commands.<name>`` and exposes ``register(subparsers)``, which
 adds its parser and sets ``handler`` (``Namespace -> exit status``). Every error shorthop raises on
@@ -14,7 +14,7 @@ import sys
 from shorthop import __version__
 from shorthop.errors import ShorthopError
 
-SUBCOMMANDS = ("run", "plan", "topology", "fake_cluster")
+SUBCOMMANDS = ("run", "plan", "topology", "fake_cluster", "node_agent")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -6,9 +6,9 @@ leading whitespace (it then starts with ``GPU0``), CRLF line ends, trailing blan
 NIC rows/columns named ``NIC#`` or directly (``mlx5_0``), ``CPU Affinity`` / ``NUMA Affinity`` /
 ``GPU NUMA ID`` columns (``N/A`` where unknown), the ``Legend:`` and ``NIC Legend:`` blocks in old
 ("PCIe switch") and new ("PCIe bridge") wording or no legend at all, Markdown quotes and tables
-around the capture, and the legacy ``SOC`` code for ``SYS``. Callers: ``intranode.model_from_matrix``
-(node annotation), the node agent (``render``) and tests. Pure; raises
-:class:`~shorthop.errors.TopologyError` with the line at fault.
+around the capture, and the legacy ``SOC`` code for ``SYS``. Callers:
+``intranode.model_from_matrix`` (node annotation), the node agent (``render``) and tests.
+Pure; raises :class:`~shorthop.errors.TopologyError` with the line at fault.
 """
 
 from __future__ import annotations
@@ -152,12 +152,14 @@ def _canonical_header(cell: str) -> str:
 def _is_header(cells: list[str]) -> bool:
     """The header row names devices: it starts with ``GPU0`` and holds no link code (a matrix
     row starting with ``GPU0`` holds at least its ``X``)."""
-    return bool(cells) and cells[0].upper() == "GPU0" and not any(
-        _LINK_TOKEN.match(c) for c in cells
+    return (
+        bool(cells) and cells[0].upper() == "GPU0" and not any(_LINK_TOKEN.match(c) for c in cells)
     )
 
 
-def _parse_cell(cell: str, where: str) -> Link:
+def parse_link(cell: str, where: str) -> Link:
+    """One cell (``X``, ``NV#``, ``PIX``, ``PXB``, ``PHB``, ``NODE``, ``SYS`` or legacy ``SOC``);
+    ``where`` names it in the error."""
     text = cell.strip().upper()
     if text == "SOC":  # nvidia-smi before ~2017 called SYS "SOC"
         text = "SYS"
@@ -248,17 +250,11 @@ def parse(text: str) -> TopoMatrix:
     nic_rows: list[tuple[Link, ...]] = []
     cpu: list[str | None] = []
     numa: list[int | None] = []
-    for i, name in enumerate(gpu_names):
+    for name in gpu_names:
         values = rows[name]
         links = [
-            _parse_cell(v, f"{name}/{devices[j]}") for j, v in enumerate(values[: len(devices)])
+            parse_link(v, f"{name}/{devices[j]}") for j, v in enumerate(values[: len(devices)])
         ]
-        if links[i].code != "X":
-            raise TopologyError(f"{name}/{name}: the diagonal must be X, got {links[i]}")
-        for j, link in enumerate(links):
-            # X means "itself"; anywhere else the model has no link for it (found by fuzzing).
-            if link.code == "X" and j != i:
-                raise TopologyError(f"{name}/{devices[j]}: X is only for a device and itself")
         gpu_rows.append(tuple(links[: len(gpu_names)]))
         nic_rows.append(tuple(links[len(gpu_names) :]))
         extra = dict(zip(affinity_headers, values[len(devices) :], strict=False))
@@ -266,24 +262,18 @@ def parse(text: str) -> TopoMatrix:
         cpu.append(cpu_value if cpu_value and cpu_value.upper() != "N/A" else None)
         numa_value = extra.get("NUMA Affinity", "")
         numa.append(int(numa_value) if _NUMA.match(numa_value) else None)
-    for i in range(len(gpu_names)):
-        for j in range(len(gpu_names)):
-            if gpu_rows[i][j].code != gpu_rows[j][i].code:
-                raise TopologyError(
-                    f"GPU{i}/GPU{j} is {gpu_rows[i][j]} but GPU{j}/GPU{i} is {gpu_rows[j][i]}; "
-                    "the matrix must be symmetric"
-                )
-
     nic_rows_links: list[tuple[Link, ...]] = []
     if nic_names and all(n in rows for n in nic_names):
         for k, name in enumerate(nic_names):
             links = [
-                _parse_cell(v, f"{name}/{devices[len(gpu_names) + m]}")
+                parse_link(v, f"{name}/{devices[len(gpu_names) + m]}")
                 for m, v in enumerate(rows[name][len(gpu_names) : len(devices)])
             ]
             if links[k].code != "X":
                 raise TopologyError(f"{name}/{name}: the diagonal must be X, got {links[k]}")
             nic_rows_links.append(tuple(links))
+    if nic_names and len(nic_rows_links) != len(nic_names):
+        nic_rows_links = []  # some NIC rows missing: NIC-NIC links unknown
 
     legend: dict[str, str] = {}
     for line in lines:
@@ -291,7 +281,7 @@ def parse(text: str) -> TopoMatrix:
         if match and not _split(line)[0].upper().startswith("GPU"):
             legend[match[1].upper()] = match[2]
     nics = tuple(legend.get(n, n) if n.startswith("NIC") else n for n in nic_names)
-    return TopoMatrix(
+    matrix = TopoMatrix(
         gpus=len(gpu_names),
         nics=nics,
         gpu=tuple(gpu_rows),
@@ -301,6 +291,35 @@ def parse(text: str) -> TopoMatrix:
         legend=legend,
         nic_nic=tuple(nic_rows_links),
     )
+    check(matrix, nic_names=tuple(nic_names))
+    return matrix
+
+
+def check(matrix: TopoMatrix, *, nic_names: tuple[str, ...] | None = None) -> None:
+    """Raise :class:`TopologyError` unless ``X`` is exactly the diagonal and the GPU matrix is
+    symmetric (found by fuzzing: an ``X`` elsewhere has no link to model)."""
+    names = (
+        nic_names if nic_names is not None else tuple(f"NIC{k}" for k in range(len(matrix.nics)))
+    )
+    for i in range(matrix.gpus):
+        for j, link in enumerate([*matrix.gpu[i], *matrix.gpu_nic[i]]):
+            other = f"GPU{j}" if j < matrix.gpus else names[j - matrix.gpus]
+            if j == i and link.code != "X":
+                raise TopologyError(f"GPU{i}/GPU{i}: the diagonal must be X, got {link}")
+            if j != i and link.code == "X":
+                raise TopologyError(f"GPU{i}/{other}: X is only for a device and itself")
+        for j in range(matrix.gpus):
+            if matrix.gpu[i][j].code != matrix.gpu[j][i].code:
+                raise TopologyError(
+                    f"GPU{i}/GPU{j} is {matrix.gpu[i][j]} but GPU{j}/GPU{i} is "
+                    f"{matrix.gpu[j][i]}; the matrix must be symmetric"
+                )
+    for k, row in enumerate(matrix.nic_nic):
+        for m, link in enumerate(row):
+            if (link.code == "X") != (k == m):
+                raise TopologyError(
+                    f"{names[k]}/{names[m]}: X must be exactly the diagonal, got {link}"
+                )
 
 
 # The legend ``render`` prints, one line per code, in nvidia-smi's order.
@@ -351,5 +370,7 @@ def render(matrix: TopoMatrix) -> str:
     lines += [f"  {code:<4} = {meaning}" for code, meaning in LEGEND]
     if matrix.nics:
         lines += ["", "NIC Legend:", ""]
-        lines += [f"  {column}: {name}" for column, name in zip(nic_columns, matrix.nics, strict=True)]
+        lines += [
+            f"  {column}: {name}" for column, name in zip(nic_columns, matrix.nics, strict=True)
+        ]
     return "\n".join(lines) + "\n"
