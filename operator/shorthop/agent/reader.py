@@ -3,23 +3,19 @@
 NVML calls used (the binding is ``pynvml`` from the ``nvidia-ml-py`` package, or any object with
 the same function names, such as ``agent.fakenvml`` in tests):
 
-==========================================  ==================================================
-call                                        for
-==========================================  ==================================================
-``nvmlInit`` / ``nvmlShutdown``             around every reading (the driver may be reloaded)
-``nvmlSystemGetDriverVersion``              reported in the annotation
-``nvmlDeviceGetCount``                      the GPUs, indexed as NVML (and nvidia-smi) index them
-``nvmlDeviceGetHandleByIndex``              a handle per GPU
-``nvmlDeviceGetUUID``, ``...GetName``       identity, published for DRA (pin by UUID)
-``nvmlDeviceGetPciInfo``                    ``busId``: the key to sysfs and to NVLink peers
-``nvmlDeviceGetNumaNodeId``                 GPU memory's NUMA node ("GPU NUMA ID"; often N/A)
-``nvmlDeviceGetTopologyCommonAncestor``     PCIe relation of every GPU pair (PIX ... SYS)
-``nvmlDeviceGetNvLinkState``                per link 0..NVML_NVLINK_MAX_LINKS-1: active?
-``nvmlDeviceGetNvLinkRemotePciInfo``        the active link's far end (``busId``)
-``nvmlDeviceGetNvLinkRemoteDeviceType``     GPU, NVSwitch or IBM NPU at the far end
-``nvmlDeviceGetGpuFabricInfoV`` (then the   cluster UUID + clique id + state: the multi-node
-deprecated ``nvmlDeviceGetGpuFabricInfo``)  NVLink domain (NVL72 rack)
-==========================================  ==================================================
+- nvmlInit / nvmlShutdown: around every reading (the driver may be reloaded)
+- nvmlSystemGetDriverVersion: reported in the annotation
+- nvmlDeviceGetCount: the GPUs, indexed as NVML (and nvidia-smi) index them
+- nvmlDeviceGetHandleByIndex: a handle per GPU
+- nvmlDeviceGetUUID, nvmlDeviceGetName: identity, published (DRA pins GPUs by UUID)
+- nvmlDeviceGetPciInfo: busId: the key to sysfs and to NVLink peers
+- nvmlDeviceGetNumaNodeId: the GPU memory's NUMA node ("GPU NUMA ID"; often N/A)
+- nvmlDeviceGetTopologyCommonAncestor: PCIe relation of every GPU pair (PIX ... SYS)
+- nvmlDeviceGetNvLinkState: per link 0..NVML_NVLINK_MAX_LINKS-1: active?
+- nvmlDeviceGetNvLinkRemotePciInfo: the active link's far end (busId)
+- nvmlDeviceGetNvLinkRemoteDeviceType: GPU, NVSwitch or IBM NPU at the far end
+- nvmlDeviceGetGpuFabricInfoV: cluster UUID + clique id + state: the NVL72 domain
+- nvmlDeviceGetGpuFabricInfo: the same, deprecated; asked when the V form fails
 
 Any answer other than a value (``NVMLError`` such as NotSupported, or a ``TypeError`` from a
 binding whose calling convention differs) is "unknown" for that item and noted, never a failure:

@@ -32,9 +32,7 @@ def _matrix_lines(text: str) -> tuple[list[str], int, int]:
 def _on_matrix(change: Callable[[str], str]) -> Callable[[str], str]:
     def mutate(text: str) -> str:
         lines, start, end = _matrix_lines(text)
-        return "\n".join(
-            change(line) if start <= i < end else line for i, line in enumerate(lines)
-        )
+        return "\n".join(change(line) if start <= i < end else line for i, line in enumerate(lines))
 
     return mutate
 
