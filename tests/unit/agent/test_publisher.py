@@ -153,3 +153,35 @@ def test_an_unreachable_api_is_retried_without_an_event(tmp_path: Path, status: 
     result = _result("real/h200x1_real_ansi.txt", tmp_path)
     assert not publisher.Agent("n1", lambda: result, node).round()
     assert node.events == []
+
+
+def test_the_probe_endpoints_answer_from_health() -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from shorthop.agent import probes
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    now = [0.0]
+    health = publisher.Health(stall_s=60, clock=lambda: now[0])
+    server = probes.serve(port, health, address="127.0.0.1")
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    try:
+        assert (status("/healthz"), status("/readyz")) == (200, 503)
+        health.finished_rounds = 1
+        health.busy_since, now[0] = 0.0, 120.0
+        assert (status("/healthz"), status("/readyz")) == (503, 200)
+        assert status("/metrics") == 404
+    finally:
+        server.shutdown()
+        server.server_close()
