@@ -232,3 +232,61 @@ def test_agents_run_until_stopped_and_stop_cleanly(scene: Scene) -> None:
         _alive(agent)
     for agent in scene.agents:
         assert agent.stop() == 0, agent.log.read_text()[-2000:]
+
+
+def test_a_node_whose_gpus_cannot_be_read_gets_a_warning_event_and_the_agent_stays_up(
+    scene: Scene, tmp_path: Path
+) -> None:
+    name = f"{scene.pcie}-broken"
+    scene.cluster.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(_node(name, 8, "NVIDIA-L40S", "none"))
+    )
+    recording = tmp_path / "broken.json"
+    recording.write_text(
+        json.dumps({"init": "ERR NVMLError_DriverNotLoaded: Driver Not Loaded", "gpus": []})
+    )
+    log = tmp_path / "broken.log"
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    command = [
+        *(sys.executable, "-m", "shorthop.cli", "node-agent", "--node", name),
+        *("--kubeconfig", str(scene.cluster.kubeconfig), "--fake-nvml", str(recording)),
+        *("--nvidia-smi", str(tmp_path / "no-nvidia-smi"), "--backoff-max", "5"),
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    agent = AgentProcess(name, proc, log)
+    try:
+
+        def warned() -> Any:
+            _alive(agent)
+            events = scene.cluster.core.list_namespaced_event(
+                "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}"
+            ).items
+            return [e for e in events if e.reason == "GPUTopologyUnreadable"]
+
+        (event,) = kube.wait_for(f"a Warning event on {name}", warned, timeout=60)
+        assert event.type == "Warning"
+        assert "Driver Not Loaded" in event.message
+        assert "no-nvidia-smi topo -m" in event.message
+        node_uid = scene.cluster.core.read_node(name).metadata.uid
+        assert event.involved_object.uid == node_uid  # so `kubectl describe node` shows it
+        # It keeps retrying (backing off) instead of exiting: two more failed rounds, still alive.
+        kube.wait_for(
+            "two retries",
+            lambda: log.read_text().count("retrying in") >= 3 or _alive(agent),
+            timeout=60,
+        )
+        _alive(agent)
+        assert len(warned()) == 1, "the same failure is reported once, not every round"
+        described = scene.cluster.kubectl("describe", "node", name).stdout
+        assert "GPUTopologyUnreadable" in described
+    finally:
+        agent.stop()
+        scene.cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)

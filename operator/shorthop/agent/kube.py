@@ -100,15 +100,17 @@ class NodeClient:
 
     def event(self, *, reason: str, message: str, warning: bool) -> None:
         """An Event about the Node, in ``events_namespace`` (``default``, as the kubelet's)."""
+        if self._uid is None:
+            # kubectl describe node matches events by the Node's uid too: learn it if we can.
+            with contextlib.suppress(AgentKubeError):
+                self.annotations()
         now = datetime.datetime.now(datetime.UTC)
+        involved = {"apiVersion": "v1", "kind": "Node", "name": self.node}
+        if self._uid:
+            involved["uid"] = self._uid
         body: dict[str, Any] = {
             "metadata": {"generateName": f"{self.node}.", "namespace": self.events_namespace},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": self.node,
-                "uid": self._uid or self.node,
-            },
+            "involvedObject": involved,
             "reason": reason,
             "message": message[:1024],
             "type": "Warning" if warning else "Normal",

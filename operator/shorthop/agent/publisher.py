@@ -133,6 +133,13 @@ class Agent:
             log.error("%s", message)
             self._warn("GPUTopologyUnreadable", message)
             return False
+        except Exception as exc:  # a driver or binding surprise must not crash-loop the pod
+            log.exception("node %s: reading the GPU topology failed unexpectedly", self.node)
+            message = (
+                f"reading the GPU topology of node {self.node} failed: {type(exc).__name__}: {exc}"
+            )
+            self._warn("GPUTopologyUnreadable", message)
+            return False
         self.last = result
         for note in result.reading.notes:
             log.info("node %s: %s", self.node, note)

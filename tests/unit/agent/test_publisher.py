@@ -185,3 +185,14 @@ def test_the_probe_endpoints_answer_from_health() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_unexpected_error_while_reading_is_a_failed_round_not_a_crash() -> None:
+    node = FakeNode()
+
+    def read() -> reader.Result:
+        raise RuntimeError("the binding segfaulted politely")
+
+    assert not publisher.Agent("n1", read, node).round()
+    assert node.events[0][0] == "GPUTopologyUnreadable"
+    assert "RuntimeError: the binding segfaulted politely" in node.events[0][1]
