@@ -222,6 +222,7 @@ def parse(text: str) -> TopoMatrix:
 
     by_upper = {d.upper(): d for d in devices}
     rows: dict[str, list[str]] = {}
+    short_nic_rows: set[str] = set()
     for number, line in enumerate(lines[header_at + 1 :], start=header_at + 2):
         cells = _split(line)
         if not cells:
@@ -234,6 +235,11 @@ def parse(text: str) -> TopoMatrix:
                 break
             continue
         values = cells[1:]
+        if name in nic_names and len(values) < len(devices):
+            # A NIC row only adds NIC-NIC links (GPU-NIC links come from the GPU rows): one cut
+            # short leaves those unknown rather than the whole matrix unread.
+            short_nic_rows.add(name)
+            continue
         if len(values) < len(devices):
             raise TopologyError(
                 f"line {number}: row {name} has {len(values)} cells, "

@@ -171,3 +171,18 @@ def test_a_duplicate_row_is_an_error_naming_the_line() -> None:
     text = "\tGPU0\tGPU1\nGPU0\t X \tNV4\nGPU0\t X \tNV4\nGPU1\tNV4\t X \n"
     with pytest.raises(smi.TopologyError, match="line 3: a second row for GPU0"):
         smi.parse(text)
+
+
+WITH_NICS = [p for p in ALL if smi.parse(p.read_text()).nics]
+
+
+@pytest.mark.parametrize("path", WITH_NICS, ids=lambda p: p.stem)
+def test_nic_rows_cut_short_leave_only_the_nic_to_nic_links_unknown(path: Path) -> None:
+    text = path.read_text()
+    original = smi.parse(text)
+    cut = _nic_rows(lambda line: "\t".join(re.split(r"\t| {2,}", line.strip())[: original.gpus]))(
+        text
+    )
+    mutant = smi.parse(cut)
+    assert mutant.nic_nic == ()
+    assert replace(mutant, nic_nic=original.nic_nic).links_equal(original)
