@@ -272,3 +272,47 @@ def matrices(draw: st.DrawFn) -> smi.TopoMatrix:
 @given(matrices())
 def test_any_matrix_renders_to_text_that_parses_back_to_it(m: smi.TopoMatrix) -> None:
     assert smi.parse(smi.render(m)).links_equal(m)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70)
+    | st.sampled_from(["X", "NV4", "PIX", "SYS", "mlx5_0", "", "0-15"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "version",
+                    "gpus",
+                    "nics",
+                    "index",
+                    "links",
+                    "nicLinks",
+                    "name",
+                    "numaNode",
+                    "cpuAffinity",
+                    "uuid",
+                    "pciBusId",
+                    "clique",
+                    "source",
+                    "driver",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@given(JSON)
+def test_any_json_in_the_structured_annotation_is_read_or_a_topology_error(value: object) -> None:
+    data = {"version": 1, **value} if isinstance(value, dict) else value
+    try:
+        published = hardware.decode(json.dumps(data))
+    except TopologyError:
+        return
+    assert published.matrix.gpus >= 1
