@@ -24,11 +24,12 @@ from kubernetes import client
 
 from shorthop.api import models
 from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.informer import Informer
+from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
 from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
-from shorthop.controller.workqueue import WorkQueue
+from shorthop.controller.runtime.informer import Informer
+from shorthop.controller.runtime.workqueue import WorkQueue
 from shorthop.metrics import Metrics
 from shorthop.settings import Settings
 
@@ -84,6 +85,7 @@ class Runtime:
             BindingSubresourceBinder(self.kube),
             metrics,
             scheduler_name=settings.scheduler_name,
+            faults=Faults.parse(settings.faults),
         )
         self.queue: WorkQueue[str] = WorkQueue()
         self._stop = threading.Event()

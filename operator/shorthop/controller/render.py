@@ -4,7 +4,8 @@ Names: pod ``<deployment>-<role>-<replica>-<pod>``, headless Service ``<deployme
 Every pod is owned by the deployment (``ownerReferences``, controller), labelled with deployment,
 role, replica, pod index and a hash of its role's template, carries its planned GPU indices in the
 ``shorthop.io/gpus`` annotation (advisory where the device plugin picks GPUs), uses shorthop's
-``schedulerName`` so kube-scheduler leaves it alone, requests ``gpusPerPod`` GPUs, and gets
+``schedulerName`` so kube-scheduler leaves it alone, requests its role's GPUs per pod (as
+:mod:`~shorthop.placement.request` resolves them), and gets
 environment variables telling it its role, replica, pod index, the pods of its replica and the
 leading pods of its peer replicas.
 """
@@ -21,7 +22,8 @@ from shorthop import quantity
 from shorthop.api import models
 from shorthop.controller import live
 from shorthop.errors import SpecError
-from shorthop.placement.snapshot import GPU_ANNOTATION
+from shorthop.placement.occupancy import GPU_ANNOTATION
+from shorthop.placement.request import RoleRequest
 from shorthop.topology.labels import GPU_RESOURCE
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
@@ -91,9 +93,9 @@ def _check_shapes(role: models.Role, index: int) -> None:
                 raise SpecError(f"{at}.resources.{kind}", "must map resource names to quantities")
 
 
-def check_template(role: models.Role, index: int) -> None:
+def check_template(role: models.Role, index: int, shape: RoleRequest) -> None:
     """The template has the shape of a pod template where shorthop reads it, and its GPU requests,
-    if any, add up to the pod's share."""
+    if any, add up to the pod's share (``shape``, the role resolved)."""
     _check_shapes(role, index)
     declared = 0
     for c, container in enumerate(role.template.spec.get("containers") or []):
@@ -108,10 +110,10 @@ def check_template(role: models.Role, index: int) -> None:
                         f"{value!r} is not a whole number",
                     )
                 declared += amount if kind == "limits" else 0
-    if declared and declared != role.pod_gpus:
+    if declared and declared != shape.gpus_per_pod:
         raise SpecError(
             f"spec.roles[{index}].template.spec.containers",
-            f"request {declared} nvidia.com/gpu in total but each pod gets {role.pod_gpus} "
+            f"request {declared} nvidia.com/gpu in total but each pod gets {shape.gpus_per_pod} "
             "(gpusPerPod); drop the GPU limits from the template and shorthop sets them",
         )
 
@@ -120,6 +122,7 @@ def render_pod(
     infd: models.InferenceDeployment,
     uid: str,
     role: models.Role,
+    shape: RoleRequest,
     replica: int,
     pod: int,
     *,
@@ -144,14 +147,14 @@ def render_pod(
         GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in containers
     ):
         resources = containers[0].setdefault("resources", {})
-        resources.setdefault("limits", {})[GPU_RESOURCE] = str(role.pod_gpus)
-        resources.setdefault("requests", {})[GPU_RESOURCE] = str(role.pod_gpus)
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(shape.gpus_per_pod)
+        resources.setdefault("requests", {})[GPU_RESOURCE] = str(shape.gpus_per_pod)
     env = [
         {"name": "SHORTHOP_DEPLOYMENT", "value": infd.metadata.name},
         {"name": "SHORTHOP_ROLE", "value": role.name},
         {"name": "SHORTHOP_REPLICA", "value": str(replica)},
         {"name": "SHORTHOP_POD", "value": str(pod)},
-        {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(role.pods_per_replica)},
+        {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(shape.pods_per_replica)},
         {"name": "SHORTHOP_REPLICA_PODS", "value": ",".join(replica_pods)},
         {"name": "SHORTHOP_PEERS", "value": ",".join(peers)},
         {"name": "SHORTHOP_GPUS", "value": ",".join(map(str, gpus))},
@@ -218,13 +221,3 @@ def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role
 def dns_name(infd: models.InferenceDeployment, role: str, replica: int, pod: int) -> str:
     name = pod_name(infd.metadata.name, role, replica, pod)
     return f"{name}.{service_name(infd.metadata.name, role)}.{infd.metadata.namespace}.svc"
-
-
-def peers_by_replica(
-    request_peers: Mapping[tuple[str, int], list[tuple[str, int]]], infd: models.InferenceDeployment
-) -> dict[tuple[str, int], list[str]]:
-    """DNS names of the first pod of every peer replica."""
-    return {
-        key: [dns_name(infd, role, rid, 0) for role, rid in peers]
-        for key, peers in request_peers.items()
-    }
