@@ -1,27 +1,28 @@
-"""Reconcile one InferenceDeployment: make the cluster match its spec, then report.
+"""Reconcile one InferenceDeployment: carry out what placement decides, then report.
 
 Level-based and idempotent: every visit reads the current state (the deployment, its pods, the
 cluster snapshot) and acts only on differences, so a second visit of the same generation writes
 nothing. All state lives in the API: pods carry their role/replica/pod labels and GPU annotation,
 the status carries the last placement; a restarted operator picks up from there.
 
-One visit, in order:
+The decisions are pure functions of ``shorthop.placement``; this module only orders the API
+calls around them and writes status, events and metrics. One visit, in order:
 
-1. validate the spec (anything the schema could not check) -> ``Invalid`` + event, stop;
-2. sort the pods: healthy, lost (node deleted / NotReady / cordoned, pod failed), surplus (scale
-   down: the replicas whose removal costs least), stale (template changed: one replica at a time),
-   created-but-unbound (a crash between create and bind), strays of an older deployment of the
-   same name; delete what must go (force for pods on vanished or NotReady nodes);
-3. plan the missing pods with the healthy ones fixed (``placement.solver``); previous GPUs of a
-   replica being replaced are reused when still free;
-4. create and bind the new pods in parallel; the GPUs are *assumed* before binding so no other
-   plan can take them; a rejected bind deletes the round's new pods (gang) and re-plans later with
-   backoff;
+1. validate: ``manifest`` parses the body, ``placement.request`` resolves it (an unknown tier is
+   a ``SpecError``), ``render`` checks the templates -> ``Invalid`` + event, stop;
+2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays);
+   delete those (force for pods on vanished or unusable nodes);
+3. under the planning lock, on a fresh snapshot: ``triage.anchor`` (what stays fixed: kept pods,
+   unbound pods whose GPUs are still free, sticky GPUs of replicas being replaced), then
+   ``placement.solver.solve``; the new pods' GPUs are *assumed* before the lock is released so
+   no other plan takes them;
+4. create and bind the new pods in parallel (``binder``); a rejected bind deletes the round's new
+   pods (gang) and re-plans later with backoff;
 5. ensure one headless Service per role; write the status if it changed; emit events and metrics.
 
 After binding, the deployment's visits wait until the watch shows those binds
-(:mod:`~shorthop.controller.expectations`), so a visit never plans or binds the same pods twice
-and the status is written once, from the bound pods.
+(:mod:`~shorthop.controller.runtime.expectations`), so a visit never plans or binds the same pods
+twice and the status is written once, from the bound pods.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from shorthop.controller.runtime.expectations import Expectations
 from shorthop.errors import Conflict, KubeError, SpecError
 from shorthop.metrics import Metrics
 from shorthop.placement import request, solver, triage
-from shorthop.placement.plan import Assignment, Plan, PodKey, Reason
+from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.triage import PodState
 
 log = logging.getLogger("shorthop.reconcile")
@@ -176,6 +177,11 @@ class Reconciler:
                 )
                 for removal in anchors.dropped:
                     self.kube.delete_pod(namespace, removal.pod.name, uid=removal.pod.uid)
+                    log.info("deleted %s/%s: %s", namespace, removal.pod.name, removal.why)
+                if anchors.sticky:
+                    log.info(
+                        "%s: pods back on their previous GPUs: %s", key, sorted(anchors.sticky)
+                    )
                 started = time.perf_counter()
                 plan = solver.solve(snap.with_taken(anchors.taken), req, fixed=dict(anchors.fixed))
                 self.metrics.latency.observe(time.perf_counter() - started)
@@ -255,34 +261,22 @@ class Reconciler:
         """Create and bind the plan's new pods (and bind the unbound ones kept) in parallel;
         returns the pods created and whether to retry."""
         name = infd.metadata.name
-        roles = {r.name: r for r in infd.spec.roles}
-        shapes = {r.name: r for r in req.roles}
-        members: dict[tuple[str, int], list[PodKey]] = defaultdict(list)
-        for a in plan.assignments:
-            members[(a.key.role, a.key.replica)].append(a.key)
-        peers = request.replica_peers(req, members)
-        jobs: list[tuple[Assignment, dict[str, Any] | None, PodState | None]] = []
-        for a in plan.assignments:
-            if a.key in decision.keep:
-                continue
-            if a.key in anchors.bind:
-                jobs.append((a, None, anchors.bind[a.key]))
-                continue
-            if decision.busy(name, a.key):
-                continue  # the old pod of that name is still going away; next visit
-            replica = (a.key.role, a.key.replica)
-            role = roles[a.key.role]
-            names = [
-                render.dns_name(infd, k.role, k.replica, k.pod) for k in sorted(members[replica])
-            ]
-            manifest_ = render.render_pod(
-                infd, uid, role, shapes[role.name], a.key.replica, a.key.pod,
-                node=a.node, gpus=a.gpus, tier=plan.replica_tiers[replica],
-                scheduler_name=self.scheduler_name,
-                replica_pods=names,
-                peers=[render.dns_name(infd, r, rid, 0) for r, rid in peers.get(replica, [])],
-            )  # fmt: skip
-            jobs.append((a, manifest_, None))
+        new = [
+            a.key
+            for a in plan.assignments
+            # A pod of the same name still going away: its replacement comes next visit.
+            if a.key not in decision.keep
+            and a.key not in anchors.bind
+            and not decision.busy(name, a.key)
+        ]
+        pods = render.render_plan_pods(
+            infd, uid, req, plan, new, scheduler_name=self.scheduler_name
+        )
+        jobs: list[tuple[Assignment, dict[str, Any] | None, PodState | None]] = [
+            (a, pods.get(a.key), anchors.bind.get(a.key))
+            for a in plan.assignments
+            if a.key in pods or a.key in anchors.bind
+        ]
         results = list(self._pool.map(lambda job: self._create_and_bind(infd, *job), jobs))
         conflicts = [r for r in results if r.code == BindCode.CONFLICT]
         if conflicts:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shorthop import quantity
@@ -23,7 +24,8 @@ from shorthop.api import models
 from shorthop.controller import live
 from shorthop.errors import SpecError
 from shorthop.placement.occupancy import GPU_ANNOTATION
-from shorthop.placement.request import RoleRequest
+from shorthop.placement.plan import Plan, PodKey
+from shorthop.placement.request import Request, RoleRequest, replica_peers
 from shorthop.topology.labels import GPU_RESOURCE
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
@@ -193,6 +195,38 @@ def render_pod(
         },
         "spec": spec,
     }
+
+
+def render_plan_pods(
+    infd: models.InferenceDeployment,
+    uid: str,
+    req: Request,
+    plan: Plan,
+    keys: Iterable[PodKey],
+    *,
+    scheduler_name: str,
+) -> dict[PodKey, dict[str, Any]]:
+    """The pods to create for ``keys`` of a feasible plan: each where the plan puts it, told the
+    pods of its replica and the leading pods of its peer replicas (``request.replica_peers``)."""
+    roles = {r.name: r for r in infd.spec.roles}
+    shapes = {r.name: r for r in req.roles}
+    by_key = {a.key: a for a in plan.assignments}
+    members: dict[tuple[str, int], list[PodKey]] = defaultdict(list)
+    for a in plan.assignments:
+        members[(a.key.role, a.key.replica)].append(a.key)
+    peers = replica_peers(req, members)
+    pods: dict[PodKey, dict[str, Any]] = {}
+    for key in keys:
+        a, replica = by_key[key], (key.role, key.replica)
+        names = [dns_name(infd, k.role, k.replica, k.pod) for k in sorted(members[replica])]
+        pods[key] = render_pod(
+            infd, uid, roles[key.role], shapes[key.role], key.replica, key.pod,
+            node=a.node, gpus=a.gpus, tier=plan.replica_tiers[replica],
+            scheduler_name=scheduler_name,
+            replica_pods=names,
+            peers=[dns_name(infd, r, rid, 0) for r, rid in peers.get(replica, [])],
+        )  # fmt: skip
+    return pods
 
 
 def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role) -> dict[str, Any]:
