@@ -112,10 +112,10 @@ def check_template(role: models.Role, index: int, shape: RoleRequest) -> None:
                         f"{value!r} is not a whole number",
                     )
                 declared += amount if kind == "limits" else 0
-    if declared and declared != shape.gpus_per_pod:
+    if declared and declared != shape.pod_gpus:
         raise SpecError(
             f"spec.roles[{index}].template.spec.containers",
-            f"request {declared} nvidia.com/gpu in total but each pod gets {shape.gpus_per_pod} "
+            f"request {declared} nvidia.com/gpu in total but each pod gets {shape.pod_gpus} "
             "(gpusPerPod); drop the GPU limits from the template and shorthop sets them",
         )
 
@@ -149,8 +149,8 @@ def render_pod(
         GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in containers
     ):
         resources = containers[0].setdefault("resources", {})
-        resources.setdefault("limits", {})[GPU_RESOURCE] = str(shape.gpus_per_pod)
-        resources.setdefault("requests", {})[GPU_RESOURCE] = str(shape.gpus_per_pod)
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(shape.pod_gpus)
+        resources.setdefault("requests", {})[GPU_RESOURCE] = str(shape.pod_gpus)
     env = [
         {"name": "SHORTHOP_DEPLOYMENT", "value": infd.metadata.name},
         {"name": "SHORTHOP_ROLE", "value": role.name},

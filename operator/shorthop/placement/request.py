@@ -24,12 +24,13 @@ from shorthop.placement.occupancy import Toleration
 @dataclass(frozen=True, slots=True)
 class RoleRequest:
     """One role, resolved: ``replicas`` replicas of ``pods_per_replica`` pods with
-    ``gpus_per_pod`` GPUs each (never unset, unlike the API's optional ``gpusPerPod``)."""
+    ``pod_gpus`` GPUs each: ``gpusPerPod`` resolved (the API model's ``gpus_per_pod`` is optional
+    and keeps the CRD's name; this one is always set)."""
 
     name: str
     replicas: int
     pods_per_replica: int
-    gpus_per_pod: int
+    pod_gpus: int
     replica_scope: int | None = None  # tier index: each replica inside one domain of this tier
     tolerations: tuple[Toleration, ...] = ()
     cpu_millis: int = 0  # per pod
@@ -37,7 +38,7 @@ class RoleRequest:
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.pods_per_replica * self.gpus_per_pod
+        return self.pods_per_replica * self.pod_gpus
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ def from_spec(
                 name=role.name,
                 replicas=role.replicas,
                 pods_per_replica=role.gpus_per_replica // gpus,
-                gpus_per_pod=gpus,
+                pod_gpus=gpus,
                 replica_scope=_tier(
                     tiers, role.replica_scope, f"spec.roles[{role.name}].replicaScope"
                 ),

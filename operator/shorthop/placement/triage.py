@@ -357,7 +357,7 @@ def anchor(
             wanted = mask_of(pod.gpus)
             if (
                 row is None
-                or len(pod.gpus) != role.gpus_per_pod
+                or len(pod.gpus) != role.pod_gpus
                 or not snapshot.schedulable[row]
                 or (int(snapshot.free[row]) & ~taken[row]) & wanted != wanted
             ):

@@ -20,13 +20,13 @@ def test_minimal_contract_manifest_is_accepted_with_defaults() -> None:
     infd = models.InferenceDeployment.model_validate(MINIMAL)
     # gpusPerPod is resolved (defaulting to gpusPerReplica) where the request is built.
     prefill, decode = request.from_spec(infd.spec, levels.preset("plain").tiers).roles
-    assert (prefill.name, prefill.replicas, prefill.gpus_per_pod, prefill.pods_per_replica) == (
+    assert (prefill.name, prefill.replicas, prefill.pod_gpus, prefill.pods_per_replica) == (
         "prefill",
         2,
         4,
         1,
     )
-    assert (decode.gpus_per_pod, decode.pods_per_replica) == (4, 2)
+    assert (decode.pod_gpus, decode.pods_per_replica) == (4, 2)
     traffic = infd.spec.effective_traffic()
     assert [(t.from_, t.to, t.weight) for t in traffic] == [("prefill", "decode", 1.0)]
     assert infd.spec.kv_cache.bytes_per_token == 327_680
