@@ -47,6 +47,8 @@ _DONE = ("Succeeded", "Failed")
 def as_map(value: Any) -> Mapping[str, Any]:
     """``value`` if it is a mapping, else empty: snapshot files and pod templates may hold
     anything where a mapping belongs."""
+    if type(value) is dict:  # the common case, without the ABC check (hot: every pod event)
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -90,7 +92,13 @@ def tolerations_of(pod_spec: Mapping[str, Any]) -> tuple[Toleration, ...]:
     return tuple(out)
 
 
-def _amount(resources: Mapping[str, Any], name: str, order: tuple[str, str], milli: bool) -> int:
+_LIMIT_FIRST = ("limits", "requests")
+_REQUEST_FIRST = ("requests", "limits")
+
+
+def _amount(
+    resources: Mapping[str, Any], name: str, order: tuple[str, str], milli: bool = False
+) -> int:
     for kind in order:
         value = as_map(resources.get(kind)).get(name)
         if value is not None:
@@ -98,22 +106,33 @@ def _amount(resources: Mapping[str, Any], name: str, order: tuple[str, str], mil
     return 0
 
 
-def _pod_total(pod_spec: Any, name: str, order: tuple[str, str], milli: bool = False) -> int:
-    """max(sum over containers, max over init containers) of one resource."""
-
-    def of(container: Any) -> int:
-        if not isinstance(container, Mapping):
-            return 0
-        return _amount(as_map(container.get("resources")), name, order, milli)
-
+def requests(pod_spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(GPUs, CPU millicores, memory bytes) a pod (or pod template) requests: for each, the
+    larger of the sum over containers and the largest init container. One pass (hot: every pod
+    event)."""
     spec = as_map(pod_spec)
-    main = sum(of(c) for c in as_list(spec.get("containers")))
-    init = max((of(c) for c in as_list(spec.get("initContainers"))), default=0)
-    return max(main, init)
-
-
-_LIMIT_FIRST = ("limits", "requests")
-_REQUEST_FIRST = ("requests", "limits")
+    totals = [0, 0, 0]
+    for kind in ("containers", "initContainers"):
+        largest = [0, 0, 0]
+        for container in as_list(spec.get(kind)):
+            if not isinstance(container, Mapping):
+                continue
+            resources = as_map(container.get("resources"))
+            if not resources:
+                continue
+            amounts = (
+                _amount(resources, labels.GPU_RESOURCE, _LIMIT_FIRST),
+                _amount(resources, "cpu", _REQUEST_FIRST, milli=True),
+                _amount(resources, "memory", _REQUEST_FIRST),
+            )
+            for i, a in enumerate(amounts):
+                if kind == "containers":
+                    totals[i] += a
+                else:
+                    largest[i] = max(largest[i], a)
+        if kind == "initContainers":
+            totals = [max(t, init) for t, init in zip(totals, largest, strict=True)]
+    return totals[0], totals[1], totals[2]
 
 
 def gpu_request(pod_spec: Mapping[str, Any]) -> int:
@@ -123,7 +142,7 @@ def gpu_request(pod_spec: Mapping[str, Any]) -> int:
     ...              "initContainers": [{"resources": {"limits": {"nvidia.com/gpu": "3"}}}]})
     4
     """
-    return _pod_total(pod_spec, labels.GPU_RESOURCE, _LIMIT_FIRST)
+    return requests(pod_spec)[0]
 
 
 def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
@@ -134,10 +153,8 @@ def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
     ...                   "initContainers": [{"resources": {"requests": {"cpu": "2"}}}]})
     (2000, 1073741824)
     """
-    return (
-        _pod_total(pod_spec, "cpu", _REQUEST_FIRST, milli=True),
-        _pod_total(pod_spec, "memory", _REQUEST_FIRST),
-    )
+    _, cpu, memory = requests(pod_spec)
+    return cpu, memory
 
 
 def parse_gpu_annotation(value: str) -> tuple[int, ...] | None:
@@ -178,12 +195,12 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
     """The usage of one Pod object (``key`` defaults to its namespace/name)."""
     meta, spec, status = (as_map(pod.get(k)) for k in ("metadata", "spec", "status"))
     node = spec.get("nodeName")
-    cpu, memory = resource_request(spec)
+    gpus, cpu, memory = requests(spec)
     return PodUsage(
         key=pod_key(pod) if key is None else key,
         node=str(node) if node else None,
         active=status.get("phase") not in _DONE,
-        gpus=gpu_request(spec),
+        gpus=gpus,
         exact=parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, ""))),
         cpu_millis=cpu,
         memory_bytes=memory,
