@@ -1,7 +1,8 @@
-"""The running operator: informers, work queue, reconciler and kopf, wired together.
+"""The running operator: the runtime's informers and work queue, the reconciler and kopf, wired.
 
 kopf watches InferenceDeployments (in the configured namespaces, or all) and hands every event to
-the work queue. Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
+the work queue (:mod:`~shorthop.controller.runtime` says why the rest of the runtime is written
+beside kopf). Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
 pods in any namespace take capacity) that feed :class:`~shorthop.controller.live.LiveCluster` and
 wake the deployments an event concerns. A few workers drain the queue (a key is never
 reconciled twice at once); planning is serialised by a lock and the plan's GPUs are assumed
