@@ -39,7 +39,7 @@ def single_node(
 ) -> Candidate | None:
     """The best node for all ``pods`` missing pods of ``key`` (``fit``: pods per node), or None."""
     r = state.replicas[key]
-    k = pods * state.request.roles[r.role].gpus_per_pod
+    k = pods * state.request.roles[r.role].pod_gpus
     rows = np.flatnonzero(fit >= pods)
     if rows.size == 0:
         return None
@@ -150,7 +150,7 @@ def _near_fixed(
     same = (index.clique_of[rows] == clique) & (clique >= 0)
     closeness = depth + same * (index.levels + 1) + (rows == anchor) * (index.levels + 2)
     nearest = rows[np.lexsort((rows, -closeness))][:NEAR_FIXED]
-    q = state.request.roles[state.replicas[key].role].gpus_per_pod
+    q = state.request.roles[state.replicas[key].role].pod_gpus
     options = []
     for row in nearest.tolist():
         pick = subsets.table(index.node_class(row), nvlink_only).pick(

@@ -45,7 +45,7 @@ class Capacity:
     def _fit_rows(self, role_index: int, rows: NDArray[np.intp] | slice) -> NDArray[np.int64]:
         role = self.request.roles[role_index]
         head = self.headroom[rows]
-        fit = self.count[rows] // role.gpus_per_pod
+        fit = self.count[rows] // role.pod_gpus
         if role.cpu_millis > 0:
             fit = np.minimum(fit, head[:, 0] // role.cpu_millis)
         if role.memory_bytes > 0:

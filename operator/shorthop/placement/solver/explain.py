@@ -22,7 +22,7 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
     pods the largest domain of its replica scope can take (None without a replica scope)."""
     r = state.replicas[key]
     role = state.request.roles[r.role]
-    pods, q = len(r.missing()), role.gpus_per_pod
+    pods, q = len(r.missing()), role.pod_gpus
     where = f"spec.roles[{role.name}]"
     usable = state.usable[r.role]
     largest = max((state.index.gpus(int(row)) for row in np.flatnonzero(usable)), default=0)

@@ -40,7 +40,7 @@ def multi_node(
     best: Candidate | None,
 ) -> Candidate | None:
     """The best of ``best`` and every domain fill from the NVLink layer up to ``max_layer``."""
-    q = state.request.roles[state.replicas[key].role].gpus_per_pod
+    q = state.request.roles[state.replicas[key].role].pod_gpus
     aff = affinity(state, key, peer_sets)
     need = state.unplaced_peer_gpus(key)
     max_fit = int(fit.max(initial=0))
@@ -161,7 +161,7 @@ def fill_domain(
 
 def _subsets_on(state: State, key: Key, rows_pods: list[tuple[int, int]]) -> list[Part]:
     """The cheapest GPU subset on each node of a fill, or empty if one does not fit."""
-    q = state.request.roles[state.replicas[key].role].gpus_per_pod
+    q = state.request.roles[state.replicas[key].role].pod_gpus
     parts = []
     for row, n in rows_pods:
         pick = subsets.table(state.index.node_class(row)).pick(int(state.free[row]), n * q)

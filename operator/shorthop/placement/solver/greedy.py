@@ -27,11 +27,11 @@ def order(state: State) -> list[Key]:
     if state.strategy is Strategy.PACK:
         return sorted(
             state.replicas,
-            key=lambda k: (-roles[k[0]].gpus_per_pod, -roles[k[0]].gpus_per_replica, k),
+            key=lambda k: (-roles[k[0]].pod_gpus, -roles[k[0]].gpus_per_replica, k),
         )
     return sorted(
         state.replicas,
-        key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].gpus_per_pod, k),
+        key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
     )
 
 
@@ -82,7 +82,7 @@ def first_fit(state: State, key: Key) -> Candidate:
     """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit).
     Capacity only shrinks while first-fit runs, so a cursor per role skips the full rows."""
     r = state.replicas[key]
-    q = state.request.roles[r.role].gpus_per_pod
+    q = state.request.roles[r.role].pod_gpus
     fit = state.capacity.pods_fit(r.role)
     cursor = state.cursor.get(r.role, 0)
     parts: dict[int, int] = {}

@@ -187,7 +187,7 @@ class State:
             if not r.parts():
                 role = self.request.roles[r.role]
                 need += role.gpus_per_replica
-                q = role.gpus_per_pod if q == 0 else min(q, role.gpus_per_pod)
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
         return need, max(q, 1)
 
     def group_cost(self, keys: Sequence[Key]) -> tuple[int, float]:
@@ -219,7 +219,7 @@ class State:
         """Place the missing pods of ``key`` on ``cand``'s GPUs (pod by pod, in mask order)."""
         r = self.replicas[key]
         role = self.request.roles[r.role]
-        q = role.gpus_per_pod
+        q = role.pod_gpus
         missing = iter(r.missing())
         for row, mask in cand.rows:
             gpus = bits(mask)
