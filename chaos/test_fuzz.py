@@ -20,7 +20,9 @@ shorthop's own errors may come out, and no input may take longer than ``SLOW_SEC
 ``shorthop plan`` on a bad snapshot must exit 1 with one line on stderr (``tests/plan_cli.py``).
 A few snapshot files also run through the real ``shorthop`` process.
 
-Sizes: ``pick(small, full)``; full runs at least 1,000 of each. Figures go to ``fuzz.json``.
+Sizes: ``pick(small, full)``; full runs at least 1,000 of each. Figures go to ``fuzz.json``. The
+small runs in ``make test`` draw the same inputs every time (the suite's ``ci`` hypothesis
+profile): they are regression runs. ``make chaos`` draws fresh ones (the ``fuzz`` profile).
 """
 
 from __future__ import annotations
