@@ -428,6 +428,7 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
                 finally:
                     pods.stop()
                 pods_at_restart, bound_at_restart = _bound_count(at_restart)
+                ready_at_restart = sum(1 for p in _live(at_restart) if _ready(p))
                 mid_reconcile = _unfinished(at_restart, desired)
                 nudge = KwokNudge(own, ns)
 
@@ -450,6 +451,7 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
                     "pods_before": before,
                     "pods_at_restart": pods_at_restart,
                     "bound_at_restart": bound_at_restart,
+                    "ready_at_restart": ready_at_restart,
                     "pods_desired": _desired(own, ns),
                     "outage_s": round(outage, 2),
                     "converged_after_restart_s": round(seconds, 2) if not violations else None,
@@ -527,10 +529,18 @@ def _acting(
     return bool(created or deleted)
 
 
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def _unfinished(state: list[dict[str, Any]], desired: int) -> bool:
-    """The change was not done yet: pods missing, unbound or still terminating."""
+    """The change was not done yet: pods missing, unbound, not Ready (the operator has still to
+    see them Ready and write the status) or still terminating. Binding is quick next to that,
+    so a restart at the first pod event often finds every pod bound already."""
     pods, bound = _bound_count(state)
-    return pods != desired or bound != pods or len(state) != pods
+    ready = sum(1 for p in _live(state) if p["spec"].get("nodeName") and _ready(p))
+    return pods != desired or bound != pods or ready != pods or len(state) != pods
 
 
 def _desired(cluster: kube.Cluster, ns: str) -> int:
