@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.placement import snapshot, subsets
 from shorthop.placement import tree as domain_tree
@@ -17,8 +17,9 @@ from shorthop.placement.solver.state import Part, State
 from shorthop.topology import fake
 
 from tests import builders
+from tests.hypothesis_profiles import examples
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(150))
 
 
 def reference(state: State, parts: list[Part], need: tuple[int, int], room: Any) -> float:
