@@ -28,7 +28,8 @@ from typing import Any
 from shorthop.commands.plan import render_table
 from shorthop.placement import snapshot
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
-from shorthop.topology import levels, render
+from shorthop.topology import levels
+from shorthop.views import render
 
 from e2e import fixtures as fx
 from e2e.controlplane import __main__ as cli

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from shorthop.placement import subsets
 from shorthop.placement.plan import Assignment, Cost
 from shorthop.placement.request import Request, peer_pairs
 from shorthop.topology.index import TopologyIndex
@@ -34,7 +35,6 @@ class Evaluation:
     cost: Cost
     tiers: dict[str, int]
     replica_tiers: dict[tuple[str, int], str]
-    replica_intra: dict[tuple[str, int], int]
 
 
 def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
@@ -45,15 +45,35 @@ def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
 
 
 def internal(index: TopologyIndex, row: int, gpus: NDArray[np.intp]) -> int:
-    """Sum of distances over pairs of GPUs on one node."""
-    d = index.node_class(row).dist
-    return int(d[np.ix_(gpus, gpus)].sum()) // 2
+    """Sum of distances over pairs of GPUs on one node: one lookup in the node class's subset
+    table (``subsets``) when it has one, else the pairs of the distance matrix."""
+    cls = index.node_class(row)
+    table = subsets.table(cls)
+    if table.exact:
+        return int(table.cost[sum(1 << g for g in gpus.tolist())])
+    return int(cls.dist[np.ix_(gpus, gpus)].sum()) // 2
 
 
 def intra_cost(index: TopologyIndex, s: GpuSet) -> int:
+    """The intra-replica cost of one replica's GPUs: the sum of distances over all their pairs.
+
+    The one definition, used by the solver while it searches and by :func:`evaluate` after.
+
+    Examples
+    --------
+    >>> from shorthop.topology import fake, index
+    >>> idx = index.build_index(fake.topologies(fake.hgx_cluster(nodes=2)), fake.CONFIG)
+    >>> intra_cost(idx, gpu_set([(0, [0, 1]), (1, [0])]))  # one NVLink pair, two across nodes
+    410
+
+    Notes
+    -----
+    O(GPUs) per node (subset table) plus O(GPUs) per pair of nodes (``TopologyIndex.cross_cost``).
+    """
     rows = sorted(s)
-    total = sum(internal(index, r, s[r]) for r in rows)
+    total = 0
     for i, a in enumerate(rows):
+        total += internal(index, a, s[a])
         for b in rows[i + 1 :]:
             total += index.cross_cost(a, s[a], b, s[b])
     return total
@@ -154,4 +174,4 @@ def evaluate(
     frag = fragmentation(index, free_before, assignments) if free_before is not None else 0.0
     tiers = {index.tiers[t]: n for t, n in sorted(counts.items()) if n}
     widest = {key: index.tiers[widest_tier(index, s)] for key, s in replicas.items()}
-    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest, intra)
+    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest)
