@@ -24,6 +24,7 @@ import kopf
 from kubernetes import client
 
 from shorthop.api import models
+from shorthop.controller import fields
 from shorthop.controller.binder import BindingSubresourceBinder
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -150,8 +151,14 @@ class Runtime:
         self.queue.loop  # bind the queue to this loop before threads use it  # noqa: B018
         core = client.CoreV1Api(self.api)
         self._informers = [
-            Informer("nodes", core.list_node, self.on_node, self._stop),
-            Informer("pods", core.list_pod_for_all_namespaces, self.on_pod, self._stop),
+            Informer("nodes", core.list_node, self.on_node, self._stop, project=fields.nodes),
+            Informer(
+                "pods",
+                core.list_pod_for_all_namespaces,
+                self.on_pod,
+                self._stop,
+                project=fields.pods,
+            ),
         ]
         for informer in self._informers:
             informer.start()
