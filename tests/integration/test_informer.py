@@ -61,7 +61,7 @@ def test_the_list_comes_in_pages_and_objects_are_projected(cluster: kube.Cluster
             seen,
             stop,
             page=2,
-            project=fields.pods,
+            codec=fields.POD_CODEC,
         )
         informer.start()
         try:

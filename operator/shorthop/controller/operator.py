@@ -151,13 +151,13 @@ class Runtime:
         self.queue.loop  # bind the queue to this loop before threads use it  # noqa: B018
         core = client.CoreV1Api(self.api)
         self._informers = [
-            Informer("nodes", core.list_node, self.on_node, self._stop, project=fields.nodes),
+            Informer("nodes", core.list_node, self.on_node, self._stop, codec=fields.NODE_CODEC),
             Informer(
                 "pods",
                 core.list_pod_for_all_namespaces,
                 self.on_pod,
                 self._stop,
-                project=fields.pods,
+                codec=fields.POD_CODEC,
             ),
         ]
         for informer in self._informers:

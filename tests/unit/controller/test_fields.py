@@ -124,3 +124,31 @@ def test_a_field_of_the_wrong_shape_is_kept_for_the_reader_to_reject() -> None:
     assert fields.pods(pod)["spec"] == "not a mapping"
     containers = {"spec": {"containers": "nope", "nodeName": "n"}}
     assert fields.pods(containers)["spec"]["containers"] == "nope"
+
+
+@settings(max_examples=40)
+@given(st.randoms(use_true_random=False), st.sampled_from(["Pod", "Node"]))
+def test_the_codec_decodes_exactly_what_the_projection_keeps(rng: random.Random, kind: str) -> None:
+    obj = full(kind, rng)
+    codec, projected = (
+        (fields.POD_CODEC, fields.pods(obj))
+        if kind == "Pod"
+        else (fields.NODE_CODEC, fields.nodes(obj))
+    )
+    page = {"metadata": {"resourceVersion": "5", "continue": "t"}, "items": [obj, obj]}
+    items, meta = codec.page(json.dumps(page).encode())
+    assert items == [projected, projected]
+    assert meta == {"resourceVersion": "5", "continue": "t"}
+    assert codec.event(json.dumps({"type": "MODIFIED", "object": obj}).encode()) == (
+        "MODIFIED",
+        projected,
+    )
+
+
+def test_the_codec_keeps_a_wrong_shape_and_an_error_whole() -> None:
+    odd = {"metadata": {"name": "p", "managedFields": []}, "spec": "not a mapping"}
+    items, _ = fields.POD_CODEC.page(json.dumps({"metadata": {}, "items": [odd]}).encode())
+    assert items == [{"metadata": {"name": "p"}, "spec": "not a mapping"}]
+    status = {"kind": "Status", "status": "Failure", "code": 410, "reason": "Expired"}
+    line = json.dumps({"type": "ERROR", "object": status}).encode()
+    assert fields.POD_CODEC.event(line) == ("ERROR", status)

@@ -12,8 +12,12 @@ amount of memory (docs/benchmarks.md, footprint):
 
 - ``page``: objects per list call. One unpaged list of every pod is a single response of hundreds
   of megabytes, parsed whole before the first object is handed on.
-- ``project``: applied to each object before it is handed on (``controller.fields``: only what
-  shorthop reads), so handlers never see, and never come to depend on, the rest.
+- ``codec``: how list pages and watch events are decoded (``controller.fields.Codec``: only the
+  fields shorthop reads, the rest of the JSON skipped unparsed); by default whole, with
+  ``json.loads``.
+
+The watch is read here, line by line, rather than through the client's ``Watch`` helper, which
+parses every event with ``json.loads`` before any projection could apply.
 
 The informer remembers only the keys it has seen (``namespace/name``), to report deletions
 after a relist; a ``DELETED`` it reports that way carries only the name and namespace.
@@ -21,13 +25,14 @@ after a relist; a ``DELETED`` it reports that way carries only the name and name
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
 from shorthop import errors
@@ -35,12 +40,28 @@ from shorthop.controller import kube
 
 log = logging.getLogger("shorthop.informer")
 Handler = Callable[[str | None, Mapping[str, Any]], None]
-Projector = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 PAGE = 500  # objects per list call (client-go's reflector uses the same page size)
+WATCH_SECONDS = 300  # the server ends each watch after this; the informer resumes it
 
 
-def _whole(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    return obj
+class Codec(Protocol):
+    """Decodes a list page into (items, list metadata) and a watch line into (type, object)."""
+
+    def page(self, data: bytes) -> tuple[list[dict[str, Any]], Mapping[str, Any]]: ...
+
+    def event(self, line: bytes) -> tuple[str, Mapping[str, Any]]: ...
+
+
+class WholeObjects:
+    """Every field, parsed by ``json.loads``."""
+
+    def page(self, data: bytes) -> tuple[list[dict[str, Any]], Mapping[str, Any]]:
+        found = json.loads(data)
+        return found.get("items") or [], found.get("metadata") or {}
+
+    def event(self, line: bytes) -> tuple[str, Mapping[str, Any]]:
+        found = json.loads(line)
+        return str(found.get("type")), found.get("object") or {}
 
 
 def _gone(key: str) -> dict[str, Any]:
@@ -61,7 +82,7 @@ class Informer(threading.Thread):
         stop: threading.Event,
         *,
         page: int = PAGE,
-        project: Projector = _whole,
+        codec: Codec | None = None,
     ) -> None:
         super().__init__(name=f"informer-{kind}", daemon=True)
         self.kind = kind
@@ -69,11 +90,11 @@ class Informer(threading.Thread):
         self.on_event = on_event
         self.stop_event = stop
         self.page = page
-        self.project = project
+        self.codec: Codec = codec or WholeObjects()
         self.synced = threading.Event()
         self.lists = 0  # list calls made (pages), for tests and benchmarks
         self._known: set[str] = set()
-        self._watch: watch.Watch | None = None
+        self._response: Any = None
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> str:
@@ -90,15 +111,11 @@ class Informer(threading.Thread):
                 options["_continue"] = token
             response = self.list_call(_preload_content=False, **options)
             self.lists += 1
-            data = json.loads(response.data)
-            items = data.get("items") or []
-            data["items"] = None  # let each object go once it is handed on
-            for i, item in enumerate(items):
-                items[i] = None
-                obj = self.project(item)
+            items, meta = self.codec.page(response.data)
+            for i, obj in enumerate(items):
+                items[i] = {}  # let each object go once it is handed on
                 seen.add(self._key(obj))
                 self.on_event(None, obj)
-            meta = data.get("metadata") or {}
             token = str(meta.get("continue") or "")
             if not token:
                 break
@@ -133,38 +150,51 @@ class Informer(threading.Thread):
                 delay = min(delay * 2, 30.0)
 
     def _watch_from(self, version: str) -> str:
-        # The events stay raw JSON (deserialize=False); a return type given up front spares the
-        # client looking up a model it would not use.
-        self._watch = watch.Watch(return_type=dict)
-        for event in self._watch.stream(
-            self.list_call,
+        response = self.list_call(
+            watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
-            timeout_seconds=300,
-            deserialize=False,
-        ):
-            if self.stop_event.is_set():
-                break
-            kind = event.get("type")
-            raw = event.get("raw_object") or event.get("object") or {}
-            if kind == "ERROR":
-                found = raw if isinstance(raw, dict) else {}
-                code = found.get("code")
-                status = code if isinstance(code, int) and code else 500
-                raise kube.status_error(f"watch {self.kind}", status, found)
-            version = str((raw.get("metadata") or {}).get("resourceVersion", version))
-            if kind == "BOOKMARK":
-                continue
-            obj = self.project(raw)
-            key = self._key(obj)
-            if kind == "DELETED":
-                self._known.discard(key)
-            else:
-                self._known.add(key)
-            self.on_event(kind, obj)
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+        )
+        self._response = response
+        try:
+            rest = b""
+            for chunk in response.stream(amt=None, decode_content=False):
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    if self.stop_event.is_set():
+                        return version
+                    if line.strip():
+                        version = self._event(line, version)
+        finally:
+            self._response = None
+            response.release_conn()
+        return version
+
+    def _event(self, line: bytes, version: str) -> str:
+        """Hand on one watch event; returns the resourceVersion to resume from."""
+        kind, obj = self.codec.event(line)
+        if kind == "ERROR":
+            code = obj.get("code")
+            status = code if isinstance(code, int) and code else 500
+            raise kube.status_error(f"watch {self.kind}", status, obj)
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+        if kind == "BOOKMARK":
+            return version
+        key = self._key(obj)
+        if kind == "DELETED":
+            self._known.discard(key)
+        else:
+            self._known.add(key)
+        self.on_event(kind, obj)
         return version
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self._watch is not None:
-            self._watch.stop()
+        response = self._response
+        sock = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            # A blocked read returns at once (closing the response from here could wait for it).
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
