@@ -184,6 +184,10 @@ class LiveCluster:
                 key=lambda p: p.name,
             )
 
+    def pod_count(self) -> int:
+        with self._lock:
+            return len(self._pods)
+
     def pod(self, key: str) -> PodRecord | None:
         with self._lock:
             return self._pods.get(key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -160,13 +161,20 @@ class Runtime:
                 codec=fields.POD_CODEC,
             ),
         ]
+        started = time.monotonic()
         for informer in self._informers:
             informer.start()
         for informer in self._informers:
             await asyncio.to_thread(informer.synced.wait)
         self.live.synced.set()
         self.synced = True
-        log.info("caches synced: %d nodes in the topology", len(self.live.snapshot().index.row_of))
+        log.info(
+            "caches synced in %.2fs: %d nodes in the topology, %d pods (%d list calls)",
+            time.monotonic() - started,
+            len(self.live.snapshot().index.row_of),
+            self.live.pod_count(),
+            sum(i.lists for i in self._informers),
+        )
         self._tasks = [asyncio.create_task(self._work()) for _ in range(WORKERS)]
         self._tasks.append(asyncio.create_task(self._resync()))
 

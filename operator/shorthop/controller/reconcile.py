@@ -164,7 +164,9 @@ class Reconciler:
             # Plans are made one at a time on a fresh snapshot, and their GPUs are assumed before
             # the lock is released; creating and binding then runs alongside other deployments.
             with self._place_lock:
+                refresh = time.perf_counter()
                 snap = self.live.snapshot()
+                self.metrics.snapshot.observe(time.perf_counter() - refresh)
                 anchors = triage.anchor(
                     decision,
                     req,
