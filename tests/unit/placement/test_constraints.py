@@ -351,7 +351,9 @@ def test_the_label_table_agrees_with_the_rule_node_by_node(
     table = constraints.LabelTable(names, nodes)
     assert rules.required is not None
     mask = table.selector(rules.node_selector) & table.required(rules.required)
-    assert mask.tolist() == [rules.admits(labels, n) for labels, n in zip(nodes, names, strict=True)]
+    assert mask.tolist() == [
+        rules.admits(labels, n) for labels, n in zip(nodes, names, strict=True)
+    ]
     assert table.preference(rules.preferred).tolist() == [
         rules.preference(labels, n) for labels, n in zip(nodes, names, strict=True)
     ]

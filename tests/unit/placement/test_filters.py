@@ -202,7 +202,9 @@ def test_no_plan_ever_breaks_a_roles_required_rules(cluster: tuple, request: Req
 # -- preferred node affinity --------------------------------------------------------------------
 
 
-def _decode(index: int = 0, replicas: int = 1, pods: int = 1, q: int = 8, **spec: Any) -> RoleRequest:
+def _decode(
+    index: int = 0, replicas: int = 1, pods: int = 1, q: int = 8, **spec: Any
+) -> RoleRequest:
     return RoleRequest("decode", replicas, pods, q, constraints=rules(index, **spec))
 
 
