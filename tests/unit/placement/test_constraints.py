@@ -15,6 +15,8 @@ from shorthop.errors import SpecError
 from shorthop.placement import constraints
 from shorthop.placement.constraints import HostPort
 
+from tests import scheduling_check
+
 PATH = "spec.roles[1].template.spec"
 H200 = {"nvidia.com/gpu.product": "NVIDIA-H200", "nvidia.com/gpu.memory": "143771"}
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559"}
@@ -144,6 +146,8 @@ def test_required_rules(
     if rules.required is not None:
         mask &= table.required(rules.required)
     assert bool(mask[0]) is admitted
+    # The tests' own reading (used by the checks at every pod state) agrees on every case.
+    assert scheduling_check.admits({"containers": [{}], **spec}, node_labels, name) is admitted
 
 
 # (spec, field path, words in the message)
