@@ -204,6 +204,11 @@ class LiveCluster:
             )
             return {d for d in found if d}
 
+    def overcommitted(self, node: str) -> int:
+        """GPUs bound on ``node`` beyond what it has (another scheduler's bind raced ours)."""
+        with self._lock:
+            return self._builder.overcommitted(node)
+
     def issues(self) -> list[labels.NodeIssue]:
         with self._lock:
             return self._builder.issues()

@@ -261,6 +261,11 @@ class SnapshotBuilder:
         row = self._index.row(name)
         return int(self._counts[row]) if row is not None and row < len(self._counts) else 0
 
+    def overcommitted(self, name: str) -> int:
+        """GPUs bound (and assumed) on the node beyond what it has; 0 when none."""
+        self._flush()
+        return self._overcommit.get(name, 0)
+
     def issues(self) -> list[labels.NodeIssue]:
         return [i for offer in self._nodes.values() for i in offer.parsed.issues]
 
