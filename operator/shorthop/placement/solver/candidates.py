@@ -85,11 +85,12 @@ def single_node(
         traffic = np.round(traffic_many(state, cand, masks, peer_sets), 6)
         ahead = np.round(lookahead.estimate(state, cand, masks, need, room, table=table), 6)
         frag = (state.count[cand] - k).astype(np.float64)
-        pref = scores[cand] * pods if scores is not None else np.zeros(len(cand), dtype=np.int64)
+        pref = scores[cand] * pods if scores is not None else None
+        liked = () if pref is None else (-pref,)  # no preferred terms: one sort key fewer
         keys = (
-            (cand, frag, -pref, ahead, traffic, intra)
+            (cand, frag, *liked, ahead, traffic, intra)
             if state.strategy is not Strategy.PACK
-            else (cand, -pref, ahead, traffic, intra, frag)
+            else (cand, *liked, ahead, traffic, intra, frag)
         )
         order = np.lexsort(keys)
         i = int(order[0])
@@ -100,7 +101,7 @@ def single_node(
             int(cand[i]),
             ((int(cand[i]), int(masks[i])),),
             float(ahead[i]),
-            int(pref[i]),
+            int(pref[i]) if pref is not None else 0,
         )
         if best is None or rank(state, found) < rank(state, best):
             best = found

@@ -151,8 +151,8 @@ def fill_domain(
     kids = state.tree.children_of(v)
     kids = kids[cap[kids] > 0]
     kcap = cap[kids]
-    like = liked if liked is not None else np.zeros(len(cap), dtype=np.int64)
-    order = np.lexsort((kids, -like[kids], -aff[kids], _internal_many(state, kids, kcap, q), -kcap))
+    like = () if liked is None else (-liked[kids],)  # no preferred terms: one sort key fewer
+    order = np.lexsort((kids, *like, -aff[kids], _internal_many(state, kids, kcap, q), -kcap))
     ordered, caps = kids[order], kcap[order]
     covered = np.cumsum(caps)
     if covered.size == 0 or covered[-1] < pods:
@@ -163,7 +163,8 @@ def fill_domain(
     pool = np.concatenate([ordered[count - 1 :]])
     pool = pool[cap[pool] >= need]
     pool_cost = _internal_many(state, pool, np.full(len(pool), need, dtype=np.int64), q)
-    last = int(pool[np.lexsort((pool, cap[pool], -like[pool], -aff[pool], pool_cost))[0]])
+    like = () if liked is None else (-liked[pool],)
+    last = int(pool[np.lexsort((pool, cap[pool], *like, -aff[pool], pool_cost))[0]])
     taken = [*ordered[: count - 1].tolist(), last]
     out: list[tuple[int, int]] = []
     remaining = pods
