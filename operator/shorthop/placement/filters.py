@@ -178,8 +178,10 @@ class Shortfall:
 
 
 def shortfall(snapshot: ClusterSnapshot, role: RoleRequest, found: RoleFilter) -> Shortfall | None:
-    """The role's rules that left nodes out and what they leave, or None when none did."""
-    if not found.excluded:
+    """The role's rules that left nodes out and what they leave, or None when none did, or
+    only taints did (untolerated taints are the cluster's doing, not a rule of the template:
+    the usual capacity reason says it better)."""
+    if all(cause == "taints" for cause, _ in found.excluded):
         return None
     fields, texts = zip(*(describe(role, cause) for cause, _ in found.excluded), strict=True)
     rows = np.flatnonzero(found.usable)

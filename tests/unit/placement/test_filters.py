@@ -376,3 +376,15 @@ def test_every_placer_keeps_to_the_selector(placer: placers.Placer) -> None:
     plan = placer.place(snap, request)
     assert plan.feasible
     assert Counter(a.node for a in plan.assignments) == {"g": 4}
+
+
+def test_taints_alone_keep_the_capacity_reason() -> None:
+    tainted = builders.node_object("t", taints=[{"key": "k", "value": "v", "effect": "NoSchedule"}])
+    snap = snapshot.build([node("a"), tainted], [], CONFIG)
+    plan = solver.solve(snap, Request(roles=(RoleRequest("decode", 2, 1, 8),)))
+    assert plan.reasons[0].constraint == "capacity"
+    assert plan.reasons[0].message() == (
+        "spec.roles[decode]: replica 1 needs 1 more pod of 8 GPUs; the cluster has room for 0 "
+        "such pods (0 GPUs) after the rest of the deployment"
+    )
+    assert plan.exclusions == {"decode": {"taints": 1}}
