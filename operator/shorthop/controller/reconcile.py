@@ -402,7 +402,7 @@ class Reconciler:
         if self._warned.get(key) == seen:
             return
         self._warned[key] = seen
-        found = rules.unapplied(infd, req)
+        found = rules.unapplied(infd, req, self.scheduler_name)
         if found:
             log.info("%s: scheduling fields not applied: %s", key, "; ".join(found))
             self._event(body, "IgnoredSchedulingFields", "; ".join(found), warning=True)
@@ -476,6 +476,7 @@ class Reconciler:
 
     def _forget(self, key: str) -> None:
         self.expectations.forget(key)
+        self._warned.pop(key, None)
         self.unschedulable.discard(key)
         self._tier_pods.pop(key, None)
         self._publish_tiers()

@@ -31,13 +31,18 @@ from shorthop.placement.request import Request, RoleRequest
 from shorthop.placement.triage import PodState
 
 
-def unapplied(infd: models.InferenceDeployment, req: Request) -> list[str]:
+def unapplied(
+    infd: models.InferenceDeployment, req: Request, scheduler_name: str = "shorthop"
+) -> list[str]:
     """Every scheduling field of the deployment's templates that shorthop does not apply."""
     return [
         line
         for i, (role, shape) in enumerate(zip(infd.spec.roles, req.roles, strict=True))
         for line in ignored.unapplied(
-            role.template.spec, f"spec.roles[{i}].template.spec", shape.constraints
+            role.template.spec,
+            f"spec.roles[{i}].template.spec",
+            shape.constraints,
+            scheduler_name=scheduler_name,
         )
     ]
 
@@ -93,10 +98,10 @@ class FreshNodes:
 
 def recheck(role: RoleRequest, node: str, nodes: FreshNodes) -> BindResult | None:
     """Just before a bind: does the node, as stored now, still pass the role's rules that read
-    its labels (``nodeName``, ``nodeSelector``, required node affinity, rejections)? A conflict
-    when it does not (the gang is undone and planned again), None when it does or when the role
-    has no such rule. A failed read is an error (retried)."""
-    if not role.constraints.selects and not role.excluded:
+    its labels (``nodeName``, ``nodeSelector``, required node affinity)? A conflict when it does
+    not (the gang is undone and planned again), None when it does or when the role has no such
+    rule. A failed read is an error (retried)."""
+    if not role.constraints.selects:
         return None
     try:
         found = nodes.get(node)

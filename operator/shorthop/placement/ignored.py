@@ -10,7 +10,7 @@ deployment generation, and the user guide's table says the same.
   objective's decision; against other workloads they are not evaluated;
 - ``schedulingGates``: removed from the pods (shorthop binds a whole gang at once, and the API
   server refuses to bind a gated pod);
-- ``schedulerName``: replaced by shorthop's;
+- ``schedulerName`` (another scheduler's): replaced by shorthop's;
 - ``priorityClassName``/``priority``/``preemptionPolicy``: they reach the pods (the kubelet orders
   evictions by them), but shorthop never preempts other pods to make room;
 - ``runtimeClassName``: the RuntimeClass's own node selector and tolerations are added by the API
@@ -69,9 +69,16 @@ def _as_map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def unapplied(spec: Mapping[str, Any], path: str, rules: constraints.Constraints) -> list[str]:
+def unapplied(
+    spec: Mapping[str, Any],
+    path: str,
+    rules: constraints.Constraints,
+    *,
+    scheduler_name: str = "shorthop",
+) -> list[str]:
     """One sentence per scheduling field of the template ``spec`` (at field path ``path``) that
     shorthop does not apply, naming the field and why; empty when it applies them all.
+    ``scheduler_name``: shorthop's own (a template naming it is not warned about).
 
     >>> for line in unapplied({"containers": [{}], "topologySpreadConstraints": [{}]},
     ...                       "spec", constraints.Constraints()):
@@ -93,6 +100,8 @@ def unapplied(spec: Mapping[str, Any], path: str, rules: constraints.Constraints
         "runtimeClassName",
         "resourceClaims",
     ):
+        if name == "schedulerName" and spec.get(name) == scheduler_name:
+            continue
         if spec.get(name) not in (None, "", [], {}):
             found.append(f"{path}.{name}: {_WHY[name]}")
     volumes = spec.get("volumes")

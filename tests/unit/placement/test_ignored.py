@@ -61,6 +61,7 @@ def test_the_fields_shorthop_applies_are_not_named() -> None:
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "8"}},
     }
     found = unapplied(
+        schedulerName="shorthop",  # shorthop's own
         nodeSelector={"a": "b"},
         nodeName="n1",
         tolerations=[{"operator": "Exists"}],
