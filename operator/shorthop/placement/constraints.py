@@ -52,6 +52,7 @@ ANY_IP = "0.0.0.0"
 _INT64 = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts (in range)
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 
 
 def parse_int64(value: str) -> int | None:
@@ -418,6 +419,12 @@ def parse(spec: Mapping[str, Any], path: str) -> Constraints:
             raise SpecError(f"{path}.nodeSelector", problem)
         if not isinstance(value, str):
             raise SpecError(f"{path}.nodeSelector[{key}]", f"must be a string, not {value!r}")
+        if not _VALUE.fullmatch(value):
+            raise SpecError(
+                f"{path}.nodeSelector[{key}]",
+                f"{value!r} is not a label value: at most 63 characters of letters, digits, '-', "
+                "'_' and '.', starting and ending with a letter or digit",
+            )
         pairs.append((str(key), value))
     node_name = spec.get("nodeName")
     if node_name is not None and not (isinstance(node_name, str) and node_name):
