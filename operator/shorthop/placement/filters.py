@@ -218,6 +218,12 @@ class PlanPorts:
         if self.active and self.clash[role][role]:
             self.load[role, row] += pods
 
+    def blocks(self, role: int, row: int) -> bool:
+        """:meth:`blocked` for one row (cheap when no role binds host ports)."""
+        if not self.active:
+            return False
+        return any(c and self.load[other, row] > 0 for other, c in enumerate(self.clash[role]))
+
     def blocked(self, role: int, rows: NDArray[np.intp]) -> NDArray[np.bool_]:
         """Of ``rows``, those where a pod of the plan binds a host port that a pod of ``role``
         would clash with."""

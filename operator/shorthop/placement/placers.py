@@ -51,7 +51,7 @@ class _Scratch:
         h = self.headroom[row]
         return bool(
             self.usable[ri][row]
-            and not self.ports.blocked(ri, np.array([row], dtype=np.intp))[0]
+            and not self.ports.blocks(ri, row)
             and self.free[row].bit_count() >= role.pod_gpus
             and h[0] >= role.cpu_millis
             and h[1] >= role.memory_bytes
@@ -191,7 +191,7 @@ class TasLike:
     @staticmethod
     def _room(s: _Scratch, ri: int, row: int) -> int:
         role = s.request.roles[ri]
-        if not s.usable[ri][row] or s.ports.blocked(ri, np.array([row], dtype=np.intp))[0]:
+        if not s.usable[ri][row] or s.ports.blocks(ri, row):
             return 0
         h = s.headroom[row]
         n = s.free[row].bit_count() // role.pod_gpus
