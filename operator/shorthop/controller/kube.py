@@ -193,6 +193,20 @@ class Kube:
         if response.status not in (200, 201):
             raise KubeError(what, int(response.status), "unexpected status")
 
+    # -- nodes -----------------------------------------------------------------------------
+
+    def fresh_node(self, name: str) -> dict[str, Any] | None:
+        """The Node as stored now (a quorum read, not a cache), or None when there is none.
+        Read by listing with a field selector: the operator may list nodes, not get them."""
+        try:
+            response = self.core.list_node(
+                field_selector=f"metadata.name={name}", _preload_content=False
+            )
+            items = json.loads(_body(response)).get("items") or []
+        except ApiException as exc:
+            raise api_error(f"read node {name}", exc) from None
+        return dict(items[0]) if items else None
+
     # -- services --------------------------------------------------------------------------
 
     def ensure_service(self, namespace: str, body: Mapping[str, Any]) -> bool:
