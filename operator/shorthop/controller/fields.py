@@ -29,7 +29,11 @@ import msgspec
 # those keys of a mapping), or a one-element list holding the projection of each list item.
 Projection = Mapping[str, Union[bool, "Projection", list["Projection"]]]
 
-_CONTAINER: Projection = {"resources": True}  # occupancy.requests
+_CONTAINER: Projection = {
+    "resources": True,  # occupancy.requests
+    "ports": True,  # constraints.host_ports_of: hostPort, protocol, hostIP
+    "restartPolicy": True,  # constraints.host_ports_of: an init container that is a sidecar
+}
 
 POD: Projection = {
     "metadata": {
@@ -44,6 +48,7 @@ POD: Projection = {
     },
     "spec": {
         "nodeName": True,
+        "hostNetwork": True,  # constraints.host_ports_of: container ports are host ports
         "containers": [_CONTAINER],
         "initContainers": [_CONTAINER],
     },

@@ -5,7 +5,10 @@
 2. **traffic cost**: for every traffic edge ``source -> target`` (default prefill -> decode, weight
    1) and every peer pair of replicas (``request.peer_pairs``), ``weight`` x the sum of distances
    over all GPU pairs between the two replicas (the KV cache moves between them);
-3. **fragmentation**: GPUs left free on the nodes the plan touches, plus a hundredth of those left
+3. **preferred node affinity** (higher is better): for every pod, the weights of the preferred
+   terms of its role's template that its node matches (:func:`preference`); a preference never
+   costs a tier or an NVLink pair, it only decides between placements of equal topology cost;
+4. **fragmentation**: GPUs left free on the nodes the plan touches, plus a hundredth of those left
    free in the NVLink domains it touches (best fit: fill partly used nodes and domains first,
    keep whole nodes and domains free for large replicas).
 
@@ -154,6 +157,22 @@ def fragmentation(
         for r in np.flatnonzero(np.isin(index.clique_of, list(cliques))):
             clique_left += (int(free_before[r]) & ~used.get(int(r), 0)).bit_count()
     return node_left + clique_left / 100
+
+
+def preference(
+    request: Request,
+    assignments: Iterable[Assignment],
+    scores: Sequence[NDArray[np.int64] | None],
+) -> int:
+    """The preferred node affinity weight of a plan: ``scores[role][row]`` summed over its pods
+    (``scores`` per role index, from ``filters.RoleFilter.preference``; None: no preferences)."""
+    index = {r.name: i for i, r in enumerate(request.roles)}
+    total = 0
+    for a in assignments:
+        found = scores[index[a.key.role]] if a.key.role in index else None
+        if found is not None:
+            total += int(found[a.row])
+    return total
 
 
 def evaluate(

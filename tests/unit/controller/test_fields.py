@@ -111,8 +111,10 @@ def test_what_shorthop_does_not_read_is_left_out() -> None:
     projected = fields.pods(pod)
     assert "managedFields" in pod["metadata"]
     assert "managedFields" not in projected["metadata"]
-    assert set(projected["spec"]) <= {"nodeName", "containers", "initContainers"}
-    assert all(set(c) <= {"resources"} for c in projected["spec"]["containers"])
+    assert set(projected["spec"]) <= {"nodeName", "hostNetwork", "containers", "initContainers"}
+    assert all(
+        set(c) <= {"resources", "ports", "restartPolicy"} for c in projected["spec"]["containers"]
+    )
     assert len(json.dumps(projected)) < len(json.dumps(pod)) / 5
     node = full("Node", random.Random(1))
     assert "images" in node["status"]
