@@ -81,7 +81,11 @@ def test_the_list_comes_in_pages_and_objects_are_projected(cluster: kube.Cluster
             informer.join(10)
 
 
-def test_a_relist_reports_what_vanished_as_deleted(cluster: kube.Cluster) -> None:
+@pytest.mark.parametrize("handler_knows", [False, True], ids=["own-keys", "handler-keys"])
+def test_a_relist_reports_what_vanished_as_deleted(
+    cluster: kube.Cluster, handler_knows: bool
+) -> None:
+    """Whether the informer keeps the keys it saw, or asks its handler (``known``) for them."""
     api = opkube.api_client(str(cluster.kubeconfig))
     core = client.CoreV1Api(api)
     with cluster.namespace("inf") as ns:
@@ -89,7 +93,12 @@ def test_a_relist_reports_what_vanished_as_deleted(cluster: kube.Cluster) -> Non
             cluster.core.create_namespaced_pod(ns, _pod(f"p{i}"))
         seen = Seen()
         informer = Informer(
-            "pods", functools.partial(core.list_namespaced_pod, ns), seen, threading.Event(), page=2
+            "pods",
+            functools.partial(core.list_namespaced_pod, ns),
+            seen,
+            threading.Event(),
+            page=2,
+            known=(lambda: list(seen.objects)) if handler_knows else None,
         )
         informer._list()  # as at start, without the watch
         cluster.core.delete_namespaced_pod("p1", ns, grace_period_seconds=0)

@@ -198,6 +198,11 @@ class LiveCluster:
         with self._lock:
             return len(self._pods)
 
+    def pod_keys(self) -> list[str]:
+        """The ``namespace/name`` of every pod held (the pod informer's record of what it saw)."""
+        with self._lock:
+            return list(self._pods)
+
     def pod(self, key: str) -> PodRecord | None:
         with self._lock:
             return self._pods.get(key)

@@ -159,6 +159,7 @@ class Runtime:
                 self.on_pod,
                 self._stop,
                 codec=fields.POD_CODEC,
+                known=self.live.pod_keys,
             ),
         ]
         started = time.monotonic()

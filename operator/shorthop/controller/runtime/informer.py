@@ -20,7 +20,9 @@ The watch is read here, line by line, rather than through the client's ``Watch``
 parses every event with ``json.loads`` before any projection could apply.
 
 The informer remembers only the keys it has seen (``namespace/name``), to report deletions
-after a relist; a ``DELETED`` it reports that way carries only the name and namespace.
+after a relist; a ``DELETED`` it reports that way carries only the name and namespace. With
+``known`` (the keys its handler holds; the operator's pod informer asks ``LiveCluster``) it keeps
+no set of its own: 100,000 pod keys are about 12 MB.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
@@ -83,6 +85,7 @@ class Informer(threading.Thread):
         *,
         page: int = PAGE,
         codec: Codec | None = None,
+        known: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         super().__init__(name=f"informer-{kind}", daemon=True)
         self.kind = kind
@@ -93,7 +96,8 @@ class Informer(threading.Thread):
         self.codec: Codec = codec or WholeObjects()
         self.synced = threading.Event()
         self.lists = 0  # list calls made (pages), for tests and benchmarks
-        self._known: set[str] = set()
+        self._known: set[str] = set()  # unused when ``known`` is given
+        self._known_by = known
         self._response: Any = None
 
     @staticmethod
@@ -119,9 +123,10 @@ class Informer(threading.Thread):
             token = str(meta.get("continue") or "")
             if not token:
                 break
-        for key in self._known - seen:
+        held = self._known if self._known_by is None else set(self._known_by())
+        for key in held - seen:
             self.on_event("DELETED", _gone(key))
-        self._known = seen
+        self._known = seen if self._known_by is None else set()
         return str(meta.get("resourceVersion", ""))
 
     def run(self) -> None:
@@ -182,11 +187,12 @@ class Informer(threading.Thread):
         version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return version
-        key = self._key(obj)
-        if kind == "DELETED":
-            self._known.discard(key)
-        else:
-            self._known.add(key)
+        if self._known_by is None:
+            key = self._key(obj)
+            if kind == "DELETED":
+                self._known.discard(key)
+            else:
+                self._known.add(key)
         self.on_event(kind, obj)
         return version
 
