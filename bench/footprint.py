@@ -233,6 +233,8 @@ def probe_apiserver(pods: int = 2_000, *, log: Log = print) -> dict[str, float]:
             meta.pop(key, None)
         meta["namespace"] = "probe"
         body["spec"]["nodeName"] = "probe-absent-node"
+        # The namespace's own account (the daemons' accounts do not exist there).
+        body["spec"]["serviceAccountName"] = body["spec"]["serviceAccount"] = "default"
         bodies.append(body)
     with tempfile.TemporaryDirectory(prefix="shorthop-probe-") as tmp:
         local = controlplane.LocalCluster(Path(tmp) / "cluster", tie_to_parent=True)
@@ -242,6 +244,16 @@ def probe_apiserver(pods: int = 2_000, *, log: Log = print) -> dict[str, float]:
             api.configuration.connection_pool_maxsize = 16
             core = client.CoreV1Api(api)
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="probe")))
+            _wait(
+                "the probe namespace's default ServiceAccount",
+                lambda: (
+                    core.list_namespaced_service_account(
+                        "probe", field_selector="metadata.name=default"
+                    ).items
+                ),
+                60,
+                0.2,
+            )
             pids = [local.pids()[name] for name in ("kube-apiserver", "etcd")]
             time.sleep(5)  # the control plane's own start-up work settles
 
