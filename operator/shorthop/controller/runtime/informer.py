@@ -107,6 +107,9 @@ class Informer(threading.Thread):
 
     def _list(self) -> str:
         """List every object, page by page; returns the resourceVersion to watch from."""
+        # What was held before and is not listed now has vanished. With ``known``, the held keys
+        # are the handler's own strings, struck off as they are listed (no set of new ones).
+        held = None if self._known_by is None else set(self._known_by())
         seen: set[str] = set()
         token = ""
         while True:
@@ -118,15 +121,17 @@ class Informer(threading.Thread):
             items, meta = self.codec.page(response.data)
             for i, obj in enumerate(items):
                 items[i] = {}  # let each object go once it is handed on
-                seen.add(self._key(obj))
+                if held is None:
+                    seen.add(self._key(obj))
+                else:
+                    held.discard(self._key(obj))
                 self.on_event(None, obj)
             token = str(meta.get("continue") or "")
             if not token:
                 break
-        held = self._known if self._known_by is None else set(self._known_by())
-        for key in held - seen:
+        for key in (self._known - seen) if held is None else held:
             self.on_event("DELETED", _gone(key))
-        self._known = seen if self._known_by is None else set()
+        self._known = seen
         return str(meta.get("resourceVersion", ""))
 
     def run(self) -> None:
