@@ -175,14 +175,16 @@ def _probe(f: Footprint) -> str:
             "A loopback server rather than the local API server: see the capacity probe in "
             "`bench/footprint.py` (not run here)."
         )
-    per = p["pods"]
+    per = int(p["pods"])
     return (
         f"**Why a loopback server, not the local API server:** creating {per:,} such pods in the "
         f"local control plane (kube-apiserver + etcd, built from source) took "
         f"{p['seconds']:.1f} s and {p['cpu_s']:.1f} CPU-seconds of kube-apiserver and etcd, and "
-        f"their RSS grew by {p['rss_mib']:.0f} MiB: at that rate {f.pods:,} pods would take "
-        f"{f.pods / per * p['seconds'] / 60:.0f} minutes and "
-        f"{f.pods / per * p['rss_mib'] / 1024:.1f} GiB before the operator starts, on two cores "
-        f"and a memory shared with five other engineers. The loopback server sends the same bytes "
-        f"(same objects, same paging, same watch events) at a fraction of the cost."
+        f"their RSS grew by {p['rss_mib']:.0f} MiB (load average {p['load']}). Extrapolated "
+        f"linearly, {f.pods:,} pods would take {f.pods / per * p['seconds'] / 60:.0f} minutes "
+        f"to create and {f.pods / per * p['rss_mib'] / 1024:.1f} GiB before the operator starts "
+        f"(the watch cache's start-up share makes the memory an upper bound), on two cores and a "
+        f"memory shared with five other engineers, for every run. The loopback server sends the "
+        f"same bytes (same objects, same paging, same watch events) at a fraction of the cost; "
+        f"it does not check what the real one would (admission, validation, authorization)."
     )
