@@ -2,10 +2,15 @@
 
 etcd, kube-apiserver (TLS, RBAC), kube-controller-manager (garbage collection, service accounts,
 node lifecycle), kube-scheduler and kwok (fake nodes and pods) run from the binaries that
-``build`` put in the cache. Everything a running cluster needs to be found and stopped again lives
-in its state directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes
-are stopped by the pids recorded there, never by name. Processes started against the cluster by
-others (the operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
+``build`` put in the cache, for the Kubernetes release ``components.selected()`` names (or the
+one given). Everything a running cluster needs to be found and stopped again lives in its state
+directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes are stopped
+by the pids recorded there, never by name. Processes started against the cluster by others (the
+operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
+
+The API server writes an audit log (``logs/audit.log``, :data:`AUDIT_POLICY`) of the requests
+made with ServiceAccount credentials outside kube-system: what an operator running as the
+chart's ServiceAccount actually calls, which the chart's RBAC tests compare with what it grants.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,21 @@ _PORTS = {
     "kube-controller-manager": ("controller-manager",),
     "kube-scheduler": ("scheduler",),
     "kwok": ("kwok",),
+}
+
+
+# Metadata (who, verb, resource, namespace, name, the authorizer's decision and reason) of every
+# request made with a ServiceAccount's credentials, except kube-system's (the controller-manager's
+# controllers run as those, see --use-service-account-credentials, and would drown the rest).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
 }
 
 
@@ -59,6 +79,9 @@ class LocalCluster:
     """A control plane whose state lives in ``state_dir`` (created by :meth:`up`)."""
 
     state_dir: Path
+
+    # The Kubernetes release whose binaries run (default: SHORTHOP_KUBERNETES_VERSION's).
+    release: components.Release = field(default_factory=components.selected)
 
     # When True, every component gets SIGTERM if the Python process that started it dies (test
     # sessions); `make cluster-up` leaves it False so the cluster outlives the command.
@@ -87,6 +110,11 @@ class LocalCluster:
     @property
     def pki(self) -> Path:
         return self.state_dir / "pki"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines; see :data:`AUDIT_POLICY`)."""
+        return self.state_dir / "logs" / "audit.log"
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -145,9 +173,13 @@ class LocalCluster:
             raise ClusterError(
                 f"a cluster from {self.state_dir} is already running; run 'make cluster-down' first"
             )
-        build.ensure_built()
+        build.ensure_built(self.release)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
+        (self.state_dir / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY, indent=2))
+        (self.state_dir / "scheduler-config.json").write_text(
+            json.dumps(self._scheduler_config(), indent=2)
+        )
         self._pids_file.unlink(missing_ok=True)
         stale = self.state_dir / "etcd"
         if stale.exists():
@@ -178,7 +210,10 @@ class LocalCluster:
         except BaseException:
             self.down()
             raise
-        _say(f"cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {self.kubeconfig}")
+        _say(
+            f"Kubernetes {self.release.kubernetes} up in {time.monotonic() - started:.0f}s; "
+            f"kubeconfig: {self.kubeconfig}"
+        )
 
     def down(self) -> None:
         """Stop every recorded process: the extra ones (``extra-pids.json``) first, then the
@@ -270,7 +305,7 @@ class LocalCluster:
     def _command(self, name: str) -> list[str]:
         ports = self.ports()
         pki = self.pki
-        binary = str(components.binary_path(name))
+        binary = str(components.binary_path(name, self.release))
         if name == "etcd":
             client = f"http://127.0.0.1:{ports['etcd']}"
             peer = f"http://127.0.0.1:{ports['etcd-peer']}"
@@ -304,10 +339,19 @@ class LocalCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--allow-privileged=true",
+                # Owner references that block deletion need update on the owner's finalizers,
+                # as on hardened clusters: the chart must grant it (tests/integration/test_chart).
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 # The Endpoints of the `kubernetes` Service may not name a loopback address.
                 "--endpoint-reconciler-type=none",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
+                f"--audit-policy-file={self.state_dir / 'audit-policy.json'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                # Rotated files (audit-<time>.log) are kept: readers glob them too.
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=5",
                 "--v=1",
             ]
         if name == "kube-controller-manager":
@@ -329,21 +373,22 @@ class LocalCluster:
             ]
         if name == "kube-scheduler":
             kubeconfig = self.kubeconfig_for("scheduler")
+            # Client and leader-election settings live in the config file: their flags
+            # (--kubeconfig, --kube-api-qps, ...) are deprecated on every supported release.
             return [
                 binary,
-                f"--kubeconfig={kubeconfig}",
+                f"--config={self.state_dir / 'scheduler-config.json'}",
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports['scheduler']}",
-                "--leader-elect=false",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
                 "--v=1",
             ]
         if name == "kwok":
+            stages = components.cached_asset(components.KWOK, "kwok-stages.yaml")
             return [
                 binary,
+                f"--config={stages}",
                 f"--kubeconfig={self.kubeconfig_for('kwok')}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
@@ -353,6 +398,19 @@ class LocalCluster:
                 "--node-lease-duration-seconds=40",
             ]
         raise KeyError(name)
+
+    def _scheduler_config(self) -> dict[str, Any]:
+        """kube-scheduler's configuration (the default profile, so DynamicResources is on)."""
+        return {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {
+                "kubeconfig": str(self.kubeconfig_for("scheduler")),
+                "qps": 200,
+                "burst": 400,
+            },
+            "leaderElection": {"leaderElect": False},
+        }
 
     def _write_kubeconfig(self, stem: str) -> None:
         pki = self.pki
