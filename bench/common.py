@@ -117,8 +117,7 @@ def shape(pods: int, gpus: int) -> str:
 
 def describe(request: Request) -> str:
     parts = [
-        f"{r.replicas} {r.name} × ({shape(r.pods_per_replica, r.gpus_per_pod)})"
-        for r in request.roles
+        f"{r.replicas} {r.name} × ({shape(r.pods_per_replica, r.pod_gpus)})" for r in request.roles
     ]
     gpus = sum(r.replicas * r.gpus_per_replica for r in request.roles)
     replicas = sum(r.replicas for r in request.roles)
@@ -148,8 +147,8 @@ def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan)
     pods_on: Counter[int] = Counter()
     for a in plan.assignments:
         role = roles[a.key.role]
-        if len(a.gpus) != role.gpus_per_pod:
-            problems.append(f"{a.key}: {len(a.gpus)} GPUs, wants {role.gpus_per_pod}")
+        if len(a.gpus) != role.pod_gpus:
+            problems.append(f"{a.key}: {len(a.gpus)} GPUs, wants {role.pod_gpus}")
         if not snap.usable_rows(role.tolerations)[a.row]:
             problems.append(f"{a.key}: node {a.node} is not usable")
         for g in a.gpus:

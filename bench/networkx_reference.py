@@ -6,7 +6,7 @@ NetworkX shortest paths on the graph of ``topology.graph.build_graph`` instead o
 simple but not silly:
 
 - the same greedy idea as the solver's phase 2: replicas one at a time, largest first
-  (``-gpus_per_replica, -gpus_per_pod``, then role and replica id);
+  (``-gpus_per_replica, -pod_gpus``, then role and replica id);
 - for a replica, **every** node with enough free GPUs for the whole replica is a candidate; on
   each, the GPUs are chosen by enumerating the subsets of its free GPUs and taking the one with the
   least sum of pairwise distances (``nx.shortest_path_length`` with weights, one call per GPU pair);
@@ -141,7 +141,7 @@ class NetworkXReference:
         keys.sort(
             key=lambda k: (
                 -request.roles[k[0]].gpus_per_replica,
-                -request.roles[k[0]].gpus_per_pod,
+                -request.roles[k[0]].pod_gpus,
                 k,
             )
         )
@@ -167,7 +167,7 @@ class NetworkXReference:
             mine: list[Vertex] = []
             pod = 0
             for pods in chunks:
-                k = pods * role.gpus_per_pod
+                k = pods * role.pod_gpus
                 best: tuple[int, float, int, int, tuple[int, ...]] | None = None
                 for row in range(len(free)):
                     if deadline is not None and time.perf_counter() > deadline:
@@ -200,7 +200,7 @@ class NetworkXReference:
                 pods_left[row] -= pods
                 mine += [topo_graph.gpu(names[row], g) for g in gpus]
                 for i in range(pods):
-                    share = gpus[i * role.gpus_per_pod : (i + 1) * role.gpus_per_pod]
+                    share = gpus[i * role.pod_gpus : (i + 1) * role.pod_gpus]
                     assignments.append(
                         Assignment(PodKey(role.name, rid, pod), names[row], row, share)
                     )

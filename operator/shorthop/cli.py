@@ -1,9 +1,9 @@
-"""The ``shorthop`` command line: ``run | plan | topology | fake-cluster``.
+"""The ``shorthop`` command line: ``run | plan | topology | fake-cluster | node-agent``.
 
 Each subcommand lives in ``shorthop.commands.<name>`` and exposes ``register(subparsers)``, which
 adds its parser and sets ``handler`` (``Namespace -> exit status``). Every error shorthop raises on
-purpose becomes one line on stderr and exit status 1; the environment is read here and nowhere
-else.
+purpose becomes one line on stderr and exit status 1. The environment is read here and in
+``shorthop.settings`` (which ``shorthop run`` calls), nowhere else.
 """
 
 from __future__ import annotations
@@ -12,27 +12,20 @@ import argparse
 import sys
 
 from shorthop import __version__
+from shorthop.commands import fake_cluster, node_agent, plan, run, topology
 from shorthop.errors import ShorthopError
 
-SUBCOMMANDS = ("run", "plan", "topology", "fake_cluster")
+SUBCOMMANDS = (run, plan, topology, fake_cluster, node_agent)
 
 
 def parser() -> argparse.ArgumentParser:
-    import importlib
-
     top = argparse.ArgumentParser(
         prog="shorthop",
         description="Topology-aware placement of disaggregated LLM inference on Kubernetes.",
     )
     top.add_argument("--version", action="version", version=f"shorthop {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"shorthop.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"shorthop.commands.{name}":
-                raise
-            continue  # not built yet
+    for module in SUBCOMMANDS:
         module.register(sub)
     return top
 

@@ -7,11 +7,21 @@
     ├── ConfigError                a setting, preset or weight is invalid: names the setting
     ├── SnapshotError              a cluster snapshot file is not Kubernetes objects
     ├── TopologyError              a topology input (e.g. nvidia-smi text) cannot be used
-    └── BindError                  binding a pod to a node failed
-        └── BindConflict           ...because someone else took the resources (re-plan, not retry)
+    └── KubeError                  a Kubernetes API call failed (``status``: HTTP status, 0 = none)
+        ├── NoAnswer               no answer: connection refused or reset, the answer cut off
+        ├── NotFound               404: the object does not exist (any more)
+        ├── Conflict               409: a precondition or the object's state refused the write
+        │   └── AlreadyExists      409 ``AlreadyExists``: the name is taken
+        ├── Expired                410: a watch's resourceVersion is too old (list again)
+        ├── Invalid                422: the object was refused by validation
+        ├── Throttled              429: too many requests
+        └── ServerError            5xx: the API server (or etcd) failed
 
-Every message says what is wrong and how to fix it. The controller maps them to kopf in one place:
-``SpecError`` becomes a permanent error, conflicts and server-side trouble temporary ones.
+``controller.kube`` turns every ``ApiException`` into the most specific of these, once, from the
+HTTP status and the Status object's ``reason`` (never its message). Where the API gives no
+structured distinction (a 409 on a binding says neither "already bound here" nor "bound
+elsewhere"), the caller reads the object (``controller.binder``). Binding outcomes are values, not
+exceptions (``binder.BindResult``). Every message says what is wrong and how to fix it.
 """
 
 from __future__ import annotations
@@ -50,9 +60,54 @@ class TopologyError(ShorthopError):
     """A topology input, such as ``nvidia-smi topo -m`` text, cannot be parsed."""
 
 
-class BindError(ShorthopError):
-    """Binding a pod to its node failed for a reason other than a conflict."""
+class KubeError(ShorthopError):
+    """A Kubernetes API call failed.
+
+    ``status`` is the HTTP status (0 when no answer came), ``reason`` the Status object's
+    machine-readable reason (``NotFound``, ``Conflict``, ``AlreadyExists``...; empty when the
+    answer had none) and ``message`` its human-readable message.
+    """
+
+    def __init__(self, what: str, status: int, message: str, *, reason: str = "") -> None:
+        self.what = what
+        self.status = status
+        self.message = message
+        self.reason = reason
+        super().__init__(f"{what}: HTTP {status} {message}".strip())
+
+    @property
+    def retriable(self) -> bool:
+        """Worth trying again later: no answer, a conflict, throttling or a server error."""
+        return self.status in (0, 409, 429) or self.status >= 500
 
 
-class BindConflict(BindError):
-    """The node no longer has room (another scheduler took the GPUs, or the pod is gone/bound)."""
+class NoAnswer(KubeError):
+    """No answer came: the connection was refused or reset, or the answer was cut off."""
+
+
+class NotFound(KubeError):
+    """404: the object does not exist (any more)."""
+
+
+class Conflict(KubeError):
+    """409: a precondition (uid, resourceVersion) or the object's state refused the write."""
+
+
+class AlreadyExists(Conflict):
+    """409 ``AlreadyExists``: an object of that name exists."""
+
+
+class Expired(KubeError):
+    """410: the resourceVersion a watch started from is too old; list again."""
+
+
+class Invalid(KubeError):
+    """422: validation refused the object."""
+
+
+class Throttled(KubeError):
+    """429: the API server asks to slow down."""
+
+
+class ServerError(KubeError):
+    """5xx: the API server or its storage failed."""

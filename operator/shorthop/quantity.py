@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -19,14 +20,26 @@ _MAX_DIGITS = 40
 
 def parse(value: object, *, milli: bool = False) -> int | None:
     """The quantity as an integer (in thousandths when ``milli``), or ``None`` if malformed or
-    beyond what Kubernetes can hold (±2**63-1).
+    beyond what Kubernetes can hold (±2**63-1). Strings are remembered: a cluster repeats a few
+    values ("64", "512Gi", "110") on every node and pod event.
 
     >>> parse("500m", milli=True), parse("2", milli=True), parse("1Gi"), parse("x")
     (500, 2000, 1073741824, None)
     """
     if isinstance(value, bool):
         return None
-    text = str(value).strip()
+    text = str(value)
+    if len(text) <= _CACHED_LENGTH:
+        return _parse_text(text, milli)
+    return _parse_text.__wrapped__(text, milli)
+
+
+_CACHED_LENGTH = 64  # longer ones are rare (and mostly malformed): not worth a cache slot
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str, milli: bool) -> int | None:
+    text = value.strip()
     match = _QUANTITY.match(text)
     if not match:
         return None
@@ -44,5 +57,5 @@ def parse(value: object, *, milli: bool = False) -> int | None:
     scaled = number / 1000 if suffix == "m" else number * _SUFFIX[suffix]
     if milli:
         scaled *= 1000
-    value = int(scaled.to_integral_value(rounding="ROUND_CEILING"))
-    return value if -MAX <= value <= MAX else None
+    whole = int(scaled.to_integral_value(rounding="ROUND_CEILING"))
+    return whole if -MAX <= whole <= MAX else None

@@ -18,6 +18,10 @@ YAML file uses the same camelCase names as below::
     leaseNamespace: shorthop-system  # default: $POD_NAMESPACE, else "default"
     identity: my-pod                 # default: $POD_NAME, else the host name
     logFormat: json                  # or text
+    faults: ""                       # crash points for fault-injection tests (controller.faults)
+
+The environment is read here and in ``cli.py`` only (``load``'s ``environ``), never at import
+time or deeper in the package.
 """
 
 from __future__ import annotations
@@ -88,20 +92,19 @@ class Settings(_Model):
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     health_port: int = Field(default=8080, ge=0, le=65535)
     lease_name: str = "shorthop-leader"
-    lease_namespace: str = Field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
-    identity: str = Field(
-        default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname()
-    )
+    lease_namespace: str = "default"  # load() defaults it to $POD_NAMESPACE
+    identity: str = Field(default_factory=socket.gethostname)  # load(): $POD_NAME first
     log_format: Literal["json", "text"] = "json"
     lease_duration_seconds: float = Field(default=15.0, gt=1)
     renew_interval_seconds: float = Field(default=5.0, gt=0)
+    faults: str = ""  # "point:count,..." for fault-injection tests; empty: none
 
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
-_ENV = {
+_ENV: dict[str, tuple[str, ...]] = {
     "PRESET": ("topology", "preset"),
     "SCHEDULER_NAME": ("schedulerName",),
     "NAMESPACES": ("namespaces",),
@@ -111,7 +114,21 @@ _ENV = {
     "LEASE_NAMESPACE": ("leaseNamespace",),
     "IDENTITY": ("identity",),
     "LOG_FORMAT": ("logFormat",),
+    "FAULTS": ("faults",),
 }
+# Set by the Downward API in the chart; defaults below any explicit setting.
+_POD_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "POD_NAMESPACE": ("leaseNamespace",),
+    "POD_NAME": ("identity",),
+}
+
+
+def _has(data: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(data, Mapping) or key not in data:
+            return False
+        data = data[key]
+    return True
 
 
 def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -149,6 +166,11 @@ def load(
         if not isinstance(loaded, dict):
             raise ConfigError(config_file, "must be a YAML mapping of settings")
         data = loaded
+    for variable, path in _POD_DEFAULTS.items():
+        value = environ.get(variable)
+        if value and not _has(data, path):
+            _set(data, path, value)
+            origin[path] = variable
     for suffix, path in _ENV.items():
         value = environ.get(ENV_PREFIX + suffix)
         if value:

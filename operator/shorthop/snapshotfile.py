@@ -144,10 +144,10 @@ def _documents(text: str, source: str) -> Iterator[Any]:
 
 
 def _value_problem(exc: ValueError | RecursionError) -> str:
+    """What went wrong building a value (Python's own words for a ValueError, e.g. an integer
+    of more than 4,300 digits)."""
     if isinstance(exc, RecursionError):
         return "nested too deeply"
-    if "digits" in str(exc):
-        return "a number with too many digits"
     return " ".join(str(exc).split())[:200]
 
 

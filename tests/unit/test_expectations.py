@@ -7,9 +7,9 @@ from __future__ import annotations
 import copy
 import time
 
-from shorthop.controller.expectations import Expectations
 from shorthop.controller.live import LiveCluster
 from shorthop.controller.reconcile import Reconciler
+from shorthop.controller.runtime.expectations import Expectations
 
 from tests import operator_harness as oh
 from tests.recording_kube import RecordingKube, one_node_reconciler

@@ -30,11 +30,11 @@ def test_pods_take_exact_and_counted_gpus_and_overcommit_is_seen() -> None:
     snap = live.snapshot()
     row = snap.index.row_of["n"]
     assert int(snap.free[row]) == 0b0100  # 0,1 exact; the counted pod takes the highest free
-    assert live.overcommitted("n") == 0
+    assert live.snapshot().overcommitted == {}
     live.apply_pod(None, builders.gpu_pod("more", "n", 2))
-    assert live.overcommitted("n") == 1
+    assert live.snapshot().overcommitted == {"n": 1}
     live.apply_pod("DELETED", builders.gpu_pod("more", "n", 2))
-    assert live.overcommitted("n") == 0
+    assert live.snapshot().overcommitted == {}
 
 
 def test_assumed_pods_hold_gpus_until_their_event_arrives() -> None:

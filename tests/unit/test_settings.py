@@ -89,3 +89,40 @@ def test_run_with_bad_settings_exits_1_with_one_line(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "unknown preset 'azure'" in err[0]
+
+
+def test_the_pod_s_downward_api_names_are_defaults_below_any_setting(tmp_path: Path) -> None:
+    pod = {"POD_NAMESPACE": "from-pod", "POD_NAME": "op-0"}
+    s = settings.load(environ=pod)
+    assert (s.lease_namespace, s.identity) == ("from-pod", "op-0")
+    path = tmp_path / "config.yaml"
+    path.write_text("leaseNamespace: from-file\n")
+    s = settings.load(config_file=str(path), environ={**pod, "SHORTHOP_IDENTITY": "from-env"})
+    assert (s.lease_namespace, s.identity) == ("from-file", "from-env")
+    assert settings.load(environ={}).lease_namespace == "default"
+
+
+def test_fault_points_come_from_the_environment_through_the_settings() -> None:
+    from shorthop.controller.faults import Faults
+
+    s = settings.load(environ={"SHORTHOP_FAULTS": "after-create:3,after-bind"})
+    assert s.faults == "after-create:3,after-bind"
+    assert Faults.parse(s.faults).plan == {"after-create": 3, "after-bind": 1}
+    assert Faults.parse(settings.load(environ={}).faults).plan == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("after-craete:1", "unknown point 'after-craete'"),
+        ("after-create:x", "give point:count"),
+        ("after-create:0", "must be 1 or more"),
+    ],
+)
+def test_a_bad_fault_plan_names_the_variable(text: str, words: str) -> None:
+    from shorthop.controller.faults import Faults
+
+    with pytest.raises(ConfigError) as caught:
+        Faults.parse(text)
+    assert "SHORTHOP_FAULTS" in str(caught.value)
+    assert words in str(caught.value)

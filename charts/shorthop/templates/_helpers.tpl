@@ -70,3 +70,42 @@ fails early with a message naming the values.
 {{- fail (printf "metrics.port and health.port must differ (both are %d)" (int .Values.metrics.port)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The node agent (nodeAgent.enabled). Its pods carry their own app.kubernetes.io/name, so that the
+operator Deployment's selector (name + instance, fixed since the first release) never matches them.
+*/}}
+{{- define "shorthop.agentName" -}}
+{{- printf "%s-node-agent" (include "shorthop.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "shorthop.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-node-agent" (include "shorthop.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: node-agent
+{{- end -}}
+
+{{- define "shorthop.agentLabels" -}}
+helm.sh/chart: {{ include "shorthop.chart" . }}
+{{ include "shorthop.agentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: shorthop
+{{- end -}}
+
+{{/* The ServiceAccount the node agent runs as. */}}
+{{- define "shorthop.agentServiceAccountName" -}}
+{{- default (include "shorthop.agentName" .) .Values.nodeAgent.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The node agent's image: its own values, else the operator's (one image holds both). */}}
+{{- define "shorthop.agentImage" -}}
+{{- $repository := .Values.nodeAgent.image.repository | default .Values.image.repository -}}
+{{- $tag := .Values.nodeAgent.image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{/* The Node annotations the agent writes: the only thing its admission policy lets it change. */}}
+{{- define "shorthop.agentAnnotationKeys" -}}
+["shorthop.io/nvidia-smi-topo", "shorthop.io/gpu-topology"]
+{{- end -}}

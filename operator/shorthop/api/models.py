@@ -123,14 +123,6 @@ class Role(Model):
             )
         return self
 
-    @property
-    def pod_gpus(self) -> int:
-        return self.gpus_per_pod or self.gpus_per_replica
-
-    @property
-    def pods_per_replica(self) -> int:
-        return self.gpus_per_replica // self.pod_gpus
-
 
 class Traffic(Model):
     """KV-cache traffic between two roles; ``weight`` scales its cost."""

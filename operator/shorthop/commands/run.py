@@ -80,17 +80,16 @@ def run(args: argparse.Namespace) -> int:
 async def main(settings: settings_module.Settings, *, kubeconfig: str | None = None) -> int:
     import kopf
 
-    from shorthop.controller import health, kube, leader, operator
+    from shorthop.controller import kube, operator
+    from shorthop.controller.runtime import health, leader
 
     log = logging.getLogger("shorthop")
     api = kube.api_client(kubeconfig)
     metrics = metrics_module.create()
-    metrics_module.serve(metrics, settings.metrics_port)
     runtime = operator.Runtime(settings, api, metrics)
-    from kubernetes import client
-
+    metrics_module.serve(metrics, settings.metrics_port)
     elector = leader.LeaseElector(
-        client.CoordinationV1Api(api),
+        runtime.kube,
         settings.lease_namespace,
         settings.lease_name,
         settings.identity,

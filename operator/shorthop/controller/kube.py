@@ -1,14 +1,14 @@
 """The only module that calls the Kubernetes API (through the official client).
 
-Every ``ApiException`` is translated here, once, into shorthop's error types (httpx style):
-conflicts become :class:`~shorthop.errors.BindConflict`, everything else a :class:`KubeError`
-carrying the HTTP status so callers can decide to retry. Callers: the reconciler, the binder,
-the leader election and the CLI.
+Every ``ApiException`` is translated here, once, into the typed errors of
+:mod:`shorthop.errors` (httpx style): the class follows the HTTP status and the Status object's
+``reason`` (``NotFound``, ``Conflict``, ``AlreadyExists``...), never the message text; a call
+that got no answer is a :class:`~shorthop.errors.NoAnswer`. Callers decide by type: the
+reconciler, the binder, the leader election, the informers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 from collections.abc import Mapping
@@ -18,39 +18,53 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from shorthop import errors
 from shorthop.api import models
-from shorthop.errors import ShorthopError
+from shorthop.errors import KubeError, ShorthopError
+
+__all__ = ["Kube", "KubeError", "api_client", "api_error", "status_error"]
 
 
-class KubeError(ShorthopError):
-    """An API call failed; ``status`` is the HTTP status (0 when there was no response)."""
-
-    def __init__(self, what: str, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(f"{what}: HTTP {status} {reason}".strip())
-
-    @property
-    def retriable(self) -> bool:
-        return self.status in (0, 409, 429) or self.status >= 500
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-
-def _error(what: str, exc: ApiException) -> KubeError:
-    reason = exc.reason or ""
+def _status_object(exc: ApiException) -> Mapping[str, Any]:
+    """The Status object the API server sent with the error (empty when there is none)."""
     body = getattr(exc, "body", None)
-    if isinstance(body, (bytes, str)) and body:
-        text = body.decode() if isinstance(body, bytes) else body
-        with contextlib.suppress(ValueError):
-            reason = json.loads(text).get("message", reason)
-    return KubeError(what, int(exc.status or 0), reason)
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if not isinstance(body, str) or not body:
+        return {}
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, Mapping) and parsed.get("kind") == "Status" else {}
+
+
+def api_error(what: str, exc: ApiException) -> KubeError:
+    """The typed error for a failed call; ``what`` names the call in the message."""
+    return status_error(what, int(exc.status or 0), _status_object(exc), str(exc.reason or ""))
+
+
+def status_error(what: str, status: int, found: Mapping[str, Any], fallback: str = "") -> KubeError:
+    """The typed error for an HTTP status and the Status object that came with it (a failed
+    call's body, or a watch's ERROR event)."""
+    reason = str(found.get("reason") or "")
+    message = str(found.get("message") or fallback)
+    kind: type[KubeError] = KubeError
+    if status == 0:
+        kind = errors.NoAnswer
+    elif status == 404:
+        kind = errors.NotFound
+    elif status == 409:
+        kind = errors.AlreadyExists if reason == "AlreadyExists" else errors.Conflict
+    elif status == 410:
+        kind = errors.Expired
+    elif status == 422:
+        kind = errors.Invalid
+    elif status == 429:
+        kind = errors.Throttled
+    elif status >= 500:
+        kind = errors.ServerError
+    return kind(what, status, message, reason=reason)
 
 
 POOL_HEADROOM = 32  # connections beyond the API threads: workers, watches, lease, metrics
@@ -123,18 +137,32 @@ class Kube:
 
     # -- pods ------------------------------------------------------------------------------
 
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as stored now, or None when there is none."""
+        try:
+            response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            found: dict[str, Any] = json.loads(_body(response))
+        except ApiException as exc:
+            error = api_error(f"get pod {namespace}/{name}", exc)
+            if isinstance(error, errors.NotFound):
+                return None
+            raise error from None
+        return found
+
     def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             # Raw JSON back: deserialising into client models costs more than the call.
             response = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
             created: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
-            raise _error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
+            raise api_error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
         return created
 
     def delete_pod(
         self, namespace: str, name: str, *, force: bool = False, uid: str | None = None
     ) -> None:
+        """Delete the pod (only the one of ``uid`` when given); done when it is already gone
+        or a newer pod took the name."""
         options = client.V1DeleteOptions(
             grace_period_seconds=0 if force else None,
             preconditions=client.V1Preconditions(uid=uid) if uid else None,
@@ -142,9 +170,10 @@ class Kube:
         try:
             self.core.delete_namespaced_pod(name, namespace, body=options)
         except ApiException as exc:
-            if exc.status in (404, 409):  # already gone, or a newer pod took the name
+            error = api_error(f"delete pod {namespace}/{name}", exc)
+            if isinstance(error, (errors.NotFound, errors.Conflict)):
                 return
-            raise _error(f"delete pod {namespace}/{name}", exc) from None
+            raise error from None
 
     def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> None:
         """POST pods/binding. The response body (a Status) is not deserialised: some client
@@ -153,17 +182,16 @@ class Kube:
             metadata=client.V1ObjectMeta(name=name, uid=uid),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
         )
+        what = f"bind {namespace}/{name} to {node}"
         try:
             response = self.core.create_namespaced_pod_binding(
                 name, namespace, body, _preload_content=False
             )
             _body(response)
         except ApiException as exc:
-            raise _error(f"bind {namespace}/{name} to {node}", exc) from None
+            raise api_error(what, exc) from None
         if response.status not in (200, 201):
-            raise KubeError(
-                f"bind {namespace}/{name} to {node}", int(response.status), "unexpected status"
-            )
+            raise KubeError(what, int(response.status), "unexpected status")
 
     # -- services --------------------------------------------------------------------------
 
@@ -173,32 +201,13 @@ class Kube:
         try:
             _body(self.core.create_namespaced_service(namespace, body, _preload_content=False))
         except ApiException as exc:
-            if exc.status == 409:
+            error = api_error(f"create service {namespace}/{name}", exc)
+            if isinstance(error, errors.Conflict):
                 return False
-            raise _error(f"create service {namespace}/{name}", exc) from None
+            raise error from None
         return True
 
     # -- the custom resource ---------------------------------------------------------------
-
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            body = self.custom.get_namespaced_custom_object(
-                models.GROUP, models.VERSION, namespace, models.PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _error(f"get {models.SHORT_NAME} {namespace}/{name}", exc) from None
-        return dict(body)
-
-    def list_deployments(self) -> list[dict[str, Any]]:
-        try:
-            listed = self.custom.list_cluster_custom_object(
-                models.GROUP, models.VERSION, models.PLURAL
-            )
-        except ApiException as exc:
-            raise _error(f"list {models.PLURAL}", exc) from None
-        return list(listed.get("items", []))
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:
@@ -213,7 +222,7 @@ class Kube:
             )
             _body(response)
         except ApiException as exc:
-            raise _error(f"patch status of {namespace}/{name}", exc) from None
+            raise api_error(f"patch status of {namespace}/{name}", exc) from None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -255,20 +264,31 @@ class Kube:
         try:
             _body(self.core.create_namespaced_event(namespace, body, _preload_content=False))
         except ApiException as exc:
-            raise _error("create event", exc) from None
+            raise api_error("create event", exc) from None
 
-    # -- lists (start-up) ------------------------------------------------------------------
+    # -- the leader election's Lease -------------------------------------------------------
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
+        """The Lease, or None when there is none."""
         try:
-            data = json.loads(_body(self.core.list_node(_preload_content=False)))
+            return self.coordination.read_namespaced_lease(name, namespace)
         except ApiException as exc:
-            raise _error("list nodes", exc) from None
-        return list(data.get("items", []))
+            error = api_error(f"read lease {namespace}/{name}", exc)
+            if isinstance(error, errors.NotFound):
+                return None
+            raise error from None
 
-    def list_pods(self) -> list[dict[str, Any]]:
+    def create_lease(self, namespace: str, lease: client.V1Lease) -> None:
         try:
-            data = json.loads(_body(self.core.list_pod_for_all_namespaces(_preload_content=False)))
+            self.coordination.create_namespaced_lease(namespace, lease)
         except ApiException as exc:
-            raise _error("list pods", exc) from None
-        return list(data.get("items", []))
+            raise api_error(f"create lease {namespace}/{lease.metadata.name}", exc) from None
+
+    def replace_lease(self, namespace: str, lease: client.V1Lease) -> None:
+        """Write the Lease back; a :class:`~shorthop.errors.Conflict` when it changed since it
+        was read (its resourceVersion)."""
+        name = lease.metadata.name
+        try:
+            self.coordination.replace_namespaced_lease(name, namespace, lease)
+        except ApiException as exc:
+            raise api_error(f"replace lease {namespace}/{name}", exc) from None

@@ -1,7 +1,8 @@
-"""The running operator: informers, work queue, reconciler and kopf, wired together.
+"""The running operator: the runtime's informers and work queue, the reconciler and kopf, wired.
 
 kopf watches InferenceDeployments (in the configured namespaces, or all) and hands every event to
-the work queue. Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
+the work queue (:mod:`~shorthop.controller.runtime` says why the rest of the runtime is written
+beside kopf). Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
 pods in any namespace take capacity) that feed :class:`~shorthop.controller.live.LiveCluster` and
 wake the deployments an event concerns. A few workers drain the queue (a key is never
 reconciled twice at once); planning is serialised by a lock and the plan's GPUs are assumed
@@ -24,11 +25,12 @@ from kubernetes import client
 
 from shorthop.api import models
 from shorthop.controller.binder import BindingSubresourceBinder
-from shorthop.controller.informer import Informer
+from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
 from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
-from shorthop.controller.workqueue import WorkQueue
+from shorthop.controller.runtime.informer import Informer
+from shorthop.controller.runtime.workqueue import WorkQueue
 from shorthop.metrics import Metrics
 from shorthop.settings import Settings
 
@@ -84,6 +86,7 @@ class Runtime:
             BindingSubresourceBinder(self.kube),
             metrics,
             scheduler_name=settings.scheduler_name,
+            faults=Faults.parse(settings.faults),
         )
         self.queue: WorkQueue[str] = WorkQueue()
         self._stop = threading.Event()

@@ -4,7 +4,8 @@ Names: pod ``<deployment>-<role>-<replica>-<pod>``, headless Service ``<deployme
 Every pod is owned by the deployment (``ownerReferences``, controller), labelled with deployment,
 role, replica, pod index and a hash of its role's template, carries its planned GPU indices in the
 ``shorthop.io/gpus`` annotation (advisory where the device plugin picks GPUs), uses shorthop's
-``schedulerName`` so kube-scheduler leaves it alone, requests ``gpusPerPod`` GPUs, and gets
+``schedulerName`` so kube-scheduler leaves it alone, requests its role's GPUs per pod (as
+:mod:`~shorthop.placement.request` resolves them), and gets
 environment variables telling it its role, replica, pod index, the pods of its replica and the
 leading pods of its peer replicas.
 """
@@ -14,14 +15,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shorthop import quantity
 from shorthop.api import models
 from shorthop.controller import live
 from shorthop.errors import SpecError
-from shorthop.placement.snapshot import GPU_ANNOTATION
+from shorthop.placement.occupancy import GPU_ANNOTATION
+from shorthop.placement.plan import Plan, PodKey
+from shorthop.placement.request import Request, RoleRequest, replica_peers
 from shorthop.topology.labels import GPU_RESOURCE
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
@@ -91,9 +95,9 @@ def _check_shapes(role: models.Role, index: int) -> None:
                 raise SpecError(f"{at}.resources.{kind}", "must map resource names to quantities")
 
 
-def check_template(role: models.Role, index: int) -> None:
+def check_template(role: models.Role, index: int, shape: RoleRequest) -> None:
     """The template has the shape of a pod template where shorthop reads it, and its GPU requests,
-    if any, add up to the pod's share."""
+    if any, add up to the pod's share (``shape``, the role resolved)."""
     _check_shapes(role, index)
     declared = 0
     for c, container in enumerate(role.template.spec.get("containers") or []):
@@ -108,10 +112,10 @@ def check_template(role: models.Role, index: int) -> None:
                         f"{value!r} is not a whole number",
                     )
                 declared += amount if kind == "limits" else 0
-    if declared and declared != role.pod_gpus:
+    if declared and declared != shape.pod_gpus:
         raise SpecError(
             f"spec.roles[{index}].template.spec.containers",
-            f"request {declared} nvidia.com/gpu in total but each pod gets {role.pod_gpus} "
+            f"request {declared} nvidia.com/gpu in total but each pod gets {shape.pod_gpus} "
             "(gpusPerPod); drop the GPU limits from the template and shorthop sets them",
         )
 
@@ -120,6 +124,7 @@ def render_pod(
     infd: models.InferenceDeployment,
     uid: str,
     role: models.Role,
+    shape: RoleRequest,
     replica: int,
     pod: int,
     *,
@@ -144,14 +149,14 @@ def render_pod(
         GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {}) for c in containers
     ):
         resources = containers[0].setdefault("resources", {})
-        resources.setdefault("limits", {})[GPU_RESOURCE] = str(role.pod_gpus)
-        resources.setdefault("requests", {})[GPU_RESOURCE] = str(role.pod_gpus)
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(shape.pod_gpus)
+        resources.setdefault("requests", {})[GPU_RESOURCE] = str(shape.pod_gpus)
     env = [
         {"name": "SHORTHOP_DEPLOYMENT", "value": infd.metadata.name},
         {"name": "SHORTHOP_ROLE", "value": role.name},
         {"name": "SHORTHOP_REPLICA", "value": str(replica)},
         {"name": "SHORTHOP_POD", "value": str(pod)},
-        {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(role.pods_per_replica)},
+        {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(shape.pods_per_replica)},
         {"name": "SHORTHOP_REPLICA_PODS", "value": ",".join(replica_pods)},
         {"name": "SHORTHOP_PEERS", "value": ",".join(peers)},
         {"name": "SHORTHOP_GPUS", "value": ",".join(map(str, gpus))},
@@ -192,6 +197,38 @@ def render_pod(
     }
 
 
+def render_plan_pods(
+    infd: models.InferenceDeployment,
+    uid: str,
+    req: Request,
+    plan: Plan,
+    keys: Iterable[PodKey],
+    *,
+    scheduler_name: str,
+) -> dict[PodKey, dict[str, Any]]:
+    """The pods to create for ``keys`` of a feasible plan: each where the plan puts it, told the
+    pods of its replica and the leading pods of its peer replicas (``request.replica_peers``)."""
+    roles = {r.name: r for r in infd.spec.roles}
+    shapes = {r.name: r for r in req.roles}
+    by_key = {a.key: a for a in plan.assignments}
+    members: dict[tuple[str, int], list[PodKey]] = defaultdict(list)
+    for a in plan.assignments:
+        members[(a.key.role, a.key.replica)].append(a.key)
+    peers = replica_peers(req, members)
+    pods: dict[PodKey, dict[str, Any]] = {}
+    for key in keys:
+        a, replica = by_key[key], (key.role, key.replica)
+        names = [dns_name(infd, k.role, k.replica, k.pod) for k in sorted(members[replica])]
+        pods[key] = render_pod(
+            infd, uid, roles[key.role], shapes[key.role], key.replica, key.pod,
+            node=a.node, gpus=a.gpus, tier=plan.replica_tiers[replica],
+            scheduler_name=scheduler_name,
+            replica_pods=names,
+            peers=[dns_name(infd, r, rid, 0) for r, rid in peers.get(replica, [])],
+        )  # fmt: skip
+    return pods
+
+
 def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -218,13 +255,3 @@ def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role
 def dns_name(infd: models.InferenceDeployment, role: str, replica: int, pod: int) -> str:
     name = pod_name(infd.metadata.name, role, replica, pod)
     return f"{name}.{service_name(infd.metadata.name, role)}.{infd.metadata.namespace}.svc"
-
-
-def peers_by_replica(
-    request_peers: Mapping[tuple[str, int], list[tuple[str, int]]], infd: models.InferenceDeployment
-) -> dict[tuple[str, int], list[str]]:
-    """DNS names of the first pod of every peer replica."""
-    return {
-        key: [dns_name(infd, role, rid, 0) for role, rid in peers]
-        for key, peers in request_peers.items()
-    }

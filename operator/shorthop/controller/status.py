@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shorthop.api import models
-from shorthop.controller.live import PodRecord
 from shorthop.placement import objective
 from shorthop.placement.plan import Reason
 from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement.triage import PlacedPod, PlacedReplica, PodState
 from shorthop.topology import levels
 from shorthop.topology.index import TopologyIndex
 
@@ -82,7 +82,7 @@ def _condition(
 def compute(
     infd: models.InferenceDeployment,
     generation: int | None,
-    pods: Sequence[PodRecord],
+    pods: Sequence[PodState],
     index: TopologyIndex,
     request: Request,
     *,
@@ -93,7 +93,7 @@ def compute(
     """The status for the current state; ``reasons`` non-empty means the last plan failed."""
     spec = infd.spec
     # Counted, not enumerated: up to 1024 x 4096 pods per role pass the schema.
-    total = sum(r.replicas * r.pods_per_replica for r in spec.roles)
+    total = sum(r.replicas * r.pods_per_replica for r in request.roles)
     live = [
         p
         for p in pods
@@ -105,7 +105,7 @@ def compute(
     ]
     bound = [p for p in live if p.node and index.row_of.get(p.node) is not None and p.exact]
     ready = sum(1 for p in bound if p.ready)
-    per_replica: dict[tuple[str, int], list[PodRecord]] = defaultdict(list)
+    per_replica: dict[tuple[str, int], list[PodState]] = defaultdict(list)
     for p in bound:
         per_replica[(str(p.role), int(p.replica))].append(p)  # type: ignore[arg-type]
     sets = {
@@ -254,6 +254,30 @@ def compute(
         "kvTransfers": transfers,
         "message": message,
     }
+
+
+def placed_replicas(old: Mapping[str, Any]) -> tuple[PlacedReplica, ...]:
+    """The replica placements a previous status recorded (``replicas[]``), skipping entries
+    that do not have the shape this module writes."""
+    out = []
+    for entry in old.get("replicas") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        rid = entry.get("replica")
+        pods = entry.get("pods") or []
+        if not isinstance(rid, int) or isinstance(rid, bool) or not isinstance(pods, list):
+            continue
+        placed = []
+        for pod in pods:
+            gpus = pod.get("gpus") if isinstance(pod, Mapping) else None
+            if not isinstance(gpus, list) or not all(
+                isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in gpus
+            ):
+                break
+            placed.append(PlacedPod(str(pod.get("node")), tuple(gpus)))
+        else:
+            out.append(PlacedReplica(str(entry.get("role")), rid, tuple(placed)))
+    return tuple(out)
 
 
 def invalid(

@@ -37,7 +37,7 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
     options_per_q: dict[int, int] = {}
     space = 1
     for ri, _, _ in pods:
-        q = request.roles[ri].gpus_per_pod
+        q = request.roles[ri].pod_gpus
         if q not in options_per_q:
             options_per_q[q] = sum(
                 len(list(combinations(bits(int(snapshot.free[r])), q))) for r in rows
@@ -72,7 +72,7 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
     best: list[object] = [None, None]  # [(intra, traffic), assignment list]
 
     def options(ri: int) -> list[tuple[int, tuple[int, ...]]]:
-        q = request.roles[ri].gpus_per_pod
+        q = request.roles[ri].pod_gpus
         out = []
         for r in rows:
             if usable[ri][r] and free[r].bit_count() >= q:

@@ -46,7 +46,7 @@ class _Scratch:
         h = self.headroom[row]
         return bool(
             self.usable[ri][row]
-            and self.free[row].bit_count() >= role.gpus_per_pod
+            and self.free[row].bit_count() >= role.pod_gpus
             and h[0] >= role.cpu_millis
             and h[1] >= role.memory_bytes
             and h[2] >= 1
@@ -54,7 +54,7 @@ class _Scratch:
 
     def take(self, ri: int, replica: int, pod: int, row: int) -> None:
         role = self.request.roles[ri]
-        gpus = bits(self.free[row])[: role.gpus_per_pod]
+        gpus = bits(self.free[row])[: role.pod_gpus]
         for g in gpus:
             self.free[row] &= ~(1 << g)
         self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
@@ -87,9 +87,9 @@ class _Scratch:
         reason = Reason(
             "capacity",
             f"spec.roles[{role.name}]",
-            role.gpus_per_pod,
+            role.pod_gpus,
             0,
-            f"{name}: no node has {role.gpus_per_pod} free GPUs for the next pod",
+            f"{name}: no node has {role.pod_gpus} free GPUs for the next pod",
         )
         return Plan(False, reasons=(reason,), strategy=name)
 
@@ -186,7 +186,7 @@ class TasLike:
         if not s.usable[ri][row]:
             return 0
         h = s.headroom[row]
-        n = s.free[row].bit_count() // role.gpus_per_pod
+        n = s.free[row].bit_count() // role.pod_gpus
         if role.cpu_millis:
             n = min(n, int(h[0]) // role.cpu_millis)
         if role.memory_bytes:

@@ -1,29 +1,36 @@
 """What to place: an InferenceDeployment spec turned into the solver's terms.
 
-The only module of the core that reads ``shorthop.api``. Tier names in scopes are checked against
-the configured tiers here, so an unknown name is a :class:`~shorthop.errors.SpecError` naming the
-field. Also defines the peer pairing between roles that carry traffic.
+The only module of the core that reads ``shorthop.api``, and the one place that resolves a role's
+shape: ``gpusPerPod`` defaults to ``gpusPerReplica`` here (:func:`pod_gpus`), and every other
+module reads the resolved :class:`RoleRequest`. A pod's CPU and memory come from its template by
+the rule of :mod:`~shorthop.placement.occupancy` (init containers included), the same rule that
+counts the pod once it runs. Tier names in scopes are checked against the configured tiers here,
+so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field. Also defines the
+peer pairing between roles that carry traffic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shorthop import quantity
 from shorthop.api import models
 from shorthop.errors import SpecError
-from shorthop.placement.snapshot import Toleration, tolerations_of
+from shorthop.placement import occupancy
+from shorthop.placement.occupancy import Toleration
 
 
 @dataclass(frozen=True, slots=True)
 class RoleRequest:
-    """One role: ``replicas`` replicas of ``pods_per_replica`` pods with ``gpus_per_pod`` GPUs."""
+    """One role, resolved: ``replicas`` replicas of ``pods_per_replica`` pods with
+    ``pod_gpus`` GPUs each: ``gpusPerPod`` resolved (the API model's ``gpus_per_pod`` is optional
+    and keeps the CRD's name; this one is always set)."""
 
     name: str
     replicas: int
     pods_per_replica: int
-    gpus_per_pod: int
+    pod_gpus: int
     replica_scope: int | None = None  # tier index: each replica inside one domain of this tier
     tolerations: tuple[Toleration, ...] = ()
     cpu_millis: int = 0  # per pod
@@ -31,7 +38,7 @@ class RoleRequest:
 
     @property
     def gpus_per_replica(self) -> int:
-        return self.pods_per_replica * self.gpus_per_pod
+        return self.pods_per_replica * self.pod_gpus
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,42 @@ def _tier(tiers: tuple[str, ...], value: str | None, field: str) -> int | None:
     return tiers.index(value)
 
 
+def pod_gpus(role: models.Role) -> int:
+    """GPUs of one pod of the role: ``gpusPerPod``, defaulting to ``gpusPerReplica``.
+
+    >>> role = {"name": "r", "replicas": 1, "template": {"spec": {"containers": [{}]}}}
+    >>> pod_gpus(models.Role.model_validate({**role, "gpusPerReplica": 8})), pod_gpus(
+    ...     models.Role.model_validate({**role, "gpusPerReplica": 8, "gpusPerPod": 4}))
+    (8, 4)
+    """
+    return role.gpus_per_pod or role.gpus_per_replica
+
+
+def replica_peers(
+    request: Request, replicas: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], list[tuple[str, int]]]:
+    """For each (role, replica), the replicas it exchanges traffic with, by :func:`peer_pairs`
+    over the replica ids present (by rank), both directions, in traffic-edge order.
+
+    >>> req = Request(roles=(RoleRequest("p", 2, 1, 1), RoleRequest("d", 1, 1, 1)),
+    ...               traffic=(TrafficEdge(0, 1, 1.0),))
+    >>> replica_peers(req, [("p", 0), ("p", 3), ("d", 0)])[("d", 0)]
+    [('p', 0), ('p', 3)]
+    """
+    by_role: dict[str, list[int]] = defaultdict(list)
+    for role, replica in replicas:
+        by_role[role].append(replica)
+    peers: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
+    for edge in request.traffic:
+        source, target = request.roles[edge.source].name, request.roles[edge.target].name
+        s_ids, t_ids = sorted(by_role.get(source, [])), sorted(by_role.get(target, []))
+        for i, j in peer_pairs(len(s_ids), len(t_ids)):
+            a, b = (source, s_ids[i]), (target, t_ids[j])
+            peers[a].append(b)
+            peers[b].append(a)
+    return dict(peers)
+
+
 def from_spec(
     spec: models.InferenceDeploymentSpec, tiers: tuple[str, ...], *, name: str = "deployment"
 ) -> Request:
@@ -89,25 +132,18 @@ def from_spec(
     roles = []
     for role in spec.roles:
         pod_spec = role.template.spec
-        cpu, memory = 0, 0
-        for container in pod_spec.get("containers") or []:
-            # The pod spec is free-form: anything may stand where a mapping belongs.
-            resources = container.get("resources") if isinstance(container, Mapping) else None
-            requests = resources.get("requests") if isinstance(resources, Mapping) else None
-            if not isinstance(requests, Mapping):
-                continue
-            cpu += quantity.parse(requests.get("cpu", 0), milli=True) or 0
-            memory += quantity.parse(requests.get("memory", 0)) or 0
+        cpu, memory = occupancy.resource_request(pod_spec)
+        gpus = pod_gpus(role)
         roles.append(
             RoleRequest(
                 name=role.name,
                 replicas=role.replicas,
-                pods_per_replica=role.pods_per_replica,
-                gpus_per_pod=role.pod_gpus,
+                pods_per_replica=role.gpus_per_replica // gpus,
+                pod_gpus=gpus,
                 replica_scope=_tier(
                     tiers, role.replica_scope, f"spec.roles[{role.name}].replicaScope"
                 ),
-                tolerations=tolerations_of(pod_spec),
+                tolerations=occupancy.tolerations_of(pod_spec),
                 cpu_millis=cpu,
                 memory_bytes=memory,
             )

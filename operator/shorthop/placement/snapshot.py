@@ -1,25 +1,42 @@
-"""The per-cycle cluster state: which GPUs are free on which node, as bitsets.
+"""The per-cycle cluster state (free GPUs per node, as bitsets) and the one builder that makes it.
 
-Built from Node and Pod objects (plain mappings, as ``kubectl get -o yaml`` or the API return them)
-over a shared :class:`~shorthop.topology.index.TopologyIndex`. Rules (the ``shorthop plan``
-contract):
+:class:`SnapshotBuilder` takes events — nodes and pods added, modified or deleted, and pods
+*assumed* (bound by the operator, their watch event not seen yet) — and :meth:`~SnapshotBuilder.
+freeze` hands out an immutable :class:`ClusterSnapshot` over a shared
+:class:`~shorthop.topology.index.TopologyIndex`. The operator keeps one builder for its whole life
+(``controller.live`` feeds it watch events); ``shorthop plan`` and ``shorthop topology`` make a
+cold one with :func:`build`. Both therefore follow the same rules, those of
+:mod:`~shorthop.placement.occupancy` (which GPUs, CPU and memory a pod takes, what a node offers),
+plus:
 
-- a pod occupies GPUs when it has ``spec.nodeName``, is not ``Succeeded``/``Failed`` and requests
-  ``nvidia.com/gpu`` (the larger of its containers' sum and any init container);
-- a pod carrying shorthop's annotation (``shorthop.io/gpus: "0,1,2,3"``) occupies exactly those
-  indices; any other GPU pod occupies a count, taken from the highest free indices (the device
-  plugin picks real indices, so this only keeps counts right);
-- nodes that are NotReady, cordoned, or left out by the topology parser offer nothing; nodes with
-  ``NoSchedule``/``NoExecute`` taints offer GPUs only to requests that tolerate them;
-- CPU, memory and pod-count headroom are tracked too, so a pod is never planned onto a node whose
-  kubelet would reject it.
+- nodes that are NotReady, cordoned, or left out by the label parser offer nothing, and
+  ``unavailable`` says why; nodes with ``NoSchedule``/``NoExecute`` taints offer GPUs only to
+  requests that tolerate them;
+- CPU, memory and pod-slot headroom is tracked for every node in the index (allocatable minus
+  what its pods take, saturated to int64), so a pod is never planned where its kubelet would
+  reject it;
+- ``overcommitted`` names the nodes where more GPUs are bound (and assumed) than they have: a
+  bind raced with another scheduler;
+- label ``issues`` are listed in node-name order.
 
-The snapshot is immutable; the solver works on copies of ``free``.
+Incremental (the invariant that ``tests/unit/placement/test_snapshot_builder.py`` checks): any
+sequence of events gives the same snapshot as a cold build from the final objects. Events only
+mark the nodes they touch; :meth:`~SnapshotBuilder.freeze` recomputes those rows, reuses the
+node-level parts (taints, unavailable, issues) until a node changes, and returns the same object
+while nothing changed (a node heartbeat changes nothing shorthop reads).
+
+Dynamic Resource Allocation slots in the same way: a ResourceSlice or ResourceClaim event is
+parsed into a pure record, stored by key, and marks the nodes it touches; the per-node
+recomputation then folds it in with the pods (devices named in claims' allocations are busy
+exact GPUs; slices give a node's device list).
+
+Pure: no I/O, no clock, not thread-safe (``controller.live`` locks around it).
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,109 +44,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop import quantity
+from shorthop.placement import occupancy
+from shorthop.placement.occupancy import Toleration
 from shorthop.topology import labels
 from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
-GPU_ANNOTATION = "shorthop.io/gpus"
 MAX_GPUS_PER_NODE = labels.MAX_GPUS_PER_NODE  # one uint64 bitset per node
 _INT64 = 2**63 - 1
-_GPU_INDEX = re.compile(r"[0-9]{1,4}")  # ASCII digits: str.isdigit() also accepts "²"
-CPU, MEMORY, PODS = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class Toleration:
-    key: str | None = None
-    operator: str = "Equal"
-    value: str | None = None
-    effect: str | None = None
-
-    def tolerates(self, taint: labels.Taint) -> bool:
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key is None or self.key == "":
-            return self.operator == "Exists"
-        if self.key != taint.key:
-            return False
-        return self.operator == "Exists" or (self.value or "") == taint.value
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a mapping, else empty: snapshot files and pod templates may hold
-    anything where a mapping belongs."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def tolerations_of(pod_spec: Mapping[str, Any]) -> tuple[Toleration, ...]:
-    out = []
-    for t in _list(_map(pod_spec).get("tolerations")):
-        if isinstance(t, Mapping):
-            out.append(
-                Toleration(
-                    _str(t.get("key")),
-                    str(t.get("operator") or "Equal"),
-                    _str(t.get("value")),
-                    _str(t.get("effect")),
-                )
-            )
-    return tuple(out)
-
-
-def gpu_request(pod_spec: Mapping[str, Any]) -> int:
-    """GPUs a pod needs: max(sum over containers, max over init containers)."""
-
-    def of(container: Any) -> int:
-        if not isinstance(container, Mapping):
-            return 0
-        resources = _map(container.get("resources"))
-        for kind in ("limits", "requests"):
-            value = _map(resources.get(kind)).get(labels.GPU_RESOURCE)
-            if value is not None:
-                return quantity.parse(value) or 0
-        return 0
-
-    pod_spec = _map(pod_spec)
-    main = sum(of(c) for c in _list(pod_spec.get("containers")))
-    init = max((of(c) for c in _list(pod_spec.get("initContainers"))), default=0)
-    return max(main, init)
-
-
-def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
-    """(CPU millicores, memory bytes) a pod requests, init containers included."""
-
-    def of(container: Any) -> tuple[int, int]:
-        if not isinstance(container, Mapping):
-            return (0, 0)
-        requests = _map(_map(container.get("resources")).get("requests"))
-        return (
-            quantity.parse(requests.get("cpu", 0), milli=True) or 0,
-            quantity.parse(requests.get("memory", 0)) or 0,
-        )
-
-    pod_spec = _map(pod_spec)
-    main = [of(c) for c in _list(pod_spec.get("containers"))]
-    init = [of(c) for c in _list(pod_spec.get("initContainers"))]
-    return (
-        max(sum(c for c, _ in main), max((c for c, _ in init), default=0)),
-        max(sum(m for _, m in main), max((m for _, m in init), default=0)),
-    )
-
-
-def parse_gpu_annotation(value: str) -> tuple[int, ...] | None:
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    if not parts or not all(_GPU_INDEX.fullmatch(p) for p in parts):
-        return None
-    return tuple(int(p) for p in parts)
+HARD_EFFECTS = ("NoSchedule", "NoExecute")
 
 
 def mask_of(gpus: Iterable[int]) -> int:
@@ -145,20 +68,19 @@ def bits(mask: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True, eq=False)
 class ClusterSnapshot:
-    """Free GPUs per node (row of ``index``) for one planning cycle. Read-only."""
+    """Free GPUs per node (row of ``index``) for one planning cycle. Read-only; the solver
+    works on copies of ``free``."""
 
     index: TopologyIndex
     free: NDArray[np.uint64]  # [rows] bitset of free GPUs (0 where the node offers nothing)
     schedulable: NDArray[np.bool_]  # [rows] present, Ready, not cordoned
     headroom: NDArray[np.int64]  # [rows, 3] CPU millicores, memory bytes, pods left
     taints: dict[int, tuple[labels.Taint, ...]]  # rows with NoSchedule/NoExecute taints
-    foreign: NDArray[np.int32]  # [rows] GPUs taken by other pods (count)
+    foreign: NDArray[np.int32]  # [rows] GPUs taken by pods without exact indices (count)
     issues: tuple[labels.NodeIssue, ...]
     unavailable: dict[str, str] = field(default_factory=dict)  # node -> why it offers nothing
     free_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    def free_count(self) -> NDArray[np.int64]:
-        return self.free_counts
+    overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
 
     def usable_rows(self, tolerations: tuple[Toleration, ...] = ()) -> NDArray[np.bool_]:
         """Rows a pod with these tolerations may use."""
@@ -168,6 +90,329 @@ class ClusterSnapshot:
                 usable[row] = False
         return usable
 
+    def known(self, node: str | None) -> bool:
+        """The node exists (whether or not it offers anything)."""
+        return node is not None and (node in self.index.row_of or node in self.unavailable)
+
+    def usable(self, node: str | None) -> bool:
+        """The node is in the topology, Ready and not cordoned."""
+        row = self.index.row_of.get(str(node)) if node is not None else None
+        return row is not None and bool(self.schedulable[row])
+
+    def with_taken(self, taken: Mapping[int, int]) -> ClusterSnapshot:
+        """This snapshot with more GPUs marked used (row -> mask): pods kept on GPUs the cache
+        still shows free (unbound pods, sticky placements)."""
+        if not taken:
+            return self
+        free = self.free.copy()
+        counts = self.free_counts.copy()
+        for row, mask in taken.items():
+            free[row] = np.uint64(int(free[row]) & ~mask)
+            counts[row] = int(free[row]).bit_count()
+        for array in (free, counts):
+            array.setflags(write=False)
+        return dataclasses.replace(self, free=free, free_counts=counts)
+
+
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    """GPUs, CPU and memory held for a pod whose bind has not been seen yet."""
+
+    node: str
+    gpus: tuple[int, ...]
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+
+
+_NodeParts = tuple[
+    dict[int, tuple[labels.Taint, ...]], dict[str, str], tuple[labels.NodeIssue, ...]
+]
+
+
+class SnapshotBuilder:
+    """Cluster state kept up to date by events; see the module docstring.
+
+    Event methods take API objects as plain mappings (``None``/``ADDED``/``MODIFIED``/
+    ``DELETED`` as a watch reports them) or, for pods, their parsed :class:`~shorthop.placement.
+    occupancy.PodUsage`. Reads (:meth:`freeze`, :meth:`usable`, :meth:`free_count`) first bring
+    the rows they need up to date.
+    """
+
+    def __init__(self, config: TopologyConfig, *, index: IndexBuilder | None = None) -> None:
+        self.config = config
+        self._index = index or IndexBuilder(config)
+        self._nodes: dict[str, occupancy.NodeOffer] = {}
+        self._pods: dict[str, occupancy.PodUsage] = {}
+        self._assumed: dict[str, Assumed] = {}
+        # Kept per node name even before the node is seen (pods and nodes arrive in any order).
+        self._node_pods: dict[str, set[str]] = defaultdict(set)
+        self._node_assumed: dict[str, set[str]] = defaultdict(set)
+        self._dirty: set[str] = set()
+        self._free = np.zeros(0, dtype=np.uint64)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._foreign = np.zeros(0, dtype=np.int32)
+        self._headroom = np.zeros((0, 3), dtype=np.int64)
+        self._schedulable = np.zeros(0, dtype=np.bool_)
+        self._overcommit: dict[str, int] = {}
+        self._node_version = 0
+        self._parts: tuple[tuple[int, int], _NodeParts] | None = None
+        self._cached: ClusterSnapshot | None = None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def apply_node(self, event: str | None, node: Mapping[str, Any]) -> bool:
+        """A node was listed, added, modified or deleted; False when nothing the snapshot
+        reads changed (a status heartbeat)."""
+        if event == "DELETED":
+            return self.remove_node(occupancy.node_name(node))
+        return self.put_node(occupancy.node_offer(node, self.config))
+
+    def put_node(self, offer: occupancy.NodeOffer) -> bool:
+        name = offer.name
+        old = self._nodes.get(name)
+        if old == offer:
+            return False
+        self._nodes[name] = offer
+        if offer.parsed.topology is None:
+            self._leave_index(name)
+        elif old is None or old.parsed.topology != offer.parsed.topology:
+            self._index.upsert(offer.parsed.topology)
+        self._node_changed(name)
+        return True
+
+    def remove_node(self, name: str) -> bool:
+        """Its pods stay known: they still exist in the API (and must be cleaned up)."""
+        if self._nodes.pop(name, None) is None:
+            return False
+        self._leave_index(name)
+        self._node_changed(name)
+        return True
+
+    def apply_pod(self, event: str | None, pod: Mapping[str, Any]) -> bool:
+        """A pod was listed, added, modified or deleted; False when what it takes is unchanged
+        (readiness, labels, status messages)."""
+        if event == "DELETED":
+            return self.remove_pod(occupancy.pod_key(pod))
+        return self.put_pod(occupancy.pod_usage(pod))
+
+    def put_pod(self, usage: occupancy.PodUsage) -> bool:
+        key = usage.key
+        old = self._pods.get(key)
+        # A pod seen bound is no longer assumed.
+        changed = self._drop_assumed(key) if usage.node else False
+        if old == usage:
+            return changed
+        if old is not None and old.node != usage.node and old.node:
+            self._node_pods[old.node].discard(key)
+            self._touch(old.node)
+        self._pods[key] = usage
+        if usage.node:
+            self._node_pods[usage.node].add(key)
+            self._touch(usage.node)
+        return True
+
+    def remove_pod(self, key: str) -> bool:
+        changed = self._drop_assumed(key)
+        old = self._pods.pop(key, None)
+        if old is None:
+            return changed
+        if old.node:
+            self._node_pods[old.node].discard(key)
+            self._touch(old.node)
+        return True
+
+    def assume(self, key: str, assumed: Assumed) -> None:
+        """Count GPUs (and CPU, memory, a pod slot) as taken by pod ``key`` on ``assumed.node``
+        until the pod is seen bound or deleted, or :meth:`forget` is called."""
+        self._drop_assumed(key)
+        self._assumed[key] = assumed
+        self._node_assumed[assumed.node].add(key)
+        self._touch(assumed.node)
+
+    def forget(self, key: str) -> bool:
+        """Release an assumption (the bind failed, or it was never seen); False when none."""
+        return self._drop_assumed(key)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def node(self, name: str) -> occupancy.NodeOffer | None:
+        return self._nodes.get(name)
+
+    def assumed(self, key: str) -> Assumed | None:
+        return self._assumed.get(key)
+
+    def usable(self, name: str) -> bool:
+        """The node is in the topology, Ready and not cordoned."""
+        offer = self._nodes.get(name)
+        return offer is not None and offer.usable
+
+    def free_count(self, name: str) -> int:
+        """Free GPUs on the node now (0 when it offers nothing)."""
+        self._flush()
+        row = self._index.row(name)
+        return int(self._counts[row]) if row is not None and row < len(self._counts) else 0
+
+    def issues(self) -> list[labels.NodeIssue]:
+        return [i for offer in self._nodes.values() for i in offer.parsed.issues]
+
+    def freeze(self) -> ClusterSnapshot:
+        """The current state as an immutable snapshot; the same object while nothing changed."""
+        if self._cached is not None:
+            return self._cached
+        index = self._index.freeze()
+        self._grow()
+        self._flush()
+        rows = len(index.names)
+        taints, unavailable, issues = self._node_parts(index)
+        free, schedulable = self._free[:rows].copy(), self._schedulable[:rows].copy()
+        headroom, foreign = self._headroom[:rows].copy(), self._foreign[:rows].copy()
+        counts = self._counts[:rows].copy()
+        for array in (free, schedulable, headroom, foreign, counts):
+            array.setflags(write=False)
+        self._cached = ClusterSnapshot(
+            index=index,
+            free=free,
+            schedulable=schedulable,
+            headroom=headroom,
+            taints=taints,
+            foreign=foreign,
+            issues=issues,
+            unavailable=unavailable,
+            free_counts=counts,
+            overcommitted=dict(self._overcommit),
+        )
+        return self._cached
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _touch(self, name: str) -> None:
+        self._dirty.add(name)
+        self._cached = None
+
+    def _node_changed(self, name: str) -> None:
+        self._node_version += 1
+        self._touch(name)
+
+    def _drop_assumed(self, key: str) -> bool:
+        entry = self._assumed.pop(key, None)
+        if entry is None:
+            return False
+        self._node_assumed[entry.node].discard(key)
+        self._touch(entry.node)
+        return True
+
+    def _leave_index(self, name: str) -> None:
+        """A row whose node left the index offers nothing (the index may reuse it later)."""
+        row = self._index.row(name)
+        if row is None:
+            return
+        self._index.remove(name)
+        if row < len(self._free):
+            self._free[row], self._counts[row], self._schedulable[row] = 0, 0, False
+            self._foreign[row] = 0
+            self._headroom[row] = 0
+        self._overcommit.pop(name, None)
+
+    def _grow(self) -> None:
+        size = self._index.size
+        if size <= len(self._free):
+            return
+        extra = max(size - len(self._free), len(self._free))
+        self._free = np.concatenate([self._free, np.zeros(extra, dtype=np.uint64)])
+        self._counts = np.concatenate([self._counts, np.zeros(extra, dtype=np.int64)])
+        self._foreign = np.concatenate([self._foreign, np.zeros(extra, dtype=np.int32)])
+        self._headroom = np.concatenate([self._headroom, np.zeros((extra, 3), dtype=np.int64)])
+        self._schedulable = np.concatenate([self._schedulable, np.zeros(extra, dtype=np.bool_)])
+
+    def _flush(self) -> None:
+        if not self._dirty:
+            return
+        self._grow()
+        for name in self._dirty:
+            self._recompute(name)
+        self._dirty.clear()
+
+    def _recompute(self, name: str) -> None:
+        """Free GPUs, headroom, foreign count and overcommit of one node from its pods."""
+        row = self._index.row(name)
+        offer = self._nodes.get(name)
+        if row is None or offer is None or offer.parsed.topology is None:
+            self._overcommit.pop(name, None)
+            return
+        gpus = offer.parsed.topology.gpus
+        mask = (1 << gpus) - 1
+        cpu, memory, slots = offer.allocatable
+        counted = 0
+        bound = 0  # GPUs requested by the node's active pods and assumed ones
+        for key in self._node_pods.get(name, ()):
+            pod = self._pods[key]
+            if not pod.active:
+                continue
+            cpu, memory, slots = cpu - pod.cpu_millis, memory - pod.memory_bytes, slots - 1
+            if pod.gpus <= 0:
+                continue
+            bound += pod.gpus
+            exact = pod.exact_on(gpus)
+            if exact is not None:
+                mask &= ~mask_of(exact)
+            else:
+                # A pod cannot hold more GPUs than its node has.
+                counted += min(pod.gpus, gpus)
+        on_node = self._node_pods.get(name, set())
+        for key in self._node_assumed.get(name, ()):
+            if key in on_node:
+                continue  # seen bound here: counted above
+            held = self._assumed[key]
+            mask &= ~mask_of(held.gpus)
+            bound += len(held.gpus)
+            cpu, memory, slots = cpu - held.cpu_millis, memory - held.memory_bytes, slots - 1
+        # Counted pods take the highest free indices, after the exact ones are marked.
+        left = counted
+        for g in range(gpus - 1, -1, -1):
+            if left == 0:
+                break
+            if mask >> g & 1:
+                mask &= ~(1 << g)
+                left -= 1
+        if bound > gpus:
+            self._overcommit[name] = bound - gpus
+        else:
+            self._overcommit.pop(name, None)
+        usable = offer.usable
+        self._free[row] = np.uint64(mask if usable else 0)
+        self._counts[row] = mask.bit_count() if usable else 0
+        self._foreign[row] = counted
+        # Requests summed over pods may pass an int64 (Python ints until here).
+        self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
+        self._schedulable[row] = usable
+
+    def _node_parts(self, index: TopologyIndex) -> _NodeParts:
+        """Taints, unavailable nodes and label issues: they change only with node events, so
+        they are recomputed only then."""
+        if self._parts is not None and self._parts[0] == (self._node_version, index.generation):
+            return self._parts[1]
+        taints: dict[int, tuple[labels.Taint, ...]] = {}
+        unavailable: dict[str, str] = {}
+        issues: list[labels.NodeIssue] = []
+        for name in sorted(self._nodes):
+            parsed = self._nodes[name].parsed
+            issues.extend(parsed.issues)
+            row = index.row_of.get(name)
+            if row is None:
+                excluded = [i.message() for i in parsed.issues if i.excluded]
+                unavailable[name] = excluded[0] if excluded else "no GPUs"
+                continue
+            if not parsed.state.ready:
+                unavailable[name] = f"node {name} is not Ready"
+            elif parsed.state.unschedulable:
+                unavailable[name] = f"node {name} is cordoned"
+            hard = tuple(t for t in parsed.state.taints if t.effect in HARD_EFFECTS)
+            if hard:
+                taints[row] = hard
+        parts = (taints, unavailable, tuple(issues))
+        self._parts = ((self._node_version, index.generation), parts)
+        return parts
+
 
 def build(
     nodes: Iterable[Mapping[str, Any]],
@@ -176,111 +421,20 @@ def build(
     *,
     builder: IndexBuilder | None = None,
 ) -> ClusterSnapshot:
-    """Snapshot from Node and Pod objects. Pass a long-lived ``builder`` to update its index
-    incrementally instead of building a new one (the controller does)."""
-    builder = builder or IndexBuilder(config)
-    parsed = [labels.parse_node(n, config) for n in nodes]
-    seen: set[str] = set()
-    issues: list[labels.NodeIssue] = []
-    unavailable: dict[str, str] = {}
-    for p in parsed:
-        issues.extend(p.issues)
-        seen.add(p.name)
-        if p.topology is None:
-            builder.remove(p.name)
-            reasons = [i.message() for i in p.issues if i.excluded]
-            unavailable[p.name] = reasons[0] if reasons else "no GPUs"
-        else:
-            builder.upsert(p.topology)
-    for name in builder.node_names() - seen:
-        builder.remove(name)
-    index = builder.freeze()
-    rows = len(index.names)
-    schedulable = np.zeros(rows, dtype=np.bool_)
-    free = np.zeros(rows, dtype=np.uint64)
-    headroom = np.zeros((rows, 3), dtype=np.int64)
-    taints: dict[int, tuple[labels.Taint, ...]] = {}
-    node_objects = {
-        str(_map(n.get("metadata")).get("name")): n for n in nodes if isinstance(n, Mapping)
-    }
-    for p in parsed:
-        row = index.row_of.get(p.name)
-        if row is None:
-            continue
-        gpus = index.gpus(row)
-        if gpus > MAX_GPUS_PER_NODE:
-            unavailable[p.name] = (
-                f"node {p.name}: {gpus} GPUs; shorthop models at most {MAX_GPUS_PER_NODE} per node"
-            )
-            continue
-        if not p.state.ready:
-            unavailable[p.name] = f"node {p.name} is not Ready"
-            continue
-        if p.state.unschedulable:
-            unavailable[p.name] = f"node {p.name} is cordoned"
-            continue
-        schedulable[row] = True
-        free[row] = np.uint64((1 << gpus) - 1)
-        hard = tuple(t for t in p.state.taints if t.effect in ("NoSchedule", "NoExecute"))
-        if hard:
-            taints[row] = hard
-        allocatable = _map(_map(_map(node_objects.get(p.name)).get("status")).get("allocatable"))
-        headroom[row] = (
-            quantity.parse(allocatable.get("cpu", "1000000"), milli=True) or 0,
-            quantity.parse(allocatable.get("memory", "1Ei")) or 0,
-            quantity.parse(allocatable.get("pods", "110")) or 0,
-        )
-
-    foreign = np.zeros(rows, dtype=np.int32)
-    pending_counts: list[tuple[int, int]] = []
-    for pod in pods:
+    """A snapshot from Node and Pod objects: a cold :class:`SnapshotBuilder` fed every object
+    once. Pass a long-lived index ``builder`` to update its index incrementally instead of
+    building a new one (the benchmarks do); nodes it holds that are not in ``nodes`` leave it.
+    A later object of the same name replaces an earlier one; a pod without a name is its own."""
+    nodes = [n for n in nodes if isinstance(n, Mapping)]
+    if builder is not None:
+        for name in builder.node_names() - {occupancy.node_name(n) for n in nodes}:
+            builder.remove(name)
+    snapshot = SnapshotBuilder(config, index=builder)
+    for node in nodes:
+        snapshot.apply_node(None, node)
+    for i, pod in enumerate(pods):
         if not isinstance(pod, Mapping):
             continue
-        spec, status, meta = (_map(pod.get(k)) for k in ("spec", "status", "metadata"))
-        node_name = spec.get("nodeName")
-        if not node_name or status.get("phase") in ("Succeeded", "Failed"):
-            continue
-        row = index.row_of.get(str(node_name))
-        if row is None:
-            continue
-        cpu, mem = resource_request(spec)
-        # In Python ints, saturated: requests summed over containers may exceed an int64.
-        left = headroom[row].tolist()
-        headroom[row] = [
-            max(-_INT64, min(_INT64, h - r)) for h, r in zip(left, (cpu, mem, 1), strict=True)
-        ]
-        wanted = gpu_request(spec)
-        if wanted <= 0:
-            continue
-        exact = parse_gpu_annotation(str(_map(meta.get("annotations")).get(GPU_ANNOTATION, "")))
-        if exact is not None and len(exact) == wanted and max(exact) < index.gpus(row):
-            free[row] = np.uint64(int(free[row]) & ~mask_of(exact))
-        else:
-            # A pod cannot hold more GPUs than its node has (the count is an int32).
-            pending_counts.append((row, min(wanted, index.gpus(row))))
-    # Counted pods take the highest free indices after the exact ones are marked.
-    for row, count in pending_counts:
-        foreign[row] += count
-        m, left = int(free[row]), count
-        for g in range(index.gpus(row) - 1, -1, -1):
-            if left == 0:
-                break
-            if m >> g & 1:
-                m &= ~(1 << g)
-                left -= 1
-        free[row] = np.uint64(m)
-    free[~schedulable] = np.uint64(0)
-    counts = np.array([int(m).bit_count() for m in free.tolist()], dtype=np.int64)
-    for array in (free, schedulable, headroom, foreign, counts):
-        array.setflags(write=False)
-    return ClusterSnapshot(
-        index=index,
-        free=free,
-        schedulable=schedulable,
-        headroom=headroom,
-        taints=taints,
-        foreign=foreign,
-        issues=tuple(issues),
-        unavailable=unavailable,
-        free_counts=counts,
-    )
+        named = occupancy.as_map(pod.get("metadata")).get("name")
+        snapshot.put_pod(occupancy.pod_usage(pod, None if named else f"#{i}"))
+    return snapshot.freeze()

@@ -179,7 +179,7 @@ class _Solve:
     def _fit_rows(self, role_index: int, rows: NDArray[np.intp] | slice) -> NDArray[np.int64]:
         role = self.request.roles[role_index]
         head = self.headroom[rows]
-        fit = self.count[rows] // role.gpus_per_pod
+        fit = self.count[rows] // role.pod_gpus
         if role.cpu_millis > 0:
             fit = np.minimum(fit, head[:, 0] // role.cpu_millis)
         if role.memory_bytes > 0:
@@ -302,7 +302,7 @@ class _Solve:
             if not r.parts():
                 role = self.request.roles[r.role]
                 need += role.gpus_per_replica
-                q = role.gpus_per_pod if q == 0 else min(q, role.gpus_per_pod)
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
         return need, max(q, 1)
 
     def _layer_distance(self, layer: int) -> int:
@@ -393,7 +393,7 @@ class _Solve:
         nvlink_only: bool = False,
     ) -> _Candidate | None:
         r = self.replicas[key]
-        k = pods * self.request.roles[r.role].gpus_per_pod
+        k = pods * self.request.roles[r.role].pod_gpus
         rows = np.flatnonzero(fit >= pods)
         if rows.size == 0:
             return None
@@ -504,7 +504,7 @@ class _Solve:
             depth + same * (self.index.levels + 1) + (rows == anchor) * (self.index.levels + 2)
         )
         nearest = rows[np.lexsort((rows, -closeness))][:64]
-        q = self.request.roles[self.replicas[key].role].gpus_per_pod
+        q = self.request.roles[self.replicas[key].role].pod_gpus
         options = []
         for row in nearest.tolist():
             pick = subsets.table(self.index.node_class(row), nvlink_only).pick(
@@ -649,7 +649,7 @@ class _Solve:
     def _fill_rows(
         self, key: tuple[int, int], rows_pods: list[tuple[int, int]]
     ) -> list[tuple[int, int]]:
-        q = self.request.roles[self.replicas[key].role].gpus_per_pod
+        q = self.request.roles[self.replicas[key].role].pod_gpus
         parts = []
         for row, n in rows_pods:
             pick = subsets.table(self.index.node_class(row)).pick(int(self.free[row]), n * q)
@@ -707,7 +707,7 @@ class _Solve:
         """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit).
         Capacity only shrinks while first-fit runs, so a cursor per role skips the full rows."""
         r = self.replicas[key]
-        q = self.request.roles[r.role].gpus_per_pod
+        q = self.request.roles[r.role].pod_gpus
         fit = self.pods_fit(r.role)
         cursor = self._cursor.get(r.role, 0)
         parts: dict[int, int] = {}
@@ -734,7 +734,7 @@ class _Solve:
         r = self.replicas[key]
         role = self.request.roles[r.role]
         pods = len(r.missing())
-        q = role.gpus_per_pod
+        q = role.pod_gpus
         fit = self.pods_fit(r.role)
         cap = self.capacity(r.role)
         peer_sets = self._peer_sets(key)
@@ -790,7 +790,7 @@ class _Solve:
     def commit(self, key: tuple[int, int], cand: _Candidate) -> None:
         r = self.replicas[key]
         role = self.request.roles[r.role]
-        q = role.gpus_per_pod
+        q = role.pod_gpus
         missing = iter(r.missing())
         for row, mask in cand.rows:
             gpus = bits(mask)
@@ -846,11 +846,11 @@ class _Solve:
         if self.mode == "pack":
             return sorted(
                 self.replicas,
-                key=lambda k: (-roles[k[0]].gpus_per_pod, -roles[k[0]].gpus_per_replica, k),
+                key=lambda k: (-roles[k[0]].pod_gpus, -roles[k[0]].gpus_per_replica, k),
             )
         return sorted(
             self.replicas,
-            key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].gpus_per_pod, k),
+            key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
         )
 
     def _intra_of(self, key: tuple[int, int]) -> int:
@@ -956,7 +956,7 @@ class _Solve:
     def _why(self, key: tuple[int, int], fit: NDArray[np.int64], scope_cap: int | None) -> Reason:
         r = self.replicas[key]
         role = self.request.roles[r.role]
-        pods, q = len(r.missing()), role.gpus_per_pod
+        pods, q = len(r.missing()), role.pod_gpus
         where = f"spec.roles[{role.name}]"
         usable = self.usable[r.role]
         largest = max((self.index.gpus(int(row)) for row in np.flatnonzero(usable)), default=0)

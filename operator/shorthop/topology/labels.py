@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shorthop.errors import TopologyError
-from shorthop.topology import intranode, smi
+from shorthop.topology import hardware, intranode, smi
 from shorthop.topology.levels import TopologyConfig
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -33,6 +33,8 @@ REPLICAS = "nvidia.com/gpu.replicas"
 SHARING = "nvidia.com/gpu.sharing-strategy"
 MIG_STRATEGY = "nvidia.com/mig.strategy"
 SMI_ANNOTATION = "shorthop.io/nvidia-smi-topo"
+# Written by the node agent next to SMI_ANNOTATION: JSON with GPU UUIDs, PCI ids and the clique.
+TOPOLOGY_ANNOTATION = "shorthop.io/gpu-topology"
 NUMA_KEY = "shorthop.io/gpu-numa"
 # Placement keeps one 64-bit free-GPU mask per node; a node claiming more is left out here, before
 # its intra-node model (quadratic in GPUs) and distance class (cubic) are built.
@@ -109,6 +111,34 @@ def _int(value: Any) -> int | None:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _agent_clique(
+    published: hardware.Published, clique: str | None, config: TopologyConfig, issue: Any
+) -> str | None:
+    """The NVLink domain once the agent's reading is known: a domain label wins; without one the
+    clique the agent read from NVML's fabric info is used. A label and a reading that disagree
+    are reported (never silently resolved); a reading from a fake NVML is reported too."""
+    if published.source == "fake-nvml":
+        issue(
+            TOPOLOGY_ANNOTATION,
+            "was published from a fake NVML recording (a test option)",
+            "run the node agent without --fake-nvml on real GPU nodes",
+            excluded=False,
+            severity="info",
+        )
+    if published.clique is None:
+        return clique
+    if clique is None:
+        return published.clique
+    if clique != published.clique:
+        issue(
+            config.nvlink_domain_keys[0],
+            f"is {clique!r} but the node agent read clique {published.clique!r} from NVML",
+            "check GPU Feature Discovery and the fabric manager on this node; using the label",
+            excluded=False,
+        )
+    return clique
 
 
 def parse_state(node: Mapping[str, Any]) -> NodeState:
@@ -304,6 +334,18 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
             "add an nvidia-smi topology annotation for an exact model",
             excluded=False,
         )
+    published = None
+    if TOPOLOGY_ANNOTATION in annotations:
+        try:
+            published = hardware.decode(annotations[TOPOLOGY_ANNOTATION])
+        except TopologyError as exc:
+            issue(
+                TOPOLOGY_ANNOTATION,
+                f"cannot be read ({exc})",
+                "check the shorthop node agent on this node (or remove the annotation)",
+                excluded=False,
+            )
+    matrix: smi.TopoMatrix | None = None
     if SMI_ANNOTATION in annotations:
         try:
             matrix = smi.parse(annotations[SMI_ANNOTATION])
@@ -314,16 +356,21 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
                 "paste `nvidia-smi topo -m` output unchanged",
                 excluded=False,
             )
+    elif published is not None:
+        matrix = published.matrix
+    if matrix is not None:
+        source = SMI_ANNOTATION if SMI_ANNOTATION in annotations else TOPOLOGY_ANNOTATION
+        if matrix.gpus != gpus:
+            issue(
+                source,
+                f"describes {matrix.gpus} GPUs but the node has {gpus}",
+                "capture nvidia-smi topo -m on this node (or restart its node agent)",
+                excluded=False,
+            )
         else:
-            if matrix.gpus != gpus:
-                issue(
-                    SMI_ANNOTATION,
-                    f"describes {matrix.gpus} GPUs but the node has {gpus}",
-                    "capture nvidia-smi topo -m on this node",
-                    excluded=False,
-                )
-            else:
-                model = intranode.model_from_matrix(matrix)
+            model = intranode.model_from_matrix(matrix)
+    if published is not None:
+        clique = _agent_clique(published, clique, config, issue)
     if model.nvlink_domain and clique is None:
         issue(
             config.nvlink_domain_keys[-1],

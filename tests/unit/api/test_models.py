@@ -9,6 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from shorthop.api import crd, models
+from shorthop.placement import request
+from shorthop.topology import levels
 
 ROOT = Path(__file__).resolve().parents[3]
 MINIMAL = yaml.safe_load((ROOT / "docs" / "examples" / "minimal.yaml").read_text())
@@ -16,7 +18,8 @@ MINIMAL = yaml.safe_load((ROOT / "docs" / "examples" / "minimal.yaml").read_text
 
 def test_minimal_contract_manifest_is_accepted_with_defaults() -> None:
     infd = models.InferenceDeployment.model_validate(MINIMAL)
-    prefill, decode = infd.spec.roles
+    # gpusPerPod is resolved (defaulting to gpusPerReplica) where the request is built.
+    prefill, decode = request.from_spec(infd.spec, levels.preset("plain").tiers).roles
     assert (prefill.name, prefill.replicas, prefill.pod_gpus, prefill.pods_per_replica) == (
         "prefill",
         2,

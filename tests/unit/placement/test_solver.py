@@ -42,7 +42,7 @@ def assert_valid(snap: snapshot.ClusterSnapshot, request: Request, plan: Plan) -
     roles = {r.name: r for r in request.roles}
     for a in plan.assignments:
         role = roles[a.key.role]
-        assert len(a.gpus) == role.gpus_per_pod
+        assert len(a.gpus) == role.pod_gpus
         assert snap.usable_rows(role.tolerations)[a.row]
         assert snap.index.names[a.row] == a.node
         for g in a.gpus:

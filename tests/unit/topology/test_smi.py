@@ -19,11 +19,11 @@ def load(name: str) -> smi.TopoMatrix:
 
 
 def test_every_capture_parses_into_a_symmetric_matrix_with_x_on_the_diagonal() -> None:
-    assert len(REAL) == 5
+    assert len(REAL) == 6
     assert len(HANDWRITTEN) == 4
     for path in [*REAL, *HANDWRITTEN]:
         m = smi.parse(path.read_text())
-        assert m.gpus >= 2, path.name
+        assert m.gpus >= 1, path.name
         for i in range(m.gpus):
             assert m.gpu[i][i].code == "X"
             for j in range(m.gpus):

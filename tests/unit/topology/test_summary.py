@@ -74,7 +74,7 @@ def test_each_level_adds_up_to_the_cluster(result: summary.Summary, level: int) 
 
 
 def test_free_counts_match_the_bitsets(snap: ClusterSnapshot, result: summary.Summary) -> None:
-    assert result.totals.free == int(snap.free_count().sum())
+    assert result.totals.free == int(snap.free_counts.sum())
     index = snap.index
     rack = result.levels[-1]
     for domain in rack.domains:

@@ -17,6 +17,9 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
+from shorthop import errors
+from shorthop.controller import kube
+
 log = logging.getLogger("shorthop.informer")
 Handler = Callable[[str | None, Mapping[str, Any]], None]
 
@@ -62,22 +65,20 @@ class Informer(threading.Thread):
         delay = 0.5
         while not self.stop_event.is_set():
             try:
-                version = self._list()
-                self.synced.set()
-                delay = 0.5
-                while not self.stop_event.is_set():
-                    version = self._watch_from(version)
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning(
-                        "%s list/watch failed: %s %s; retrying in %.1fs",
-                        self.kind,
-                        exc.status,
-                        exc.reason,
-                        delay,
-                    )
-                    self.stop_event.wait(delay)
-                    delay = min(delay * 2, 30.0)
+                try:
+                    version = self._list()
+                    self.synced.set()
+                    delay = 0.5
+                    while not self.stop_event.is_set():
+                        version = self._watch_from(version)
+                except ApiException as exc:
+                    raise kube.api_error(f"list/watch {self.kind}", exc) from None
+            except errors.Expired:
+                pass  # the watch fell too far behind: list again at once
+            except errors.KubeError as exc:
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 30.0)
             except Exception as exc:
                 log.warning(
                     "%s watch interrupted (%s); listing again in %.1fs", self.kind, exc, delay
@@ -99,11 +100,10 @@ class Informer(threading.Thread):
             kind = event.get("type")
             obj = event.get("raw_object") or event.get("object") or {}
             if kind == "ERROR":
-                code = obj.get("code") if isinstance(obj, dict) else None
-                raise ApiException(
-                    status=code or 500,
-                    reason=str(obj.get("message", "")) if isinstance(obj, dict) else "",
-                )
+                found = obj if isinstance(obj, dict) else {}
+                code = found.get("code")
+                status = code if isinstance(code, int) and code else 500
+                raise kube.status_error(f"watch {self.kind}", status, found)
             version = str((obj.get("metadata") or {}).get("resourceVersion", version))
             if kind == "BOOKMARK":
                 continue

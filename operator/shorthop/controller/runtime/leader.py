@@ -16,9 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import urllib3
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+
+from shorthop.controller.kube import Kube
+from shorthop.errors import KubeError
 
 log = logging.getLogger("shorthop.leader")
 
@@ -29,7 +30,7 @@ def _now() -> datetime.datetime:
 
 @dataclass
 class LeaseElector:
-    coordination: client.CoordinationV1Api
+    kube: Kube
     namespace: str
     name: str
     identity: str
@@ -49,7 +50,7 @@ class LeaseElector:
             return await asyncio.get_running_loop().run_in_executor(
                 self._thread, self.try_acquire_or_renew
             )
-        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the API server is unreachable
+        except OSError as exc:  # the API server is unreachable
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             return False
 
@@ -57,11 +58,11 @@ class LeaseElector:
         """One attempt; True when this instance holds the lease afterwards."""
         now = _now()
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, exc.reason)
-                return False
+            lease = self.kube.read_lease(self.namespace, self.name)
+        except KubeError as exc:
+            log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, exc)
+            return False
+        if lease is None:
             body = client.V1Lease(
                 metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
                 spec=client.V1LeaseSpec(
@@ -73,8 +74,8 @@ class LeaseElector:
                 ),
             )
             try:
-                self.coordination.create_namespaced_lease(self.namespace, body)
-            except ApiException:
+                self.kube.create_lease(self.namespace, body)
+            except KubeError:
                 return False
             self._last_renew = time.monotonic()
             return True
@@ -95,8 +96,8 @@ class LeaseElector:
         spec.lease_duration_seconds = int(self.duration)
         lease.spec = spec
         try:
-            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException as exc:
+            self.kube.replace_lease(self.namespace, lease)
+        except KubeError as exc:
             log.info("lease update lost a race (%s)", exc.status)
             return False
         self._last_renew = time.monotonic()
@@ -122,10 +123,10 @@ class LeaseElector:
     def release(self) -> None:
         """Hand the lease back on a clean shutdown so a standby takes over at once."""
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec and lease.spec.holder_identity == self.identity:
+            lease = self.kube.read_lease(self.namespace, self.name)
+            if lease is not None and lease.spec and lease.spec.holder_identity == self.identity:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = None
-                self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException as exc:
-            log.warning("could not release the lease: %s", exc.reason)
+                self.kube.replace_lease(self.namespace, lease)
+        except KubeError as exc:
+            log.warning("could not release the lease: %s", exc)

@@ -1,0 +1,244 @@
+"""What a pod takes on its node and what a node offers: the one rule, read from API objects.
+
+Every reader of pods and nodes goes through here: the snapshot builder (the operator's live view
+and ``shorthop plan`` alike), the placement request (a role's pod template) and the operator's
+pod records. Objects are plain mappings as ``kubectl get -o yaml`` or the API return them; a
+value of the wrong shape where a mapping or list belongs counts as absent, never as a crash.
+
+Rules
+-----
+- **A container's request** of a resource is its ``requests`` value, else its ``limits`` value
+  (the API server defaults a missing request to the limit); for ``nvidia.com/gpu`` the limit is
+  read first (extended resources must have equal request and limit). Malformed or negative
+  quantities count as 0.
+- **A pod's request** is the larger of the sum over its containers and the largest single init
+  container (init containers run one at a time, before the others): for GPUs, CPU and memory
+  alike, and for a role's pod template as for a running pod.
+- **A pod occupies its node** when it has ``spec.nodeName`` and is not ``Succeeded`` or
+  ``Failed``: it takes one pod slot, its CPU and memory, and its GPUs.
+- **Which GPUs**: a pod carrying shorthop's annotation (``shorthop.io/gpus: "0,1,2,3"``) with as
+  many indices as it requests, all below the node's GPU count, takes exactly those; any other GPU
+  pod takes a count, capped at the node's GPU count, from the highest indices still free once the
+  exact ones are marked (the device plugin picks real indices, so this only keeps counts right).
+- **A node offers** its ``status.allocatable`` CPU, memory and pod slots (missing: 1,000,000
+  cores, 1 EiB, 110 pods; malformed: 0).
+
+Pure; no I/O. Callers: :mod:`~shorthop.placement.snapshot`, :mod:`~shorthop.placement.request`,
+``controller.live``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shorthop import quantity
+from shorthop.topology import labels
+from shorthop.topology.levels import TopologyConfig
+
+GPU_ANNOTATION = "shorthop.io/gpus"
+DEFAULT_ALLOCATABLE = {"cpu": "1000000", "memory": "1Ei", "pods": "110"}
+_GPU_INDEX = re.compile(r"[0-9]{1,4}")  # ASCII digits: str.isdigit() also accepts "²"
+_DONE = ("Succeeded", "Failed")
+
+
+def as_map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else empty: snapshot files and pod templates may hold
+    anything where a mapping belongs."""
+    if type(value) is dict:  # the common case, without the ABC check (hot: every pod event)
+        return value
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Toleration:
+    key: str | None = None
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+    def tolerates(self, taint: labels.Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.key is None or self.key == "":
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or (self.value or "") == taint.value
+
+
+def tolerations_of(pod_spec: Mapping[str, Any]) -> tuple[Toleration, ...]:
+    out = []
+    for t in as_list(as_map(pod_spec).get("tolerations")):
+        if isinstance(t, Mapping):
+            out.append(
+                Toleration(
+                    _str(t.get("key")),
+                    str(t.get("operator") or "Equal"),
+                    _str(t.get("value")),
+                    _str(t.get("effect")),
+                )
+            )
+    return tuple(out)
+
+
+_LIMIT_FIRST = ("limits", "requests")
+_REQUEST_FIRST = ("requests", "limits")
+
+
+def _amount(
+    resources: Mapping[str, Any], name: str, order: tuple[str, str], milli: bool = False
+) -> int:
+    for kind in order:
+        value = as_map(resources.get(kind)).get(name)
+        if value is not None:
+            return max(0, quantity.parse(value, milli=milli) or 0)
+    return 0
+
+
+def requests(pod_spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(GPUs, CPU millicores, memory bytes) a pod (or pod template) requests: for each, the
+    larger of the sum over containers and the largest init container. One pass (hot: every pod
+    event)."""
+    spec = as_map(pod_spec)
+    totals = [0, 0, 0]
+    for kind in ("containers", "initContainers"):
+        largest = [0, 0, 0]
+        for container in as_list(spec.get(kind)):
+            if not isinstance(container, Mapping):
+                continue
+            resources = as_map(container.get("resources"))
+            if not resources:
+                continue
+            amounts = (
+                _amount(resources, labels.GPU_RESOURCE, _LIMIT_FIRST),
+                _amount(resources, "cpu", _REQUEST_FIRST, milli=True),
+                _amount(resources, "memory", _REQUEST_FIRST),
+            )
+            for i, a in enumerate(amounts):
+                if kind == "containers":
+                    totals[i] += a
+                else:
+                    largest[i] = max(largest[i], a)
+        if kind == "initContainers":
+            totals = [max(t, init) for t, init in zip(totals, largest, strict=True)]
+    return totals[0], totals[1], totals[2]
+
+
+def gpu_request(pod_spec: Mapping[str, Any]) -> int:
+    """GPUs a pod (or pod template) requests.
+
+    >>> gpu_request({"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}}] * 2,
+    ...              "initContainers": [{"resources": {"limits": {"nvidia.com/gpu": "3"}}}]})
+    4
+    """
+    return requests(pod_spec)[0]
+
+
+def resource_request(pod_spec: Mapping[str, Any]) -> tuple[int, int]:
+    """(CPU millicores, memory bytes) a pod (or pod template) requests.
+
+    >>> resource_request({"containers": [{"resources": {"requests": {"cpu": "500m"}}},
+    ...                                  {"resources": {"limits": {"memory": "1Gi"}}}],
+    ...                   "initContainers": [{"resources": {"requests": {"cpu": "2"}}}]})
+    (2000, 1073741824)
+    """
+    _, cpu, memory = requests(pod_spec)
+    return cpu, memory
+
+
+def parse_gpu_annotation(value: str) -> tuple[int, ...] | None:
+    """The indices of shorthop's GPU annotation, or None when it is not a list of indices."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or not all(_GPU_INDEX.fullmatch(p) for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    """What one pod takes: its node, GPUs (a count, and exact indices when annotated), CPU and
+    memory. ``active`` is False once it has Succeeded or Failed (it then takes nothing)."""
+
+    key: str  # namespace/name
+    node: str | None
+    active: bool
+    gpus: int
+    exact: tuple[int, ...] | None
+    cpu_millis: int
+    memory_bytes: int
+
+    def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
+        """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
+        exact = self.exact
+        if exact is not None and len(exact) == self.gpus and max(exact) < node_gpus:
+            return exact
+        return None
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    meta = as_map(pod.get("metadata"))
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
+    """The usage of one Pod object (``key`` defaults to its namespace/name)."""
+    meta, spec, status = (as_map(pod.get(k)) for k in ("metadata", "spec", "status"))
+    node = spec.get("nodeName")
+    gpus, cpu, memory = requests(spec)
+    return PodUsage(
+        key=pod_key(pod) if key is None else key,
+        node=str(node) if node else None,
+        active=status.get("phase") not in _DONE,
+        gpus=gpus,
+        exact=parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, ""))),
+        cpu_millis=cpu,
+        memory_bytes=memory,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOffer:
+    """What one node offers: its parsed labels and state, and its allocatable CPU millicores,
+    memory bytes and pod slots. Equal offers mean nothing shorthop reads has changed (a
+    heartbeat)."""
+
+    parsed: labels.ParsedNode
+    allocatable: tuple[int, int, int]
+
+    @property
+    def name(self) -> str:
+        return self.parsed.name
+
+    @property
+    def usable(self) -> bool:
+        """In the topology, Ready and not cordoned."""
+        state = self.parsed.state
+        return self.parsed.topology is not None and state.ready and not state.unschedulable
+
+
+def node_name(node: Mapping[str, Any]) -> str:
+    """The node's name, as the label parser reads it."""
+    return str(as_map(node.get("metadata")).get("name") or "?")
+
+
+def node_offer(node: Mapping[str, Any], config: TopologyConfig) -> NodeOffer:
+    """Parse one Node object."""
+    allocatable = as_map(as_map(node.get("status")).get("allocatable"))
+
+    def amount(name: str, milli: bool = False) -> int:
+        value = allocatable.get(name, DEFAULT_ALLOCATABLE[name])
+        return quantity.parse(value, milli=milli) or 0
+
+    parsed = labels.parse_node(node, config)
+    return NodeOffer(parsed, (amount("cpu", milli=True), amount("memory"), amount("pods")))

@@ -1,0 +1,347 @@
+"""The snapshot builder: any sequence of node and pod events (and assumed pods) applied
+incrementally gives the same snapshot as a cold build from the final objects (Kueue's invariant
+for its TAS snapshot), and the one rule of what a pod takes holds for ``shorthop plan`` and the
+operator alike."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from shorthop.placement import occupancy, snapshot
+from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilder
+from shorthop.topology import fake
+
+from tests import builders
+
+CONFIG = fake.CONFIG
+NODES = ("n0", "n1", "n2", "n3")
+PODS = ("p0", "p1", "p2", "p3")
+SEQUENCES = settings(
+    max_examples=int(os.environ.get("SHORTHOP_SNAPSHOT_SEQUENCES", "2000")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# -- objects ---------------------------------------------------------------------------------
+# Drawn from fixed tables of variants (a seeded generator covers the space once), so that
+# thousands of sequences run in seconds: drawing one index is cheap, building objects is not.
+
+
+def _topology(rng: random.Random) -> dict[str, Any]:
+    kind = rng.choice(["hgx", "tray", "pcie", "cpu-only"])
+    return {
+        "kind": kind,
+        "gpus": rng.randint(1, 4 if kind == "tray" else 8),
+        "clique": rng.choice([None, "k1"]) if kind == "tray" else None,
+        "rack": rng.choice(["r1", "r2"]),
+        "bad_count": rng.random() < 0.1,  # a label issue
+    }
+
+
+def _node(rng: random.Random, name: str, topology: dict[str, Any]) -> dict[str, Any]:
+    """A node of the given topology (or one the label parser leaves out) in any state."""
+    if topology["kind"] == "cpu-only":
+        body = builders.node_object(name, ready=rng.random() < 0.7)
+        del body["metadata"]["labels"]["nvidia.com/gpu.product"]
+        del body["status"]["allocatable"]["nvidia.com/gpu"]
+        return body
+    taints = [
+        {"key": rng.choice("ab"), "value": "v", "effect": effect}
+        for effect in rng.sample(["NoSchedule", "NoExecute", "PreferNoSchedule"], rng.randint(0, 2))
+    ]
+    body = builders.node_object(
+        name,
+        topology["kind"],
+        topology["gpus"],
+        clique=topology["clique"],
+        rack=topology["rack"],
+        ready=rng.random() < 0.7,
+        cordoned=rng.random() < 0.2,
+        taints=taints,
+    )
+    allocatable = body["status"]["allocatable"]
+    allocatable["cpu"] = rng.choice(["64", "2", "500m", "junk"])
+    if rng.random() < 0.3:
+        del allocatable["memory"]  # the default applies
+    if topology["bad_count"]:
+        body["metadata"]["labels"]["nvidia.com/gpu.count"] = "x"
+    return body
+
+
+def _variants(rng: random.Random, name: str) -> list[dict[str, Any]]:
+    """A few topologies, each in several states: state changes without relabelling are what
+    the operator sees most."""
+    return [_node(rng, name, t) for t in [_topology(rng) for _ in range(6)] for _ in range(6)]
+
+
+def _resources(gpus: int, cpu: str | None) -> dict[str, Any]:
+    resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+    if cpu is not None:
+        resources.setdefault("requests", {})["cpu"] = cpu
+    return {"resources": resources}
+
+
+def _pod(rng: random.Random, name: str) -> dict[str, Any]:
+    """A pod anywhere (a known node, an unknown one, unbound) with any GPU claim."""
+    gpus = rng.randint(0, 10)
+    exact = rng.choice(
+        [None, None, [0, 1], sorted(rng.sample(range(10), rng.randint(1, 9))), list(range(gpus))]
+    )
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "annotations": {}},
+        "spec": {
+            "nodeName": rng.choice([*NODES, "ghost", None]),
+            "containers": [_resources(gpus, rng.choice([None, "1", "250m"]))],
+            "initContainers": [
+                _resources(rng.randint(0, 6), "2") for _ in range(rng.choice([0, 0, 1, 2]))
+            ],
+        },
+        "status": {"phase": rng.choice(["Running", "Running", "Pending", "Succeeded", "Failed"])},
+    }
+    if exact:
+        pod["metadata"]["annotations"]["shorthop.io/gpus"] = ",".join(map(str, exact))
+    return pod
+
+
+_RNG = random.Random(20261128)
+NODE_VARIANTS = {n: _variants(_RNG, n) for n in NODES}
+POD_VARIANTS = {p: [_pod(_RNG, p) for _ in range(80)] for p in PODS}
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # node, node-deleted, pod, pod-deleted, assume, forget, freeze
+    name: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    assumed: Assumed | None = None
+
+
+ASSUMED_GPUS = ((), (0,), (0, 1), (6, 7), (2, 3, 4, 5))
+KINDS = ("node", "node", "node-deleted", "pod", "pod", "pod", "pod-deleted", "assume", "forget")
+
+
+def event(code: int) -> Event:
+    """One event from one integer (hypothesis draws and shrinks integers cheaply)."""
+    code, kind = divmod(code, len(KINDS) + 1)
+    if kind == len(KINDS):
+        return Event("freeze")
+    code, which = divmod(code, 24)
+    node, pod = NODES[which % len(NODES)], PODS[which % len(PODS)]
+    if KINDS[kind] == "node":
+        return Event("node", node, NODE_VARIANTS[node][code % len(NODE_VARIANTS[node])])
+    if KINDS[kind] == "pod":
+        return Event("pod", pod, POD_VARIANTS[pod][code % len(POD_VARIANTS[pod])])
+    if KINDS[kind] == "assume":
+        gpus = ASSUMED_GPUS[code % len(ASSUMED_GPUS)]
+        return Event("assume", pod, assumed=Assumed(node, gpus, 1000 * (code // 5 % 2), 0))
+    return Event(KINDS[kind], node if KINDS[kind] == "node-deleted" else pod)
+
+
+EVENTS = st.lists(st.integers(0, 2**16).map(event), max_size=30)
+
+
+# -- the model: the final objects ------------------------------------------------------------
+
+
+@dataclass
+class Final:
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    assumed: dict[str, Assumed] = field(default_factory=dict)
+
+    def apply(self, event: Event, live: SnapshotBuilder) -> None:
+        key = f"default/{event.name}"
+        if event.kind == "node":
+            self.nodes[event.name] = event.body
+            live.apply_node("MODIFIED", event.body)
+        elif event.kind == "node-deleted":
+            self.nodes.pop(event.name, None)
+            live.apply_node("DELETED", {"metadata": {"name": event.name}})
+        elif event.kind == "pod":
+            self.pods[event.name] = event.body
+            if event.body["spec"]["nodeName"]:
+                self.assumed.pop(key, None)  # seen bound: no longer assumed
+            live.apply_pod("MODIFIED", event.body)
+        elif event.kind == "pod-deleted":
+            self.pods.pop(event.name, None)
+            self.assumed.pop(key, None)
+            live.apply_pod("DELETED", {"metadata": {"name": event.name, "namespace": "default"}})
+        elif event.kind == "assume":
+            assert event.assumed is not None
+            self.assumed[key] = event.assumed
+            live.assume(key, event.assumed)
+        elif event.kind == "forget":
+            self.assumed.pop(key, None)
+            live.forget(key)
+        else:
+            live.freeze()
+
+    def cold(self) -> ClusterSnapshot:
+        builder = SnapshotBuilder(CONFIG)
+        for body in self.nodes.values():
+            builder.apply_node(None, body)
+        for body in self.pods.values():
+            builder.apply_pod(None, body)
+        for key, held in self.assumed.items():
+            builder.assume(key, held)
+        return builder.freeze()
+
+
+def by_node(snap: ClusterSnapshot) -> dict[str, tuple[Any, ...]]:
+    """Every per-row fact, keyed by node name (rows are numbered differently by an index that
+    has seen nodes come and go)."""
+    return {
+        name: (
+            int(snap.free[row]),
+            int(snap.free_counts[row]),
+            tuple(int(h) for h in snap.headroom[row]),
+            bool(snap.schedulable[row]),
+            int(snap.foreign[row]),
+            snap.taints.get(row, ()),
+        )
+        for name, row in snap.index.row_of.items()
+    }
+
+
+def assert_same(incremental: ClusterSnapshot, cold: ClusterSnapshot) -> None:
+    assert by_node(incremental) == by_node(cold)
+    assert incremental.unavailable == cold.unavailable
+    assert incremental.issues == cold.issues
+    assert dict(incremental.overcommitted) == dict(cold.overcommitted)
+    # Rows of nodes that left the index offer nothing.
+    gone = ~incremental.index.alive
+    assert not incremental.schedulable[gone].any()
+    assert not incremental.free[gone].astype(bool).any()
+    assert not incremental.free_counts[gone].any()
+    assert set(incremental.taints) <= set(incremental.index.row_of.values())
+
+
+@SEQUENCES
+@given(EVENTS, st.booleans())
+def test_events_applied_incrementally_give_the_cold_build(
+    sequence: list[Event], read_each: bool
+) -> None:
+    """``read_each``: a snapshot is frozen after every event (the operator reads between
+    events), else only where the sequence says (several events pile up between reads)."""
+    live = SnapshotBuilder(CONFIG)
+    final = Final()
+    for event in sequence:
+        final.apply(event, live)
+        if read_each:
+            live.freeze()
+    assert_same(live.freeze(), final.cold())
+    if not final.assumed:
+        assert_same(
+            live.freeze(), snapshot.build(final.nodes.values(), final.pods.values(), CONFIG)
+        )
+
+
+# -- the rule, case by case ------------------------------------------------------------------
+
+
+def _one_node(*pods: dict[str, Any], gpus: int = 8) -> ClusterSnapshot:
+    return snapshot.build([builders.node_object("n", gpus=gpus)], list(pods), CONFIG)
+
+
+def test_a_heartbeat_keeps_the_frozen_snapshot_and_a_readiness_change_too() -> None:
+    builder = SnapshotBuilder(CONFIG)
+    node = builders.node_object("n")
+    builder.apply_node(None, node)
+    pod = builders.gpu_pod("p", "n", [0, 1])
+    builder.apply_pod(None, pod)
+    before = builder.freeze()
+    beat = copy.deepcopy(node)
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T00:00:00Z"
+    assert not builder.apply_node("MODIFIED", beat)
+    ready = copy.deepcopy(pod)
+    ready["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    assert not builder.apply_pod("MODIFIED", ready)
+    assert builder.freeze() is before
+
+
+def test_init_containers_count_when_larger_than_the_containers_together() -> None:
+    pod = builders.gpu_pod("p", "n", 2)
+    pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "1", "memory": "1Gi"}
+    pod["spec"]["initContainers"] = [{"resources": {"requests": {"cpu": "3"}}}]
+    snap = _one_node(pod)
+    cpu, memory, slots = snap.headroom[0]
+    assert (cpu, memory, slots) == (64_000 - 3_000, 512 * 2**30 - 2**30, 109)
+
+
+def test_a_limit_without_a_request_counts_as_the_request() -> None:
+    pod = builders.gpu_pod("p", "n", 1)
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "2"
+    assert int(_one_node(pod).headroom[0][0]) == 62_000
+
+
+def test_a_template_and_the_pod_made_from_it_take_the_same() -> None:
+    spec = {
+        "containers": [{"resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}}}],
+        "initContainers": [{"resources": {"requests": {"cpu": "4", "memory": "1Gi"}}}],
+    }
+    usage = occupancy.pod_usage({"metadata": {"name": "p"}, "spec": {**spec, "nodeName": "n"}})
+    assert occupancy.resource_request(spec) == (usage.cpu_millis, usage.memory_bytes)
+    assert (usage.cpu_millis, usage.memory_bytes) == (4000, 2 * 2**30)
+
+
+def test_counted_pods_are_capped_at_the_node_and_overcommit_is_reported() -> None:
+    snap = _one_node(builders.gpu_pod("big", "n", 12), gpus=8)
+    assert int(snap.foreign[0]) == 8
+    assert int(snap.free_counts[0]) == 0
+    assert dict(snap.overcommitted) == {"n": 4}
+
+
+def test_an_annotation_that_does_not_fit_the_pod_or_node_counts_instead() -> None:
+    wrong_length = builders.gpu_pod("a", "n", 2)
+    wrong_length["metadata"]["annotations"]["shorthop.io/gpus"] = "0"
+    out_of_range = builders.gpu_pod("b", "n", [3, 9])
+    snap = _one_node(wrong_length, out_of_range, gpus=8)
+    assert int(snap.foreign[0]) == 4
+    assert int(snap.free[0]) == 0b0000_1111  # the highest four taken
+
+
+def test_finished_pods_and_pods_elsewhere_take_nothing() -> None:
+    done = builders.gpu_pod("done", "n", [0, 1], phase="Succeeded")
+    unbound = builders.gpu_pod("unbound", "n", [2, 3])
+    del unbound["spec"]["nodeName"]
+    snap = _one_node(done, unbound)
+    assert int(snap.free_counts[0]) == 8
+    assert int(snap.headroom[0][2]) == 110
+
+
+def test_unavailable_nodes_say_why_and_offer_nothing() -> None:
+    snap = snapshot.build(
+        [
+            builders.node_object("down", ready=False),
+            builders.node_object("cordoned", cordoned=True),
+            {**builders.node_object("cpu"), "status": {"allocatable": {"cpu": "8"}}},
+        ],
+        [],
+        CONFIG,
+    )
+    assert snap.unavailable["cordoned"] == "node cordoned is cordoned"
+    assert snap.unavailable["down"] == "node down is not Ready"
+    assert "nvidia.com/gpu] is absent" in snap.unavailable["cpu"]
+    assert not snap.schedulable.any()
+    assert np.all(snap.free == 0)
+    assert snap.known("cpu")
+    assert not snap.usable("cpu")
+    assert not snap.known("elsewhere")
+
+
+def test_with_taken_marks_gpus_used_without_touching_the_original() -> None:
+    snap = _one_node()
+    taken = snap.with_taken({0: 0b11})
+    assert (int(taken.free[0]), int(taken.free_counts[0])) == (0b1111_1100, 6)
+    assert (int(snap.free[0]), int(snap.free_counts[0])) == (0xFF, 8)
+    assert snap.with_taken({}) is snap
