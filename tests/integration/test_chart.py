@@ -335,6 +335,12 @@ def _roles(cluster: kube.Cluster, release: str) -> dict[tuple[str, str], set[tup
     }
 
 
+def _forbidden(audit_dir: Path, user: str) -> list[tuple[str, str, str, str | None]]:
+    requests = audited(audit_dir, user)
+    return sorted({(r.verb, r.group, r.resource, r.namespace) for r in requests
+                   if r.decision != "allow"})  # fmt: skip
+
+
 def _flush_audit(cluster: kube.Cluster, kubeconfig: Path, audit_dir: Path, user: str) -> None:
     """Make one more request as ``user`` and wait until the log has it: everything before it has
     been written too (the log backend writes in order)."""
@@ -372,13 +378,17 @@ def test_operator_uses_exactly_the_permissions_the_chart_grants(
         operator = fx.start_operator(cluster, release, home, tmp_path / "op", identity=release)
         stack.callback(operator.process.stop)
         operator.process.wait_leading(timeout=90)
-        _exercise(cluster, operator, user_ns, pool, home)
+        try:
+            _exercise(cluster, operator, user_ns, pool, home)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nrefused: {_forbidden(audit_dir, operator.user)}"
+            ) from None
         operator.process.stop()
         _flush_audit(cluster, operator.kubeconfig, audit_dir, operator.user)
 
         requests = audited(audit_dir, operator.user)
-        forbidden = sorted({(r.verb, r.group, r.resource, r.namespace) for r in requests
-                            if r.decision != "allow"})  # fmt: skip
+        forbidden = _forbidden(audit_dir, operator.user)
         assert forbidden == [], (
             f"the operator was refused: {forbidden}\n{operator.process.log[-3000:]}"
         )
