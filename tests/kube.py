@@ -197,6 +197,14 @@ class Cluster:
             attributes["subresource"] = subresource
         if namespace is not None:
             attributes["namespace"] = namespace
+        if not groups and user.startswith("system:serviceaccount:"):
+            # What the authenticator gives a ServiceAccount token: its groups count too.
+            namespace_of_account = user.split(":")[2]
+            groups = (
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace_of_account}",
+                "system:authenticated",
+            )
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
