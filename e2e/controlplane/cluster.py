@@ -8,7 +8,7 @@ directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Pro
 by the pids recorded there, never by name. Processes started against the cluster by others (the
 operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
 
-The API server writes an audit log (``logs/audit.log``, :data:`AUDIT_POLICY`) of the requests
+The API server writes an audit log (``logs/audit.log``, ``commands.AUDIT_POLICY``) of the requests
 made with ServiceAccount credentials outside kube-system: what an operator running as the
 chart's ServiceAccount actually calls, which the chart's RBAC tests compare with what it grants.
 """
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e.controlplane import build, certs, components
+from e2e.controlplane import build, certs, commands, components
 
-FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_ANNOTATION = commands.FAKE_NODE_ANNOTATION
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # The ports.json entries each component listens on.
 _PORTS = {
@@ -41,21 +41,6 @@ _PORTS = {
     "kube-controller-manager": ("controller-manager",),
     "kube-scheduler": ("scheduler",),
     "kwok": ("kwok",),
-}
-
-
-# Metadata (who, verb, resource, namespace, name, the authorizer's decision and reason) of every
-# request made with a ServiceAccount's credentials, except kube-system's (the controller-manager's
-# controllers run as those, see --use-service-account-credentials, and would drown the rest).
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived"],
-    "rules": [
-        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
-        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
-        {"level": "None"},
-    ],
 }
 
 
@@ -113,8 +98,8 @@ class LocalCluster:
 
     @property
     def audit_log(self) -> Path:
-        """The API server's audit log (JSON lines; see :data:`AUDIT_POLICY`)."""
-        return self.state_dir / "logs" / "audit.log"
+        """The API server's audit log (JSON lines; see ``commands.AUDIT_POLICY``)."""
+        return commands.Paths(self.state_dir, {}).audit_log
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -176,10 +161,7 @@ class LocalCluster:
         build.ensure_built(self.release)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        (self.state_dir / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY, indent=2))
-        (self.state_dir / "scheduler-config.json").write_text(
-            json.dumps(self._scheduler_config(), indent=2)
-        )
+        commands.write_configs(commands.Paths(self.state_dir, {}))
         self._pids_file.unlink(missing_ok=True)
         stale = self.state_dir / "etcd"
         if stale.exists():
@@ -300,117 +282,9 @@ class LocalCluster:
         _say(f"started {name} (pid {proc.pid})")
         return proc.pid
 
-    # -- commands ----------------------------------------------------------------------------
-
     def _command(self, name: str) -> list[str]:
-        ports = self.ports()
-        pki = self.pki
         binary = str(components.binary_path(name, self.release))
-        if name == "etcd":
-            client = f"http://127.0.0.1:{ports['etcd']}"
-            peer = f"http://127.0.0.1:{ports['etcd-peer']}"
-            return [
-                binary,
-                "--name=local",
-                f"--data-dir={self.state_dir / 'etcd'}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=local={peer}",
-                "--listen-metrics-urls=",
-                "--unsafe-no-fsync=true",
-                "--quota-backend-bytes=4294967296",
-                "--log-level=warn",
-            ]
-        if name == "kube-apiserver":
-            return [
-                binary,
-                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=Node,RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--allow-privileged=true",
-                # Owner references that block deletion need update on the owner's finalizers,
-                # as on hardened clusters: the chart must grant it (tests/integration/test_chart).
-                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
-                # The Endpoints of the `kubernetes` Service may not name a loopback address.
-                "--endpoint-reconciler-type=none",
-                "--max-requests-inflight=800",
-                "--max-mutating-requests-inflight=400",
-                f"--audit-policy-file={self.state_dir / 'audit-policy.json'}",
-                f"--audit-log-path={self.audit_log}",
-                "--audit-log-format=json",
-                # Rotated files (audit-<time>.log) are kept: readers glob them too.
-                "--audit-log-maxsize=200",
-                "--audit-log-maxbackup=5",
-                "--v=1",
-            ]
-        if name == "kube-controller-manager":
-            kubeconfig = self.kubeconfig_for("controller-manager")
-            return [
-                binary,
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports['controller-manager']}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                "--use-service-account-credentials=true",
-                "--leader-elect=false",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ]
-        if name == "kube-scheduler":
-            kubeconfig = self.kubeconfig_for("scheduler")
-            # Client and leader-election settings live in the config file: their flags
-            # (--kubeconfig, --kube-api-qps, ...) are deprecated on every supported release.
-            return [
-                binary,
-                f"--config={self.state_dir / 'scheduler-config.json'}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports['scheduler']}",
-                "--v=1",
-            ]
-        if name == "kwok":
-            stages = components.cached_asset(components.KWOK, "kwok-stages.yaml")
-            return [
-                binary,
-                f"--config={stages}",
-                f"--kubeconfig={self.kubeconfig_for('kwok')}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                "--cidr=10.244.0.0/16",
-                "--node-ip=10.244.255.254",
-                f"--server-address=127.0.0.1:{ports['kwok']}",
-                "--node-lease-duration-seconds=40",
-            ]
-        raise KeyError(name)
-
-    def _scheduler_config(self) -> dict[str, Any]:
-        """kube-scheduler's configuration (the default profile, so DynamicResources is on)."""
-        return {
-            "apiVersion": "kubescheduler.config.k8s.io/v1",
-            "kind": "KubeSchedulerConfiguration",
-            "clientConnection": {
-                "kubeconfig": str(self.kubeconfig_for("scheduler")),
-                "qps": 200,
-                "burst": 400,
-            },
-            "leaderElection": {"leaderElect": False},
-        }
+        return commands.command(name, binary, commands.Paths(self.state_dir, self.ports()))
 
     def _write_kubeconfig(self, stem: str) -> None:
         pki = self.pki

@@ -5,17 +5,48 @@ shorthop's DRA binder builds on."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
+from e2e.controlplane import cluster as controlplane
+from e2e.controlplane import commands, components
 from tests import kube
 
 pytestmark = pytest.mark.cluster
 
 DRIVER = "gpu.test.shorthop.io"
+
+
+@pytest.mark.parametrize("component", controlplane.ORDER)
+def test_every_flag_exists_and_none_is_deprecated(component: str, tmp_path: Path) -> None:
+    """What the local control plane passes each component, against the built binary's --help
+    (a removed flag stops the component; a deprecated one is the next release's removal)."""
+    binary = components.binary_path(component)
+    if not binary.exists():
+        pytest.fail(f"{binary} is not built: run `make controlplane`")
+    ports = dict.fromkeys(
+        ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"), 1
+    )
+    argv = commands.command(component, str(binary), commands.Paths(tmp_path, ports))
+    shown = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, check=False, timeout=60
+    )
+    text = shown.stdout + shown.stderr
+    problems = []
+    for arg in argv[1:]:
+        flag = arg.split("=", 1)[0]
+        line = re.search(rf"^\s+(?:-\w, )?{re.escape(flag)}\b.*$", text, re.M)
+        if line is None:
+            problems.append(f"{flag}: not a flag of {binary.name}")
+        elif "DEPRECATED" in line[0]:
+            problems.append(f"{flag}: {line[0].strip()}")
+    assert problems == []
 
 
 def test_server_runs_the_selected_release(cluster: kube.Cluster) -> None:

@@ -5,7 +5,6 @@ bad values are refused by name, and every checked-in Go wrapper module pins what
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -173,7 +172,7 @@ def test_pin_copies_upstream_go_and_godebug_and_pins_only_real_replacements() ->
     assert "require k8s.io/kubernetes v1.35.9\n" in text
 
 
-def test_go_directive_is_read_from_each_module(tmp_path: Path) -> None:
+def test_go_directive_is_read_from_each_module() -> None:
     for module in components.all_modules():
         assert module.go_directive() >= (1, 24), module.directory_name
     assert components.kubernetes_module(NEWEST).go_directive() >= (
