@@ -7,7 +7,9 @@ each supported Helm major: placement on the best tiers, what ``kubectl get infd`
 events and /metrics show, scaling a role up and down, losing a node, deleting the deployments, the
 ServiceAccount's limits, and ``helm uninstall``. Helm installs the InferenceDeployment CRD itself
 (from the chart's crds/; any earlier copy is removed first), so that uninstalling shows that helm
-keeps a CRD it created, and the custom resources in it.
+keeps a CRD it created, and the custom resources in it. From the first ``kubectl apply`` on, every
+state of the deployments' pods is checked against their templates' required scheduling rules (the
+examples select GPU products).
 
 The chart's operator pods cannot run here (no container runtime), so the chart is installed with
 a nodeSelector that matches no node and ``shorthop run`` runs as a local process instead, with the
@@ -30,7 +32,7 @@ from kubernetes import client, config
 
 from e2e import fixtures as fx
 from tests import helm as helm_bin
-from tests import kube
+from tests import kube, scheduling_check, watching
 from tests import operator_harness as oh
 
 pytestmark = pytest.mark.cluster
@@ -55,6 +57,7 @@ class Scenario:
     operator: fx.Operator
     docs: dict[str, dict[str, Any]]
     crd_uid: str  # of the CRD `helm install` created
+    rules: watching.ObjectWatch  # every pod state, checked against the templates' rules
     uninstalled: bool = False
 
     def infd(self, name: str) -> dict[str, Any]:
@@ -115,13 +118,14 @@ def scenario(
     workdir = tmp_path_factory.mktemp("e2e-operator")
     operator: fx.Operator | None = None
     state: Scenario | None = None
+    rules: watching.ObjectWatch | None = None
     try:
         fx.create_gpu_cluster(cluster, gpus)
         _remove_crd(cluster)
         fx.install_chart(helm, release, home)
         crd_uid = _crd_uid(cluster)
         assert crd_uid is not None, "helm install did not create the CRD from the chart's crds/"
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        cluster.wait_established(CRD_NAME)
         operator = fx.start_operator(cluster, release, home, workdir, identity=f"e2e-{tag}")
         operator.process.wait_leading(timeout=90)
         oh.ensure_namespace(cluster, user)
@@ -131,13 +135,25 @@ def scenario(
             name: fx.retarget(fx.example(path), user, gpus.toleration())
             for name, path in EXAMPLES.items()
         }
-        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs, crd_uid)
+        templates = {
+            (name, role["name"]): role["template"]["spec"]
+            for name, doc in docs.items()
+            for role in doc["spec"]["roles"]
+        }
+        rules = watching.pod_watch(
+            cluster.core,
+            namespace=user,
+            check=scheduling_check.bound_by_the_rules(templates, gpus.labels.get),
+        ).start()
+        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs, crd_uid, rules)
         for name in docs:
             state.apply(name)
         for name in docs:
             _wait_running(state, name)
         yield state
     finally:
+        if rules is not None:
+            rules.stop()
         if operator is not None:
             operator.process.stop()
         if state is None or not state.uninstalled:
@@ -423,6 +439,15 @@ def test_losing_a_node_re_places_only_the_replica_that_was_on_it(s: Scenario) ->
         for e in oh.events(s.cluster, s.user, DEEPSEEK)
     )
     assert set(s.infd(DEEPSEEK)["status"]["tiers"]) == {"nvlink-domain"}
+
+
+def test_no_pod_was_ever_bound_against_its_templates_rules(s: Scenario) -> None:
+    """Every state since the first apply (placement, scaling, repair): each bound pod sits on a
+    node its template's nodeSelector / required node affinity admits."""
+    s.rules.assert_held()
+    assert s.rules.states > len(s.pods(DEEPSEEK)) + len(s.pods(LLAMA))
+    bound = [p for p in s.rules.pods() if (p.get("spec") or {}).get("nodeName")]
+    assert len(bound) == 12 + 5
 
 
 # -- least privilege ----------------------------------------------------------------------------
