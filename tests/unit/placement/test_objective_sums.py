@@ -13,9 +13,11 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.placement import objective, snapshot
+from shorthop.placement.plan import Assignment, PodKey
 from shorthop.topology import fake
 from shorthop.topology.index import TopologyIndex, build_index
 
@@ -97,3 +99,45 @@ def test_internal_uses_the_subset_table_and_the_matrix_alike() -> None:
             chosen = np.array(gpus, dtype=np.intp)
             expected = sum(int(dist[a, b]) for a, b in itertools.combinations(gpus, 2))
             assert objective.internal(index, 0, chosen) == expected
+
+
+@st.composite
+def snapshot_and_plan(draw: Any) -> tuple[snapshot.ClusterSnapshot, list[Assignment]]:
+    """A snapshot with some GPUs taken, and pods on some of its free GPUs."""
+    nodes, pods = draw(builders.small_clusters(max_nodes=4, max_gpus=8))
+    snap = snapshot.build(nodes, pods, fake.CONFIG)
+    free = [
+        (row, g)
+        for row in range(len(snap.index.names))
+        for g in range(snap.index.gpus(row))
+        if int(snap.free[row]) >> g & 1
+    ]
+    used = draw(st.lists(st.sampled_from(free), unique=True, max_size=8)) if free else []
+    assignments = [
+        Assignment(PodKey("r", i, 0), snap.index.names[row], row, (g,))
+        for i, (row, g) in enumerate(used)
+    ]
+    return snap, assignments
+
+
+@settings(max_examples=examples(150))
+@given(snapshot_and_plan())
+def test_fragmentation_counts_gpus_left_free_where_the_plan_went(case: tuple) -> None:
+    """GPUs left free on the nodes the plan touches, plus a hundredth of those left free in
+    the NVLink domains it touches (the module docstring's definition)."""
+    snap, assignments = case
+    index = snap.index
+    used = {(a.row, g) for a in assignments for g in a.gpus}
+    rows = {a.row for a in assignments}
+
+    def left(row: int) -> int:
+        return sum(
+            1
+            for g in range(index.gpus(row))
+            if int(snap.free[row]) >> g & 1 and (row, g) not in used
+        )
+
+    domains = {int(index.clique_of[r]) for r in rows} - {-1}
+    in_domains = [r for r in range(len(index.names)) if int(index.clique_of[r]) in domains]
+    expected = sum(left(r) for r in rows) + sum(left(r) for r in in_domains) / 100
+    assert objective.fragmentation(index, snap.free, assignments) == pytest.approx(expected)
