@@ -11,7 +11,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard operator tests e2e bench chaos conftest.py)
 
-.PHONY: dev test unit fuzz lint crds controlplane versions cluster-up cluster-down demo bench chaos clean
+.PHONY: dev test unit fuzz mutation lint crds controlplane versions cluster-up cluster-down demo bench chaos clean
 
 dev: $(STAMP)
 
@@ -36,6 +36,10 @@ unit: dev
 # sample of the same tests. See docs/testing.md.
 fuzz: dev
 	SHORTHOP_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/unit -m hypothesis $(PYTEST_ARGS)
+
+# Mutation check of the pure core, bounded in time (MUTATION_SECONDS); see docs/testing.md.
+mutation: dev
+	bash tests/mutation.sh
 
 lint: dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
