@@ -239,6 +239,35 @@ class Kube:
         except ApiException as exc:
             raise api_error(f"patch status of {namespace}/{name}", exc) from None
 
+    def probe_deployments(self, namespace: str | None) -> None:
+        """List at most one InferenceDeployment from the API server's watch cache (what a watch
+        reads); raises the typed error while the resource is not served yet (404) or its storage
+        is still initializing (429)."""
+        what = f"list {models.PLURAL}"
+        try:
+            if namespace is None:
+                response = self.custom.list_cluster_custom_object(
+                    models.GROUP,
+                    models.VERSION,
+                    models.PLURAL,
+                    limit=1,
+                    resource_version="0",
+                    _preload_content=False,
+                )
+            else:
+                response = self.custom.list_namespaced_custom_object(
+                    models.GROUP,
+                    models.VERSION,
+                    namespace,
+                    models.PLURAL,
+                    limit=1,
+                    resource_version="0",
+                    _preload_content=False,
+                )
+            _body(response)
+        except ApiException as exc:
+            raise api_error(what, exc) from None
+
     # -- events ----------------------------------------------------------------------------
 
     def event(

@@ -31,6 +31,7 @@ from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
 from shorthop.controller.runtime.informer import Informer
 from shorthop.controller.runtime.workqueue import WorkQueue
+from shorthop.errors import KubeError
 from shorthop.metrics import Metrics
 from shorthop.settings import Settings
 
@@ -196,6 +197,32 @@ class Runtime:
             for key in list(self.reconciler.deployments):
                 self.queue.add(key)
             await asyncio.to_thread(self.reconciler.publish_cluster_metrics)
+
+    async def wait_for_api(self, namespaces: tuple[str, ...] | list[str]) -> None:
+        """Return once the InferenceDeployment resource answers a list from the watch cache.
+
+        Just after its CRD is created or changed the API server answers 404, then 429
+        "storage is (re)initializing" for a moment; kopf, started then, retries but logs every
+        attempt at ERROR. Waiting here keeps a normal start free of errors."""
+        namespace = namespaces[0] if namespaces else None
+        delay, said = 0.2, ""
+        while True:
+            try:
+                await asyncio.to_thread(self.kube.probe_deployments, namespace)
+            except KubeError as exc:
+                if not exc.retriable and exc.status != 404:
+                    raise
+                level = logging.WARNING if exc.status == 404 else logging.INFO
+                if said != type(exc).__name__:
+                    said = type(exc).__name__
+                    hint = " (is the CRD installed?)" if exc.status == 404 else ""
+                    log.log(level, "waiting for the %s API%s: %s", models.KIND, hint, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if said:
+                log.info("the %s API answers; starting", models.KIND)
+            return
 
     # -- kopf ------------------------------------------------------------------------------
 

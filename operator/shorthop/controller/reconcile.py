@@ -47,7 +47,7 @@ import numpy as np
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import render, rules, status
+from shorthop.controller import messages, render, rules, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -152,6 +152,8 @@ class Reconciler:
                 render.check_template(role, i, shape)
         except SpecError as exc:
             self.metrics.errors.labels(reason="invalid-spec").inc()
+            if old.get("message") != str(exc):
+                log.info("%s is invalid: %s", key, exc)
             self._write_status(key, body, status.invalid(generation, str(exc), old))
             self._event(body, "InvalidSpec", str(exc), warning=True)
             return Outcome()
@@ -170,6 +172,10 @@ class Reconciler:
             log.info("deleted %s/%s: %s", namespace, pod.name, removal.why)
         if decision.repairs:
             self._event(body, "Repairing", "; ".join(sorted(set(decision.repairs))), warning=True)
+        if decision.scaled_away:
+            message = messages.scaled_down(infd, decision)
+            log.info("%s: %s", key, message)
+            self._event(body, "ScaledDown", message, warning=False)
         # 3. plan what is missing
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if decision.terminating else None)
@@ -201,11 +207,16 @@ class Reconciler:
                     )
                 started = time.perf_counter()
                 plan = solver.solve(snap.with_taken(anchors.taken), req, fixed=dict(anchors.fixed))
-                self.metrics.latency.observe(time.perf_counter() - started)
+                solved = time.perf_counter()
+                self.metrics.latency.observe(solved - started)
                 if plan.feasible:
                     self._assume(infd, req, plan.assignments, decision)
             if not plan.feasible:
                 reasons = list(plan.reasons)
+                if key not in self.unschedulable:
+                    log.info(
+                        "%s is unschedulable: %s", key, "; ".join(r.message() for r in reasons)
+                    )
                 self.unschedulable.add(key)
                 self._event(
                     body, "Unschedulable", "; ".join(r.message() for r in reasons), warning=True
@@ -218,11 +229,14 @@ class Reconciler:
                 if retry:
                     outcome = Outcome(retry=True)
                 elif created:
-                    tiers = (
-                        ", ".join(f"{n} {t}" for t, n in plan.tiers.items()) or "no traffic pairs"
+                    self._event(body, "Placed", messages.placed(created, plan), warning=False)
+                    log.info(
+                        "%s: %s",
+                        key,
+                        messages.placed_log(
+                            created, plan, time.perf_counter() - started, solved - started
+                        ),
                     )
-                    message = f"placed {created} pods ({tiers}); domains: {'; '.join(plan.domains)}"
-                    self._event(body, "Placed", message[:1000], warning=False)
                 for component, value in (
                     ("intra", plan.cost.intra),
                     ("traffic", plan.cost.traffic),

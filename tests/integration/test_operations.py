@@ -1,0 +1,112 @@
+"""What a platform engineer meets on day two, on the real API server with the real operator: its
+log (no ERROR on a normal start, even right after the CRD changed; a line for the lease, every
+placement and scale-down), its events (asserted by reason, counted in words), and who owns the
+fields it writes (``managedFields``)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from shorthop.api import crd
+from shorthop.topology import fake
+
+from tests import kube
+from tests import operator_harness as oh
+
+pytestmark = pytest.mark.cluster
+HGX = fake.ClusterShape(hgx_units=1, nodes_per_unit=2)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: kube.Cluster, infd_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[oh.OperatorProcess]:
+    """An operator started the moment the CRD changed: the API server re-initialises the
+    resource's storage then and answers 429 for a while (kopf used to log that at ERROR)."""
+    changed = crd.crd()
+    version = changed["spec"]["versions"][0]
+    version["additionalPrinterColumns"].append(
+        {"name": "Worst", "type": "string", "jsonPath": ".status.worstTier", "priority": 1}
+    )
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(changed)
+    )
+    oh.ensure_namespace(cluster, "shorthop-system")
+    op = oh.OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        identity=f"ops-{uuid.uuid4().hex[:4]}",
+    ).start()
+    try:
+        op.wait_leading()
+        yield op
+    finally:
+        op.stop()
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=crd.render()
+        )
+        cluster.wait_established(infd_crd)
+
+
+@pytest.fixture
+def ns(cluster: kube.Cluster) -> Iterator[str]:
+    with cluster.namespace("ops") as name:
+        yield name
+
+
+def _apply(cluster: kube.Cluster, doc: dict) -> None:
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def _lines(log: str, level: str) -> list[str]:
+    return [line for line in log.splitlines() if re.search(rf" {level} ", line)]
+
+
+def test_a_start_logs_no_error_and_names_the_lease_and_every_placement(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    with oh.node_pool(cluster, HGX) as (pool, _):
+        _apply(cluster, oh.deployment("one", ns, pool, [("decode", 1, 8, 8)]))
+        oh.wait_running(cluster, ns, "one")
+        oh.wait_event(cluster, ns, "one", "Placed", contains="placed 1 pod (")
+        log = operator.log
+        assert not _lines(log, "ERROR"), "\n".join(_lines(log, "ERROR"))
+        assert "Traceback" not in log, log[-3000:]
+        took = [line for line in _lines(log, "INFO") if "took the lease" in line]
+        assert took, log[-3000:]
+        assert f"{operator.identity} took the lease shorthop-system/shorthop-leader" in took[0]
+        placed = [line for line in _lines(log, "INFO") if f"{ns}/one: placed 1 pod " in line]
+        assert placed, log[-3000:]
+        assert re.search(
+            r"cost \d+ = intra \d+ \+ traffic \d+\) in \d+ ms \(plan \d+ ms\)", placed[0]
+        )
+
+
+def test_scale_down_records_an_event_and_a_log_line(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    with oh.node_pool(cluster, HGX) as (pool, _):
+        doc = oh.deployment("shrink", ns, pool, [("decode", 2, 8, 4)])
+        _apply(cluster, doc)
+        oh.wait_running(cluster, ns, "shrink")
+        oh.wait_event(cluster, ns, "shrink", "Placed", contains="placed 4 pods (")
+        doc["spec"]["roles"][0]["replicas"] = 1
+        _apply(cluster, doc)
+        oh.wait_event(
+            cluster,
+            ns,
+            "shrink",
+            "ScaledDown",
+            contains="scaled decode down to 1 replica (removed replica ",
+        )
+        kube.wait_for("2 pods left", lambda: len(oh.pods(cluster, ns, "shrink")) == 2, timeout=60)
+        (event,) = [e for e in oh.events(cluster, ns, "shrink") if e.reason == "ScaledDown"]
+        assert event.type == "Normal"
+        assert event.message.endswith(": 2 pods)"), event.message
+        lines = [line for line in _lines(operator.log, "INFO") if f"{ns}/shrink: scaled" in line]
+        assert lines, operator.log[-3000:]
+        assert "scaled decode down to 1 replica (removed replica " in lines[0]
