@@ -110,3 +110,45 @@ def test_scale_down_records_an_event_and_a_log_line(
         lines = [line for line in _lines(operator.log, "INFO") if f"{ns}/shrink: scaled" in line]
         assert lines, operator.log[-3000:]
         assert "scaled decode down to 1 replica (removed replica " in lines[0]
+
+
+def _managers(obj: dict) -> dict[str, set[str]]:
+    """Manager -> the operations (and subresources) it recorded, from ``managedFields``."""
+    out: dict[str, set[str]] = {}
+    for entry in obj["metadata"].get("managedFields") or []:
+        where = (
+            f"{entry['operation']}{'/' + entry['subresource'] if entry.get('subresource') else ''}"
+        )
+        out.setdefault(entry["manager"], set()).add(where)
+    return out
+
+
+def test_every_write_of_the_operator_is_managed_by_shorthop(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    with oh.node_pool(cluster, HGX) as (pool, _):
+        _apply(cluster, oh.deployment("owned", ns, pool, [("decode", 1, 8, 4)]))
+        oh.wait_running(cluster, ns, "owned")
+        oh.wait_event(cluster, ns, "owned", "Placed")
+
+        def get(*what: str) -> dict:
+            out = cluster.kubectl("get", *what, "-o", "json", "--show-managed-fields").stdout
+            return dict(yaml.safe_load(out))
+
+        infd = get("infd", "owned", "-n", ns)
+        assert "Update/status" in _managers(infd).get("shorthop", set()), _managers(infd)
+        pods = get("pods", "-n", ns, "-l", "shorthop.io/deployment=owned")["items"]
+        services = get("services", "-n", ns)["items"]
+        events = get("events", "-n", ns)["items"]
+        lease = get("lease", "shorthop-leader", "-n", "shorthop-system")
+        assert len(pods) == 2
+        assert services
+        assert events
+        for obj in [*pods, *services, *events, lease]:
+            managers = _managers(obj)
+            assert "shorthop" in managers, (obj["kind"], obj["metadata"]["name"], managers)
+            # Nothing the operator wrote is recorded under the client library's default name.
+            assert not any(m.startswith("OpenAPI-Generator") for m in managers), managers
+        for pod in pods:
+            assert pod["spec"]["nodeName"].startswith(pool)
+        assert not any(m.startswith("OpenAPI-Generator") for m in _managers(infd))
