@@ -115,7 +115,18 @@ def start_operator(cluster_: kube.Cluster, local: cluster.LocalCluster) -> fx.Op
     )
     operator.process.wait_leading(timeout=120)
     step(f"the operator leads (Lease {NAMESPACE}/shorthop-leader)")
+    print(f"    {where(operator)}", flush=True)
     return operator
+
+
+def where(operator: fx.Operator) -> str:
+    """Where the running operator's metrics, health endpoints and log are."""
+    process = operator.process
+    return (
+        f"metrics: http://127.0.0.1:{process.metrics_port}/metrics; "
+        f"health: http://127.0.0.1:{process.health_port}/healthz and /readyz; "
+        f"log: {process.workdir / (process.identity + '.log')}"
+    )
 
 
 def apply_examples(cluster_: kube.Cluster, operator: fx.Operator) -> None:
@@ -225,6 +236,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     kubectl = components.binary_path("kubectl")
+    pid = operator.process.proc.pid if operator.process.proc else "?"
+    port = operator.process.metrics_port
     step(f"done in {time.monotonic() - started:.0f}s")
     print(
         f"\nThe cluster and the operator keep running. Look around with kubectl:\n"
@@ -233,8 +246,11 @@ def main() -> int:
         f"  kubectl get infd,pods -o wide\n"
         f"  kubectl describe infd deepseek-r1\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product,{RACK}\n"
-        f"The operator's log: {operator.process.workdir / 'demo.log'} (its token lasts 24 h;\n"
-        f"`make demo` again starts a fresh one). Stop everything with: make cluster-down"
+        f"The operator (pid {pid}):\n"
+        f"  {where(operator)}\n"
+        f"  e.g. curl -s http://127.0.0.1:{port}/metrics | grep ^shorthop_\n"
+        f"Its token lasts 24 h; `make demo` again starts a fresh one. See docs/operations.md for\n"
+        f"what the log, the events and the metrics say. Stop everything with: make cluster-down"
     )
     return 0
 

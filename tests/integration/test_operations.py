@@ -152,3 +152,35 @@ def test_every_write_of_the_operator_is_managed_by_shorthop(
         for pod in pods:
             assert pod["spec"]["nodeName"].startswith(pool)
         assert not any(m.startswith("OpenAPI-Generator") for m in _managers(infd))
+
+
+def _gauge(text: str, name: str, domain: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{nvlink_domain="{domain}"}} '):
+            return float(line.split()[-1])
+    return None
+
+
+def test_free_gpu_gauge_follows_a_delete_without_waiting_for_the_resync(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    from shorthop.controller.operator import RESYNC_SECONDS
+
+    rack = fake.ClusterShape(nvl72_racks=1, trays_per_rack=2)
+    with oh.node_pool(cluster, rack) as (pool, names):
+        domain = oh.pool_nodes(pool, rack)[0]["metadata"]["labels"]["nvidia.com/gpu.clique"]
+        gpus = 4 * len(names)
+
+        def free() -> float | None:
+            return _gauge(operator.metrics(), "shorthop_free_gpus", domain)
+
+        kube.wait_for(f"{gpus} free GPUs in {domain}", lambda: free() == gpus, timeout=20)
+        _apply(cluster, oh.deployment("gauge", ns, pool, [("decode", 1, 4, 4)]))
+        oh.wait_running(cluster, ns, "gauge")
+        kube.wait_for(f"{gpus - 4} free", lambda: free() == gpus - 4, timeout=20)
+        # 4-GPU pods, and a node with 4 free: nothing stranded.
+        assert _gauge(operator.metrics(), "shorthop_stranded_gpus", domain) == 0
+        cluster.kubectl("delete", "infd", "gauge", "-n", ns, "--wait=false")
+        kube.wait_for("the pods gone", lambda: not oh.pods(cluster, ns, "gauge"), timeout=60)
+        # Well before the periodic refresh (RESYNC_SECONDS) could have run.
+        kube.wait_for(f"{gpus} free again", lambda: free() == gpus, timeout=RESYNC_SECONDS / 3)

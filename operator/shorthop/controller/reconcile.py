@@ -43,8 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from shorthop import manifest
 from shorthop.api import models
 from shorthop.controller import messages, render, rules, status
@@ -61,6 +59,7 @@ from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
 from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
+from shorthop.views import summary
 
 log = logging.getLogger("shorthop.reconcile")
 COMPONENT = "shorthop"
@@ -115,6 +114,7 @@ class Reconciler:
         self._services: set[tuple[str, str]] = set()
         self._tier_pods: dict[str, Counter[str]] = {}
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
+        self._metrics_lock = threading.Lock()  # a refresh clears and refills the gauges
         self.expectations = Expectations(on_expire=live.forget)
 
     # -- entry point -----------------------------------------------------------------------
@@ -501,36 +501,32 @@ class Reconciler:
                 self.metrics.cost.remove(namespace, name, component)
 
     def publish_cluster_metrics(self) -> None:
-        """Free GPUs per NVLink domain, stranded GPUs, node label issues (periodic)."""
+        """Free and stranded GPUs per NVLink domain (``views.summary``), node label issues.
+        Called after node and pod changes (debounced) and at every resync."""
         snap = self.live.snapshot()
-        index = snap.index
-        counts = snap.free_counts
-        self.metrics.free_gpus.clear()
-        for clique in range(len(index.clique_names)):
-            rows = np.flatnonzero(index.clique_of == clique)
-            self.metrics.free_gpus.labels(nvlink_domain=index.clique_names[clique]).set(
-                int(counts[rows].sum())
-            )
-        outside = np.flatnonzero(index.clique_of < 0)
-        self.metrics.free_gpus.labels(nvlink_domain="none").set(
-            int(counts[outside].sum()) if outside.size else 0
-        )
         smallest = min(
             (
                 r.gpus_per_pod or r.gpus_per_replica
-                for body in self.deployments.values()
+                for body in list(self.deployments.values())
                 for r in _roles(body)
             ),
             default=1,
         )
-        self.metrics.stranded.set(int(counts[(counts > 0) & (counts < smallest)].sum()))
+        domains = summary.nvlink_capacity(snap, smallest)
+        with self._metrics_lock:
+            self.metrics.free_gpus.clear()
+            self.metrics.stranded.clear()
+            for domain in domains:
+                self.metrics.free_gpus.labels(nvlink_domain=domain.name).set(domain.free)
+                self.metrics.stranded.labels(nvlink_domain=domain.name).set(domain.stranded)
         issues: Counter[tuple[str, str]] = Counter()
         for issue in self.live.issues():
             if issue.severity == "warning":
                 issues[(issue.field, str(issue.excluded).lower())] += 1
-        self.metrics.node_issues.clear()
-        for (field, excluded), n in issues.items():
-            self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
+        with self._metrics_lock:
+            self.metrics.node_issues.clear()
+            for (field, excluded), n in issues.items():
+                self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
 
 
 def _roles(body: Mapping[str, Any]) -> list[models.Role]:
