@@ -184,3 +184,22 @@ def test_free_gpu_gauge_follows_a_delete_without_waiting_for_the_resync(
         kube.wait_for("the pods gone", lambda: not oh.pods(cluster, ns, "gauge"), timeout=60)
         # Well before the periodic refresh (RESYNC_SECONDS) could have run.
         kube.wait_for(f"{gpus} free again", lambda: free() == gpus, timeout=RESYNC_SECONDS / 3)
+
+
+def test_headless_service_port_follows_the_role_then_the_setting(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    with oh.node_pool(cluster, HGX) as (pool, _):
+        doc = oh.deployment("ports", ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 4, 4)])
+        doc["spec"]["roles"][0]["servicePort"] = 9443
+        _apply(cluster, doc)
+        oh.wait_running(cluster, ns, "ports")
+        ports = {
+            s.metadata.name: [(p.port, p.target_port, p.protocol) for p in s.spec.ports]
+            for s in cluster.core.list_namespaced_service(ns).items
+        }
+        # The operator runs with the default setting (8000) here.
+        assert ports == {
+            "ports-prefill": [(9443, 9443, "TCP")],
+            "ports-decode": [(8000, 8000, "TCP")],
+        }

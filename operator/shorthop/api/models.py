@@ -150,6 +150,15 @@ class Role(Model):
         description="Hard scope for each replica: all its pods inside one domain of this tier. "
         + TIER_NAMES_HELP,
     )
+    service_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        strict=True,
+        description="Port (and targetPort) of the role's headless Service, the one its pods' DNS "
+        "names belong to. Default: the operator's servicePort setting (chart value servicePort, "
+        "8000).",
+    )
     template: PodTemplate = Field(
         description="The pod template of the role's pods (labels, annotations and a PodSpec)."
     )

@@ -90,6 +90,7 @@ class Runtime:
             BindingSubresourceBinder(self.kube),
             metrics,
             scheduler_name=settings.scheduler_name,
+            service_port=settings.service_port,
             faults=Faults.parse(settings.faults),
         )
         self.queue: WorkQueue[str] = WorkQueue()

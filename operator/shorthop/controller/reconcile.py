@@ -97,6 +97,7 @@ class Reconciler:
         metrics: Metrics,
         *,
         scheduler_name: str = "shorthop",
+        service_port: int = render.SERVICE_PORT,
         workers: int = 64,
         faults: Faults | None = None,
     ) -> None:
@@ -105,6 +106,7 @@ class Reconciler:
         self.binder = binder
         self.metrics = metrics
         self.scheduler_name = scheduler_name
+        self.service_port = service_port
         self.faults = faults or Faults()
         self.deployments: dict[str, Mapping[str, Any]] = {}  # latest bodies, fed by kopf
         self.unschedulable: set[str] = set()
@@ -248,7 +250,8 @@ class Reconciler:
         # 5. services, status
         for role in infd.spec.roles:
             if (uid, role.name) not in self._services:
-                self.kube.ensure_service(namespace, render.render_service(infd, uid, role))
+                service = render.render_service(infd, uid, role, self.service_port)
+                self.kube.ensure_service(namespace, service)
                 self._services.add((uid, role.name))
         left = self.expectations.waiting(key, self._observed)
         if left > 0:

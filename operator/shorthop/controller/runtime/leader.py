@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from shorthop.controller.kube import Kube
-from shorthop.errors import KubeError
+from shorthop.errors import AlreadyExists, KubeError
 
 log = logging.getLogger("shorthop.leader")
 
@@ -75,7 +75,15 @@ class LeaseElector:
             )
             try:
                 self.kube.create_lease(self.namespace, body)
-            except KubeError:
+            except KubeError as exc:
+                if not isinstance(exc, AlreadyExists):  # another instance was first: normal
+                    log.warning(
+                        "there is no lease %s/%s and creating it failed (%s); the Helm chart "
+                        "creates it: `helm upgrade` the release to restore it",
+                        self.namespace,
+                        self.name,
+                        exc,
+                    )
                 return False
             self._last_renew = time.monotonic()
             log.info(
