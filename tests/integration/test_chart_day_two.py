@@ -5,8 +5,10 @@ none, and the leader-election Lease owned by the release: its holder survives up
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from shorthop import settings
+from shorthop import metrics, settings
 from shorthop.controller.kube import Kube
 from shorthop.controller.runtime.leader import LeaseElector
 
@@ -254,3 +256,91 @@ def test_the_release_owns_the_lease_upgrades_keep_its_holder_and_uninstall_remov
             lambda: _lease(cluster, home, "shorthop-leader") is None,
             timeout=30,
         )
+
+
+# --- the Grafana dashboard -----------------------------------------------------------------------
+
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "rate", "irate", "increase",
+    "histogram_quantile", "and", "or", "unless", "bool", "offset",
+}  # fmt: skip
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names an expression reads: identifiers left once strings, label matchers,
+    ranges and grouping clauses are taken out, other than functions and operators.
+
+    >>> sorted(promql_metrics('histogram_quantile(0.9, sum by (le) (rate(a_bucket{x="y"}[5m])))'))
+    ['a_bucket']
+    """
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set()
+    for found in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        if expr[found.end() :].lstrip().startswith("(") or found[0] in PROMQL_WORDS:
+            continue
+        names.add(found[0])
+    return names
+
+
+def _exposed() -> set[str]:
+    """Every series name the operator's registry exposes (a histogram's ``_bucket``, ``_sum``
+    and ``_count``, a counter's ``_total``)."""
+    made = metrics.create()
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",)}
+    names = set()
+    for field in dataclasses.fields(made):
+        if field.name == "registry":
+            continue
+        collector = getattr(made, field.name)
+        name, kind = collector._name, collector._type  # prometheus_client keeps them private
+        names |= {name + suffix for suffix in suffixes.get(kind, ("",))}
+    return names
+
+
+def test_the_dashboard_renders_as_valid_json_reading_only_the_operators_metrics(
+    helm: Helm,
+) -> None:
+    assert not [
+        d for d in _all(helm.template(), "ConfigMap") if "dashboard" in d["metadata"]["name"]
+    ]
+    docs = helm.template(
+        "--set", "grafana.dashboard.enabled=true",
+        "--set", "grafana.dashboard.annotations.grafana_folder=GPU",
+    )  # fmt: skip
+    (config_map,) = [d for d in _all(docs, "ConfigMap") if "dashboard" in d["metadata"]["name"]]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "GPU"}
+    dashboard = json.loads(config_map["data"]["shorthop.json"])
+    assert dashboard["uid"]
+    exposed = _exposed()
+    read: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = promql_metrics(target["expr"])
+            assert names, (panel["title"], target["expr"])
+            assert names <= exposed, (panel["title"], names - exposed)
+            read |= names
+    # What the dashboard is for: latency, tiers, cost, free and stranded GPUs per NVLink domain.
+    for needed in (
+        "shorthop_placement_latency_seconds_bucket",
+        "shorthop_pods_per_tier",
+        "shorthop_plan_cost",
+        "shorthop_free_gpus",
+        "shorthop_stranded_gpus",
+    ):
+        assert needed in read
+    per_domain = [
+        t["expr"] for p in dashboard["panels"] for t in p["targets"] if "nvlink_domain" in t["expr"]
+    ]
+    assert len(per_domain) == 2
+
+
+def test_a_query_naming_an_unknown_metric_is_caught() -> None:
+    """The dashboard check has teeth: a misspelt metric is not among the exposed names."""
+    assert promql_metrics("sum by (nvlink_domain) (shorthop_free_gpu)") - _exposed() == {
+        "shorthop_free_gpu"
+    }
