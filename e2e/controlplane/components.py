@@ -18,6 +18,8 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.7.0"
 HELM_VERSION = "v3.19.5"
+# A Kubernetes manifest scanner: the chart's policy check (tests/integration/test_chart_scan.py).
+KUBE_SCORE_VERSION = "v1.20.0"
 
 
 def _kube_ldflags(version: str) -> list[str]:
@@ -93,6 +95,12 @@ MODULES: tuple[GoModule, ...] = (
             "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
             "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34",
         ),
+    ),
+    GoModule(
+        name="kube-score",
+        version=KUBE_SCORE_VERSION,
+        binaries={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+        ldflags=(f"-X main.version={KUBE_SCORE_VERSION}",),
     ),
 )
 
