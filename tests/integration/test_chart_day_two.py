@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -23,7 +22,7 @@ from shorthop.controller.runtime.leader import LeaseElector
 from e2e import fixtures as fx
 from e2e.controlplane import components
 from tests import kube
-from tests.integration.test_chart import CHART, NAMESPACE, Helm
+from tests.helm import CHART, MAJORS, NAMESPACE, Helm, helm_for
 
 pytestmark = pytest.mark.cluster
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -33,29 +32,12 @@ PROMETHEUS = {
 }
 
 
-def _helms() -> list[str]:
-    """The newest helm of each major in the build cache."""
-    found: dict[str, Path] = {}
-    for path in sorted(components.cache_dir().glob("helm-v*")):
-        if path.suffix == ".recipe" or not os.access(path, os.X_OK):
-            continue
-        found[path.name.split(".")[0]] = path  # helm-v3, helm-v4: sorted, so the newest wins
-    return [str(p) for _, p in sorted(found.items())] or [str(components.binary_path("helm"))]
-
-
-@pytest.fixture(scope="module", params=_helms(), ids=lambda p: Path(p).name)
+@pytest.fixture(scope="module", params=MAJORS, ids=[f"helm{m}" for m in MAJORS])
 def helm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary: str = request.param
-    if not Path(binary).exists():
-        pytest.fail(f"no helm at {binary}: run `make controlplane` to build it")
-    home = tmp_path_factory.mktemp("helm")
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    return Helm(binary, env, components.KUBERNETES_VERSION)
+    major: int = request.param
+    return helm_for(
+        major, tmp_path_factory.mktemp(f"helm{major}"), components.selected().kubernetes
+    )
 
 
 def _all(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

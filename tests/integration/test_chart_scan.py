@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e.controlplane import components
-from tests.integration.test_chart import CHART, Helm, helm  # noqa: F401 - the fixture
+from tests.helm import CHART, MAJORS, Helm, helm_for
 
 README = CHART / "README.md"
 EVERYTHING = [
@@ -27,9 +27,17 @@ EVERYTHING = [
 Finding = tuple[str, str, str]  # (check id, object kind, summary)
 
 
+@pytest.fixture(scope="module", params=MAJORS, ids=[f"helm{m}" for m in MAJORS])
+def helm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    major: int = request.param
+    return helm_for(
+        major, tmp_path_factory.mktemp(f"helm{major}"), components.selected().kubernetes
+    )
+
+
 def kube_score() -> str:
     path = components.binary_path("kube-score")
-    if not components.is_current("kube-score"):
+    if not components.is_current(components.KUBE_SCORE, "kube-score"):
         pytest.fail(f"no kube-score at {path}: run `make controlplane` to build it")
     return str(path)
 
@@ -68,7 +76,7 @@ def documented() -> set[Finding]:
     return out
 
 
-def test_the_scanner_reports_only_the_documented_choices(helm: Helm) -> None:  # noqa: F811
+def test_the_scanner_reports_only_the_documented_choices(helm: Helm) -> None:
     manifests = yaml.safe_dump_all(helm.template(*EVERYTHING))
     found = scan(manifests, helm.kube_version)
     allowed = documented()
@@ -77,7 +85,7 @@ def test_the_scanner_reports_only_the_documented_choices(helm: Helm) -> None:  #
     assert allowed - found == set(), "documented findings the scanner no longer reports"
 
 
-def test_the_scanner_check_has_teeth(helm: Helm, tmp_path: Path) -> None:  # noqa: F811
+def test_the_scanner_check_has_teeth(helm: Helm, tmp_path: Path) -> None:
     """A finding the README does not list fails: a privileged container is reported."""
     docs = helm.template(*EVERYTHING)
     for doc in docs:
