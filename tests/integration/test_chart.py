@@ -230,7 +230,6 @@ def _check_permissions(
         ("watch", "shorthop.io", "inferencedeployments", watched),
         ("patch", "shorthop.io", "inferencedeployments/status", watched),
         ("update", "shorthop.io", "inferencedeployments/finalizers", watched),
-        ("create", "coordination.k8s.io", "leases", home),
         ("update", "coordination.k8s.io", "leases", home),
     ]
     kube.wait_for(
@@ -253,6 +252,7 @@ def _check_permissions(
         ("update", "shorthop.io", "inferencedeployments", watched),
         ("patch", "shorthop.io", "inferencedeployments/status", other),
         ("create", "coordination.k8s.io", "leases", watched),
+        ("create", "coordination.k8s.io", "leases", home),  # the chart creates the Lease
         ("delete", "", "nodes", None),
         ("patch", "", "nodes", None),
         ("create", "apps", "deployments", watched),
