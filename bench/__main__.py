@@ -1,8 +1,9 @@
-"""``python -m bench [--quick] [--out DIR]``: run every benchmark and write the report.
+"""``python -m bench [--quick] [--out DIR] [--only PARTS]``: run the benchmarks, write the report.
 
 Without ``--out`` the report goes to ``docs/benchmarks.md`` and the plots to ``docs/bench/``;
 ``make bench`` runs this. ``--quick`` uses tiny sizes (seconds; the smoke test uses it) and should
-never be committed: its figures say nothing about the targets.
+never be committed: its figures say nothing about the targets. ``--only footprint`` runs only the
+named scale parts (``bench/report_scale.py``) and regenerates only their sections of the report.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from bench import common, placement, quality, report, throughput, topology
+from bench import common, footprint, placement, quality, report, report_scale, throughput, topology
+from bench.footprint import Log
 from bench.settings import FULL, QUICK
+
+SCALE_PARTS = ("footprint",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,12 +36,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the end-to-end throughput run (it starts a local control plane)",
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [p for p in text.split(",") if p],
+        help=f"run only these parts, comma-separated ({', '.join(SCALE_PARTS)}), and regenerate "
+        "only their sections of the report",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    argv_used = sys.argv[1:] if argv is None else argv
+    command = "python -m bench" + (" " + shlex.join(argv_used) if argv_used else "")
+    if os.environ.get("MAKELEVEL") and not argv_used:
+        command = "make bench  # runs .venv/bin/python -m bench"
+    if args.only is not None:
+        unknown = sorted(set(args.only) - set(SCALE_PARTS))
+        if unknown or not args.only:
+            parser.error(f"--only takes {', '.join(SCALE_PARTS)} (got {','.join(args.only)!r})")
+        path = report_scale.write(args.out, _scale(args.only, args.quick, command, log))
+        log(f"wrote {path}")
+        return 0
 
     log(f"machine: {common.machine()['cpu']}, {common.machine()['cores']} cores")
     topo = topology.run(settings.topology_sizes, quick=settings.quick, log=log)
@@ -62,10 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     e2e = None
     if not (args.quick or args.no_cluster):
         e2e = throughput.run(settings.throughput_nodes, settings.throughput_pods, log=log)
-    argv_used = sys.argv[1:] if argv is None else argv
-    command = "python -m bench" + (" " + shlex.join(argv_used) if argv_used else "")
-    if os.environ.get("MAKELEVEL") and not argv_used:
-        command = "make bench  # runs .venv/bin/python -m bench"
     path = report.write(
         args.out,
         report.Results(
@@ -80,8 +98,22 @@ def main(argv: list[str] | None = None) -> int:
             throughput=e2e,
         ),
     )
+    if not args.quick:
+        report_scale.write(args.out, _scale(SCALE_PARTS, args.quick, command, log))
     log(f"wrote {path}")
     return 0
+
+
+def _scale(
+    parts: list[str] | tuple[str, ...], quick: bool, command: str, log: Log
+) -> dict[str, str]:
+    """The scale parts' sections (name -> markdown), each run now."""
+    sections = {}
+    if "footprint" in parts:
+        before = common.load()
+        found = footprint.run(footprint.QUICK if quick else footprint.FootprintSettings(), log=log)
+        sections["footprint"] = report_scale.footprint(found, command, before)
+    return sections
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ class RecordingKube:
         self.calls.append(("event", reason))
 
 
-def one_node_reconciler(kube: Any, body: dict[str, Any]) -> tuple[LiveCluster, Reconciler, str]:
+def one_node_reconciler(
+    kube: Any, body: dict[str, Any], *, workers: int = 64
+) -> tuple[LiveCluster, Reconciler, str]:
     """A reconciler calling ``kube`` (a :class:`RecordingKube` or a real ``Kube``) on one synced
     8-GPU node ``n1``, knowing ``body`` (given uid ``u-1`` and generation 1); returns the live
     view, the reconciler and the deployment's key."""
@@ -91,6 +93,7 @@ def one_node_reconciler(kube: Any, body: dict[str, Any]) -> tuple[LiveCluster, R
         live,
         BindingSubresourceBinder(kube),
         metrics_module.create(),
+        workers=workers,
     )
     body["metadata"].update(uid="u-1", generation=1)
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"

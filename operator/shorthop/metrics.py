@@ -5,6 +5,7 @@ gets a fresh one) and served by ``serve``.
 metric                                 type       meaning
 =====================================  =========  ================================================
 shorthop_placement_latency_seconds     histogram  time to plan one deployment
+shorthop_snapshot_refresh_seconds      histogram  time to bring the snapshot up to date for a plan
 shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment
 shorthop_pods_per_tier                 gauge      pods by the widest tier of their replica
 shorthop_unschedulable_deployments     gauge      deployments waiting for room
@@ -31,6 +32,7 @@ from shorthop.errors import ConfigError
 class Metrics:
     registry: CollectorRegistry
     latency: Histogram
+    snapshot: Histogram
     cost: Gauge
     pods_per_tier: Gauge
     unschedulable: Gauge
@@ -50,6 +52,12 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "shorthop_placement_latency_seconds",
             "Time to plan one deployment",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        ),
+        snapshot=Histogram(
+            "shorthop_snapshot_refresh_seconds",
+            "Time to bring the cluster snapshot up to date for one plan (the rows events touched)",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=registry,
         ),
         cost=Gauge(

@@ -11,6 +11,7 @@ GPUs. Thread-safe: the informer threads write, the reconcile workers read.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -47,6 +48,12 @@ def _as_int(value: Any) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
+def _shared(value: Any) -> str | None:
+    """One string object for a value many pods repeat (namespace, phase, role, deployment,
+    template hash, owner): 100,000 records then hold a few thousand strings, not a million."""
+    return None if value is None else sys.intern(str(value))
+
+
 def pod_record(body: Mapping[str, Any]) -> PodRecord:
     meta = occupancy.as_map(body.get("metadata"))
     status = occupancy.as_map(body.get("status"))
@@ -63,11 +70,11 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
     conditions = occupancy.as_list(status.get("conditions"))
     return PodRecord(
         key=usage.key,
-        namespace=namespace,
+        namespace=sys.intern(namespace),
         name=name,
         uid=str(meta.get("uid", "")),
         node=usage.node,
-        phase=str(status.get("phase") or "Pending"),
+        phase=sys.intern(str(status.get("phase") or "Pending")),
         deleting=bool(meta.get("deletionTimestamp")),
         ready=any(
             isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
@@ -75,14 +82,14 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
         ),
         gpus=usage.gpus,
         exact=usage.exact,
-        deployment=f"{namespace}/{deployment}" if deployment else None,
-        owner_uid=str(owners[0].get("uid")) if owners else None,
-        role=pod_labels.get(ROLE_LABEL),
+        deployment=_shared(f"{namespace}/{deployment}") if deployment else None,
+        owner_uid=_shared(owners[0].get("uid")) if owners else None,
+        role=_shared(pod_labels.get(ROLE_LABEL)),
         replica=_as_int(pod_labels.get(REPLICA_LABEL)),
         pod=_as_int(pod_labels.get(POD_LABEL)),
-        template_hash=pod_labels.get(TEMPLATE_LABEL),
-        failed_reason=status.get("reason"),
-        planned_node=annotations.get(PLANNED_NODE_ANNOTATION),
+        template_hash=_shared(pod_labels.get(TEMPLATE_LABEL)),
+        failed_reason=_shared(status.get("reason")),
+        planned_node=_shared(annotations.get(PLANNED_NODE_ANNOTATION)),
         usage=usage,
     )
 
@@ -186,6 +193,15 @@ class LiveCluster:
                 (self._pods[k] for k in self._by_deployment.get(deployment, ()) if k in self._pods),
                 key=lambda p: p.name,
             )
+
+    def pod_count(self) -> int:
+        with self._lock:
+            return len(self._pods)
+
+    def pod_keys(self) -> list[str]:
+        """The ``namespace/name`` of every pod held (the pod informer's record of what it saw)."""
+        with self._lock:
+            return list(self._pods)
 
     def pod(self, key: str) -> PodRecord | None:
         with self._lock:

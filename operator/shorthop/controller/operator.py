@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,7 @@ import kopf
 from kubernetes import client
 
 from shorthop.api import models
+from shorthop.controller import fields
 from shorthop.controller.binder import BindingSubresourceBinder
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -171,16 +173,30 @@ class Runtime:
         self.queue.loop  # bind the queue to this loop before threads use it  # noqa: B018
         core = client.CoreV1Api(self.api)
         self._informers = [
-            Informer("nodes", core.list_node, self.on_node, self._stop),
-            Informer("pods", core.list_pod_for_all_namespaces, self.on_pod, self._stop),
+            Informer("nodes", core.list_node, self.on_node, self._stop, codec=fields.NODE_CODEC),
+            Informer(
+                "pods",
+                core.list_pod_for_all_namespaces,
+                self.on_pod,
+                self._stop,
+                codec=fields.POD_CODEC,
+                known=self.live.pod_keys,
+            ),
         ]
+        started = time.monotonic()
         for informer in self._informers:
             informer.start()
         for informer in self._informers:
             await asyncio.to_thread(informer.synced.wait)
         self.live.synced.set()
         self.synced = True
-        log.info("caches synced: %d nodes in the topology", len(self.live.snapshot().index.row_of))
+        log.info(
+            "caches synced in %.2fs: %d nodes in the topology, %d pods (%d list calls)",
+            time.monotonic() - started,
+            len(self.live.snapshot().index.row_of),
+            self.live.pod_count(),
+            sum(i.lists for i in self._informers),
+        )
         self._metrics_wake = asyncio.Event()
         self._metrics_stale.set()
         self._metrics_wake.set()

@@ -39,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,7 +185,9 @@ class Reconciler:
             # Plans are made one at a time on a fresh snapshot, and their GPUs are assumed before
             # the lock is released; creating and binding then runs alongside other deployments.
             with self._place_lock:
+                refresh = time.perf_counter()
                 snap = self.live.snapshot()
+                self.metrics.snapshot.observe(time.perf_counter() - refresh)
                 anchors = triage.anchor(
                     decision,
                     req,
@@ -314,14 +316,18 @@ class Reconciler:
         ]
         roles = {r.name: r for r in req.roles}
         nodes = rules.FreshNodes(self.kube)
-        results = list(
-            self._pool.map(
-                lambda job: self._create_and_bind(
-                    infd, job[0], job[1], job[2], roles[job[0].key.role], nodes
-                ),
-                jobs,
+        futures = [
+            self._pool.submit(
+                self._create_and_bind, infd, a, rendered, unbound, roles[a.key.role], nodes
             )
-        )
+            for a, rendered, unbound in jobs
+        ]
+        # Every job runs to its end before an error is raised: each releases the GPUs assumed
+        # for a pod it could not create. (``pool.map`` cancelled the jobs not yet started at the
+        # first error, and their GPUs stayed assumed for ASSUME_SECONDS: a deployment found no
+        # room for two minutes after an etcd restart, chaos/test_apiserver.py.)
+        wait(futures)
+        results = [f.result() for f in futures]
         conflicts = [r for r in results if r.code == BindCode.CONFLICT]
         if conflicts:
             # Gang: undo this round's new pods; the next plan sees the cluster as it is now.

@@ -32,6 +32,7 @@ Pure; no I/O. Callers: :mod:`~shorthop.placement.snapshot`, :mod:`~shorthop.plac
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,7 +203,8 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
     gpus, cpu, memory = requests(spec)
     return PodUsage(
         key=pod_key(pod) if key is None else key,
-        node=str(node) if node else None,
+        # One string per node, shared by its pods' records (100,000 pods, 10,000 nodes).
+        node=sys.intern(str(node)) if node else None,
         active=status.get("phase") not in _DONE,
         gpus=gpus,
         exact=parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, ""))),
