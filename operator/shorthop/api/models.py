@@ -133,12 +133,43 @@ class Role(Model):
         return self
 
 
+class TrafficPattern(StrEnum):
+    ALL_TO_ALL = "all-to-all"
+    PAIRED = "paired"
+
+
 class Traffic(Model):
     """KV-cache traffic between two roles; ``weight`` scales its cost."""
 
     from_: str = Field(alias="from", pattern=DNS_LABEL, max_length=40)
     to: str = Field(pattern=DNS_LABEL, max_length=40)
     weight: float = Field(default=1.0, ge=0, le=1000, strict=True)
+    pattern: TrafficPattern = Field(
+        default=TrafficPattern.ALL_TO_ALL,
+        description=(
+            "Which replicas exchange KV cache. all-to-all (default): any replica of `from` may "
+            "send to any replica of `to` (a prefill queue, a router without a topology scorer); "
+            "the cost is the mean over every (from, to) replica pair. paired: the router pairs "
+            "replicas; each replica has fixed peers (told in SHORTHOP_PEERS) and the cost is "
+            "the sum over peer pairs."
+        ),
+    )
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        json_schema_extra=_cel(
+            ("self.from != self.to", "traffic joins two different roles: from and to differ"),
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _two_roles(self) -> Traffic:
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are both {self.to!r}; traffic joins two different roles")
+        return self
 
 
 class KVCache(Model):

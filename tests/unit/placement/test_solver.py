@@ -7,12 +7,13 @@ import os
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import exact, placers, snapshot, solver
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Plan
-from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 from shorthop.topology import fake
 
 from tests import builders
@@ -175,16 +176,23 @@ def test_pod_larger_than_any_node_is_explained() -> None:
     )
 
 
-def test_prefill_lands_next_to_its_decode_peer_in_an_nvl72_rack() -> None:
+@pytest.mark.parametrize(
+    ("pattern", "pairs"),
+    [(Pattern.ALL_TO_ALL, 2 * 4 * 2 * 16), (Pattern.PAIRED, 2 * 4 * 16)],
+    ids=["all-to-all: every prefill GPU with every decode GPU", "paired: each peer pair"],
+)
+def test_prefill_lands_next_to_its_decode_peers_in_an_nvl72_rack(
+    pattern: Pattern, pairs: int
+) -> None:
     nodes = fake.nodes(fake.ClusterShape(nvl72_racks=2, hgx_units=1, nodes_per_unit=4))
     snap = snapshot.build(nodes, [], CONFIG)
     request = Request(
         roles=(RoleRequest("prefill", 2, 1, 4), RoleRequest("decode", 2, 4, 4, replica_scope=2)),
-        traffic=(TrafficEdge(0, 1, 1.0),),
+        traffic=(TrafficEdge(0, 1, 1.0, pattern),),
     )
     plan = solver.solve(snap, request)
     assert plan.feasible
-    assert plan.tiers == {"nvlink-domain": 2 * 4 * 16}
+    assert plan.tiers == {"nvlink-domain": pairs}
     assert all(t in ("nvlink-domain", "same-node-nvlink") for t in plan.replica_tiers.values())
 
 

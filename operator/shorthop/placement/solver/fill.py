@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from shorthop.placement import subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.score import rank, score_many
-from shorthop.placement.solver.state import Candidate, Key, Part, PeerSets, State
+from shorthop.placement.solver.state import Candidate, Key, Part, Partners, State
 
 EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
 BEST_FIT_CANDIDATES = 3
@@ -35,13 +35,13 @@ def multi_node(
     pods: int,
     fit: NDArray[np.int64],
     cap: NDArray[np.int64],
-    peer_sets: PeerSets,
+    partners: Partners,
     max_layer: int,
     best: Candidate | None,
 ) -> Candidate | None:
     """The best of ``best`` and every domain fill from the NVLink layer up to ``max_layer``."""
     q = state.request.roles[state.replicas[key].role].pod_gpus
-    aff = affinity(state, key, peer_sets)
+    aff = affinity(state, key, partners)
     need = state.unplaced_peer_gpus(key)
     max_fit = int(fit.max(initial=0))
     tree = state.tree
@@ -68,20 +68,20 @@ def multi_node(
             if parts:
                 options.append(parts)
                 ties.append(v)
-        for cand in score_many(state, key, options, peer_sets, ties):
+        for cand in score_many(state, key, options, partners, ties):
             if best is None or rank(state, cand) < rank(state, best):
                 best = cand
     return best
 
 
-def affinity(state: State, key: Key, peer_sets: PeerSets) -> NDArray[np.float64]:
+def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
     """Per tree vertex: how many of the replica's peers' GPUs (weighted) and its own surviving
     GPUs (:data:`FIXED_AFFINITY` each) lie under it."""
     tree = state.tree
     leaf = np.zeros(len(state.index.names), dtype=np.float64)
-    for s, weight in peer_sets:
-        for row, gpus in s.items():
-            leaf[row] += weight * len(gpus)
+    for p in partners:
+        m = p.summary.mass
+        leaf[m.rows] += p.weight * m.count
     for _, row, mask in state.replicas[key].fixed:
         leaf[row] += FIXED_AFFINITY * mask.bit_count()
     return (

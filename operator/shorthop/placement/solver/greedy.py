@@ -53,7 +53,7 @@ def place(state: State, key: Key) -> Candidate:
     # phase 2a: capacity, pods per node and rolled up per domain (kept current by every commit)
     fit = state.capacity.pods_fit(r.role)
     cap = state.capacity.rolled_up(r.role)
-    peer_sets = state.peer_sets(key)
+    partners = state.partners(key)
     scoped = role.replica_scope is not None
     max_layer = int(tree.layer[tree.root])
     if role.replica_scope is not None:
@@ -67,12 +67,12 @@ def place(state: State, key: Key) -> Candidate:
         cap = tree.rollup(fit)
     # phase 2b: single-node candidates
     best = candidates.single_node(
-        state, key, pods, fit, peer_sets, nvlink_only=role.replica_scope == 0
+        state, key, pods, fit, partners, nvlink_only=role.replica_scope == 0
     )
     scope_cap = int(cap[np.flatnonzero(tree.layer == max_layer)].max(initial=0))
     if pods > 1 and max_layer > domain_tree.NODE_LAYER:
         # phase 2c: multi-node candidates; phase 2d: the best of all, by score.rank
-        best = fill.multi_node(state, key, pods, fit, cap, peer_sets, max_layer, best)
+        best = fill.multi_node(state, key, pods, fit, cap, partners, max_layer, best)
     if best is None:
         raise Failure(explain.why(state, key, fit, scope_cap if scoped else None))
     return best

@@ -12,7 +12,7 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
-from shorthop.placement import objective
+from shorthop.placement import objective, pairsums
 from shorthop.placement.solver.greedy import order, place
 from shorthop.placement.solver.state import Failure, Key, State, Strategy
 
@@ -29,7 +29,7 @@ def refine(state: State) -> None:
         misses = 0
         moves: list[list[Key]] = []
         # phase 3a: one replica at a time, now that its peers are known
-        moves += [[key] for key in replicas if state.peers[key]]
+        moves += [[key] for key in replicas if state.has_traffic(key)]
         # phase 3b: a replica with all its peers, the hub first
         moves += [[key] + [p for p, _ in state.peers[key]] for key in replicas if state.peers[key]]
         for keys in moves:
@@ -46,13 +46,13 @@ def refine(state: State) -> None:
 
 
 def _close_enough(state: State, key: Key) -> bool:
-    """True when every GPU pair between ``key`` and its peers is already an NVLink pair
-    (same node over NVLink, or the same NVLink domain): no move can improve its traffic."""
-    mine = state.placed_set(key)
-    for peer, _ in state.peers[key]:
-        counts: dict[int, int] = {}
-        objective.tier_counts(state.index, mine, state.placed_set(peer), counts)
-        if any(n and tier not in (0, 2) for tier, n in counts.items()):
+    """True when every GPU pair between ``key`` and its partners (peers, or the other role of
+    an all-to-all edge) is already an NVLink pair (same node over NVLink, or the same NVLink
+    domain): no move can improve its traffic."""
+    mine = objective.mass_of(state.index, state.placed_set(key))
+    for p in state.partners(key):
+        _, tiers = pairsums.pair_sums(state.index, mine, p.summary.mass)
+        if tiers[1] or tiers[3:].any():
             return False
     return True
 

@@ -23,6 +23,7 @@ from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
+from shorthop.placement.solver.search import search
 from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
 
 STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
@@ -120,6 +121,7 @@ def _run(
             failure = failure or exc
             continue
         refine(attempt)
+        search(attempt)
         if strategy is Strategy.FIRST_FIT:
             return attempt
         first = State(snapshot, request, allowed, fixed, Strategy.FIRST_FIT)

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shorthop.placement import objective
+from shorthop.placement import objective, pairsums
 from shorthop.placement.solver import lookahead
 from shorthop.placement.solver.state import (
     Candidate,
     Key,
     Part,
-    PeerSets,
+    Partners,
     State,
     Strategy,
     gpu_set_of,
@@ -40,7 +40,7 @@ def score_many(
     state: State,
     key: Key,
     options: Sequence[Sequence[Part]],
-    peer_sets: PeerSets,
+    partners: Partners,
     ties: Sequence[int],
 ) -> list[Candidate]:
     """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
@@ -59,24 +59,35 @@ def score_many(
             state, rows, masks, need, room, owner=owner, candidates=len(options)
         )
         ahead = np.round(estimates, 6)
+    traffic = np.zeros(len(options), dtype=np.float64)
+    if partners and options:
+        flat = [part for parts in options for part in parts]
+        rows = np.array([row for row, _ in flat], dtype=np.intp)
+        masks = np.array([mask for _, mask in flat], dtype=np.int64)
+        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+        per_part = np.zeros(len(flat), dtype=np.float64)
+        for p in partners:
+            per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
+        traffic = np.bincount(owner, weights=per_part, minlength=len(options))
     out = []
-    for parts, tie, estimate in zip(options, ties, ahead.tolist(), strict=True):
+    for parts, tie, estimate, cost in zip(
+        options, ties, ahead.tolist(), traffic.tolist(), strict=True
+    ):
         mine = gpu_set_of([*kept, *parts])
         intra = objective.intra_cost(state.index, mine)
-        traffic = sum(w * objective.between_cost(state.index, mine, s) for s, w in peer_sets)
         frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
-        out.append(Candidate(intra, traffic, frag, tie, tuple(parts), estimate))
+        out.append(Candidate(intra, cost, frag, tie, tuple(parts), estimate))
     return out
 
 
 def best_of(
-    state: State, key: Key, options: list[list[Part]], peer_sets: PeerSets
+    state: State, key: Key, options: list[list[Part]], partners: Partners
 ) -> Candidate | None:
     """The best-ranked of ``options`` (empty options skipped), or None; the first of equals."""
     options = [parts for parts in options if parts]
     ties = [min(row for row, _ in parts) for parts in options]
     best = None
-    for cand in score_many(state, key, options, peer_sets, ties):
+    for cand in score_many(state, key, options, partners, ties):
         if best is None or rank(state, cand) < rank(state, best):
             best = cand
     return best
