@@ -289,10 +289,24 @@ class ReplicaPlacement(Model):
 
 
 class KVTransfer(Model):
-    prefill: str = Field(description="role-replica, e.g. prefill-0")
-    decode: str
+    """One peer pair of a paired traffic edge."""
+
+    prefill: str = Field(description="The pair's source replica (role-replica, e.g. prefill-0).")
+    decode: str = Field(description="The pair's target replica (role-replica, e.g. decode-1).")
     tier: str
     modeled_ms: float
+
+
+class KVTraffic(Model):
+    """One traffic edge: its replica pairs per widest tier, GPU pairs per tier, KV transfer time."""
+
+    from_: str = Field(alias="from")
+    to: str
+    pattern: TrafficPattern
+    replica_pairs: dict[str, int] = Field(default_factory=dict)
+    gpu_pairs: dict[str, int] = Field(default_factory=dict)
+    mean_modeled_ms: float = 0
+    worst_modeled_ms: float = 0
 
 
 class Cost(Model):
@@ -313,7 +327,14 @@ class InferenceDeploymentStatus(Model):
     worst_tier: str | None = None
     cost: Cost = Field(default_factory=Cost)
     tiers: dict[str, int] = Field(
-        default_factory=dict, description="prefill<->decode GPU pairs per tier."
+        default_factory=dict,
+        description=(
+            "Traffic GPU pairs per tier: for an all-to-all edge every pair of a source GPU and "
+            "a target GPU, for a paired edge the GPU pairs of its peer pairs; summed over edges."
+        ),
     )
-    kv_transfers: list[KVTransfer] = Field(default_factory=list)
+    kv_transfers: list[KVTransfer] = Field(
+        default_factory=list, description="Per peer pair of paired traffic edges."
+    )
+    kv_traffic: list[KVTraffic] = Field(default_factory=list, description="Per traffic edge.")
     message: str = ""

@@ -29,6 +29,7 @@ REPLICA_LABEL = "shorthop.io/replica"
 POD_LABEL = "shorthop.io/pod"
 TEMPLATE_LABEL = "shorthop.io/template-hash"
 PLANNED_NODE_ANNOTATION = "shorthop.io/planned-node"
+PEERS_ANNOTATION = "shorthop.io/peers"  # paired peers the pod was told: role-replica,...
 ASSUME_SECONDS = 120.0
 
 
@@ -44,6 +45,19 @@ class PodRecord(PodState):
 
 def _as_int(value: Any) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def parse_peers(value: Any) -> tuple[tuple[str, int], ...]:
+    """``prefill-0,prefill-2`` -> ``(("prefill", 0), ("prefill", 2))``; what does not parse is
+    skipped (the annotation is informational to everyone but shorthop)."""
+    if not isinstance(value, str):
+        return ()
+    out = []
+    for item in value.split(","):
+        role, _, replica = item.strip().rpartition("-")
+        if role and replica.isdigit():
+            out.append((role, int(replica)))
+    return tuple(out)
 
 
 def pod_record(body: Mapping[str, Any]) -> PodRecord:
@@ -82,6 +96,7 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
         template_hash=pod_labels.get(TEMPLATE_LABEL),
         failed_reason=status.get("reason"),
         planned_node=annotations.get(PLANNED_NODE_ANNOTATION),
+        peers=parse_peers(annotations.get(PEERS_ANNOTATION)),
         usage=usage,
     )
 

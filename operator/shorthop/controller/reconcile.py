@@ -148,6 +148,8 @@ class Reconciler:
         # 2. sort the pods and delete what must go
         hashes = {r.name: render.template_hash(r) for r in infd.spec.roles}
         decision = triage.decide(req, hashes, uid, self.live.pods_of(key), snap)
+        # Paired peers told to the pods that stay keep their pairs (new replicas pair anew).
+        req = request.with_pairs(req, triage.told_peers(decision))
         namespace = infd.metadata.namespace
         for removal in decision.removals:
             pod = removal.pod

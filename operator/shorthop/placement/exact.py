@@ -156,7 +156,9 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
     symmetric = {
         ri
         for ri in range(len(request.roles))
-        if not any(e.pattern is Pattern.PAIRED and ri in (e.source, e.target) for e in request.traffic)
+        if not any(
+            e.pattern is Pattern.PAIRED and ri in (e.source, e.target) for e in request.traffic
+        )
     }
     # Lower bounds: every GPU pair still to come costs at least the smallest distance.
     d_min = _smallest_distance(index, rows)
@@ -208,7 +210,9 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         if pod > 0 and scope is not None:
             first_row = chosen[-pod][0]
             layer = tree.layer_of_tier(scope)
-            allowed = [r for r in rows if _domain(tree, layer, r) == _domain(tree, layer, first_row)]
+            allowed = [
+                r for r in rows if _domain(tree, layer, r) == _domain(tree, layer, first_row)
+            ]
         seen: set[tuple[object, ...]] = set()
         out = []
         for r in allowed:
@@ -252,11 +256,18 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         for option in options(i):
             if pod > 0 and option <= chosen[-1]:
                 continue  # pods of a replica are interchangeable: keep them ordered
-            if pod == 0 and ri in symmetric and replica > 0 and option <= first_of[(ri, replica - 1)]:
+            if (
+                pod == 0
+                and ri in symmetric
+                and replica > 0
+                and option <= first_of[(ri, replica - 1)]
+            ):
                 continue  # replicas of a symmetric role are interchangeable: keep them ordered
             row, gpus = option
             add_intra = sum(_distance(index, row, a, row, b) for a, b in combinations(gpus, 2))
-            add_intra += sum(_distance(index, row, g, r2, g2) for g in gpus for r2, g2 in placed[key])
+            add_intra += sum(
+                _distance(index, row, g, r2, g2) for g in gpus for r2, g2 in placed[key]
+            )
             add_traffic = 0.0
             for peer, weight in peers[key]:
                 add_traffic += weight * sum(
@@ -266,17 +277,23 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
                 w = role_weight.get((ri, other), 0.0)
                 if w:
                     add_traffic += w * sum(
-                        _distance(index, row, g, r2, g2) for g in gpus for r2, g2 in role_gpus[other]
+                        _distance(index, row, g, r2, g2)
+                        for g in gpus
+                        for r2, g2 in role_gpus[other]
                     )
             scored.append((intra + add_intra, round(traffic + add_traffic, 6), option))
         scored.sort()
         for new_intra, new_traffic, option in scored:
             row, gpus = option
             bound_intra, bound_traffic = bound(key, len(gpus))
-            if search.best is not None and (
-                new_intra + bound_intra,
-                round(new_traffic + bound_traffic, 6) - 1e-6,
-            ) >= search.best:
+            if (
+                search.best is not None
+                and (
+                    new_intra + bound_intra,
+                    round(new_traffic + bound_traffic, 6) - 1e-6,
+                )
+                >= search.best
+            ):
                 if new_intra + bound_intra > search.best[0]:
                     break  # sorted by intra: every later child is as bad
                 continue
@@ -316,6 +333,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         cost=ev.cost,
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
+        traffic=ev.edges,
         strategy="exact",
     )
 
@@ -349,12 +367,8 @@ def _smallest_distance(index: TopologyIndex, rows: list[int]) -> int:
             best = int(off.min()) if best is None else min(best, int(off.min()))
     if len(rows) > 1:
         # any cross-node pair is at least the cheapest GPU-to-network/fabric path twice
-        low = min(
-            min(int(index.up(r).min()) for r in rows),
-            min(
-                (int(index.node_class(r).fab.min()) for r in rows if index.clique_of[r] >= 0),
-                default=1 << 40,
-            ),
-        )
+        ups = [int(index.up(r).min()) for r in rows]
+        fabs = [int(index.node_class(r).fab.min()) for r in rows if index.clique_of[r] >= 0]
+        low = min(ups + fabs)
         best = 2 * low if best is None else min(best, 2 * low)
     return best if best is not None else 0

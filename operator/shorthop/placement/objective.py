@@ -37,29 +37,12 @@ from numpy.typing import NDArray
 
 from shorthop.placement import pairsums, subsets
 from shorthop.placement import tree as domain_tree
-from shorthop.placement.plan import Assignment, Cost
+from shorthop.placement.plan import Assignment, Cost, EdgeTraffic
 from shorthop.placement.request import Pattern, Request, replica_pairs
 from shorthop.topology.index import TopologyIndex
 
 GpuSet = dict[int, NDArray[np.intp]]  # row -> GPU indices on that node
 Replica = tuple[str, int]  # (role name, replica id)
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeTraffic:
-    """One traffic edge, evaluated: its share of the traffic cost, the GPU pairs per tier it
-    counts, and its replica pairs per widest tier (for ``paired``: each peer pair)."""
-
-    source: str
-    target: str
-    pattern: Pattern
-    weight: float
-    cost: float
-    gpu_pairs: dict[str, int]
-    replica_pairs: dict[str, int]  # replica pairs (every one for all-to-all) per widest tier
-    peers: tuple[tuple[int, int, str], ...] = ()  # paired: (source id, target id, widest tier)
-    source_gpus: int = 0  # GPUs per source replica (for modeled transfer times)
-    target_gpus: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +268,7 @@ def edge_traffic(
             EdgeTraffic(
                 source=names[edge.source],
                 target=names[edge.target],
-                pattern=edge.pattern,
+                pattern=edge.pattern.value,
                 weight=edge.weight,
                 cost=cost,
                 gpu_pairs=_named(index, gpu_counts),

@@ -43,9 +43,7 @@ class GpuTerms:
     fab: Ints  # [rows, width]
     width: int  # the most GPUs on any node
 
-    def sums(
-        self, rows: NDArray[np.intp], masks: NDArray[np.int64]
-    ) -> tuple[Ints, Ints, Ints]:
+    def sums(self, rows: NDArray[np.intp], masks: NDArray[np.int64]) -> tuple[Ints, Ints, Ints]:
         """(GPU count, ``up'`` sum, ``fab`` sum) of GPUs ``masks[i]`` on ``rows[i]``."""
         bitmat = (masks[:, None] >> np.arange(self.width)[None, :]) & 1
         count: Ints = bitmat.sum(axis=1)
@@ -115,10 +113,8 @@ def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int
     if not ga or not gb:
         return 0, 0
     table = subsets.table(cls)
-    if table.exact:
-        dist = int(table.to_gpu[a][gb].sum())
-    else:
-        dist = int(cls.dist[np.ix_(ga, gb)].sum())
+    exact = table.exact
+    dist = int(table.to_gpu[a][gb].sum()) if exact else int(cls.dist[np.ix_(ga, gb)].sum())
     return dist, int(cls.nvlink[np.ix_(ga, gb)].sum())
 
 
@@ -289,7 +285,6 @@ def dense(index: TopologyIndex, rows: NDArray[np.intp], gpus: NDArray[np.intp]) 
     -----
     O(n^2 x levels) numpy work.
     """
-    n = len(rows)
     terms = gpu_terms(index)
     up = terms.up[rows, gpus]
     fab = terms.fab[rows, gpus]

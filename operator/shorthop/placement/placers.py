@@ -79,6 +79,7 @@ class _Scratch:
             cost=ev.cost,
             tiers=ev.tiers,
             replica_tiers=ev.replica_tiers,
+            traffic=ev.edges,
             strategy=name,
         )
 

@@ -12,6 +12,7 @@ traffic patterns between roles (:class:`Pattern`) and the stable pairing of repl
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -114,8 +115,8 @@ def pairing(
         return []
     s_set, t_set = set(s_ids), set(t_ids)
     pairs = {(s, t) for s, t in kept if s in s_set and t in t_set}
-    load_s = {s: 0 for s in s_ids}
-    load_t = {t: 0 for t in t_ids}
+    load_s = dict.fromkeys(s_ids, 0)
+    load_t = dict.fromkeys(t_ids, 0)
     for s, t in pairs:
         load_s[s] += 1
         load_t[t] += 1
@@ -155,6 +156,32 @@ def replica_pairs(
             sorted(replicas.get(edge.source, ())), sorted(replicas.get(edge.target, ())), kept
         )
     return out
+
+
+def with_pairs(
+    request: Request, told: Mapping[tuple[str, int], Iterable[tuple[str, int]]]
+) -> Request:
+    """``request`` keeping the peer pairs existing replicas were told (replica -> its peers, by
+    role name and replica id), for every ``paired`` edge between their two roles.
+
+    >>> req = Request(roles=(RoleRequest("p", 2, 1, 1), RoleRequest("d", 4, 1, 1)),
+    ...               traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),))
+    >>> with_pairs(req, {("d", 1): [("p", 1)], ("p", 1): [("d", 1)]}).pairs
+    ((0, 1, 1),)
+    """
+    names = [r.name for r in request.roles]
+    pairs: set[Pair] = set()
+    for (role, rid), peers in told.items():
+        for peer_role, peer_id in peers:
+            for e, edge in enumerate(request.traffic):
+                if edge.pattern is not Pattern.PAIRED:
+                    continue
+                ends = (names[edge.source], names[edge.target])
+                if ends == (role, peer_role):
+                    pairs.add((e, rid, peer_id))
+                elif ends == (peer_role, role):
+                    pairs.add((e, peer_id, rid))
+    return dataclasses.replace(request, pairs=tuple(sorted(pairs)))
 
 
 def peer_pairs(source_replicas: int, target_replicas: int) -> list[tuple[int, int]]:

@@ -173,6 +173,7 @@ def _plan_from(state: State, free_before: NDArray[np.uint64]) -> Plan:
         cost=Cost(ev.cost.intra, ev.cost.traffic, frag),
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
+        traffic=ev.edges,
         domains=tuple(domains),
         strategy=STRATEGY_NAME,
     )

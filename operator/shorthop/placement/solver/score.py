@@ -68,7 +68,7 @@ def score_many(
         per_part = np.zeros(len(flat), dtype=np.float64)
         for p in partners:
             per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
-        traffic = np.bincount(owner, weights=per_part, minlength=len(options))
+        traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
     out = []
     for parts, tie, estimate, cost in zip(
         options, ties, ahead.tolist(), traffic.tolist(), strict=True

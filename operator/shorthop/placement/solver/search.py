@@ -62,8 +62,14 @@ def twin_classes(index: TopologyIndex, row: int) -> list[int]:
     return label
 
 
-def _twins(dist: NDArray[np.int64], nv: NDArray[np.bool_], up: NDArray[np.int64],
-           fab: NDArray[np.int64], i: int, j: int) -> bool:  # fmt: skip
+def _twins(
+    dist: NDArray[np.int64],
+    nv: NDArray[np.bool_],
+    up: NDArray[np.int64],
+    fab: NDArray[np.int64],
+    i: int,
+    j: int,
+) -> bool:
     if up[i] != up[j] or fab[i] != fab[j]:
         return False
     rest = np.ones(dist.shape[0], dtype=np.bool_)
@@ -163,10 +169,16 @@ def _problem(state: State) -> _Problem:
             anchor = _domain(tree, layer, r.fixed[0][1])
         replicas.append(
             _Replica(
-                key, r.role, (r.pods - len(r.fixed)) * role.pod_gpus, role.pod_gpus, fixed, layer,
-                role.replica_scope == 0, anchor,
+                key,
+                r.role,
+                (r.pods - len(r.fixed)) * role.pod_gpus,
+                role.pod_gpus,
+                fixed,
+                layer,
+                role.replica_scope == 0,
+                anchor,
             )
-        )  # fmt: skip
+        )
     replicas.sort(key=lambda x: (-x.k, -x.q, x.key))
     return _Problem(
         rows=rows,
@@ -206,9 +218,11 @@ class _Search:
         # the kept GPUs of the others; their pairs are a constant of every plan.
         for key, r in state.replicas.items():
             ids = [
-                problem.gpu_id[(row, g)] for _, row, mask in r.fixed for g in range(64)
+                problem.gpu_id[(row, g)]
+                for _, row, mask in r.fixed
+                for g in range(64)
                 if mask >> g & 1
-            ]  # fmt: skip
+            ]
             problem.placed[key] = list(ids)
             problem.role_placed[r.role] += ids
             for _, row, mask in r.fixed:
@@ -255,7 +269,9 @@ class _Search:
                     traffic += weight * float(d[np.ix_(a, b)].sum())
         return intra, traffic
 
-    def _score(self, x: _Replica, options: NDArray[np.intp]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # fmt: skip
+    def _score(
+        self, x: _Replica, options: NDArray[np.intp]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(intra, traffic) each option adds: its pairs with itself, the replica's kept GPUs
         and the placed partner GPUs."""
         d = self.p.dist
@@ -293,7 +309,9 @@ class _Search:
                 seen.add(pair)
                 mine = len(self.p.placed[x.key]) + x.k
                 other = len(self.p.placed[peer]) + pending.get(peer, 0)
-                total += weight * (mine * other - len(self.p.placed[x.key]) * len(self.p.placed[peer]))
+                total += weight * (
+                    mine * other - len(self.p.placed[x.key]) * len(self.p.placed[peer])
+                )
         role_pending: dict[int, int] = defaultdict(int)
         for x in self.order[depth:]:
             role_pending[x.role] += x.k
@@ -330,7 +348,9 @@ class _Search:
         out = []
         for counts in product(*(range(len(c) + 1) for c in classes)):
             if sum(counts) == k:
-                out.append(tuple(sorted(g for c, n in zip(classes, counts, strict=True) for g in c[:n])))
+                out.append(
+                    tuple(sorted(g for c, n in zip(classes, counts, strict=True) for g in c[:n]))
+                )
         return out
 
     def _options(self, x: _Replica) -> NDArray[np.intp]:
@@ -353,7 +373,9 @@ class _Search:
                 n = min(n, h[1] // role.memory_bytes)
             return n
 
-        def extend(at: int, left: int, chosen: list[tuple[int, tuple[int, ...]]], domain: int | None) -> None:  # fmt: skip
+        def extend(
+            at: int, left: int, chosen: list[tuple[int, tuple[int, ...]]], domain: int | None
+        ) -> None:
             if left == 0:
                 signature = tuple(
                     sorted(
@@ -375,7 +397,9 @@ class _Search:
                 d = None
                 if x.scope_layer is not None:
                     d = _domain(tree, x.scope_layer, row)
-                    if (x.anchor is not None and d != x.anchor) or (domain is not None and d != domain):
+                    if (x.anchor is not None and d != x.anchor) or (
+                        domain is not None and d != domain
+                    ):
                         continue
                 most = min(pods_room(row), left // x.q)
                 least = left // x.q if x.nvlink_only else 1  # same-node-nvlink: one node

@@ -258,9 +258,7 @@ class State:
                 q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
         for other, _, _ in self.role_edges[key[0]]:
             role = self.request.roles[other]
-            missing = sum(
-                len(r.missing()) for (ri, _), r in self.replicas.items() if ri == other
-            )
+            missing = sum(len(r.missing()) for (ri, _), r in self.replicas.items() if ri == other)
             if missing:
                 need += missing * role.pod_gpus
                 q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
