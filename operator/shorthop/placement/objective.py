@@ -106,9 +106,22 @@ def _mask(gpus: NDArray[np.intp] | Sequence[int]) -> int:
     return m
 
 
+SMALL_PAIRS = 16  # node pairs below which summing node pair by node pair is cheaper
+
+
 def between_cost(index: TopologyIndex, s: GpuSet, t: GpuSet) -> int:
-    """Sum of distances over all pairs (one GPU from each set; the sets share no GPU)."""
-    return pairsums.pair_sums(index, mass_of(index, s), mass_of(index, t))[0]
+    """Sum of distances over all pairs (one GPU from each set; the sets share no GPU): node pair
+    by node pair for small sets, by per-domain sums (``pairsums``) for large ones."""
+    if len(s) * len(t) > SMALL_PAIRS:
+        return pairsums.pair_sums(index, mass_of(index, s), mass_of(index, t))[0]
+    total = 0
+    for a, ga in s.items():
+        for b, gb in t.items():
+            if a == b:
+                total += int(index.node_class(a).dist[np.ix_(ga, gb)].sum())
+            else:
+                total += index.cross_cost(a, ga, b, gb)
+    return total
 
 
 def tier_counts(index: TopologyIndex, s: GpuSet, t: GpuSet, counts: dict[int, int]) -> None:

@@ -192,8 +192,8 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
 
 class Summary:
     """One :class:`Mass` summarised per vertex of the domain tree: under every vertex, how many
-    of its GPUs and the sums of their ``up'`` and ``fab``. Built sparse (only the vertices above
-    the mass's rows), looked up for many candidate rows at once by :func:`costs_to`."""
+    of its GPUs and the sums of their ``up'`` and ``fab`` (dense arrays over the tree's vertices,
+    rows included), looked up for many candidate rows at once by :func:`costs_to`."""
 
     def __init__(self, index: TopologyIndex, m: Mass) -> None:
         self.index = index
@@ -202,39 +202,21 @@ class Summary:
         self.total = (int(m.count.sum()), int(m.up.sum()))
         tree = domain_tree.tree(index)
         self.layers = tree.ancestor_at.shape[0]
-        # Per layer: sorted vertex keys and the sums under them (carry-forward keys, as
-        # in pair_sums, so a layer a row has no domain at adds nothing).
-        self.keys: list[Ints] = []
-        self.sums: list[tuple[Ints, Ints, Ints]] = []
-        key = m.rows.astype(np.int64)
-        for layer in range(self.layers):
-            if layer:
-                anc = tree.ancestor_at[layer, m.rows]
-                key = np.where(anc >= 0, anc, key)
-            uniq, group = np.unique(key, return_inverse=True)
-            self.keys.append(uniq)
-            self.sums.append(
-                (
-                    np.bincount(group, weights=m.count, minlength=len(uniq)).astype(np.int64),
-                    np.bincount(group, weights=m.up, minlength=len(uniq)).astype(np.int64),
-                    np.bincount(group, weights=m.fab, minlength=len(uniq)).astype(np.int64),
-                )
-            )
+        v = tree.vertices
+        self.count = np.zeros(v, dtype=np.int64)
+        self.up = np.zeros(v, dtype=np.int64)
+        self.fab = np.zeros(v, dtype=np.int64)
+        if m.rows.size:
+            anc = tree.ancestor_at[1:, m.rows]  # each row's ancestors, layer by layer
+            inside = anc >= 0
+            where = np.concatenate([m.rows, anc[inside]])
+            for total, values in ((self.count, m.count), (self.up, m.up), (self.fab, m.fab)):
+                spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
+                np.add.at(total, where, spread)
 
-    def lookup(self, layer: int, keys: Ints) -> tuple[Ints, Ints, Ints]:
-        """(count, up, fab) of the mass under each of ``keys`` (vertex ids) at ``layer``."""
-        known = self.keys[layer]
-        zero = np.zeros(len(keys), dtype=np.int64)
-        if not known.size:
-            return zero, zero, zero
-        at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
-        hit = known[at] == keys
-        count, up, fab = self.sums[layer]
-        return (
-            np.where(hit, count[at], 0),
-            np.where(hit, up[at], 0),
-            np.where(hit, fab[at], 0),
-        )
+    def lookup(self, keys: Ints) -> tuple[Ints, Ints, Ints]:
+        """(count, up, fab) of the mass under each vertex of ``keys``."""
+        return self.count[keys], self.up[keys], self.fab[keys]
 
 
 def costs_to(
@@ -253,13 +235,13 @@ def costs_to(
     k, up, fab = gpu_terms(index).sums(rows, masks)
     tree = domain_tree.tree(index)
     key = rows.astype(np.int64)
-    c_prev, _, f_prev = summary.lookup(0, key)
+    c_prev, _, f_prev = summary.lookup(key)
     cost = np.zeros(len(rows), dtype=np.int64)
     c_clique, u_clique = c_prev, np.zeros(len(rows), dtype=np.int64)
     for layer in range(1, summary.layers):
         anc = tree.ancestor_at[layer, rows]
         key = np.where(anc >= 0, anc, key)
-        c, u, f = summary.lookup(layer, key)
+        c, u, f = summary.lookup(key)
         new = c - c_prev
         if layer == domain_tree.CLIQUE_LAYER:
             cost += fab * new + k * (f - f_prev)

@@ -40,40 +40,29 @@ def single_node(
     """The best node for all ``pods`` missing pods of ``key`` (``fit``: pods per node), or None."""
     r = state.replicas[key]
     k = pods * state.request.roles[r.role].pod_gpus
-    rows = np.flatnonzero(fit >= pods)
-    if rows.size == 0:
-        return None
     if r.fixed:
+        rows = np.flatnonzero(fit >= pods)
+        if rows.size == 0:
+            return None
         return _near_fixed(state, key, rows, pods, partners, nvlink_only)
     need = state.unplaced_peer_gpus(key)
     room = state.capacity.room(need[1]) if need[0] else np.zeros(0, dtype=np.int64)
     best: Candidate | None = None
-    prox: NDArray[np.int64] | None = None
-    if partners and rows.size > TIE_LIMIT:
-        prox = np.full(len(fit), state.tree.ancestor_at.shape[0], dtype=np.int64)
-        prox[rows] = _proximity(state, rows, partners)
-    for cls_id, class_rows in enumerate(state.class_rows):
+    table_of = state.capacity.best((r.role, pods, nvlink_only))
+    for cls_id, class_rows in enumerate(table_of.rows):
         if class_rows.size == 0:
             continue
-        cls = state.index.classes[cls_id]
-        cand = class_rows[fit[class_rows] >= pods]
-        if cand.size == 0:
+        all_intra = table_of.intra[cls_id]
+        low_intra = all_intra.min()
+        if low_intra >= subsets.INF:
             continue
-        table = subsets.table(cls, nvlink_only)
-        if table.exact:
-            masks, intra = table.pick_many(state.free[cand].astype(np.int64), k)
-        else:
-            picks = [table.pick(int(state.free[row]), k) for row in cand]
-            masks = np.array([p[0] if p else -1 for p in picks], dtype=np.int64)
-            intra = np.array([p[1] if p else subsets.INF for p in picks], dtype=np.int64)
-        ok = masks >= 0
-        cand, masks, intra = cand[ok], masks[ok], intra[ok]
-        if cand.size == 0:
-            continue
-        low = intra == intra.min()
-        cand, masks, intra = cand[low], masks[low], intra[low]
-        if len(cand) > TIE_LIMIT and prox is not None:
-            near = prox[cand] == prox[cand].min()
+        at = np.flatnonzero(all_intra == low_intra)
+        cand, masks = class_rows[at], table_of.masks[cls_id][at]
+        intra = all_intra[at]
+        table = subsets.table(state.index.classes[cls_id], nvlink_only)
+        if len(cand) > TIE_LIMIT and partners:
+            prox = _proximity(state, cand, partners)
+            near = prox == prox.min()
             cand, masks, intra = cand[near], masks[near], intra[near]
         if len(cand) > TIE_LIMIT and partners and not need[0]:
             # Equally near: traffic differs only by per-GPU uplinks; keep the best fits.
@@ -167,16 +156,13 @@ def _proximity(state: State, rows: NDArray[np.intp], partners: Partners) -> NDAr
     candidates the farther ones cannot win on traffic."""
     layers = state.tree.ancestor_at.shape[0]
     prox = np.full(len(rows), layers, dtype=np.int64)
-    peer_rows = sorted({row for p in partners for row in p.summary.masks})
     for layer in range(layers - 1, -1, -1):
-        targets = {int(a) for a in state.tree.ancestor_at[layer, peer_rows] if a >= 0}
-        if not targets:
-            continue
-        mine = state.tree.ancestor_at[layer][rows]
-        hit = mine == targets.pop()
-        for t in targets:
-            hit |= mine == t
-        prox[hit] = layer
+        anc = state.tree.ancestor_at[layer, rows]
+        safe = np.maximum(anc, 0)
+        hit = np.zeros(len(rows), dtype=np.bool_)
+        for p in partners:
+            hit |= p.summary.count[safe] > 0
+        prox[hit & (anc >= 0)] = layer
     return prox
 
 

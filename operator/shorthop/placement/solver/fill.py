@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import subsets
+from shorthop.placement import objective, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.score import rank, score_many
-from shorthop.placement.solver.state import Candidate, Key, Part, Partners, State
+from shorthop.placement.solver.state import Candidate, Key, Part, Partners, State, gpu_set_of
 
 EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
 BEST_FIT_CANDIDATES = 3
@@ -42,6 +42,7 @@ def multi_node(
     """The best of ``best`` and every domain fill from the NVLink layer up to ``max_layer``."""
     q = state.request.roles[state.replicas[key].role].pod_gpus
     aff = affinity(state, key, partners)
+    aff_any = bool(aff.any())
     need = state.unplaced_peer_gpus(key)
     max_fit = int(fit.max(initial=0))
     tree = state.tree
@@ -58,17 +59,29 @@ def multi_node(
                 picks.append(group[np.lexsort((group, room[group]))][:BEST_FIT_CANDIDATES])
             if not picks or not picks[0].size:
                 picks.append(verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES])
-            if aff.any():
+            if aff_any:
                 picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
             verts = np.unique(np.concatenate(picks))
-        options, ties = [], []
+        options, ties, inner = [], [], []
+        cacheable = not state.replicas[key].fixed and not aff_any
         for v in verts.tolist():
-            rows_pods = fill_domain(state, v, pods, cap, fit, aff, q)
-            parts = _subsets_on(state, key, rows_pods) if rows_pods else []
+            cache_key = (state.replicas[key].role, pods, v)
+            found = state.fills.get(cache_key) if cacheable else None
+            if found is not None and found[0] == state.capacity.version[v]:
+                parts, intra = found[1], found[2]
+            else:
+                rows_pods = fill_domain(state, v, pods, cap, fit, aff, q)
+                parts = _subsets_on(state, key, rows_pods) if rows_pods else []
+                intra = objective.intra_cost(state.index, gpu_set_of(parts)) if parts else 0
+                if cacheable:
+                    state.fills[cache_key] = (int(state.capacity.version[v]), parts, intra)
             if parts:
                 options.append(parts)
                 ties.append(v)
-        for cand in score_many(state, key, options, partners, ties):
+                inner.append(intra)
+        for cand in score_many(
+            state, key, options, partners, ties, inner if cacheable else None
+        ):
             if best is None or rank(state, cand) < rank(state, best):
                 best = cand
     return best
@@ -78,17 +91,16 @@ def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
     """Per tree vertex: how many of the replica's peers' GPUs (weighted) and its own surviving
     GPUs (:data:`FIXED_AFFINITY` each) lie under it."""
     tree = state.tree
-    leaf = np.zeros(len(state.index.names), dtype=np.float64)
+    out = np.zeros(tree.vertices, dtype=np.float64)
     for p in partners:
-        m = p.summary.mass
-        leaf[m.rows] += p.weight * m.count
-    for _, row, mask in state.replicas[key].fixed:
-        leaf[row] += FIXED_AFFINITY * mask.bit_count()
-    return (
-        tree.rollup(leaf.astype(np.int64)).astype(np.float64)
-        if leaf.any()
-        else np.zeros(tree.vertices)
-    )
+        out += p.weight * p.summary.count
+    fixed = state.replicas[key].fixed
+    if fixed:
+        leaf = np.zeros(len(state.index.names), dtype=np.int64)
+        for _, row, mask in fixed:
+            leaf[row] += mask.bit_count()
+        out += FIXED_AFFINITY * tree.rollup(leaf)
+    return out
 
 
 def _internal_many(

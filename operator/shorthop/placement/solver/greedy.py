@@ -16,6 +16,7 @@ import numpy as np
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import candidates, explain, fill
+from shorthop.placement.request import Pattern
 from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
 
 
@@ -29,10 +30,35 @@ def order(state: State) -> list[Key]:
             state.replicas,
             key=lambda k: (-roles[k[0]].pod_gpus, -roles[k[0]].gpus_per_replica, k),
         )
-    return sorted(
+    largest_first = sorted(
         state.replicas,
         key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
     )
+    if not any(e.pattern is Pattern.ALL_TO_ALL for e in state.request.traffic):
+        return largest_first
+    return interleaved(state, largest_first)
+
+
+def interleaved(state: State, keys: list[Key]) -> list[Key]:
+    """Roles in proportion: next always the role with the smallest share of its replicas
+    placed so far (ties: larger replicas first), so each replica of an ``all-to-all`` role
+    lands next to a mix of the roles it talks to, and the roles stay mixed domain by domain.
+
+    """
+    by_role: dict[int, list[Key]] = {}
+    for key in keys:
+        by_role.setdefault(key[0], []).append(key)
+    position = {ri: i for i, ri in enumerate(dict.fromkeys(k[0] for k in keys))}
+    taken = dict.fromkeys(by_role, 0)
+    out = []
+    while len(out) < len(keys):
+        ri = min(
+            (r for r in by_role if taken[r] < len(by_role[r])),
+            key=lambda r: (taken[r] / len(by_role[r]), position[r]),
+        )
+        out.append(by_role[ri][taken[ri]])
+        taken[ri] += 1
+    return out
 
 
 def greedy(state: State) -> None:

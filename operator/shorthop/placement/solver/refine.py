@@ -12,7 +12,8 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
-from shorthop.placement import objective, pairsums
+import numpy as np
+
 from shorthop.placement.solver.greedy import order, place
 from shorthop.placement.solver.state import Failure, Key, State, Strategy
 
@@ -49,10 +50,19 @@ def _close_enough(state: State, key: Key) -> bool:
     """True when every GPU pair between ``key`` and its partners (peers, or the other role of
     an all-to-all edge) is already an NVLink pair (same node over NVLink, or the same NVLink
     domain): no move can improve its traffic."""
-    mine = objective.mass_of(state.index, state.placed_set(key))
+    index = state.index
+    mine = state.placed_set(key)
     for p in state.partners(key):
-        _, tiers = pairsums.pair_sums(state.index, mine, p.summary.mass)
-        if tiers[1] or tiers[3:].any():
+        rows = set(mine) | set(p.summary.masks)
+        cliques = {int(index.clique_of[r]) for r in rows}
+        if len(rows) == 1:
+            row = rows.pop()
+            gpus = np.array(
+                [g for g in range(index.gpus(row)) if p.summary.masks[row] >> g & 1], dtype=np.intp
+            )
+            if not index.node_class(row).nvlink[np.ix_(mine[row], gpus)].all():
+                return False
+        elif len(cliques) != 1 or cliques.pop() < 0:
             return False
     return True
 

@@ -42,9 +42,11 @@ def score_many(
     options: Sequence[Sequence[Part]],
     partners: Partners,
     ties: Sequence[int],
+    intra: Sequence[int] | None = None,
 ) -> list[Candidate]:
     """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
-    costed exactly; ``ties[i]`` breaks ties last. The look-ahead runs once for all of them."""
+    costed exactly; ``ties[i]`` breaks ties last; ``intra`` when the callers know each option's
+    intra cost already. The look-ahead runs once for all of them."""
     r = state.replicas[key]
     kept = [(row, mask) for _, row, mask in r.fixed]
     need = state.unplaced_peer_gpus(key)
@@ -70,13 +72,17 @@ def score_many(
             per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
         traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
     out = []
-    for parts, tie, estimate, cost in zip(
-        options, ties, ahead.tolist(), traffic.tolist(), strict=True
+    known = list(intra) if intra is not None else [None] * len(options)
+    for parts, tie, estimate, cost, given in zip(
+        options, ties, ahead.tolist(), traffic.tolist(), known, strict=True
     ):
-        mine = gpu_set_of([*kept, *parts])
-        intra = objective.intra_cost(state.index, mine)
+        inner = (
+            given
+            if given is not None
+            else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
+        )
         frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
-        out.append(Candidate(intra, cost, frag, tie, tuple(parts), estimate))
+        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate))
     return out
 
 

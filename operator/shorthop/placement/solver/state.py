@@ -131,13 +131,22 @@ class State:
         allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
         self.usable = [snapshot.usable_rows(role.tolerations) & allowed for role in request.roles]
         usable_any = np.logical_or.reduce(self.usable) if self.usable else allowed & False
-        self.capacity = Capacity(
-            self.tree, request, self.usable, usable_any, self.count, self.headroom
-        )
-        alive_rows = np.flatnonzero(self.index.alive)
+        alive_rows = np.flatnonzero(self.index.alive & usable_any)
         self.class_rows = [
             alive_rows[self.index.class_of[alive_rows] == c] for c in range(len(self.index.classes))
         ]
+        self.capacity = Capacity(
+            self.tree,
+            request,
+            self.usable,
+            usable_any,
+            self.count,
+            self.headroom,
+            self.free,
+            self.class_rows,
+        )
+        # phase 2c's domain fills per (role, pods, vertex): (vertex version, parts, intra)
+        self.fills: dict[tuple[int, int, int], tuple[int, list[Part], int]] = {}
         self.cursor: dict[int, int] = {}  # first-fit: per role, the first row that may have room
         self.min_up = min((int(c.up.min()) for c in self.index.classes), default=0)
         self.replicas = self._replicas(fixed)
@@ -148,6 +157,10 @@ class State:
             for _, row, mask in r.fixed:
                 self._add_role_gpus(r.role, row, mask)
         self._summaries: dict[int, pairsums.Summary] = {}
+        self._peer_summaries: dict[Key, pairsums.Summary] = {}
+        self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
+        for r in self.replicas.values():
+            self.role_missing[r.role] += len(r.missing())
         self.role_edges = [
             [
                 (e.target if e.source == ri else e.source, self._pair_weight(e), e)
@@ -235,12 +248,16 @@ class State:
         out = []
         for peer, weight in self.peers[key]:
             r = self.replicas[peer]
-            if r.parts():
+            if not r.parts():
+                continue
+            summary = self._peer_summaries.get(peer)
+            if summary is None:
                 masks: dict[int, int] = {}
                 for _, row, mask in r.parts():
                     masks[row] = masks.get(row, 0) | mask
                 summary = pairsums.Summary(self.index, pairsums.mass(self.index, masks))
-                out.append(Partner(summary, weight))
+                self._peer_summaries[peer] = summary
+            out.append(Partner(summary, weight))
         for other, weight, _ in self.role_edges[key[0]]:
             if self.role_masks[other] and weight:
                 out.append(Partner(self.role_summary(other), weight))
@@ -258,7 +275,7 @@ class State:
                 q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
         for other, _, _ in self.role_edges[key[0]]:
             role = self.request.roles[other]
-            missing = sum(len(r.missing()) for (ri, _), r in self.replicas.items() if ri == other)
+            missing = self.role_missing[other]
             if missing:
                 need += missing * role.pod_gpus
                 q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
@@ -298,20 +315,23 @@ class State:
             k_s, k_t = moved.get(e.source, {}), moved.get(e.target, {})
             if not weight or not (k_s or k_t):
                 continue
-            # pairs (moved source, any target) + (unmoved source, moved target)
-            rest_s = {
-                row: m & ~k_s.get(row, 0)
-                for row, m in self.role_masks[e.source].items()
-                if m & ~k_s.get(row, 0)
-            }
-            total = pairsums.pair_sums(
-                index, pairsums.mass(index, k_s), pairsums.mass(index, self.role_masks[e.target])
-            )[0]
-            total += pairsums.pair_sums(
-                index, pairsums.mass(index, rest_s), pairsums.mass(index, k_t)
-            )[0]
+            # pairs (moved source, any target) + (any source, moved target) - (moved, moved)
+            total = self._to_role(k_s, e.target) + self._to_role(k_t, e.source)
+            if k_s and k_t:
+                total -= pairsums.pair_sums(
+                    index, pairsums.mass(index, k_s), pairsums.mass(index, k_t)
+                )[0]
             traffic += weight * total
         return intra, round(traffic, 6)
+
+    def _to_role(self, masks: dict[int, int], role: int) -> float:
+        """Sum of distances from the GPUs ``masks`` (row -> mask) to every placed GPU of
+        ``role`` (which must not hold them)."""
+        if not masks or not self.role_masks[role]:
+            return 0.0
+        rows = np.array(sorted(masks), dtype=np.intp)
+        values = np.array([masks[r] for r in rows.tolist()], dtype=np.int64)
+        return float(pairsums.costs_to(self.index, self.role_summary(role), rows, values).sum())
 
     def total_cost(self) -> tuple[int, float]:
         return self.group_cost(list(self.replicas))
@@ -323,7 +343,8 @@ class State:
         r = self.replicas[key]
         role = self.request.roles[r.role]
         q = role.pod_gpus
-        missing = iter(r.missing())
+        missing_now = r.missing()
+        missing = iter(missing_now)
         for row, mask in cand.rows:
             gpus = bits(mask)
             for start in range(0, len(gpus), q):
@@ -339,6 +360,8 @@ class State:
                 pods_here,
             )
         self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] -= len(missing_now) - len(r.missing())
         self.capacity.touch([row for row, _ in cand.rows])
 
     def lift(self, key: Key) -> list[PodPart]:
@@ -353,6 +376,8 @@ class State:
             self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
             self._drop_role_gpus(r.role, row, mask)
         self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] += len(old)
         self.capacity.touch([row for _, row, _ in old])
         return old
 
@@ -366,4 +391,6 @@ class State:
             self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
             self._add_role_gpus(r.role, row, mask)
         self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] -= len(old)
         self.capacity.touch([row for _, row, _ in old])
