@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.request import Pattern
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import candidates, explain, fill
-from shorthop.placement.request import Pattern
 from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
 
 
