@@ -215,5 +215,6 @@ class NetworkXReference:
             cost=ev.cost,
             tiers=ev.tiers,
             replica_tiers=ev.replica_tiers,
+            traffic=ev.edges,
             strategy=self.name,
         )

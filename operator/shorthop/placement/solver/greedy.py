@@ -50,7 +50,7 @@ def interleaved(state: State, keys: list[Key]) -> list[Key]:
         by_role.setdefault(key[0], []).append(key)
     position = {ri: i for i, ri in enumerate(dict.fromkeys(k[0] for k in keys))}
     taken = dict.fromkeys(by_role, 0)
-    out = []
+    out: list[Key] = []
     while len(out) < len(keys):
         ri = min(
             (r for r in by_role if taken[r] < len(by_role[r])),
