@@ -55,6 +55,14 @@ class DomainTree:
             total += np.bincount(parents, weights=total[group], minlength=self.vertices)
         return total.astype(np.int64)
 
+    def rollup_vertices(self, values: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Like :meth:`rollup`, from a value at any vertex (``[vertices]``): each vertex gets its
+        own value plus the totals of its children."""
+        total = values.astype(np.float64)
+        for group, parents in zip(self.order, self.order_parent, strict=True):
+            total += np.bincount(parents, weights=total[group], minlength=self.vertices)
+        return total.astype(np.int64)
+
     def ancestors(self, v: int) -> list[int]:
         out = []
         p = int(self.parent[v])

@@ -79,9 +79,7 @@ def multi_node(
                 options.append(parts)
                 ties.append(v)
                 inner.append(intra)
-        for cand in score_many(
-            state, key, options, partners, ties, inner if cacheable else None
-        ):
+        for cand in score_many(state, key, options, partners, ties, inner if cacheable else None):
             if best is None or rank(state, cand) < rank(state, best):
                 best = cand
     return best

@@ -18,12 +18,13 @@ from numpy.typing import NDArray
 from shorthop.placement import objective
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
-from shorthop.placement.request import Request
+from shorthop.placement.request import Pattern, Request
 from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.solver import home
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
-from shorthop.placement.solver.search import search
+from shorthop.placement.solver.search import search, small
 from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
 
 STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
@@ -114,9 +115,8 @@ def _run(
     result is never worse than first-fit. Raises ``Failure`` when no strategy finds room."""
     failure: Failure | None = None
     for strategy in (Strategy.COST, Strategy.PACK, Strategy.FIRST_FIT):
-        attempt = State(snapshot, request, allowed, fixed, strategy)
         try:
-            greedy(attempt)
+            attempt = _construct(snapshot, request, allowed, fixed, strategy)
         except Failure as exc:
             failure = failure or exc
             continue
@@ -136,6 +136,42 @@ def _run(
         return attempt
     assert failure is not None
     raise failure
+
+
+def _construct(
+    snapshot: ClusterSnapshot,
+    request: Request,
+    allowed: NDArray[np.bool_] | None,
+    fixed: Fixed,
+    strategy: Strategy,
+) -> State:
+    """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
+    also inside its best homes (phase 1b), keeping the cheapest. The unrestricted greedy is
+    skipped when a home's plan reaches the intra floor. Raises ``Failure`` when nothing fits."""
+    starts: list[State] = []
+    if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
+        probe = State(snapshot, request, allowed, fixed, strategy)
+        if not small(probe):
+            floor = home.intra_floor(probe)
+            base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
+            for v in home.candidates(probe):
+                attempt = State(snapshot, request, base & home.rows_of(probe, v), fixed, strategy)
+                try:
+                    greedy(attempt)
+                except Failure:
+                    continue
+                starts.append(attempt)
+            if starts and min(s.total_cost() for s in starts)[0] == floor:
+                return min(starts, key=lambda s: s.total_cost())
+    attempt = State(snapshot, request, allowed, fixed, strategy)
+    try:
+        greedy(attempt)
+    except Failure:
+        if not starts:
+            raise
+    else:
+        starts.append(attempt)
+    return min(starts, key=lambda s: s.total_cost())
 
 
 def _total_gpus(request: Request) -> int:
