@@ -49,12 +49,15 @@ def intra_floor(state: State) -> int | None:
     """A lower bound on the plan's intra cost that greedy reaches when every missing replica
     gets a node at its role's least single-node cost (None when some role has no such node)."""
     total = 0
+    least_of: dict[int, int | None] = {}
     for key, r in state.replicas.items():
         if r.fixed:
             if r.missing():
                 return None
             continue
-        least, _ = _least_intra(state, key[0])
+        if key[0] not in least_of:
+            least_of[key[0]] = _least_intra(state, key[0])[0]
+        least = least_of[key[0]]
         if least is None:
             return None
         total += least

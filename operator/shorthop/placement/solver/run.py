@@ -149,21 +149,21 @@ def _construct(
     also inside its best homes (phase 1b), keeping the cheapest. The unrestricted greedy is
     skipped when a home's plan reaches the intra floor. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
+    attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        probe = State(snapshot, request, allowed, fixed, strategy)
-        if not small(probe):
-            floor = home.intra_floor(probe)
+        homes = [] if small(attempt) else home.candidates(attempt)
+        if homes:
+            floor = home.intra_floor(attempt)
             base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
-            for v in home.candidates(probe):
-                attempt = State(snapshot, request, base & home.rows_of(probe, v), fixed, strategy)
+            for v in homes:
+                inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
                 try:
-                    greedy(attempt)
+                    greedy(inside)
                 except Failure:
                     continue
-                starts.append(attempt)
+                starts.append(inside)
             if starts and min(s.total_cost() for s in starts)[0] == floor:
                 return min(starts, key=lambda s: s.total_cost())
-    attempt = State(snapshot, request, allowed, fixed, strategy)
     try:
         greedy(attempt)
     except Failure:
