@@ -41,10 +41,5 @@ def infd_crd(cluster: kube.Cluster) -> str:
     """The InferenceDeployment CRD applied from crds/ and Established."""
     path = Path(__file__).resolve().parent / "crds" / "inferencedeployments.shorthop.io.yaml"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/inferencedeployments.shorthop.io",
-        "--timeout=60s",
-    )
+    cluster.wait_established("inferencedeployments.shorthop.io")
     return "inferencedeployments.shorthop.io"

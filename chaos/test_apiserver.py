@@ -305,10 +305,7 @@ def own_cluster(tmp_path: Path) -> Iterator[kube.Cluster]:
     try:
         own = kube.Cluster(kubeconfig=local.kubeconfig, local=local)
         own.kubectl("apply", "--server-side", "-f", str(CRD))
-        own.kubectl(
-            "wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io",
-            "--timeout=60s",
-        )  # fmt: skip
+        own.wait_established("inferencedeployments.shorthop.io")
         yield own
     finally:
         local.down()

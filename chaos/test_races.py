@@ -11,9 +11,10 @@ GPUs than it has by the pods of one scheduler, and no GPU index is held twice; a
 overcommitted by two binds racing (kube-scheduler's and shorthop's: the API server arbitrates
 nothing between them) must stop being so by shorthop moving its pod away. After each run: no
 node overcommitted at all, every deployment either Running with a status that matches its pods,
-or waiting (Pending or Unschedulable) for room that kube-scheduler's pods took, with no duplicate
-or foreign pod. Conflicts are counted from the operator's ``shorthop_binds_total`` and its
-re-planning events; overcommit episodes from the watch.
+or waiting (Pending, Unschedulable, or Degraded with its Placed condition Unschedulable) for
+room that kube-scheduler's pods took, with no duplicate or foreign pod. Conflicts are counted
+from the operator's ``shorthop_binds_total`` and its re-planning events; overcommit episodes
+from the watch.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 GPUS_PER_NODE = 8
 SETTLE_SECONDS = 90.0
 WAITING = ("Pending", "Unschedulable")
+
+
+def _waiting(status: dict[str, Any]) -> bool:
+    """Waiting for room: Pending/Unschedulable, or Degraded because the pods it yielded to a
+    concurrent bind find no room now (its Placed condition says Unschedulable)."""
+    if status.get("phase") in WAITING:
+        return True
+    placed = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
+    return status.get("phase") == "Degraded" and placed.get("reason") == "Unschedulable"
 
 
 @pytest.fixture
@@ -145,10 +155,9 @@ def test_kube_scheduler_and_shorthop_never_leave_a_node_overcommitted(
                     out = checks.node_violations(nodes, pods)
                     for name in infds:
                         infd = checks.get_deployment(cluster.api, ns, name)
-                        phase = ((infd or {}).get("status") or {}).get("phase")
                         if infd is None:
                             out.append(f"{name} is gone")
-                        elif phase in WAITING:
+                        elif _waiting(infd.get("status") or {}):
                             # Waiting for room: what it has must still be its own, exactly named
                             # pods (a replica that yielded a pod to a concurrent bind keeps its
                             # others while it waits, as a repair after a node loss does).

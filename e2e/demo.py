@@ -74,7 +74,7 @@ def start_cluster(local: cluster.LocalCluster) -> kube.Cluster:
 def apply_crd(cluster_: kube.Cluster) -> None:
     step("applying the InferenceDeployment CRD")
     cluster_.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(fx.CRD))
-    cluster_.kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io")
+    cluster_.wait_established("inferencedeployments.shorthop.io")
 
 
 def create_nodes(cluster_: kube.Cluster) -> fx.GpuCluster:

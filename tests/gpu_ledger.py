@@ -143,6 +143,10 @@ class GpuLedger:
             episode.left = {p: s for p, s in episode.pods.items() if p not in present}
             del self._open[node]
 
+    def open_episodes(self) -> list[str]:
+        """Nodes over their GPUs at the last state seen."""
+        return sorted(self._open)
+
     def unresolved(self) -> list[str]:
         """Episodes still open, or ended otherwise than by a pod of shorthop's leaving."""
         return [str(e) for e in self.episodes if e.closed is None or not e.yielded]

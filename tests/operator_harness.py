@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from kubernetes import client
 from shorthop.topology import fake
 
 from tests import kube
+
+if TYPE_CHECKING:
+    from shorthop.controller.faults import Faults
 
 POOL_TAINT = "shorthop.test/pool"
 
@@ -194,10 +197,15 @@ def pool_nodes(pool: str, shape: fake.ClusterShape, *, taint: bool = True) -> li
 
 @contextlib.contextmanager
 def node_pool(
-    cluster: kube.Cluster, shape: fake.ClusterShape, *, prefix: str = "p"
+    cluster: kube.Cluster,
+    shape: fake.ClusterShape | tuple[fake.ClusterShape, ...],
+    *,
+    prefix: str = "p",
 ) -> Iterator[tuple[str, list[str]]]:
+    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test."""
     pool = f"{prefix}{uuid.uuid4().hex[:5]}"
-    nodes = pool_nodes(pool, shape)
+    shapes = shape if isinstance(shape, tuple) else (shape,)
+    nodes = [n for s in shapes for n in pool_nodes(pool, s)]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
     names = [n["metadata"]["name"] for n in nodes]
     try:
@@ -317,11 +325,14 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:4000]
 
 
-def visit_once(cluster: kube.Cluster, namespace: str, name: str) -> None:
+def visit_once(
+    cluster: kube.Cluster, namespace: str, name: str, *, faults: Faults | None = None
+) -> None:
     """One reconcile of the deployment by the operator's reconciler, in this process, against the
     real API server, seeing the cluster as the operator's informers do (every node and pod,
     listed now). It returns when the visit is done, so what the visit wrote (or did not) is in
-    the API when the caller looks: a reaction that writes nothing needs no waiting on."""
+    the API when the caller looks: a reaction that writes nothing needs no waiting on.
+    ``faults``: the reconciler's fault points (a test's subclass may act at one)."""
     from shorthop import metrics as metrics_module
     from shorthop.controller.binder import BindingSubresourceBinder
     from shorthop.controller.kube import Kube
@@ -338,6 +349,8 @@ def visit_once(cluster: kube.Cluster, namespace: str, name: str) -> None:
         live.apply_pod(None, pod)
     live.synced.set()
     api = Kube(cluster.api)
-    reconciler = Reconciler(api, live, BindingSubresourceBinder(api), metrics_module.create())
+    reconciler = Reconciler(
+        api, live, BindingSubresourceBinder(api), metrics_module.create(), faults=faults
+    )
     reconciler.deployments[f"{namespace}/{name}"] = get_infd(cluster, namespace, name)
     reconciler.reconcile(f"{namespace}/{name}")

@@ -251,16 +251,18 @@ def test_bind_races_with_kube_scheduler_never_let_one_scheduler_overcommit_a_nod
                 cluster.core.create_namespaced_pod(ns, _plain_gpu_pod(f"plain-{i}", pool, 4))
 
             def full(state: Mapping[str, Mapping[str, Any]]) -> bool:
-                """All 8 pods bound, the pool's 32 GPUs taken, and nothing left to bind."""
+                """All 8 pods bound, the pool's 32 GPUs taken, nothing left to bind, and no
+                node over its GPUs (a racing overcommit has been resolved)."""
                 mine = list(state.values())
                 return (
                     len(mine) == 8
                     and all(gpu_ledger.active(p) for p in mine)
                     and not any(p["metadata"].get("deletionTimestamp") for p in mine)
                     and sum(gpu_ledger.gpu_request(p) for p in mine) == 32
+                    and not ledger.open_episodes()
                 )
 
-            pods.wait_until("the pool to fill", full, timeout=120)
+            pods.wait_until("the pool to fill without an overcommitted node", full, timeout=120)
             oh.wait_running(cluster, ns, "race")
             pods.assert_held()
         assert not ledger.unresolved(), ledger.unresolved()

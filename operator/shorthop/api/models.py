@@ -316,6 +316,18 @@ class Cost(Model):
     total: float = Field(default=0, description="intraReplica + traffic (hop-distance units).")
 
 
+class NodeExclusion(Model):
+    """A node left out for a role after its kubelet rejected a pod of it (``reason`` is the pod's
+    ``status.reason``, e.g. ``NodeAffinity`` or ``OutOfnvidia.com/gpu``). Kept while the role's
+    template is the one rejected and the node exists; remove an entry to let shorthop try the
+    node again."""
+
+    role: str
+    node: str
+    reason: str
+    template_hash: str
+
+
 class InferenceDeploymentStatus(Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -337,4 +349,8 @@ class InferenceDeploymentStatus(Model):
         default_factory=list, description="Per peer pair of paired traffic edges."
     )
     kv_traffic: list[KVTraffic] = Field(default_factory=list, description="Per traffic edge.")
+    excluded_nodes: list[NodeExclusion] = Field(
+        default_factory=list,
+        description="Nodes left out for a role after their kubelet rejected a pod of it.",
+    )
     message: str = ""

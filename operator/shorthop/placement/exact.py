@@ -14,10 +14,13 @@ GPUs of a node that are *twins* (swapping them changes no distance) taken lowest
 several nodes that are interchangeable now (same class, NVLink domain, network domains, free
 GPUs, headroom and usability, none of the deployment's pods yet) only the first is tried.
 
-Honours what the solver honours: usable nodes per role (taints), free GPUs, CPU/memory/pod
+Honours what the solver honours: the nodes each role may use (``filters``: taints, node selector,
+node affinity, node name, host ports, also between the plan's own pods), free GPUs, CPU/memory/pod
 headroom, each role's ``replicaScope`` and the deployment's required or preferred scope (a
-preferred scope that fits nowhere falls back to the cluster). Used by tests and benchmarks;
-refuses instances whose search space is too large (``ExactTooLarge``).
+preferred scope that fits nowhere falls back to the cluster). Among plans of equal topology cost
+it keeps the one with the most preferred node affinity weight (``objective.preference``), the
+third key of the objective; branches are never cut on a tie of the topology cost. Used by tests
+and benchmarks; refuses instances whose search space is too large (``ExactTooLarge``).
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from itertools import combinations, product
 import numpy as np
 
 from shorthop.errors import ShorthopError
-from shorthop.placement import objective
+from shorthop.placement import filters, objective
 from shorthop.placement import tree as domain_tree
-from shorthop.placement.plan import Assignment, Plan, PodKey
+from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
 from shorthop.placement.request import Pattern, Request, replica_pairs
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.topology.index import TopologyIndex
@@ -75,7 +78,7 @@ class _Search:
     pods: list[tuple[int, int, int]]  # (role, replica, pod)
     free: list[int] = field(default_factory=list)
     head: list[list[int]] = field(default_factory=list)
-    best: tuple[int, float] | None = None
+    best: tuple[int, float, int] | None = None  # (intra, traffic, -preference)
     best_choice: list[tuple[int, tuple[int, ...]]] | None = None
 
 
@@ -102,7 +105,7 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
         best: Plan | None = None
         for v in np.flatnonzero(tree.layer == layer).tolist():
             plan = _solve_in(snapshot, request, sorted(tree.rows_under(v)))
-            if plan.feasible and (best is None or plan.cost.key() < best.cost.key()):
+            if plan.feasible and (best is None or plan.cost.rank() < best.cost.rank()):
                 best = plan
         if best is not None or request.required_scope is not None:
             return best or Plan(False, strategy="exact")
@@ -127,7 +130,10 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         space *= max(1, n)
         if space > MAX_OPTIONS**2:
             raise ExactTooLarge(f"search space above {MAX_OPTIONS}^2 options")
-    usable = [snapshot.usable_rows(r.tolerations) for r in request.roles]
+    found = filters.role_filters(snapshot, request)
+    usable = [f.usable for f in found]
+    scores = [f.preference for f in found]
+    ports = filters.PlanPorts(request, len(index.names))
     twin = {r: twins(index, r) for r in rows}
     static = {
         r: (
@@ -135,6 +141,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
             int(index.clique_of[r]),
             tuple(index.dom[r].tolist()),
             tuple(bool(u[r]) for u in usable),
+            tuple(int(s[r]) if s is not None else 0 for s in scores),
         )
         for r in rows
     }
@@ -220,6 +227,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
             free = search.free[r]
             if (
                 not usable[ri][r]
+                or ports.blocks(ri, r)
                 or free.bit_count() < q
                 or h[0] < role.cpu_millis
                 or h[1] < role.memory_bytes
@@ -244,10 +252,10 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
                 out.append((r, gpus))
         return out
 
-    def dfs(i: int, intra: int, traffic: float) -> None:
+    def dfs(i: int, intra: int, traffic: float, liked: int) -> None:
         if i == len(pods):
-            if search.best is None or (intra, traffic) < search.best:
-                search.best = (intra, traffic)
+            if search.best is None or (intra, traffic, -liked) < search.best:
+                search.best = (intra, traffic, -liked)
                 search.best_choice = list(chosen)
             return
         ri, replica, pod = pods[i]
@@ -292,7 +300,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
                     new_intra + bound_intra,
                     round(new_traffic + bound_traffic, 6) - 1e-6,
                 )
-                >= search.best
+                >= search.best[:2]
             ):
                 if new_intra + bound_intra > search.best[0]:
                     break  # sorted by intra: every later child is as bad
@@ -304,22 +312,25 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
             search.head[row][1] -= role.memory_bytes
             search.head[row][2] -= 1
             on_row[row] += len(gpus)
+            ports.add(ri, row, 1)
             placed[key].extend((row, g) for g in gpus)
             role_gpus[ri].extend((row, g) for g in gpus)
             chosen.append(option)
             if pod == 0:
                 first_of[key] = option
-            dfs(i + 1, new_intra, new_traffic)
+            like = int(scores[ri][row]) if scores[ri] is not None else 0  # type: ignore[index]
+            dfs(i + 1, new_intra, new_traffic, liked + like)
             chosen.pop()
             del placed[key][-len(gpus) :]
             del role_gpus[ri][-len(gpus) :]
             on_row[row] -= len(gpus)
+            ports.add(ri, row, -1)
             search.free[row] |= mask
             search.head[row][0] += role.cpu_millis
             search.head[row][1] += role.memory_bytes
             search.head[row][2] += 1
 
-    dfs(0, 0, 0.0)
+    dfs(0, 0, 0.0, 0)
     if search.best_choice is None:
         return Plan(False, strategy="exact")
     assignments = [
@@ -327,10 +338,11 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         for (ri, replica, pod), (row, gpus) in zip(pods, search.best_choice, strict=True)
     ]
     ev = objective.evaluate(index, request, assignments, free_before=snapshot.free)
+    liked = objective.preference(request, assignments, scores)
     return Plan(
         True,
         tuple(assignments),
-        cost=ev.cost,
+        cost=Cost(ev.cost.intra, ev.cost.traffic, ev.cost.fragmentation, liked),
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
         traffic=ev.edges,

@@ -15,7 +15,10 @@
      are kept), of the sum of hop distances over all pairs of their GPUs;
 
    several edges (also between the same two roles) add up;
-3. **fragmentation** (:func:`fragmentation`): only breaks ties between plans equal in 1 and 2.
+3. **preferred node affinity** (higher is better): for every pod, the weights of the preferred
+   terms of its role's template that its node matches (:func:`preference`); a preference never
+   costs a tier or an NVLink pair, it only decides between placements of equal topology cost;
+4. **fragmentation** (:func:`fragmentation`): only breaks ties between plans equal in 1 to 3.
 
 Replica counts are those of the placement scored (a complete plan: the spec's). Traffic *tiers*
 follow the same definition: for an ``all-to-all`` edge, the GPU pairs of every (source replica,
@@ -292,6 +295,22 @@ def edge_traffic(
             )
         )
     return tuple(out)
+
+
+def preference(
+    request: Request,
+    assignments: Iterable[Assignment],
+    scores: Sequence[NDArray[np.int64] | None],
+) -> int:
+    """The preferred node affinity weight of a plan: ``scores[role][row]`` summed over its pods
+    (``scores`` per role index, from ``filters.RoleFilter.preference``; None: no preferences)."""
+    index = {r.name: i for i, r in enumerate(request.roles)}
+    total = 0
+    for a in assignments:
+        found = scores[index[a.key.role]] if a.key.role in index else None
+        if found is not None:
+            total += int(found[a.row])
+    return total
 
 
 def evaluate(

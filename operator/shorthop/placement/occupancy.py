@@ -22,6 +22,8 @@ Rules
   exact ones are marked (the device plugin picks real indices, so this only keeps counts right).
 - **A node offers** its ``status.allocatable`` CPU, memory and pod slots (missing: 1,000,000
   cores, 1 EiB, 110 pods; malformed: 0).
+- **Host ports** a pod binds (``hostPort``, read by ``constraints.host_ports_of``) are kept with
+  what it takes: no other pod may bind a conflicting one on its node.
 
 Pure; no I/O. Callers: :mod:`~shorthop.placement.snapshot`, :mod:`~shorthop.placement.request`,
 ``controller.live``.
@@ -31,10 +33,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shorthop import quantity
+from shorthop.placement import constraints
 from shorthop.topology import labels
 from shorthop.topology.levels import TopologyConfig
 
@@ -177,6 +180,7 @@ class PodUsage:
     exact: tuple[int, ...] | None
     cpu_millis: int
     memory_bytes: int
+    host_ports: tuple[constraints.HostPort, ...] = ()
 
     def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
         """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
@@ -204,6 +208,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
         exact=parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, ""))),
         cpu_millis=cpu,
         memory_bytes=memory,
+        host_ports=constraints.host_ports_of(spec),
     )
 
 
@@ -215,6 +220,8 @@ class NodeOffer:
 
     parsed: labels.ParsedNode
     allocatable: tuple[int, int, int]
+    # The node's labels as they are (node selectors and affinity read them); read-only.
+    node_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -241,4 +248,11 @@ def node_offer(node: Mapping[str, Any], config: TopologyConfig) -> NodeOffer:
         return quantity.parse(value, milli=milli) or 0
 
     parsed = labels.parse_node(node, config)
-    return NodeOffer(parsed, (amount("cpu", milli=True), amount("memory"), amount("pods")))
+    allocatable_amounts = (amount("cpu", milli=True), amount("memory"), amount("pods"))
+    return NodeOffer(parsed, allocatable_amounts, labels_of(node))
+
+
+def labels_of(node: Mapping[str, Any]) -> dict[str, str]:
+    """The node's labels (values of another type, which no API server stores, as strings)."""
+    found = as_map(as_map(node.get("metadata")).get("labels"))
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in found.items()}

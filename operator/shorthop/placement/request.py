@@ -5,9 +5,11 @@ shape: ``gpusPerPod`` defaults to ``gpusPerReplica`` here (:func:`pod_gpus`), an
 module reads the resolved :class:`RoleRequest`. A pod's CPU and memory come from its template by
 the rule of :mod:`~shorthop.placement.occupancy` (init containers included), the same rule that
 counts the pod once it runs. Tier names in scopes are checked against the configured tiers here,
-so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field. Also defines the
-traffic patterns between roles (:class:`Pattern`) and the stable pairing of replicas for
-``paired`` edges (:func:`pairing`, :func:`replica_pairs`).
+so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field; so are the
+template's scheduling rules (:mod:`~shorthop.placement.constraints`: node selector, node affinity,
+node name, host ports), which every plan must honour. Also defines the traffic patterns between
+roles (:class:`Pattern`) and the stable pairing of replicas for ``paired`` edges
+(:func:`pairing`, :func:`replica_pairs`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import dataclasses
 import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shorthop.api import models
 from shorthop.errors import SpecError
-from shorthop.placement import occupancy
+from shorthop.placement import constraints, occupancy
+from shorthop.placement.constraints import Constraints
 from shorthop.placement.occupancy import Toleration
 
 
@@ -38,6 +41,8 @@ class RoleRequest:
     tolerations: tuple[Toleration, ...] = ()
     cpu_millis: int = 0  # per pod
     memory_bytes: int = 0  # per pod
+    constraints: Constraints = field(default_factory=Constraints)  # the template's rules
+    excluded: frozenset[str] = frozenset()  # nodes whose kubelet rejected a pod of the role
 
     @property
     def gpus_per_replica(self) -> int:
@@ -254,7 +259,7 @@ def from_spec(
 ) -> Request:
     """Translate a validated spec; raises :class:`SpecError` for unknown tier names."""
     roles = []
-    for role in spec.roles:
+    for i, role in enumerate(spec.roles):
         pod_spec = role.template.spec
         cpu, memory = occupancy.resource_request(pod_spec)
         gpus = pod_gpus(role)
@@ -270,6 +275,7 @@ def from_spec(
                 tolerations=occupancy.tolerations_of(pod_spec),
                 cpu_millis=cpu,
                 memory_bytes=memory,
+                constraints=constraints.parse(pod_spec, f"spec.roles[{i}].template.spec"),
             )
         )
     names = [r.name for r in roles]
@@ -284,3 +290,15 @@ def from_spec(
         preferred_scope=_tier(tiers, spec.placement.preferred, "spec.placement.preferred"),
         name=name,
     )
+
+
+def with_exclusions(request: Request, excluded: Mapping[str, Iterable[str]]) -> Request:
+    """``request`` with the nodes ``excluded[role]`` left out for each role (nodes whose kubelet
+    rejected a pod of that role)."""
+    if not any(excluded.values()):
+        return request
+    roles = tuple(
+        dataclasses.replace(r, excluded=r.excluded | frozenset(excluded.get(r.name, ())))
+        for r in request.roles
+    )
+    return dataclasses.replace(request, roles=roles)

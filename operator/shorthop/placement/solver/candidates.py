@@ -3,10 +3,10 @@
 Per node class at once (numpy over the class's rows): the cheapest GPU subset of each node from
 the class's subset table (``subsets``), then among the cheapest inside, the traffic to the
 replica's placed peers (:func:`traffic_many`), the look-ahead for peers still to come
-(``lookahead``) and the GPUs left over (best fit); the best of each class competes under
-``score.rank``. On the chosen node, subsets as cheap inside are compared exactly
-(:func:`_refine_subset`). A replica that keeps surviving pods looks only at the nodes nearest
-them (:func:`_near_fixed`).
+(``lookahead``), the preferred node affinity weight and the GPUs left over (best fit); the best of
+each class competes under ``score.rank``. On the chosen node, subsets as cheap inside are
+compared exactly (:func:`_refine_subset`). A replica that keeps surviving pods looks only at the
+nodes nearest them (:func:`_near_fixed`).
 
 Caller: ``greedy.place``. Reads the state; changes nothing.
 """
@@ -48,6 +48,7 @@ def single_node(
     need = state.unplaced_peer_gpus(key)
     room = state.capacity.room(need[1]) if need[0] else np.zeros(0, dtype=np.int64)
     best: Candidate | None = None
+    scores = state.preference[r.role]
     table_of = state.capacity.best((r.role, pods, nvlink_only))
     for cls_id, class_rows in enumerate(table_of.rows):
         if class_rows.size == 0:
@@ -65,16 +66,20 @@ def single_node(
             near = prox == prox.min()
             cand, masks, intra = cand[near], masks[near], intra[near]
         if len(cand) > TIE_LIMIT and partners and not need[0]:
-            # Equally near: traffic differs only by per-GPU uplinks; keep the best fits.
-            keep = np.lexsort((cand, state.count[cand]))[:TIE_LIMIT]
+            # Equally near: traffic differs only by per-GPU uplinks; keep the preferred nodes,
+            # then the best fits.
+            dislike = -scores[cand] if scores is not None else np.zeros(len(cand), np.int64)
+            keep = np.lexsort((cand, state.count[cand], dislike))[:TIE_LIMIT]
             cand, masks, intra = cand[keep], masks[keep], intra[keep]
         traffic = np.round(traffic_many(state, cand, masks, partners), 6)
         ahead = np.round(lookahead.estimate(state, cand, masks, need, room, table=table), 6)
         frag = (state.count[cand] - k).astype(np.float64)
+        pref = scores[cand] * pods if scores is not None else None
+        liked = () if pref is None else (-pref,)  # no preferred terms: one sort key fewer
         keys = (
-            (cand, frag, ahead, traffic, intra)
+            (cand, frag, *liked, ahead, traffic, intra)
             if state.strategy is not Strategy.PACK
-            else (cand, ahead, traffic, intra, frag)
+            else (cand, *liked, ahead, traffic, intra, frag)
         )
         order = np.lexsort(keys)
         i = int(order[0])
@@ -85,6 +90,7 @@ def single_node(
             int(cand[i]),
             ((int(cand[i]), int(masks[i])),),
             float(ahead[i]),
+            int(pref[i]) if pref is not None else 0,
         )
         if best is None or rank(state, found) < rank(state, best):
             best = found

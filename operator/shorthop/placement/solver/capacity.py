@@ -1,12 +1,12 @@
 """Phase 2a, capacity: how many pods of a role every node and every domain can take now.
 
 Per role, each node's capacity is the fewest of: free GPUs // GPUs per pod, CPU and memory
-headroom // the pod's requests, and the pod slots left, zero where the role may not go (taints,
-scope); rolled up the domain tree with numpy. Per pod size ``q``, :meth:`Capacity.room` counts the
-whole-pod GPUs under every vertex, for the look-ahead. Per replica shape, :meth:`Capacity.best`
-keeps every node's cheapest GPU subset for the whole replica (phase 2b's candidates, per node
-class). All are cached and kept up to date by :meth:`Capacity.touch` after a commit or lift
-changes a few rows.
+headroom // the pod's requests, the pod slots left, and one pod when the role binds host ports;
+zero where the role may not go (its scheduling rules, scope); rolled up the domain tree with
+numpy. Per pod size ``q``, :meth:`Capacity.room` counts the whole-pod GPUs under every vertex,
+for the look-ahead. Per replica shape, :meth:`Capacity.best` keeps every node's cheapest GPU
+subset for the whole replica (phase 2b's candidates, per node class). All are cached and kept up
+to date by :meth:`Capacity.touch` after a commit or lift changes a few rows.
 
 Called by ``state.State`` (which owns the arrays read here and calls ``touch``) and by the phase 2
 modules; reads the arrays it is given, never changes them.
@@ -120,6 +120,8 @@ class Capacity:
         if role.memory_bytes > 0:
             fit = np.minimum(fit, head[:, 1] // role.memory_bytes)
         fit = np.minimum(fit, head[:, 2])
+        if role.constraints.host_ports:
+            fit = np.minimum(fit, 1)  # two pods of the role would bind the same host port
         out: NDArray[np.int64] = np.where(self.usable[role_index][rows], np.maximum(fit, 0), 0)
         return out.astype(np.int64)
 

@@ -4,7 +4,8 @@ For a replica of several pods, layer by layer from NVLink domains up to the repl
 (finest first), every domain with room for all its missing pods is a candidate (when there are
 many, only the best fits and those nearest the peers). A domain is filled top-down
 (:func:`fill_domain`): the fewest children, largest capacity first (then cheaper inside, nearer
-to peers, lower id), the last child the best fit for what is left, recursively down to nodes;
+to peers, preferred by node affinity, lower id), the last child the best fit for what is left,
+recursively down to nodes;
 each node gets its cheapest GPU subset and the layer's candidates are scored exactly
 (``score.score_many``).
 Coarser layers are skipped once their lower bound on the intra cost (:func:`lower_bound`)
@@ -40,9 +41,12 @@ def multi_node(
     best: Candidate | None,
 ) -> Candidate | None:
     """The best of ``best`` and every domain fill from the NVLink layer up to ``max_layer``."""
-    q = state.request.roles[state.replicas[key].role].pod_gpus
+    r = state.replicas[key]
+    q = state.request.roles[r.role].pod_gpus
     aff = affinity(state, key, partners)
     aff_any = bool(aff.any())
+    scores = state.preference[r.role]
+    liked = tree_preference(state, scores, fit) if scores is not None else None
     need = state.unplaced_peer_gpus(key)
     max_fit = int(fit.max(initial=0))
     tree = state.tree
@@ -70,7 +74,7 @@ def multi_node(
             if found is not None and found[0] == state.capacity.version[v]:
                 parts, intra = found[1], found[2]
             else:
-                rows_pods = fill_domain(state, v, pods, cap, fit, aff, q)
+                rows_pods = fill_domain(state, v, pods, cap, fit, aff, q, liked)
                 parts = _subsets_on(state, key, rows_pods) if rows_pods else []
                 intra = objective.intra_cost(state.index, gpu_set_of(parts)) if parts else 0
                 if cacheable:
@@ -99,6 +103,14 @@ def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
             leaf[row] += mask.bit_count()
         out += FIXED_AFFINITY * tree.rollup(leaf)
     return out
+
+
+def tree_preference(
+    state: State, scores: NDArray[np.int64], fit: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """Per tree vertex: the preferred node affinity weight of the nodes under it that have room
+    (a node's own score for a node)."""
+    return state.tree.rollup(np.where(fit > 0, scores, 0).astype(np.int64))
 
 
 def _internal_many(
@@ -138,16 +150,19 @@ def fill_domain(
     fit: NDArray[np.int64],
     aff: NDArray[np.float64],
     q: int,
+    liked: NDArray[np.int64] | None = None,
 ) -> list[tuple[int, int]]:
     """Kueue-style fill of domain ``v`` with ``pods`` pods: fewest children, largest capacity
-    first (then cheaper inside, nearer to peers, lower id); the last child is the best fit
-    for what is left; recurse into each child. Returns (row, pods) pairs, empty if it fails."""
+    first (then cheaper inside, nearer to peers, preferred by node affinity (``liked``), lower
+    id); the last child is the best fit for what is left (preferred ones first among equally
+    near); recurse into each child. Returns (row, pods) pairs, empty if it fails."""
     if v < len(state.index.names):
         return [(v, min(pods, int(fit[v])))]
     kids = state.tree.children_of(v)
     kids = kids[cap[kids] > 0]
     kcap = cap[kids]
-    order = np.lexsort((kids, -aff[kids], _internal_many(state, kids, kcap, q), -kcap))
+    like = () if liked is None else (-liked[kids],)  # no preferred terms: one sort key fewer
+    order = np.lexsort((kids, *like, -aff[kids], _internal_many(state, kids, kcap, q), -kcap))
     ordered, caps = kids[order], kcap[order]
     covered = np.cumsum(caps)
     if covered.size == 0 or covered[-1] < pods:
@@ -158,13 +173,14 @@ def fill_domain(
     pool = np.concatenate([ordered[count - 1 :]])
     pool = pool[cap[pool] >= need]
     pool_cost = _internal_many(state, pool, np.full(len(pool), need, dtype=np.int64), q)
-    last = int(pool[np.lexsort((pool, cap[pool], -aff[pool], pool_cost))[0]])
+    like = () if liked is None else (-liked[pool],)
+    last = int(pool[np.lexsort((pool, cap[pool], *like, -aff[pool], pool_cost))[0]])
     taken = [*ordered[: count - 1].tolist(), last]
     out: list[tuple[int, int]] = []
     remaining = pods
     for u in taken:
         share = min(remaining, int(cap[u]))
-        out += fill_domain(state, u, share, cap, fit, aff, q)
+        out += fill_domain(state, u, share, cap, fit, aff, q, liked)
         remaining -= share
     return out
 

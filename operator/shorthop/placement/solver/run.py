@@ -12,10 +12,12 @@ package's ``solve``). Pure: no I/O, no clock, no randomness.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import objective
+from shorthop.placement import filters, objective
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
 from shorthop.placement.request import Pattern, Request
@@ -52,7 +54,22 @@ def solve(snapshot: ClusterSnapshot, request: Request, *, fixed: Fixed | None = 
     See the package docstring for the algorithm. Cost grows with the number of replicas times the
     number of candidate nodes (vectorised) plus a bounded number of domain fills per replica.
     """
-    fixed = fixed or {}
+    found = filters.role_filters(snapshot, request)
+    exclusions = {
+        role.name: dict(f.excluded)
+        for role, f in zip(request.roles, found, strict=True)
+        if f.excluded
+    }
+    plan = _solve(snapshot, request, fixed or {}, [f.preference for f in found])
+    return dataclasses.replace(plan, exclusions=exclusions) if exclusions else plan
+
+
+def _solve(
+    snapshot: ClusterSnapshot,
+    request: Request,
+    fixed: Fixed,
+    scores: list[NDArray[np.int64] | None],
+) -> Plan:
     index = snapshot.index
     tree = domain_tree.tree(index)
     scope = (
@@ -84,9 +101,9 @@ def solve(snapshot: ClusterSnapshot, request: Request, *, fixed: Fixed | None = 
             except Failure as failure:
                 last_failure = failure.reason
                 continue
-            plans.append(_plan_from(attempt, snapshot.free))
+            plans.append(_plan_from(attempt, snapshot.free, scores))
         if plans:
-            return min(plans, key=lambda p: (p.cost.key(), p.cost.fragmentation))
+            return min(plans, key=lambda p: p.cost.rank())
         if request.required_scope is not None:
             tier = index.tiers[scope]
             largest = int(free_under[verts].max()) if verts.size else 0
@@ -104,7 +121,7 @@ def solve(snapshot: ClusterSnapshot, request: Request, *, fixed: Fixed | None = 
         attempt = _run(snapshot, request, None, fixed)
     except Failure as failure:
         return _infeasible(failure.reason)
-    return _plan_from(attempt, snapshot.free)
+    return _plan_from(attempt, snapshot.free, scores)
 
 
 def _run(
@@ -178,7 +195,9 @@ def _total_gpus(request: Request) -> int:
     return sum(r.replicas * r.gpus_per_replica for r in request.roles)
 
 
-def _plan_from(state: State, free_before: NDArray[np.uint64]) -> Plan:
+def _plan_from(
+    state: State, free_before: NDArray[np.uint64], scores: list[NDArray[np.int64] | None]
+) -> Plan:
     """Phase 4, feasible: every pod placed; score the plan with ``objective`` and name the lowest
     domain holding each replica."""
     index, tree = state.index, state.tree
@@ -206,7 +225,12 @@ def _plan_from(state: State, free_before: NDArray[np.uint64]) -> Plan:
     return Plan(
         feasible=True,
         assignments=tuple(assignments),
-        cost=Cost(ev.cost.intra, ev.cost.traffic, frag),
+        cost=Cost(
+            ev.cost.intra,
+            ev.cost.traffic,
+            frag,
+            objective.preference(state.request, assignments, scores),
+        ),
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
         traffic=ev.edges,

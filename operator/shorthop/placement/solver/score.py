@@ -2,9 +2,10 @@
 
 :func:`score_many` costs putting a replica's missing pods on each of a few sets of GPUs: the
 intra-replica cost with the pods it keeps (``objective.intra_cost``), the weighted traffic to its
-placed peers, the GPUs left free on the nodes it touches and the look-ahead for peers still to come
-(one ``lookahead.estimate`` call for all). :func:`rank` is the order candidates compare in under
-the run's strategy; :func:`best_of` keeps the best of a few.
+placed peers, the GPUs left free on the nodes it touches, the preferred node affinity weight of its
+nodes and the look-ahead for peers still to come (one ``lookahead.estimate`` call for all).
+:func:`rank` is the order candidates compare in under the run's strategy; :func:`best_of` keeps
+the best of a few.
 
 Callers: ``candidates`` (phase 2b, refining the chosen node) and ``fill`` (phase 2c). Reads the
 state; changes nothing.
@@ -32,7 +33,14 @@ from shorthop.placement.solver.state import (
 def rank(state: State, cand: Candidate) -> tuple[float, ...]:
     """Candidate order: cost first, or (when packing to find a feasible plan) best fit first."""
     if state.strategy is Strategy.PACK:
-        return (cand.frag, cand.intra, round(cand.traffic, 6), cand.lookahead, cand.tie)
+        return (
+            cand.frag,
+            cand.intra,
+            round(cand.traffic, 6),
+            cand.lookahead,
+            -cand.preference,
+            cand.tie,
+        )
     return cand.key()
 
 
@@ -82,7 +90,8 @@ def score_many(
             else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
         )
         frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
-        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate))
+        pref = state.preference_of(r.role, parts)
+        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
     return out
 
 

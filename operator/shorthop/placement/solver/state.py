@@ -3,6 +3,9 @@
 A :class:`State` owns copies of the snapshot's per-node arrays (free-GPU bitsets, free counts,
 headroom) and the replicas being placed, with their surviving (``fixed``) and newly placed pods;
 its :class:`~shorthop.placement.solver.capacity.Capacity` keeps the rolled-up capacities in step.
+Which rows each role may use (``usable``) and prefers (``preference``) come from the role's
+scheduling rules (``placement.filters``); host ports of the plan's own pods narrow ``usable`` as
+pods are committed and widen it again when they are lifted.
 Every phase is a function over a ``State``: the candidates of phase 2b and 2c read it, and only
 :meth:`State.commit`, :meth:`State.lift` and :meth:`State.restore` change it. Also here: the
 strategy (:class:`Strategy`), the :class:`Candidate` value, a replica's traffic *partners*
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import objective, pairsums
+from shorthop.placement import filters, objective, pairsums
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import PodKey, Reason
 from shorthop.placement.request import Pattern, Request, TrafficEdge, replica_pairs
@@ -88,9 +91,18 @@ class Candidate:
     tie: int
     rows: tuple[Part, ...]
     lookahead: float = 0.0  # estimated traffic to peers not placed yet (see lookahead)
+    preference: int = 0  # preferred node affinity weight over its pods (higher is better)
 
-    def key(self) -> tuple[int, float, float, float, int]:
-        return (self.intra, round(self.traffic, 6), self.lookahead, self.frag, self.tie)
+    def key(self) -> tuple[int, float, float, int, float, int]:
+        """Topology cost first, then preferred node affinity, then best fit."""
+        return (
+            self.intra,
+            round(self.traffic, 6),
+            self.lookahead,
+            -self.preference,
+            self.frag,
+            self.tie,
+        )
 
 
 class Failure(Exception):
@@ -129,7 +141,11 @@ class State:
         self.headroom = snapshot.headroom.copy()
         rows = len(self.index.names)
         allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
-        self.usable = [snapshot.usable_rows(role.tolerations) & allowed for role in request.roles]
+        found = filters.role_filters(snapshot, request)
+        self.base_usable = [f.usable & allowed for f in found]
+        self.usable = [u.copy() for u in self.base_usable]  # less the plan's own host ports
+        self.preference = [f.preference for f in found]
+        self.ports = filters.PlanPorts(request, rows)
         usable_any = np.logical_or.reduce(self.usable) if self.usable else allowed & False
         alive_rows = np.flatnonzero(self.index.alive & usable_any)
         self.class_rows = [
@@ -169,6 +185,10 @@ class State:
             ]
             for ri in range(len(request.roles))
         ]
+        for r in self.replicas.values():
+            for _, row, _ in r.fixed:
+                self.ports.add(r.role, row, 1)
+        self._ports_changed([row for r in self.replicas.values() for _, row, _ in r.fixed])
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -336,6 +356,23 @@ class State:
     def total_cost(self) -> tuple[int, float]:
         return self.group_cost(list(self.replicas))
 
+    def preference_of(self, role: int, parts: Sequence[Part]) -> int:
+        """Preferred node affinity weight of putting pods of ``role`` on ``parts``."""
+        scores = self.preference[role]
+        if scores is None:
+            return 0
+        q = self.request.roles[role].pod_gpus
+        return sum(int(scores[row]) * (mask.bit_count() // q) for row, mask in parts)
+
+    def _ports_changed(self, rows: Sequence[int]) -> None:
+        """Host ports of the plan's own pods moved on ``rows``: bring ``usable`` up to date
+        (before the capacities are touched)."""
+        if not self.ports.active or not rows:
+            return
+        idx = np.array(sorted(set(rows)), dtype=np.intp)
+        for ri in range(len(self.usable)):
+            self.usable[ri][idx] = self.base_usable[ri][idx] & ~self.ports.blocked(ri, idx)
+
     # -- changing ----------------------------------------------------------------------------
 
     def commit(self, key: Key, cand: Candidate) -> None:
@@ -359,6 +396,8 @@ class State:
                 role.memory_bytes * pods_here,
                 pods_here,
             )
+            self.ports.add(r.role, row, pods_here)
+        self._ports_changed([row for row, _ in cand.rows])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
         self.role_missing[r.role] -= len(missing_now) - len(r.missing())
@@ -374,7 +413,9 @@ class State:
             self.free[row] = np.uint64(int(self.free[row]) | mask)
             self.count[row] += mask.bit_count()
             self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
+            self.ports.add(r.role, row, -1)
             self._drop_role_gpus(r.role, row, mask)
+        self._ports_changed([row for _, row, _ in old])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
         self.role_missing[r.role] += len(old)
@@ -389,7 +430,9 @@ class State:
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= mask.bit_count()
             self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+            self.ports.add(r.role, row, 1)
             self._add_role_gpus(r.role, row, mask)
+        self._ports_changed([row for _, row, _ in old])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
         self.role_missing[r.role] -= len(old)
