@@ -74,6 +74,7 @@ def single_node(
         traffic = np.round(traffic_many(state, cand, masks, partners), 6)
         ahead = np.round(lookahead.estimate(state, cand, masks, need, room, table=table), 6)
         frag = (state.count[cand] - k).astype(np.float64)
+        frag += state.domain_left(cand, np.full(len(cand), k, dtype=np.int64))
         pref = scores[cand] * pods if scores is not None else None
         liked = () if pref is None else (-pref,)  # no preferred terms: one sort key fewer
         keys = (

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shorthop.placement import objective, pairsums
+from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver import lookahead
 from shorthop.placement.solver.state import (
     Candidate,
@@ -90,6 +91,7 @@ def score_many(
             else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
         )
         frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
+        frag += _domain_left(state, parts)
         pref = state.preference_of(r.role, parts)
         out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
     return out
@@ -106,3 +108,20 @@ def best_of(
         if best is None or rank(state, cand) < rank(state, best):
             best = cand
     return best
+
+
+def _domain_left(state: State, parts: Sequence[Part]) -> float:
+    """``State.domain_left`` over the NVLink domains ``parts`` touch (each counted once)."""
+    if not parts:
+        return 0.0
+    rows = np.array([row for row, _ in parts], dtype=np.intp)
+    used = np.array([mask.bit_count() for _, mask in parts], dtype=np.int64)
+    anc = state.tree.ancestor_at[domain_tree.CLIQUE_LAYER, rows]
+    total = 0.0
+    for c in np.unique(anc[anc >= 0]).tolist():
+        at = anc == c
+        first = int(np.flatnonzero(at)[0])
+        total += float(
+            state.domain_left(rows[first : first + 1], np.array([int(used[at].sum())]))[0]
+        )
+    return total

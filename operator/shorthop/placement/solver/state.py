@@ -356,6 +356,16 @@ class State:
     def total_cost(self) -> tuple[int, float]:
         return self.group_cost(list(self.replicas))
 
+    def domain_left(self, rows: NDArray[np.intp], used: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Fragmentation's domain term for taking ``used`` GPUs on each of ``rows``: the free
+        GPUs then left in the row's NVLink domain, a hundredth each (0 outside cliques), as
+        ``objective.fragmentation`` weighs them. Prefers partly used domains among candidates
+        equal in everything before, so whole domains stay free for large replicas."""
+        anc = self.tree.ancestor_at[domain_tree.CLIQUE_LAYER, rows]
+        room = self.capacity.room(1)
+        left = np.where(anc >= 0, room[np.maximum(anc, 0)] - used, 0)
+        return np.maximum(left, 0).astype(np.float64) / 100
+
     def preference_of(self, role: int, parts: Sequence[Part]) -> int:
         """Preferred node affinity weight of putting pods of ``role`` on ``parts``."""
         scores = self.preference[role]
