@@ -5,7 +5,10 @@ gets a fresh one) and served by ``serve``.
 metric                                 type       meaning
 =====================================  =========  ================================================
 shorthop_placement_latency_seconds     histogram  time to plan one deployment
-shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment
+shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment,
+                                                  and the achievable cost of a fresh plan
+shorthop_placement_score               gauge      current cost / achievable cost (1.0: as good
+                                                  as a fresh plan; see controller/score.py)
 shorthop_pods_per_tier                 gauge      pods by the widest tier of their replica
 shorthop_unschedulable_deployments     gauge      deployments waiting for room
 shorthop_free_gpus                     gauge      free GPUs per NVLink domain ("none": outside any)
@@ -31,6 +34,7 @@ class Metrics:
     registry: CollectorRegistry
     latency: Histogram
     cost: Gauge
+    score: Gauge
     pods_per_tier: Gauge
     unschedulable: Gauge
     free_gpus: Gauge
@@ -55,6 +59,12 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "shorthop_plan_cost",
             "Plan cost (hop-distance units)",
             ["namespace", "deployment", "component"],
+            registry=registry,
+        ),
+        score=Gauge(
+            "shorthop_placement_score",
+            "Current cost / cost of a fresh plan on the current cluster (1.0 is achievable)",
+            ["namespace", "deployment"],
             registry=registry,
         ),
         pods_per_tier=Gauge(

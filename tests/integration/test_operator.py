@@ -72,6 +72,11 @@ def test_create_places_every_pod_on_the_expected_tiers_and_fills_status(
             "Ready": "True",
             "Degraded": "False",
         }
+        # Nothing churned since the plan: a fresh plan on the same GPUs costs the same.
+        score = status["placementScore"]
+        assert score["current"] == status["cost"]["total"] > 0
+        assert score["achievable"] == score["current"]
+        assert score["ratio"] == 1.0
         placed = oh.pods(cluster, ns, "llm")
         assert len(placed) == 6
         for pod in placed:
@@ -351,6 +356,7 @@ def test_metrics_endpoint_serves_the_named_metrics(
         "shorthop_leader 1.0",
         "shorthop_binds_total",
         "shorthop_pods_per_tier",
+        "shorthop_placement_score",
     ):
         assert name in text, name
     assert operator.get(operator.health_port, "/healthz") == "ok"

@@ -328,6 +328,28 @@ class NodeExclusion(Model):
     template_hash: str
 
 
+class PlacementScore(Model):
+    """How far churn has left the deployment from what the cluster allows now. Recomputed
+    while the deployment is fully placed, at most once per interval (60 s) and only when free
+    GPUs changed somewhere in the cluster since the last time."""
+
+    current: float = Field(
+        default=0, description="intraReplica + traffic of the pods where they run now."
+    )
+    achievable: float = Field(
+        default=0,
+        description=(
+            "intraReplica + traffic of a fresh plan of the whole deployment on the current "
+            "cluster, its own GPUs counted free."
+        ),
+    )
+    ratio: float = Field(
+        default=1.0,
+        description="current / achievable: 1.0 is as good as a fresh plan, higher is worse.",
+    )
+    computed_at: str = ""
+
+
 class InferenceDeploymentStatus(Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -353,4 +375,5 @@ class InferenceDeploymentStatus(Model):
         default_factory=list,
         description="Nodes left out for a role after their kubelet rejected a pod of it.",
     )
+    placement_score: PlacementScore | None = None
     message: str = ""

@@ -47,7 +47,7 @@ import numpy as np
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import render, rules, status
+from shorthop.controller import render, rules, score, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -116,6 +116,7 @@ class Reconciler:
         self._tier_pods: dict[str, Counter[str]] = {}
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
         self.expectations = Expectations(on_expire=live.forget)
+        self.scores = score.Scores()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -256,9 +257,42 @@ class Reconciler:
             pending=pending,
             excluded=excluded,
         )
+        self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
         self._count_tiers(key, new_status)
         return outcome
+
+    def _score(
+        self,
+        key: str,
+        req: request.Request,
+        new: dict[str, Any],
+        old: Mapping[str, Any],
+        *,
+        idle: bool,
+    ) -> None:
+        """``status.placementScore``: recomputed for a fully placed, idle deployment when
+        ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
+        snap = self.live.snapshot()
+        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap)):
+            if old.get("placementScore"):
+                new["placementScore"] = old["placementScore"]
+            return
+        own = {
+            p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
+            for p in self.live.pods_of(key)
+            if p.node and p.exact and p.role and p.active and not p.deleting
+        }
+        fresh = score.achievable(snap, req, own)
+        self.scores.record(key, snap)
+        if fresh is None:
+            return
+        current = float(new.get("cost", {}).get("total", 0.0))
+        result = score.Score(current, fresh, score.now())
+        new["placementScore"] = result.to_json()
+        namespace, _, name = key.partition("/")
+        self.metrics.score.labels(namespace, name).set(result.ratio)
+        self.metrics.cost.labels(namespace, name, "achievable").set(fresh)
 
     def _observed(self, pod_key: str, uid: str) -> bool:
         """The cache shows the pod bound, being deleted, or replaced by another of its name."""
@@ -484,9 +518,12 @@ class Reconciler:
         self._publish_tiers()
         self.metrics.unschedulable.set(len(self.unschedulable))
         namespace, _, name = key.partition("/")
-        for component in ("intra", "traffic"):
+        for component in ("intra", "traffic", "achievable"):
             with contextlib.suppress(KeyError):
                 self.metrics.cost.remove(namespace, name, component)
+        self.scores.forget(key)
+        with contextlib.suppress(KeyError):
+            self.metrics.score.remove(namespace, name)
 
     def publish_cluster_metrics(self) -> None:
         """Free GPUs per NVLink domain, stranded GPUs, node label issues (periodic)."""
