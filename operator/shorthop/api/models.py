@@ -347,7 +347,9 @@ class PlacementScore(Model):
         default=1.0,
         description="current / achievable: 1.0 is as good as a fresh plan, higher is worse.",
     )
-    computed_at: str = ""
+    computed_at: str = Field(
+        default="", description="When the score was computed with these values (RFC 3339)."
+    )
 
 
 class InferenceDeploymentStatus(Model):

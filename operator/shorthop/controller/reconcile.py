@@ -289,7 +289,11 @@ class Reconciler:
             return
         current = float(new.get("cost", {}).get("total", 0.0))
         result = score.Score(current, fresh, score.now())
-        new["placementScore"] = result.to_json()
+        fresh_json = result.to_json()
+        kept = old.get("placementScore") or {}
+        same = all(kept.get(k) == fresh_json[k] for k in ("current", "achievable", "ratio"))
+        # Unchanged: keep the old entry (and its time), so the visit writes nothing.
+        new["placementScore"] = dict(kept) if same else fresh_json
         namespace, _, name = key.partition("/")
         self.metrics.score.labels(namespace, name).set(result.ratio)
         self.metrics.cost.labels(namespace, name, "achievable").set(fresh)
