@@ -215,11 +215,10 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         allowed = rows
         scope = role.replica_scope
         if pod > 0 and scope is not None:
-            first_row = chosen[-pod][0]
+            # Every row of the replica under one vertex of the scope's layer or finer.
             layer = tree.layer_of_tier(scope)
-            allowed = [
-                r for r in rows if _domain(tree, layer, r) == _domain(tree, layer, first_row)
-            ]
+            common = frozenset.intersection(*(tree.holders(layer, r) for r, _ in chosen[-pod:]))
+            allowed = [r for r in rows if common & tree.holders(layer, r)]
         seen: set[tuple[object, ...]] = set()
         out = []
         for r in allowed:
@@ -348,12 +347,6 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
         traffic=ev.edges,
         strategy="exact",
     )
-
-
-def _domain(tree: domain_tree.DomainTree, layer: int, row: int) -> int:
-    """The domain at ``layer`` holding ``row``; a node with none there is a domain of its own."""
-    anc = int(tree.ancestor_at[layer, row]) if layer else -1
-    return anc if anc >= 0 else -1 - row
 
 
 def _nvlink_only(

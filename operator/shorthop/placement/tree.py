@@ -71,6 +71,17 @@ class DomainTree:
             p = int(self.parent[p])
         return out
 
+    def holders(self, layer: int, row: int) -> frozenset[int]:
+        """The vertices of layer ``layer`` or finer that hold ``row`` (the row itself included):
+        a replica scoped to ``layer`` must have one of them in common over all its rows (an
+        NVLink domain that straddles racks holds a replica scoped to a rack, as its pairs are
+        NVLink pairs)."""
+        out = {row}
+        for v in self.ancestors(row):
+            if int(self.layer[v]) <= layer:
+                out.add(v)
+        return frozenset(out)
+
     def rows_under(self, v: int) -> list[int]:
         """The rows (nodes) under vertex ``v``, ``v`` itself when it is a row."""
         rows = len(self.index.names)

@@ -37,7 +37,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import pairsums
-from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import Candidate, Key, State
 from shorthop.topology.index import TopologyIndex
 
@@ -86,7 +85,7 @@ class _Replica:
     fixed: list[int]  # universe ids of its kept GPUs
     scope_layer: int | None
     nvlink_only: bool
-    anchor: int | None  # its domain at the scope layer, from kept pods
+    anchor: frozenset[int] | None  # vertices holding its kept pods (``DomainTree.holders``)
 
 
 @dataclass
@@ -166,7 +165,7 @@ def _problem(state: State) -> _Problem:
         layer = tree.layer_of_tier(role.replica_scope) if role.replica_scope is not None else None
         anchor = None
         if layer is not None and r.fixed:
-            anchor = _domain(tree, layer, r.fixed[0][1])
+            anchor = frozenset.intersection(*(tree.holders(layer, row) for _, row, _ in r.fixed))
         replicas.append(
             _Replica(
                 key,
@@ -189,12 +188,6 @@ def _problem(state: State) -> _Problem:
         head={row: [int(v) for v in snap.headroom[row]] for row in rows},
         gpu_of=gpus,
     )
-
-
-def _domain(tree: domain_tree.DomainTree, layer: int, row: int) -> int:
-    """The domain at ``layer`` holding ``row``; a node with none there is a domain of its own."""
-    anc = int(tree.ancestor_at[layer, row]) if layer else -1
-    return anc if anc >= 0 else -1 - row
 
 
 class _Search:
@@ -374,7 +367,10 @@ class _Search:
             return n
 
         def extend(
-            at: int, left: int, chosen: list[tuple[int, tuple[int, ...]]], domain: int | None
+            at: int,
+            left: int,
+            chosen: list[tuple[int, tuple[int, ...]]],
+            domain: frozenset[int] | None,
         ) -> None:
             if left == 0:
                 signature = tuple(
@@ -396,10 +392,13 @@ class _Search:
                 row = rows[i]
                 d = None
                 if x.scope_layer is not None:
-                    d = _domain(tree, x.scope_layer, row)
-                    if (x.anchor is not None and d != x.anchor) or (
-                        domain is not None and d != domain
-                    ):
+                    # Every row of the replica under one vertex of the scope's layer or finer.
+                    d = tree.holders(x.scope_layer, row)
+                    if x.anchor is not None:
+                        d &= x.anchor
+                    if domain is not None:
+                        d &= domain
+                    if not d:
                         continue
                 most = min(pods_room(row), left // x.q)
                 least = left // x.q if x.nvlink_only else 1  # same-node-nvlink: one node
@@ -408,7 +407,7 @@ class _Search:
                         if x.nvlink_only and not self._nvlink(row, gs, x):
                             continue
                         chosen.append((row, gs))
-                        extend(i + 1, left - pods * x.q, chosen, d if domain is None else domain)
+                        extend(i + 1, left - pods * x.q, chosen, d)
                         chosen.pop()
 
         extend(0, x.k, [], None)
