@@ -210,3 +210,22 @@ def test_unusable_nodes_are_never_used() -> None:
     assert plan.feasible
     assert {a.node for a in plan.assignments} == {"ok"}
     assert not solver.solve(snap, Request(roles=(RoleRequest("decode", 3, 1, 1),))).feasible
+
+
+def test_a_rack_scoped_replica_may_span_racks_inside_one_nvlink_domain() -> None:
+    # Three trays of one NVLink clique in two racks: a rack-scoped replica of two 4-GPU pods fits
+    # only across the racks, over NVLink (every pair nvlink-domain, closer than rack).
+    nodes = [
+        builders.node_object("n0", "tray", 4, clique="k1", rack="r1", block="b1"),
+        builders.node_object("n1", "tray", 4, clique="k1", rack="r2", block="b1"),
+        builders.node_object("n2", "tray", 4, clique="k1", rack="r3", block="b2"),
+    ]
+    snap = snapshot.build(nodes, [], CONFIG)
+    rack = snap.index.tiers.index("rack")
+    request = Request(roles=(RoleRequest("prefill", 1, 2, 4, replica_scope=rack),))
+    best = exact.solve(snap, request)
+    plan = solver.solve(snap, request)
+    assert best.feasible and plan.feasible
+    assert plan.cost.key() == best.cost.key()
+    assert {a.node for a in plan.assignments} <= {"n0", "n1", "n2"}
+    assert len({a.node for a in plan.assignments}) == 2
