@@ -229,3 +229,25 @@ def test_a_rack_scoped_replica_may_span_racks_inside_one_nvlink_domain() -> None
     assert plan.feasible
     assert plan.cost.key() == best.cost.key()
     assert len({a.node for a in plan.assignments}) == 2
+
+
+def test_required_nvlink_domain_finds_the_domain_with_whole_pods_among_fragmented_ones() -> None:
+    # Twenty NVLink domains with 8 free GPUs in scraps of 2, and one (named last) with two whole
+    # free trays: only that one holds two 4-GPU pods, though all have as many free GPUs.
+    nodes, pods = [], []
+    for c in range(21):
+        for t in range(4):
+            name = f"k{c:02d}-t{t}"
+            nodes.append(builders.node_object(name, "tray", 4, clique=f"k{c:02d}", rack=f"r{c}"))
+            taken = [0, 1] if c < 20 else ([0, 1, 2, 3] if t >= 2 else [])
+            if taken:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, taken))
+    snap = snapshot.build(nodes, pods, CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 1, 4), RoleRequest("decode", 1, 1, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        required_scope=snap.index.tiers.index("nvlink-domain"),
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible, plan.reasons
+    assert {a.node for a in plan.assignments} == {"k20-t0", "k20-t1"}

@@ -88,6 +88,7 @@ def _solve(
             holders = set.intersection(*(set(tree.ancestors(r)) | {r} for r in fixed_rows))
             verts = np.array([v for v in verts.tolist() if v in holders], dtype=np.int64)
         fitting = verts[free_under[verts] >= need] if verts.size else verts
+        fitting = fitting[_pods_fit_under(tree, snapshot, request, fixed, counts, fitting)]
         fitting = fitting[np.lexsort((fitting, free_under[fitting]))][
             : max(3, EVALUATE_ALL_BELOW // 4)
         ]
@@ -189,6 +190,35 @@ def _construct(
     else:
         starts.append(attempt)
     return min(starts, key=lambda s: s.total_cost())
+
+
+def _pods_fit_under(
+    tree: domain_tree.DomainTree,
+    snapshot: ClusterSnapshot,
+    request: Request,
+    fixed: Fixed,
+    counts: NDArray[np.int64],
+    verts: NDArray[np.int64],
+) -> NDArray[np.bool_]:
+    """Of ``verts``, those with enough whole slots for the missing pods: per pod size ``q``,
+    every missing pod of ``q`` GPUs or more takes ``pod_gpus // q`` free ``q``-GPU slots of one
+    node (sizes are powers of two). Necessary, so no domain that could hold the deployment is
+    dropped; GPU counts alone let fragmented domains crowd out the ones that fit."""
+    ok = np.ones(len(verts), dtype=np.bool_)
+    if not verts.size:
+        return ok
+    kept: dict[str, int] = {}
+    for key in fixed:
+        kept[key.role] = kept.get(key.role, 0) + 1
+    missing = [
+        (r.pod_gpus, r.replicas * r.pods_per_replica - kept.get(r.name, 0)) for r in request.roles
+    ]
+    usable = snapshot.schedulable
+    for q in sorted({g for g, n in missing if g > 0 and n > 0}):
+        slots = tree.rollup(np.where(usable, counts // q, 0).astype(np.int64))
+        want = sum(n * (g // q) for g, n in missing if g >= q and n > 0)
+        ok &= slots[verts] >= want
+    return ok
 
 
 def _total_gpus(request: Request) -> int:
