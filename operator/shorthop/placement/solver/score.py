@@ -111,17 +111,15 @@ def best_of(
 
 
 def _domain_left(state: State, parts: Sequence[Part]) -> float:
-    """``State.domain_left`` over the NVLink domains ``parts`` touch (each counted once)."""
-    if not parts:
+    """``State.domain_left`` over the NVLink domains ``parts`` touch (each counted once; plain
+    Python: a candidate touches a handful of nodes)."""
+    clique_of = state.tree.ancestor_at[domain_tree.CLIQUE_LAYER]
+    used: dict[int, int] = {}
+    for row, mask in parts:
+        c = int(clique_of[row])
+        if c >= 0:
+            used[c] = used.get(c, 0) + mask.bit_count()
+    if not used:
         return 0.0
-    rows = np.array([row for row, _ in parts], dtype=np.intp)
-    used = np.array([mask.bit_count() for _, mask in parts], dtype=np.int64)
-    anc = state.tree.ancestor_at[domain_tree.CLIQUE_LAYER, rows]
-    total = 0.0
-    for c in np.unique(anc[anc >= 0]).tolist():
-        at = anc == c
-        first = int(np.flatnonzero(at)[0])
-        total += float(
-            state.domain_left(rows[first : first + 1], np.array([int(used[at].sum())]))[0]
-        )
-    return total
+    room = state.capacity.room(1)
+    return sum(max(int(room[c]) - n, 0) / 100 for c, n in sorted(used.items()))
