@@ -206,6 +206,9 @@ class Summary:
         self.count = np.zeros(v, dtype=np.int64)
         self.up = np.zeros(v, dtype=np.int64)
         self.fab = np.zeros(v, dtype=np.int64)
+        # Which rows hold GPUs of the mass (dense, so costs_to need not search m.rows).
+        self.held = np.zeros(v, dtype=np.bool_)
+        self.held[m.rows] = True
         if m.rows.size:
             anc = tree.ancestor_at[1:, m.rows]  # each row's ancestors, layer by layer
             inside = anc >= 0
@@ -252,7 +255,7 @@ def costs_to(
     total_count, total_up = summary.total
     cost += up * (total_count - c_clique) + k * (total_up - u_clique)
     out += cost
-    shared = np.flatnonzero(np.isin(rows, summary.mass.rows))
+    shared = np.flatnonzero(summary.held[rows])
     for i in shared.tolist():
         row = int(rows[i])
         out[i] += _same_node(index, row, int(masks[i]), summary.masks[row])[0]

@@ -55,6 +55,7 @@ from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
 MAX_GPUS_PER_NODE = labels.MAX_GPUS_PER_NODE  # one uint64 bitset per node
+_ALL_GPUS = (1 << MAX_GPUS_PER_NODE) - 1
 _INT64 = 2**63 - 1
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -67,7 +68,14 @@ def mask_of(gpus: Iterable[int]) -> int:
 
 
 def bits(mask: int) -> tuple[int, ...]:
-    return tuple(i for i in range(MAX_GPUS_PER_NODE) if mask >> i & 1)
+    """The GPU indices set in ``mask``, ascending (bits from ``MAX_GPUS_PER_NODE`` up ignored)."""
+    m = int(mask) & _ALL_GPUS
+    out = []
+    while m:  # one step per set bit, not per possible GPU: the solver's inner loops call this
+        low = m & -m
+        out.append(low.bit_length() - 1)
+        m ^= low
+    return tuple(out)
 
 
 @dataclass(frozen=True, eq=False)

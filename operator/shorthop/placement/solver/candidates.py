@@ -163,13 +163,19 @@ def _proximity(state: State, rows: NDArray[np.intp], partners: Partners) -> NDAr
     candidates the farther ones cannot win on traffic."""
     layers = state.tree.ancestor_at.shape[0]
     prox = np.full(len(rows), layers, dtype=np.int64)
-    for layer in range(layers - 1, -1, -1):
-        anc = state.tree.ancestor_at[layer, rows]
+    # Finest layer first; a row leaves the search at its first hit (the root hits them all).
+    left = np.arange(len(rows))
+    for layer in range(layers):
+        anc = state.tree.ancestor_at[layer, rows[left]]
         safe = np.maximum(anc, 0)
-        hit = np.zeros(len(rows), dtype=np.bool_)
+        hit = np.zeros(len(left), dtype=np.bool_)
         for p in partners:
             hit |= p.summary.count[safe] > 0
-        prox[hit & (anc >= 0)] = layer
+        hit &= anc >= 0
+        prox[left[hit]] = layer
+        left = left[~hit]
+        if left.size == 0:
+            break
     return prox
 
 

@@ -174,6 +174,7 @@ class State:
                 self._add_role_gpus(r.role, row, mask)
         self._summaries: dict[int, pairsums.Summary] = {}
         self._peer_summaries: dict[Key, pairsums.Summary] = {}
+        self._total: tuple[int, float] | None = None  # total_cost until commit/lift/restore
         self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
         for r in self.replicas.values():
             self.role_missing[r.role] += len(r.missing())
@@ -335,6 +336,12 @@ class State:
             k_s, k_t = moved.get(e.source, {}), moved.get(e.target, {})
             if not weight or not (k_s or k_t):
                 continue
+            if k_s == self.role_masks[e.source] and k_t == self.role_masks[e.target]:
+                # Both roles moved whole (total_cost): the sum below is this one pair sum, the
+                # same integer (float64 sums of integers are exact far beyond these).
+                m_s, m_t = pairsums.mass(index, k_s), pairsums.mass(index, k_t)
+                traffic += weight * float(pairsums.pair_sums(index, m_s, m_t)[0])
+                continue
             # pairs (moved source, any target) + (any source, moved target) - (moved, moved)
             total = self._to_role(k_s, e.target) + self._to_role(k_t, e.source)
             if k_s and k_t:
@@ -354,7 +361,9 @@ class State:
         return float(pairsums.costs_to(self.index, self.role_summary(role), rows, values).sum())
 
     def total_cost(self) -> tuple[int, float]:
-        return self.group_cost(list(self.replicas))
+        if self._total is None:
+            self._total = self.group_cost(list(self.replicas))
+        return self._total
 
     def domain_left(self, rows: NDArray[np.intp], used: NDArray[np.int64]) -> NDArray[np.float64]:
         """Fragmentation's domain term for taking ``used`` GPUs on each of ``rows``: the free
@@ -410,6 +419,7 @@ class State:
         self._ports_changed([row for row, _ in cand.rows])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
+        self._total = None
         self.role_missing[r.role] -= len(missing_now) - len(r.missing())
         self.capacity.touch([row for row, _ in cand.rows])
 
@@ -428,6 +438,7 @@ class State:
         self._ports_changed([row for _, row, _ in old])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
+        self._total = None
         self.role_missing[r.role] += len(old)
         self.capacity.touch([row for _, row, _ in old])
         return old
@@ -445,5 +456,6 @@ class State:
         self._ports_changed([row for _, row, _ in old])
         self._summaries.pop(r.role, None)
         self._peer_summaries.pop(key, None)
+        self._total = None
         self.role_missing[r.role] -= len(old)
         self.capacity.touch([row for _, row, _ in old])
