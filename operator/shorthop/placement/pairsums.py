@@ -193,7 +193,7 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
 class Summary:
     """One :class:`Mass` summarised per vertex of the domain tree: under every vertex, how many
     of its GPUs and the sums of their ``up'`` and ``fab`` (dense arrays over the tree's vertices,
-    rows included), looked up for many candidate rows at once by :func:`costs_to`."""
+    rows included), read for many candidate rows at once by :func:`costs_to`."""
 
     def __init__(self, index: TopologyIndex, m: Mass) -> None:
         self.index = index
@@ -217,10 +217,6 @@ class Summary:
                 spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
                 np.add.at(total, where, spread)
 
-    def lookup(self, keys: Ints) -> tuple[Ints, Ints, Ints]:
-        """(count, up, fab) of the mass under each vertex of ``keys``."""
-        return self.count[keys], self.up[keys], self.fab[keys]
-
 
 def costs_to(
     index: TopologyIndex, summary: Summary, rows: NDArray[np.intp], masks: Ints
@@ -238,17 +234,18 @@ def costs_to(
     k, up, fab = gpu_terms(index).sums(rows, masks)
     tree = domain_tree.tree(index)
     key = rows.astype(np.int64)
-    c_prev, _, f_prev = summary.lookup(key)
+    # Only the counts are needed per layer; up and fab sums only at the node and clique layers.
+    c_prev, f_prev = summary.count[key], summary.fab[key]
     cost = np.zeros(len(rows), dtype=np.int64)
     c_clique, u_clique = c_prev, np.zeros(len(rows), dtype=np.int64)
     for layer in range(1, summary.layers):
-        anc = tree.ancestor_at[layer, rows]
+        anc = tree.ancestor_at[layer][rows]
         key = np.where(anc >= 0, anc, key)
-        c, u, f = summary.lookup(key)
+        c = summary.count[key]
         new = c - c_prev
         if layer == domain_tree.CLIQUE_LAYER:
-            cost += fab * new + k * (f - f_prev)
-            c_clique, u_clique = c, u
+            cost += fab * new + k * (summary.fab[key] - f_prev)
+            c_clique, u_clique = c, summary.up[key]
         else:
             cost += 2 * _h_of_layer(index, layer) * k * new
         c_prev = c

@@ -166,7 +166,7 @@ def _proximity(state: State, rows: NDArray[np.intp], partners: Partners) -> NDAr
     # Finest layer first; a row leaves the search at its first hit (the root hits them all).
     left = np.arange(len(rows))
     for layer in range(layers):
-        anc = state.tree.ancestor_at[layer, rows[left]]
+        anc = state.tree.ancestor_at[layer][rows[left]]
         safe = np.maximum(anc, 0)
         hit = np.zeros(len(left), dtype=np.bool_)
         for p in partners:
