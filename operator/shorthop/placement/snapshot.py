@@ -26,9 +26,14 @@ node-level parts (taints, unavailable, issues) until a node changes, and returns
 while nothing changed (a node heartbeat changes nothing shorthop reads).
 
 Dynamic Resource Allocation slots in the same way: a ResourceSlice or ResourceClaim event is
-parsed into a pure record, stored by key, and marks the nodes it touches; the per-node
-recomputation then folds it in with the pods (devices named in claims' allocations are busy
-exact GPUs; slices give a node's device list).
+parsed into a pure record (:mod:`~shorthop.topology.slices`, :mod:`~shorthop.placement.devices`),
+stored by name, and marks the nodes it touches. A slice of the configured driver makes its node a
+*DRA node* (modelled again from the slice); on a DRA node every device named in any claim's
+allocation is a busy GPU, whoever allocated it, and so are devices the driver tainted; nothing is
+free while its pool is incomplete. Per DRA node the builder also names the pods involved in a
+double allocation (``contested``: a GPU with two holders), shorthop's pods whose claim disagrees
+with their GPUs or names a device the slice lost (``mismatched``), and shorthop's bound pods whose
+claim is not allocated (``unclaimed``).
 
 Pure: no I/O, no clock, not thread-safe (``controller.live`` locks around it).
 """
@@ -44,9 +49,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import occupancy
+from shorthop.errors import DeviceError
+from shorthop.placement import devices, occupancy
 from shorthop.placement.occupancy import Toleration
-from shorthop.topology import labels
+from shorthop.topology import labels, slices
 from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
@@ -81,6 +87,16 @@ class ClusterSnapshot:
     unavailable: dict[str, str] = field(default_factory=dict)  # node -> why it offers nothing
     free_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
+    # DRA nodes (pod keys, namespace/name): see the module docstring.
+    contested: frozenset[str] = frozenset()
+    mismatched: frozenset[str] = frozenset()
+    unclaimed: frozenset[str] = frozenset()
+
+    def node_devices(self, node: str | None) -> slices.NodeDevices | None:
+        """The GPU index -> device map of a DRA node (None elsewhere)."""
+        row = self.index.row_of.get(str(node)) if node is not None else None
+        topology = self.index.topologies[row] if row is not None else None
+        return topology.devices if topology is not None else None
 
     def usable_rows(self, tolerations: tuple[Toleration, ...] = ()) -> NDArray[np.bool_]:
         """Rows a pod with these tolerations may use."""
@@ -138,9 +154,19 @@ class SnapshotBuilder:
     the rows they need up to date.
     """
 
-    def __init__(self, config: TopologyConfig, *, index: IndexBuilder | None = None) -> None:
+    def __init__(
+        self,
+        config: TopologyConfig,
+        *,
+        index: IndexBuilder | None = None,
+        driver: str = slices.DEFAULT_DRIVER,
+    ) -> None:
         self.config = config
+        self.driver = driver
         self._index = index or IndexBuilder(config)
+        self._slices = slices.SliceIndex(driver)
+        self._claims = devices.ClaimBook(driver)
+        self._flags: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
         self._nodes: dict[str, occupancy.NodeOffer] = {}
         self._pods: dict[str, occupancy.PodUsage] = {}
         self._assumed: dict[str, Assumed] = {}
@@ -165,7 +191,64 @@ class SnapshotBuilder:
         reads changed (a status heartbeat)."""
         if event == "DELETED":
             return self.remove_node(occupancy.node_name(node))
-        return self.put_node(occupancy.node_offer(node, self.config))
+        return self.put_node(self.offer(node))
+
+    def offer(self, node: Mapping[str, Any]) -> occupancy.NodeOffer:
+        """What a Node object offers, with the ResourceSlices seen for it."""
+        inventory = self._slices.inventory(occupancy.node_name(node))
+        return occupancy.node_offer(node, self.config, inventory)
+
+    def apply_slice(self, event: str | None, obj: Mapping[str, Any]) -> set[str]:
+        """A ResourceSlice was listed, added, modified or deleted; returns the nodes whose
+        model changed. One that cannot be read makes its pool unusable (an issue says why)."""
+        name = str(occupancy.as_map(obj.get("metadata")).get("name") or "")
+        if event == "DELETED":
+            touched = self._slices.remove(name)
+        else:
+            try:
+                touched = self._slices.put(slices.read_slice(obj))
+            except DeviceError as exc:
+                spec = occupancy.as_map(obj.get("spec"))
+                pool = occupancy.as_map(spec.get("pool")).get("name")
+                touched = self._slices.put_broken(
+                    name,
+                    spec.get("driver") if isinstance(spec.get("driver"), str) else None,
+                    pool if isinstance(pool, str) else None,
+                    spec.get("nodeName") if isinstance(spec.get("nodeName"), str) else None,
+                    str(exc),
+                )
+        return {n for n in sorted(touched) if self._remodel(n)}
+
+    def apply_claim(self, event: str | None, obj: Mapping[str, Any]) -> bool:
+        """A ResourceClaim was listed, added, modified or deleted; False when no GPU of a known
+        pool is concerned. One that cannot be read holds nothing."""
+        meta = occupancy.as_map(obj.get("metadata"))
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        if event == "DELETED":
+            pools, nodes = self._claims.remove(key)
+        else:
+            try:
+                record = devices.read_claim(obj)
+            except DeviceError:
+                pools, nodes = self._claims.remove(key)
+            else:
+                if record == self._claims.get(key):
+                    return False
+                pools, nodes = self._claims.put(record)
+        for pool in pools:
+            node = self._slices.node_of(pool)
+            if node:
+                nodes.add(node)
+        for node in nodes:
+            self._touch(node)
+        return bool(nodes)
+
+    def claim(self, key: str) -> devices.ClaimRecord | None:
+        return self._claims.get(key)
+
+    def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
+        """The claims a pod owns."""
+        return self._claims.of_holder(pod_key)
 
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
@@ -179,6 +262,15 @@ class SnapshotBuilder:
             self._index.upsert(offer.parsed.topology)
         self._node_changed(name)
         return True
+
+    def _remodel(self, name: str) -> bool:
+        """Model a known node again after its slices changed."""
+        offer = self._nodes.get(name)
+        facts = offer.parsed.facts if offer is not None else None
+        if offer is None or facts is None:
+            return False
+        parsed = labels.derive(facts, self.config, self._slices.inventory(name))
+        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable))
 
     def remove_node(self, name: str) -> bool:
         """Its pods stay known: they still exist in the API (and must be cleaned up)."""
@@ -280,6 +372,9 @@ class SnapshotBuilder:
             unavailable=unavailable,
             free_counts=counts,
             overcommitted=dict(self._overcommit),
+            contested=frozenset(k for f in self._flags.values() for k in f[0]),
+            mismatched=frozenset(k for f in self._flags.values() for k in f[1]),
+            unclaimed=frozenset(k for f in self._flags.values() for k in f[2]),
         )
         return self._cached
 
@@ -312,6 +407,7 @@ class SnapshotBuilder:
             self._foreign[row] = 0
             self._headroom[row] = 0
         self._overcommit.pop(name, None)
+        self._flags.pop(name, None)
 
     def _grow(self) -> None:
         size = self._index.size
@@ -333,18 +429,26 @@ class SnapshotBuilder:
         self._dirty.clear()
 
     def _recompute(self, name: str) -> None:
-        """Free GPUs, headroom, foreign count and overcommit of one node from its pods."""
+        """Free GPUs, headroom, foreign count and overcommit of one node from its pods (and, on
+        a DRA node, its claims)."""
         row = self._index.row(name)
         offer = self._nodes.get(name)
         if row is None or offer is None or offer.parsed.topology is None:
             self._overcommit.pop(name, None)
+            self._flags.pop(name, None)
             return
-        gpus = offer.parsed.topology.gpus
+        topology = offer.parsed.topology
+        gpus = topology.gpus
         mask = (1 << gpus) - 1
         cpu, memory, slots = offer.allocatable
         counted = 0
         bound = 0  # GPUs requested by the node's active pods and assumed ones
-        for key in self._node_pods.get(name, ()):
+        node_devices = topology.devices
+        # GPU -> holders, and shorthop's pods holding GPUs through claims: on DRA nodes only.
+        held: dict[int, set[str]] | None = defaultdict(set) if node_devices else None
+        claimed: list[occupancy.PodUsage] = []
+        on_node = self._node_pods.get(name, set())
+        for key in on_node:
             pod = self._pods[key]
             if not pod.active:
                 continue
@@ -355,17 +459,30 @@ class SnapshotBuilder:
             exact = pod.exact_on(gpus)
             if exact is not None:
                 mask &= ~mask_of(exact)
+                if held is not None:
+                    for g in exact:
+                        held[g].add(key)
+                    if pod.claims:
+                        claimed.append(pod)
             else:
                 # A pod cannot hold more GPUs than its node has.
                 counted += min(pod.gpus, gpus)
-        on_node = self._node_pods.get(name, set())
         for key in self._node_assumed.get(name, ()):
             if key in on_node:
                 continue  # seen bound here: counted above
-            held = self._assumed[key]
-            mask &= ~mask_of(held.gpus)
-            bound += len(held.gpus)
-            cpu, memory, slots = cpu - held.cpu_millis, memory - held.memory_bytes, slots - 1
+            assumed = self._assumed[key]
+            mask &= ~mask_of(assumed.gpus)
+            if held is not None:
+                for g in assumed.gpus:
+                    held[g].add(key)
+            bound += len(assumed.gpus)
+            cpu, memory, slots = cpu - assumed.cpu_millis, memory - assumed.memory_bytes, slots - 1
+        if node_devices is not None and held is not None:
+            mask, flags = devices.fold(node_devices, self._claims, mask, held, claimed)
+            if any(flags):
+                self._flags[name] = flags
+            else:
+                self._flags.pop(name, None)
         # Counted pods take the highest free indices, after the exact ones are marked.
         left = counted
         for g in range(gpus - 1, -1, -1):
@@ -374,13 +491,17 @@ class SnapshotBuilder:
             if mask >> g & 1:
                 mask &= ~(1 << g)
                 left -= 1
-        if bound > gpus:
-            self._overcommit[name] = bound - gpus
+        # On a DRA node exact GPUs are counted once whoever holds them (a pod and its claim,
+        # two claims); two holders of one GPU are reported as contested instead.
+        over = bound - gpus if held is None else len(held) + counted - gpus
+        if over > 0:
+            self._overcommit[name] = over
         else:
             self._overcommit.pop(name, None)
         usable = offer.usable
-        self._free[row] = np.uint64(mask if usable else 0)
-        self._counts[row] = mask.bit_count() if usable else 0
+        free = mask if usable and (node_devices is None or node_devices.complete) else 0
+        self._free[row] = np.uint64(free)
+        self._counts[row] = free.bit_count()
         self._foreign[row] = counted
         # Requests summed over pods may pass an int64 (Python ints until here).
         self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
@@ -420,18 +541,28 @@ def build(
     config: TopologyConfig,
     *,
     builder: IndexBuilder | None = None,
+    resource_slices: Iterable[Mapping[str, Any]] = (),
+    claims: Iterable[Mapping[str, Any]] = (),
+    driver: str = slices.DEFAULT_DRIVER,
 ) -> ClusterSnapshot:
-    """A snapshot from Node and Pod objects: a cold :class:`SnapshotBuilder` fed every object
-    once. Pass a long-lived index ``builder`` to update its index incrementally instead of
-    building a new one (the benchmarks do); nodes it holds that are not in ``nodes`` leave it.
-    A later object of the same name replaces an earlier one; a pod without a name is its own."""
+    """A snapshot from Node and Pod objects (and ResourceSlices and ResourceClaims): a cold
+    :class:`SnapshotBuilder` fed every object once. Pass a long-lived index ``builder`` to update
+    its index incrementally instead of building a new one (the benchmarks do); nodes it holds
+    that are not in ``nodes`` leave it. A later object of the same name replaces an earlier one;
+    a pod without a name is its own."""
     nodes = [n for n in nodes if isinstance(n, Mapping)]
     if builder is not None:
         for name in builder.node_names() - {occupancy.node_name(n) for n in nodes}:
             builder.remove(name)
-    snapshot = SnapshotBuilder(config, index=builder)
+    snapshot = SnapshotBuilder(config, index=builder, driver=driver)
+    for obj in resource_slices:
+        if isinstance(obj, Mapping):
+            snapshot.apply_slice(None, obj)
     for node in nodes:
         snapshot.apply_node(None, node)
+    for obj in claims:
+        if isinstance(obj, Mapping):
+            snapshot.apply_claim(None, obj)
     for i, pod in enumerate(pods):
         if not isinstance(pod, Mapping):
             continue
