@@ -237,6 +237,10 @@ class PodPlacement(Model):
     name: str
     node: str
     gpus: list[int]
+    devices: list[str] | None = Field(
+        default=None,
+        description="On a node whose GPUs are allocated through Dynamic Resource Allocation: the devices of the pod's ResourceClaim, in the order of gpus.",
+    )
     tier: str = Field(description="Widest tier among this pod's GPU pairs with its replica peers.")
     ready: bool = False
 

@@ -121,14 +121,7 @@ def compute(
                 "replica": rid,
                 "tier": tier,
                 "pods": [
-                    {
-                        "name": p.name,
-                        "node": p.node,
-                        "gpus": list(p.exact or ()),
-                        "tier": tier,
-                        "ready": p.ready,
-                    }
-                    for p in sorted(members, key=lambda p: p.pod or 0)
+                    _pod_entry(index, p, tier) for p in sorted(members, key=lambda p: p.pod or 0)
                 ],
             }
         )
@@ -163,7 +156,8 @@ def compute(
             objective.tier_counts(index, a, b, pair_counts)
             for t, n in pair_counts.items():
                 counts[t] = counts.get(t, 0) + n
-            pair_tier = max(pair_counts) if pair_counts else 0
+            # The widest tier with pairs in it (tier_counts also lists tiers with none).
+            pair_tier = max((t for t, n in pair_counts.items() if n), default=0)
             widest = pair_tier if widest is None else max(widest, pair_tier)
             ga, gb = sum(len(g) for g in a.values()), sum(len(g) for g in b.values())
             transfers.append(
@@ -254,6 +248,22 @@ def compute(
         "kvTransfers": transfers,
         "message": message,
     }
+
+
+def _pod_entry(index: TopologyIndex, pod: PodState, tier: str) -> dict[str, Any]:
+    """One pod of ``status.replicas[].pods``; on a DRA node with the names of its devices."""
+    entry: dict[str, Any] = {
+        "name": pod.name,
+        "node": pod.node,
+        "gpus": list(pod.exact or ()),
+        "tier": tier,
+        "ready": pod.ready,
+    }
+    topology = index.topologies[index.row_of[str(pod.node)]]
+    found = topology.devices if topology is not None else None
+    if found is not None and all(g < len(found.names) for g in pod.exact or ()):
+        entry["devices"] = list(found.devices_of(pod.exact or ()))
+    return entry
 
 
 def placed_replicas(old: Mapping[str, Any]) -> tuple[PlacedReplica, ...]:

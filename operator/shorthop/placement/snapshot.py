@@ -166,7 +166,8 @@ class SnapshotBuilder:
         self._index = index or IndexBuilder(config)
         self._slices = slices.SliceIndex(driver)
         self._claims = devices.ClaimBook(driver)
-        self._flags: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
+        self._flags: dict[str, devices.Flags] = {}
+        self._held: dict[str, dict[int, frozenset[str]]] = {}  # DRA node -> GPU -> holders
         self._nodes: dict[str, occupancy.NodeOffer] = {}
         self._pods: dict[str, occupancy.PodUsage] = {}
         self._assumed: dict[str, Assumed] = {}
@@ -249,6 +250,11 @@ class SnapshotBuilder:
     def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
         """The claims a pod owns."""
         return self._claims.of_holder(pod_key)
+
+    def holders(self, name: str) -> Mapping[int, frozenset[str]]:
+        """Who holds each busy GPU of a DRA node now (pods, claims, assumptions)."""
+        self._flush()
+        return self._held.get(name, {})
 
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
@@ -408,6 +414,7 @@ class SnapshotBuilder:
             self._headroom[row] = 0
         self._overcommit.pop(name, None)
         self._flags.pop(name, None)
+        self._held.pop(name, None)
 
     def _grow(self) -> None:
         size = self._index.size
@@ -436,6 +443,7 @@ class SnapshotBuilder:
         if row is None or offer is None or offer.parsed.topology is None:
             self._overcommit.pop(name, None)
             self._flags.pop(name, None)
+            self._held.pop(name, None)
             return
         topology = offer.parsed.topology
         gpus = topology.gpus
@@ -483,6 +491,9 @@ class SnapshotBuilder:
                 self._flags[name] = flags
             else:
                 self._flags.pop(name, None)
+            self._held[name] = {g: frozenset(h) for g, h in held.items()}
+        else:
+            self._held.pop(name, None)
         # Counted pods take the highest free indices, after the exact ones are marked.
         left = counted
         for g in range(gpus - 1, -1, -1):

@@ -1,9 +1,11 @@
 """List-and-watch of one cluster-scoped or all-namespaces resource, in a thread.
 
-Lists once (raw JSON, no model deserialisation), hands every object to ``on_event``, then watches
-from the list's resourceVersion with bookmarks; on ``410 Gone`` or a dropped connection it lists
-again and reports objects that vanished in between as ``DELETED``. Callers: the operator (nodes,
-pods). ``synced`` is set after the first complete list.
+Lists in pages of :data:`PAGE` objects (raw JSON, no model deserialisation), hands every object to
+``on_event``, then watches from the list's resourceVersion with bookmarks; on ``410 Gone`` (also a
+page token that expired) or a dropped connection it lists again and reports objects that vanished
+in between as ``DELETED``. Callers: the operator (nodes, pods, and with Dynamic Resource
+Allocation resourceslices, resourceclaims, deviceclasses). ``synced`` is set after the first
+complete list.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from shorthop import errors
 from shorthop.controller import kube
 
 log = logging.getLogger("shorthop.informer")
+PAGE = 500  # objects per list call, as client-go's reflector pages its initial list
 Handler = Callable[[str | None, Mapping[str, Any]], None]
 
 
@@ -49,17 +52,26 @@ class Informer(threading.Thread):
         return f"{meta.get('namespace', '')}/{meta.get('name')}"
 
     def _list(self) -> str:
-        response = self.list_call(_preload_content=False)
-        data = json.loads(response.data)
         seen = {}
-        for item in data.get("items", []):
-            seen[self._key(item)] = _slim(item)
-            self.on_event(None, item)
+        token = ""
+        while True:
+            page: dict[str, Any] = {"limit": PAGE}
+            if token:
+                page["_continue"] = token
+            response = self.list_call(_preload_content=False, **page)
+            data = json.loads(response.data)
+            for item in data.get("items", []):
+                seen[self._key(item)] = _slim(item)
+                self.on_event(None, item)
+            meta = data.get("metadata", {})
+            token = str(meta.get("continue") or "")
+            if not token:
+                break
         for key, old in list(self._known.items()):
             if key not in seen:
                 self.on_event("DELETED", old)
         self._known = seen
-        return str(data.get("metadata", {}).get("resourceVersion", ""))
+        return str(meta.get("resourceVersion", ""))
 
     def run(self) -> None:
         delay = 0.5
@@ -87,7 +99,10 @@ class Informer(threading.Thread):
                 delay = min(delay * 2, 30.0)
 
     def _watch_from(self, version: str) -> str:
-        self._watch = watch.Watch()
+        # The events stay raw JSON (deserialize=False), yet the client still looks up a model
+        # for the list call's return type unless one is given; 37.x has none named after
+        # ResourceClaim (its model is ResourceV1ResourceClaim), so the lookup must not happen.
+        self._watch = watch.Watch(return_type=dict)
         for event in self._watch.stream(
             self.list_call,
             resource_version=version,
