@@ -135,7 +135,7 @@ def parse_cluster(text: str, source: str) -> ClusterObjects:
                 nodes.append(obj)
             elif kind == "Pod":
                 pods.append(obj)
-            elif kind in dra and _dra_version(obj):
+            elif isinstance(kind, str) and kind in dra and _dra_version(obj):
                 _check_dra(obj, str(kind), len(dra[str(kind)]) + 1, source)
                 dra[str(kind)].append(obj)
     if documents == 0:

@@ -27,6 +27,7 @@ from shorthop.errors import DeviceError
 from shorthop.placement.occupancy import PodUsage
 from shorthop.topology.slices import NodeDevices
 
+MAX_DEVICES_PER_NODE = 64  # what a request in All mode may take on one node (see labels)
 # Set by whoever allocates a claim; the resourceclaim controller in kube-controller-manager
 # clears the allocation of a claim no longer reserved for anyone, then removes it.
 FINALIZER = "resource.kubernetes.io/delete-protection"
@@ -56,6 +57,7 @@ class ClaimRecord:
     node: str | None  # the one node the allocation's node selector names
     reserved: tuple[str, ...]  # uids of the consumers it is reserved for
     deleting: bool = False
+    wanted: int = 0  # devices its requests ask for (what an allocation will take)
 
     @property
     def allocated(self) -> bool:
@@ -149,6 +151,10 @@ def read_claim(obj: Mapping[str, Any]) -> ClaimRecord:
         str(_map(r, f"status.reservedFor[{i}]").get("uid") or "")
         for i, r in enumerate(_list(status.get("reservedFor"), "status.reservedFor"))
     )
+    requests = _list(
+        _map(_map(obj.get("spec"), "spec").get("devices"), "spec.devices").get("requests"),
+        "spec.devices.requests",
+    )
     return ClaimRecord(
         key=key,
         uid=str(meta.get("uid") or ""),
@@ -158,7 +164,34 @@ def read_claim(obj: Mapping[str, Any]) -> ClaimRecord:
         node=selected_node(allocation.get("nodeSelector")) if allocation else None,
         reserved=reserved,
         deleting=bool(meta.get("deletionTimestamp")),
+        wanted=sum(_wanted(r, f"spec.devices.requests[{i}]") for i, r in enumerate(requests)),
     )
+
+
+def _count(request: Mapping[str, Any], where: str) -> int:
+    """Devices one request (or subrequest) asks for: ``count`` in ExactCount mode (default 1),
+    every device of a node (as many as a node can have) in All mode."""
+    if request.get("allocationMode") == "All":
+        return MAX_DEVICES_PER_NODE
+    count = request.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise DeviceError(f"{where}.count is {count!r}, not a whole number")
+    return count
+
+
+def _wanted(raw: Any, where: str) -> int:
+    """Devices one request asks for, in any served version: ``exactly`` (v1, v1beta2),
+    the request itself (v1beta1), or the largest of its ``firstAvailable`` alternatives."""
+    request = _map(raw, where)
+    if "exactly" in request:
+        return _count(_map(request["exactly"], f"{where}.exactly"), f"{where}.exactly")
+    alternatives = _list(request.get("firstAvailable"), f"{where}.firstAvailable")
+    if alternatives:
+        return max(
+            _count(_map(a, f"{where}.firstAvailable[{i}]"), f"{where}.firstAvailable[{i}]")
+            for i, a in enumerate(alternatives)
+        )
+    return _count(request, where)
 
 
 class ClaimBook:

@@ -182,6 +182,9 @@ class PodUsage:
     memory_bytes: int
     uid: str = ""
     claims: tuple[str, ...] = ()  # names of the ResourceClaims it references
+    # An unbound pod with claims that a scheduler is binding to this node (the scheduler sets
+    # status.nominatedNodeName before it writes the claims' allocations).
+    nominated: str | None = None
 
     def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
         """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
@@ -205,6 +208,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
     claims = claim_names(pod)
     if gpus == 0 and claims and exact is not None:
         gpus = len(exact)  # a DRA pod: its GPUs come through its claim
+    nominated = status.get("nominatedNodeName") if claims and not node else None
     return PodUsage(
         key=pod_key(pod) if key is None else key,
         node=str(node) if node else None,
@@ -215,6 +219,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
         memory_bytes=memory,
         uid=str(meta.get("uid") or ""),
         claims=claims,
+        nominated=str(nominated) if nominated else None,
     )
 
 

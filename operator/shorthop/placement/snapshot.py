@@ -30,7 +30,11 @@ parsed into a pure record (:mod:`~shorthop.topology.slices`, :mod:`~shorthop.pla
 stored by name, and marks the nodes it touches. A slice of the configured driver makes its node a
 *DRA node* (modelled again from the slice); on a DRA node every device named in any claim's
 allocation is a busy GPU, whoever allocated it, and so are devices the driver tainted; nothing is
-free while its pool is incomplete. Per DRA node the builder also names the pods involved in a
+free while its pool is incomplete. A pod another scheduler is binding there (unbound, its
+``status.nominatedNodeName`` the node, its claims not allocated yet: kube-scheduler nominates
+before it writes the allocation) holds as many of the lowest free GPUs as its claims ask for,
+which is where kube-scheduler's allocator, taking devices in order, will put it. Per DRA node the
+builder also names the pods involved in a
 double allocation (``contested``: a GPU with two holders), shorthop's pods whose claim disagrees
 with their GPUs or names a device the slice lost (``mismatched``), and shorthop's bound pods whose
 claim is not allocated (``unclaimed``).
@@ -49,8 +53,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.errors import DeviceError
 from shorthop.placement import devices, occupancy
+from shorthop.placement.drastate import DraState
 from shorthop.placement.occupancy import Toleration
 from shorthop.topology import labels, slices
 from shorthop.topology.index import IndexBuilder, TopologyIndex
@@ -164,10 +168,7 @@ class SnapshotBuilder:
         self.config = config
         self.driver = driver
         self._index = index or IndexBuilder(config)
-        self._slices = slices.SliceIndex(driver)
-        self._claims = devices.ClaimBook(driver)
-        self._flags: dict[str, devices.Flags] = {}
-        self._held: dict[str, dict[int, frozenset[str]]] = {}  # DRA node -> GPU -> holders
+        self._dra = DraState(driver)
         self._nodes: dict[str, occupancy.NodeOffer] = {}
         self._pods: dict[str, occupancy.PodUsage] = {}
         self._assumed: dict[str, Assumed] = {}
@@ -196,65 +197,34 @@ class SnapshotBuilder:
 
     def offer(self, node: Mapping[str, Any]) -> occupancy.NodeOffer:
         """What a Node object offers, with the ResourceSlices seen for it."""
-        inventory = self._slices.inventory(occupancy.node_name(node))
+        inventory = self._dra.slices.inventory(occupancy.node_name(node))
         return occupancy.node_offer(node, self.config, inventory)
 
     def apply_slice(self, event: str | None, obj: Mapping[str, Any]) -> set[str]:
         """A ResourceSlice was listed, added, modified or deleted; returns the nodes whose
         model changed. One that cannot be read makes its pool unusable (an issue says why)."""
-        name = str(occupancy.as_map(obj.get("metadata")).get("name") or "")
-        if event == "DELETED":
-            touched = self._slices.remove(name)
-        else:
-            try:
-                touched = self._slices.put(slices.read_slice(obj))
-            except DeviceError as exc:
-                spec = occupancy.as_map(obj.get("spec"))
-                pool = occupancy.as_map(spec.get("pool")).get("name")
-                touched = self._slices.put_broken(
-                    name,
-                    spec.get("driver") if isinstance(spec.get("driver"), str) else None,
-                    pool if isinstance(pool, str) else None,
-                    spec.get("nodeName") if isinstance(spec.get("nodeName"), str) else None,
-                    str(exc),
-                )
+        touched = self._dra.put_slice(event, obj)
         return {n for n in sorted(touched) if self._remodel(n)}
 
     def apply_claim(self, event: str | None, obj: Mapping[str, Any]) -> bool:
         """A ResourceClaim was listed, added, modified or deleted; False when no GPU of a known
-        pool is concerned. One that cannot be read holds nothing."""
-        meta = occupancy.as_map(obj.get("metadata"))
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-        if event == "DELETED":
-            pools, nodes = self._claims.remove(key)
-        else:
-            try:
-                record = devices.read_claim(obj)
-            except DeviceError:
-                pools, nodes = self._claims.remove(key)
-            else:
-                if record == self._claims.get(key):
-                    return False
-                pools, nodes = self._claims.put(record)
-        for pool in pools:
-            node = self._slices.node_of(pool)
-            if node:
-                nodes.add(node)
-        for node in nodes:
+        node is concerned."""
+        nodes = self._dra.put_claim(event, obj)
+        for node in nodes or ():
             self._touch(node)
         return bool(nodes)
 
     def claim(self, key: str) -> devices.ClaimRecord | None:
-        return self._claims.get(key)
+        return self._dra.claims.get(key)
 
     def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
         """The claims a pod owns."""
-        return self._claims.of_holder(pod_key)
+        return self._dra.claims.of_holder(pod_key)
 
     def holders(self, name: str) -> Mapping[int, frozenset[str]]:
         """Who holds each busy GPU of a DRA node now (pods, claims, assumptions)."""
         self._flush()
-        return self._held.get(name, {})
+        return self._dra.holders(name)
 
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
@@ -275,7 +245,7 @@ class SnapshotBuilder:
         facts = offer.parsed.facts if offer is not None else None
         if offer is None or facts is None:
             return False
-        parsed = labels.derive(facts, self.config, self._slices.inventory(name))
+        parsed = labels.derive(facts, self.config, self._dra.slices.inventory(name))
         return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable))
 
     def remove_node(self, name: str) -> bool:
@@ -307,6 +277,8 @@ class SnapshotBuilder:
         if usage.node:
             self._node_pods[usage.node].add(key)
             self._touch(usage.node)
+        for node in self._dra.nominate(old, usage):
+            self._touch(node)
         return True
 
     def remove_pod(self, key: str) -> bool:
@@ -317,6 +289,8 @@ class SnapshotBuilder:
         if old.node:
             self._node_pods[old.node].discard(key)
             self._touch(old.node)
+        for node in self._dra.nominate(old, None):
+            self._touch(node)
         return True
 
     def assume(self, key: str, assumed: Assumed) -> None:
@@ -378,9 +352,9 @@ class SnapshotBuilder:
             unavailable=unavailable,
             free_counts=counts,
             overcommitted=dict(self._overcommit),
-            contested=frozenset(k for f in self._flags.values() for k in f[0]),
-            mismatched=frozenset(k for f in self._flags.values() for k in f[1]),
-            unclaimed=frozenset(k for f in self._flags.values() for k in f[2]),
+            contested=self._dra.flagged(0),
+            mismatched=self._dra.flagged(1),
+            unclaimed=self._dra.flagged(2),
         )
         return self._cached
 
@@ -413,8 +387,7 @@ class SnapshotBuilder:
             self._foreign[row] = 0
             self._headroom[row] = 0
         self._overcommit.pop(name, None)
-        self._flags.pop(name, None)
-        self._held.pop(name, None)
+        self._dra.forget_node(name)
 
     def _grow(self) -> None:
         size = self._index.size
@@ -442,8 +415,7 @@ class SnapshotBuilder:
         offer = self._nodes.get(name)
         if row is None or offer is None or offer.parsed.topology is None:
             self._overcommit.pop(name, None)
-            self._flags.pop(name, None)
-            self._held.pop(name, None)
+            self._dra.forget_node(name)
             return
         topology = offer.parsed.topology
         gpus = topology.gpus
@@ -486,14 +458,9 @@ class SnapshotBuilder:
             bound += len(assumed.gpus)
             cpu, memory, slots = cpu - assumed.cpu_millis, memory - assumed.memory_bytes, slots - 1
         if node_devices is not None and held is not None:
-            mask, flags = devices.fold(node_devices, self._claims, mask, held, claimed)
-            if any(flags):
-                self._flags[name] = flags
-            else:
-                self._flags.pop(name, None)
-            self._held[name] = {g: frozenset(h) for g, h in held.items()}
+            mask = self._dra.fold(name, node_devices, mask, held, claimed)
         else:
-            self._held.pop(name, None)
+            self._dra.forget_node(name)
         # Counted pods take the highest free indices, after the exact ones are marked.
         left = counted
         for g in range(gpus - 1, -1, -1):

@@ -354,8 +354,8 @@ class SliceIndex:
         return touched | self._nodes_of_pool(pool)
 
     def remove(self, name: str) -> set[str]:
-        record = self._slices.pop(name, None)
-        broken = self._broken.pop(name, None)
+        record = self._slices.get(name)
+        broken = self._broken.get(name)
         if record is not None:
             pool, node = record.pool, record.node
         elif broken is not None:
@@ -363,6 +363,8 @@ class SliceIndex:
         else:
             return set()
         touched = self._nodes_of_pool(pool) | ({node} if node else set())
+        self._slices.pop(name, None)
+        self._broken.pop(name, None)
         self._unindex(name, pool, node)
         return touched
 
