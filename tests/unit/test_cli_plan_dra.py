@@ -231,18 +231,20 @@ GARBAGE = st.one_of(
 )  # fmt: skip
 
 
+def _has(node: Any, step: Any) -> bool:
+    if isinstance(node, dict):
+        return step in node
+    return isinstance(node, list) and isinstance(step, int) and step < len(node)
+
+
 def _put(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Set ``path`` where its parent exists."""
     node = doc
     for step in path[:-1]:
-        if isinstance(node, dict) and step in node:
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
-            node = node[step]
-        else:
+        if not _has(node, step):
             return
-    if isinstance(node, dict):
-        node[path[-1]] = value
-    elif isinstance(node, list) and isinstance(path[-1], int) and path[-1] < len(node):
+        node = node[step]
+    if isinstance(node, dict) or _has(node, path[-1]):
         node[path[-1]] = value
 
 

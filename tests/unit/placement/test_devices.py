@@ -147,7 +147,7 @@ def test_a_pod_and_its_own_claim_are_one_holder() -> None:
     own = builders.claim("p-gpus", [("n1", "gpu-2"), ("n1", "gpu-3")], owner=("p", "uid-p"))
     snap = _snap(pod, own)
     assert _free(snap) == [0, 1, 4, 5, 6, 7]
-    assert not (snap.contested or snap.mismatched or snap.unclaimed)
+    assert (snap.contested, snap.mismatched, snap.unclaimed) == (set(), set(), set())
     assert dict(snap.overcommitted) == {}
 
 
