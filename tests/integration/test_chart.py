@@ -325,10 +325,29 @@ WRITE_RULES = {
     ("shorthop.io", "inferencedeployments/status"): {"patch"},
     ("shorthop.io", "inferencedeployments/finalizers"): {"update"},
 }
-CLUSTER_RULES = {
-    key: READ_RULES.get(key, set()) | WRITE_RULES.get(key, set())
-    for key in {*READ_RULES, *WRITE_RULES}
+# Dynamic Resource Allocation (dra.enabled, the default): the informers of slices, claims and
+# classes (cluster-wide reads), and each pod's own claim and its status (namespaced writes).
+DRA_READ_RULES = {
+    ("resource.k8s.io", "resourceslices"): {"list", "watch"},
+    ("resource.k8s.io", "resourceclaims"): {"list", "watch"},
+    ("resource.k8s.io", "deviceclasses"): {"list", "watch"},
 }
+DRA_WRITE_RULES = {
+    ("resource.k8s.io", "resourceclaims"): {"create", "get", "delete"},
+    ("resource.k8s.io", "resourceclaims/status"): {"update"},
+}
+
+
+def _merged(*tables: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for table in tables:
+        for key, verbs in table.items():
+            out[key] = out.get(key, set()) | verbs
+    return out
+
+
+CLUSTER_RULES = _merged(READ_RULES, WRITE_RULES, DRA_READ_RULES, DRA_WRITE_RULES)
+CLUSTER_RULES_WITHOUT_DRA = _merged(READ_RULES, WRITE_RULES)
 LEASE_RULES = {
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
@@ -354,13 +373,21 @@ def _granted(docs: list[dict[str, Any]], kind: str) -> set[tuple[str, str, str]]
 
 
 @pytest.mark.parametrize(
-    "values", [[], ["--set", "watchNamespaces={team-a,team-b}"]], ids=["all", "watched"]
+    ("values", "rules"),
+    [
+        ([], CLUSTER_RULES),
+        (["--set", "watchNamespaces={team-a,team-b}"], CLUSTER_RULES),
+        (["--set", "dra.enabled=false"], CLUSTER_RULES_WITHOUT_DRA),
+    ],
+    ids=["all", "watched", "no-dra"],
 )
-def test_rbac_grants_exactly_what_the_operator_uses(helm: Helm, values: list[str]) -> None:
+def test_rbac_grants_exactly_what_the_operator_uses(
+    helm: Helm, values: list[str], rules: dict[tuple[str, str], set[str]]
+) -> None:
     docs = helm.template(*values)
     cluster_granted = _granted(docs, "ClusterRole")
     namespaced_granted = _granted(docs, "Role")
-    assert cluster_granted == _flatten(CLUSTER_RULES)
+    assert cluster_granted == _flatten(rules)
     assert namespaced_granted == _flatten(LEASE_RULES)
     everything = cluster_granted | namespaced_granted
     assert not [g for g in everything if "*" in g]
@@ -412,7 +439,7 @@ def test_watched_namespaces_get_role_bindings_and_only_reads_stay_cluster_wide(
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
     read_role = _one(docs, "ClusterRole", "shorthop-cluster-read")
-    assert _granted([read_role], "ClusterRole") == _flatten(READ_RULES)
+    assert _granted([read_role], "ClusterRole") == _flatten(_merged(READ_RULES, DRA_READ_RULES))
     assert _config(docs)["namespaces"] == ["team-a", "team-b"]
 
 
@@ -432,6 +459,7 @@ def test_rendered_config_is_what_the_operator_settings_accept(helm: Helm, tmp_pa
         "--set-json", f"topology.levels={json.dumps(levels)}",
         "--set-json", 'topology.nvlinkDomainKeys=["example.com/nvl"]',
         "--set-json", 'topology.weights={"nvlinkDomain":7,"uplinks":[300,100]}',
+        "--set", "dra.enabled=false,dra.driver=gpu.example.com,dra.deviceClass=whole.example.com",
     )  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(_one(docs, "ConfigMap")["data"]["config.yaml"])
@@ -450,6 +478,11 @@ def test_rendered_config_is_what_the_operator_settings_accept(helm: Helm, tmp_pa
     assert (loaded.metrics_port, loaded.health_port) == (9100, 8081)
     assert (loaded.lease_name, loaded.lease_namespace) == ("lead", NAMESPACE)
     assert loaded.log_format == "text"
+    assert (loaded.dra.enabled, loaded.dra.driver, loaded.dra.device_class) == (
+        False,
+        "gpu.example.com",
+        "whole.example.com",
+    )
 
 
 def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path) -> None:
@@ -465,6 +498,7 @@ def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path
         "leaseName": "shorthop-leader",
         "leaseNamespace": NAMESPACE,
         "logFormat": "json",
+        "dra": {"enabled": True, "driver": "gpu.nvidia.com", "deviceClass": "gpu.nvidia.com"},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -508,13 +542,16 @@ def test_schema_enums_follow_the_code() -> None:
         (["--set-json", 'topology.levels=[{"name":"rack"}]'], ["/topology/levels/0", "missing property 'keys'"]),
         (["--set", "health.port=9090"], ["metrics.port and health.port must differ"]),
         (["--set", "serviceAccount.create=false"], ["serviceAccount.name"]),
+        (["--set", "dra.driver=GPU_driver"], ["/dra/driver", "does not match pattern"]),
+        (["--set-string", "dra.enabled=yes"], ["/dra/enabled", "want boolean"]),
+        (["--set", "dra.class=x"], ["/dra", "additional properties 'class' not allowed"]),
     ],
     ids=[
         "replicas-zero", "replicas-string", "unknown-preset", "metrics-port-range",
         "health-port-zero", "log-format", "pull-policy", "unknown-top-level-key",
         "unknown-metrics-key", "unknown-weight", "zero-weight", "duplicate-namespace",
         "bad-namespace", "bad-scheduler-name", "level-without-keys", "same-ports",
-        "no-service-account",
+        "no-service-account", "bad-dra-driver", "dra-enabled-string", "unknown-dra-key",
     ],
 )  # fmt: skip
 def test_bad_values_fail_naming_the_value(helm: Helm, values: list[str], words: list[str]) -> None:
@@ -680,6 +717,15 @@ def test_installed_release_grants_exactly_these_permissions(
                 ("update", "inferencedeployments.shorthop.io#--subresource=finalizers", watched),
                 ("create", "leases.coordination.k8s.io", home),
                 ("update", "leases.coordination.k8s.io", home),
+                ("list", "resourceslices.resource.k8s.io", None),
+                ("watch", "resourceslices.resource.k8s.io", None),
+                ("list", "deviceclasses.resource.k8s.io", None),
+                ("list", "resourceclaims.resource.k8s.io", other),  # busy devices: any claim
+                ("watch", "resourceclaims.resource.k8s.io", None),
+                ("create", "resourceclaims.resource.k8s.io", watched),
+                ("get", "resourceclaims.resource.k8s.io", watched),
+                ("delete", "resourceclaims.resource.k8s.io", watched),
+                ("update", "resourceclaims.resource.k8s.io#--subresource=status", watched),
             ]
             kube.wait_for(
                 "the chart's RBAC to take effect",
@@ -701,6 +747,14 @@ def test_installed_release_grants_exactly_these_permissions(
                 ("create", "deployments.apps", watched),
                 ("delete", "inferencedeployments.shorthop.io", watched),
                 ("create", "inferencedeployments.shorthop.io", watched),
+                ("create", "resourceclaims.resource.k8s.io", other),
+                ("delete", "resourceclaims.resource.k8s.io", other),
+                ("update", "resourceclaims.resource.k8s.io#--subresource=status", other),
+                ("update", "resourceclaims.resource.k8s.io", watched),
+                ("create", "resourceslices.resource.k8s.io", None),
+                ("delete", "resourceslices.resource.k8s.io", None),
+                ("create", "deviceclasses.resource.k8s.io", None),
+                ("create", "resourceclaimtemplates.resource.k8s.io", watched),
             ]
             assert [d for d in denied if _can(cluster, account, *d)] == []
 
