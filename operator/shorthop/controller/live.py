@@ -217,10 +217,12 @@ class LiveCluster:
 
     def taken_by_others(self, pod_key: str, node: str, gpus: Sequence[int]) -> list[int]:
         """The GPUs among ``gpus`` of a DRA node that someone other than the pod holds now (a
-        claim of another scheduler written since the plan)."""
+        claim of another scheduler written since the plan, a pod it is binding there) or that
+        another scheduler's pending pods would take first."""
         with self._lock:
             held = self._builder.holders(node)
-            return [g for g in gpus if held.get(g, frozenset()) - {pod_key}]
+            soon = set(self._builder.next_taken(node))
+            return [g for g in gpus if held.get(g, frozenset()) - {pod_key} or g in soon]
 
     def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
         """The ResourceClaims the pod owns."""

@@ -19,6 +19,18 @@ from shorthop.placement import devices, occupancy
 from shorthop.topology import slices
 
 
+def _pending(pod: occupancy.PodUsage) -> bool:
+    """A pod another scheduler has yet to place (shorthop's own carry the GPU annotation)."""
+    return (
+        bool(pod.claims)
+        and pod.active
+        and not pod.node
+        and not pod.nominated
+        and not pod.unschedulable
+        and pod.exact is None
+    )
+
+
 class DraState:
     """See the module docstring."""
 
@@ -30,6 +42,10 @@ class DraState:
         self._nominated: dict[str, set[str]] = defaultdict(set)  # node -> pods
         self._nominated_by_claim: dict[str, set[str]] = defaultdict(set)  # claim -> pods
         self._pods: dict[str, occupancy.PodUsage] = {}  # the nominated pods
+        # Pods another scheduler has not placed yet (unbound, claims, not nominated, not found
+        # unschedulable): it may put them on any node, taking the first free devices there.
+        self._pending: dict[str, occupancy.PodUsage] = {}
+        self._unseen: dict[str, list[int]] = {}  # node -> GPUs free as another scheduler sees
 
     # -- updates ---------------------------------------------------------------------------
 
@@ -79,6 +95,10 @@ class DraState:
     def nominate(self, old: occupancy.PodUsage | None, new: occupancy.PodUsage | None) -> set[str]:
         """A pod changed (``new`` None: deleted): the nodes it was or is nominated to."""
         touched = set()
+        if old is not None:
+            self._pending.pop(old.key, None)
+        if new is not None and _pending(new):
+            self._pending[new.key] = new
         if old is not None and old.nominated:
             touched.add(old.nominated)
             self._nominated[old.nominated].discard(old.key)
@@ -102,6 +122,7 @@ class DraState:
 
     def forget_node(self, name: str) -> None:
         self._flags.pop(name, None)
+        self._unseen.pop(name, None)
         self._held.pop(name, None)
 
     # -- the per-node fold -----------------------------------------------------------------
@@ -117,7 +138,7 @@ class DraState:
         """The node's free mask once claims, tainted devices and nominated pods are counted
         (see ``devices.fold``); records its holders and flags."""
         mask, flags = devices.fold(node_devices, self.claims, mask, held, claimed)
-        mask = self._expected(name, mask, held)
+        mask = self._expected(name, node_devices, mask, held)
         if any(flags):
             self._flags[name] = flags
         else:
@@ -125,28 +146,54 @@ class DraState:
         self._held[name] = {g: frozenset(h) for g, h in held.items()}
         return mask
 
-    def _expected(self, name: str, mask: int, held: dict[int, set[str]]) -> int:
-        """The lowest free GPUs that pods nominated to the node will take: kube-scheduler
-        nominates before it writes the allocation, and its allocator takes devices in order."""
-        for key in sorted(self._nominated.get(name, ())):
+    def _expected(
+        self, name: str, node_devices: slices.NodeDevices, mask: int, held: dict[int, set[str]]
+    ) -> int:
+        """The GPUs that pods nominated to the node will take, held by those pods: kube-scheduler
+        nominates before it writes the allocation, and its allocator takes the first free devices
+        in order. Free as *it* sees them: not in any claim's allocation, not tainted; GPUs
+        shorthop has only planned or annotated are not known to it, so a prediction may land on
+        them, and the binder's last check then refuses to write its own claim there."""
+        nominated = sorted(self._nominated.get(name, ()))
+        claimed = {
+            g
+            for claim in self.claims.in_pool(node_devices.pool)
+            for g in (node_devices.index_of(r.device) for r in claim.devices)
+            if g is not None
+        }
+        unseen = [
+            g
+            for g in range(len(node_devices.names))
+            if g not in claimed and g not in node_devices.tainted
+        ]
+        for key in nominated:
             pod = self._pods[key]
             if pod.node or not pod.active:
                 continue
             found = (self.claims.get(c) for c in self._claim_keys(pod))
             need = sum(c.wanted for c in found if c is not None and not c.allocated)
-            g = 0
-            while need > 0 and mask >> g:
-                if mask >> g & 1:
-                    mask &= ~(1 << g)
-                    held[g].add(key)
-                    need -= 1
-                g += 1
+            taken, unseen = unseen[:need], unseen[need:]
+            for g in taken:
+                mask &= ~(1 << g)
+                held[g].add(key)
+        self._unseen[name] = unseen
         return mask
 
     # -- reads -----------------------------------------------------------------------------
 
     def holders(self, name: str) -> Mapping[int, frozenset[str]]:
         return self._held.get(name, {})
+
+    def next_taken(self, name: str) -> list[int]:
+        """The GPUs of a DRA node that the pods another scheduler has not placed yet would take
+        if it put them all there: the first ones free as it sees them (no claim, no taint, no
+        nominated pod), as many as their claims ask for. Not part of the snapshot (they may go
+        anywhere); the binder's last check before writing a claim refuses them."""
+        need = 0
+        for pod in self._pending.values():
+            found = (self.claims.get(c) for c in self._claim_keys(pod))
+            need += sum(c.wanted for c in found if c is not None and not c.allocated)
+        return self._unseen.get(name, [])[:need]
 
     def flagged(self, which: int) -> frozenset[str]:
         """Pods flagged on any node: 0 contested, 1 mismatched, 2 unclaimed."""

@@ -185,6 +185,7 @@ class PodUsage:
     # An unbound pod with claims that a scheduler is binding to this node (the scheduler sets
     # status.nominatedNodeName before it writes the claims' allocations).
     nominated: str | None = None
+    unschedulable: bool = False  # PodScheduled False, reason Unschedulable: no scheduler fits it
 
     def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
         """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
@@ -209,6 +210,13 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
     if gpus == 0 and claims and exact is not None:
         gpus = len(exact)  # a DRA pod: its GPUs come through its claim
     nominated = status.get("nominatedNodeName") if claims and not node else None
+    unschedulable = any(
+        isinstance(c, Mapping)
+        and c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in as_list(status.get("conditions"))
+    )
     return PodUsage(
         key=pod_key(pod) if key is None else key,
         node=str(node) if node else None,
@@ -220,6 +228,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
         uid=str(meta.get("uid") or ""),
         claims=claims,
         nominated=str(nominated) if nominated else None,
+        unschedulable=unschedulable and bool(claims) and not node,
     )
 
 

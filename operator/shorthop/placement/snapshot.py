@@ -226,6 +226,11 @@ class SnapshotBuilder:
         self._flush()
         return self._dra.holders(name)
 
+    def next_taken(self, name: str) -> list[int]:
+        """GPUs another scheduler's pending pods would take first on a DRA node."""
+        self._flush()
+        return self._dra.next_taken(name)
+
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
         old = self._nodes.get(name)
