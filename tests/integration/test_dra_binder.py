@@ -2,7 +2,8 @@
 claim shorthop writes passes the API server's validation, holds exactly the planned devices, pins
 the node and is reserved for the pod (what the kubelet's DRA manager checks before it prepares
 devices); binding is idempotent, a claim left by an earlier pod of the same name is removed
-first, a claim allocated elsewhere or devices another claim took meanwhile are conflicts; and
+first, a claim allocated elsewhere or devices another claim took meanwhile are conflicts (also
+when only the consistent read after the write shows them: shorthop takes its allocation back); and
 once the pod goes, the garbage collector and the resourceclaim controller of
 kube-controller-manager deallocate and remove the claim (no device leaks)."""
 
@@ -183,3 +184,31 @@ def test_when_the_pod_goes_its_claim_is_deallocated_and_removed(setup: Setup) ->
         lambda: setup.claim("p-gpus") is None,
         timeout=60,
     )
+
+
+def test_a_claim_the_view_has_not_seen_makes_shorthop_take_its_allocation_back(
+    setup: Setup,
+) -> None:
+    """Another scheduler allocated gpu-4 from a cache that had not seen shorthop's claim, and
+    shorthop's own view has not seen that claim yet either: the consistent read after the write
+    finds it, shorthop clears its own allocation and does not bind (the pod is re-placed)."""
+    other = builders.claim("k-gpu", [(setup.node, "gpu-4")], namespace=setup.ns)
+    created = setup.kube.create_claim(setup.ns, {k: v for k, v in other.items() if k != "status"})
+    created["status"] = other["status"]
+    setup.kube.update_claim_status(setup.ns, created)  # not synced: the view misses it
+    ref = setup.pod("p")
+    result = setup.binder.bind(ref, setup.node, (4, 5))
+    assert result.code == BindCode.CONFLICT
+    assert "gpu-4" in result.message
+    assert f"{setup.ns}/k-gpu" in result.message
+    claim = setup.claim("p-gpus")
+    assert claim is not None
+    assert not (claim.get("status") or {}).get("allocation")
+    assert not (claim.get("status") or {}).get("reservedFor")
+    pod = setup.kube.get_pod(setup.ns, "p")
+    assert pod is not None
+    assert not pod["spec"].get("nodeName")
+    # Devices nobody else holds are still allocated as planned.
+    ref2 = setup.pod("q")
+    assert setup.binder.bind(ref2, setup.node, (5, 6)).code == BindCode.BOUND
+    assert _results(setup.claim("q-gpus")) == ["gpu-5", "gpu-6"]

@@ -26,7 +26,11 @@ Crash point ``after-claim`` sits between 3 and 4. :class:`ClaimBinder` is the
 allocated to the planned devices and reserved for the pod is left alone, one of an earlier pod
 of the same name is deleted first, one allocated to other devices is a ``CONFLICT`` (the pod is
 re-planned). Right before writing, the planned devices are checked against the live view once
-more: a claim written by another scheduler since the plan is a ``CONFLICT`` too.
+more: a claim written by another scheduler since the plan, or devices its pending pods would
+take first, are a ``CONFLICT`` too. Right after writing (and before every bind), a fresh,
+consistent list of all claims must show no other claim naming one of our devices; if one does,
+shorthop yields: it clears its own allocation and the pod is re-placed (docs/design.md, "DRA:
+sharing devices with kube-scheduler", says which window remains).
 """
 
 from __future__ import annotations
@@ -271,7 +275,7 @@ class ClaimBinder:
                         f"{', '.join(r.device for r in wanted)}",
                     )
                 if uid in record.reserved:
-                    return BindResult(BindCode.BOUND)
+                    return self._verify(ns, claim, wanted, node)
             else:
                 taken = self.view.taken_by_others(f"{ns}/{pod.name}", node, gpus)
                 if taken:
@@ -283,7 +287,7 @@ class ClaimBinder:
                 claim, wanted, node, pod.name, uid, self.view.device_class(self.device_class)
             )
             try:
-                self.kube.update_claim_status(ns, body)
+                written = self.kube.update_claim_status(ns, body)
             except errors.Conflict:
                 if attempt:
                     raise
@@ -293,5 +297,47 @@ class ClaimBinder:
                 claim = found
                 continue
             log.debug("allocated %s/%s to %s on %s", ns, name, [r.device for r in wanted], node)
-            return BindResult(BindCode.BOUND)
+            return self._verify(ns, written, wanted, node)
         return BindResult(BindCode.ERROR, f"ResourceClaim {ns}/{name} kept changing")
+
+    def _verify(
+        self, ns: str, claim: Mapping[str, Any], wanted: Sequence[devices.DeviceRef], node: str
+    ) -> BindResult:
+        """The last word before a bind: in a fresh, consistent read of every ResourceClaim
+        (after our allocation was stored), no other claim names one of our devices. Another
+        scheduler that allocated one meanwhile, from a cache that had not seen ours, wins: our
+        allocation is taken back before the pod is bound (``CONFLICT``: the pod is re-placed)."""
+        mine = str(occupancy.as_map(claim.get("metadata")).get("uid") or "")
+        ours = set(wanted)
+        clash: dict[str, list[str]] = {}
+        for other in self.kube.list_claims():
+            try:
+                record = devices.read_claim(other)
+            except errors.DeviceError:
+                continue  # not a shape we read; the API server validated what it allocates
+            if record.uid == mine:
+                continue
+            for ref in record.devices:
+                if ref in ours:
+                    clash.setdefault(record.key, []).append(ref.device)
+        if not clash:
+            return BindResult(BindCode.BOUND)
+        self._take_back(ns, claim)
+        held = "; ".join(f"{', '.join(d)} by ResourceClaim {k}" for k, d in sorted(clash.items()))
+        return BindResult(
+            BindCode.CONFLICT, f"devices of {node} are allocated to another claim too ({held})"
+        )
+
+    def _take_back(self, ns: str, claim: Mapping[str, Any]) -> None:
+        """Clear our claim's allocation and reservation (as the resourceclaim controller does
+        for a claim nobody uses), so no device stays in two claims while the pod is re-placed.
+        On failure the pod's deletion releases it: the claim goes with its owner."""
+        body = copy.deepcopy(dict(claim))
+        status = body.setdefault("status", {})
+        status.pop("allocation", None)
+        status["reservedFor"] = []
+        name = occupancy.as_map(body.get("metadata")).get("name")
+        try:
+            self.kube.update_claim_status(ns, body)
+        except KubeError as exc:
+            log.warning("taking back the allocation of ResourceClaim %s/%s: %s", ns, name, exc)

@@ -250,6 +250,28 @@ class Kube:
             raise api_error(f"update status of resourceclaim {namespace}/{name}", exc) from None
         return updated
 
+    def list_claims(self) -> list[dict[str, Any]]:
+        """Every ResourceClaim of the cluster as stored now: a list without a resourceVersion is
+        served from etcd (a consistent read, newer than anything this operator wrote before the
+        call), paged as the informers page theirs; the pages form one snapshot."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page: dict[str, Any] = {"limit": 500}
+            if token:
+                page["_continue"] = token
+            try:
+                response = self.resource.list_resource_claim_for_all_namespaces(
+                    _preload_content=False, **page
+                )
+                data = json.loads(_body(response))
+            except ApiException as exc:
+                raise api_error("list resourceclaims", exc) from None
+            items.extend(i for i in data.get("items") or [] if isinstance(i, dict))
+            token = str((data.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
+
     def delete_claim(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         """Delete the claim (only the one of ``uid`` when given); done when it is gone."""
         options = client.V1DeleteOptions(
