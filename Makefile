@@ -9,7 +9,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard operator tests e2e bench chaos conftest.py)
 
-.PHONY: dev test unit lint crds controlplane cluster-up cluster-down demo bench chaos clean
+.PHONY: dev test unit fuzz lint crds controlplane cluster-up cluster-down demo bench chaos clean
 
 dev: $(STAMP)
 
@@ -27,6 +27,13 @@ test: dev controlplane lint
 
 unit: dev
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Nightly-style exploration: every property and fuzz test of tests/unit with fresh random seeds
+# and ten times the examples (the `fuzz` hypothesis profile, tests/hypothesis_profiles.py);
+# failures are kept in .hypothesis/ and replayed first next time. `make test` replays a fixed
+# sample of the same tests. See docs/testing.md.
+fuzz: dev
+	SHORTHOP_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/unit -m hypothesis $(PYTEST_ARGS)
 
 lint: dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)

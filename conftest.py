@@ -1,4 +1,6 @@
-"""Session fixtures shared by tests/ and e2e/: the Kubernetes cluster the suite talks to.
+"""Session fixtures shared by tests/, e2e/ and chaos/: the Kubernetes cluster the suite talks to,
+and the hypothesis profile every property and fuzz test runs under (see
+``tests/hypothesis_profiles.py``: fixed examples by default, fresh ones under ``make fuzz``).
 
 By default a private control plane (built from source, see e2e/controlplane) is started once per
 test session on random loopback ports and stopped at the end. Set ``SHORTHOP_TEST_KUBECONFIG`` to
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import kube
+from tests import hypothesis_profiles, kube
+
+hypothesis_profiles.register()
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +41,5 @@ def infd_crd(cluster: kube.Cluster) -> str:
     """The InferenceDeployment CRD applied from crds/ and Established."""
     path = Path(__file__).resolve().parent / "crds" / "inferencedeployments.shorthop.io.yaml"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/inferencedeployments.shorthop.io",
-        "--timeout=60s",
-    )
+    cluster.wait_established("inferencedeployments.shorthop.io")
     return "inferencedeployments.shorthop.io"

@@ -126,8 +126,8 @@ def describe(request: Request) -> str:
 
 def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan) -> list[str]:
     """Why ``plan`` is not a valid gang placement of ``request`` on ``snap`` (empty when valid):
-    every pod of every replica present once, on a usable node, on free GPUs, no GPU used twice,
-    the node's pod headroom kept."""
+    every pod of every replica present once, on a usable node its role's scheduling rules admit,
+    on free GPUs, no GPU used twice, the node's pod headroom kept."""
     if not plan.feasible:
         return ["infeasible"]
     problems: list[str] = []
@@ -151,6 +151,8 @@ def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan)
             problems.append(f"{a.key}: {len(a.gpus)} GPUs, wants {role.pod_gpus}")
         if not snap.usable_rows(role.tolerations)[a.row]:
             problems.append(f"{a.key}: node {a.node} is not usable")
+        if not role.constraints.admits(snap.node_labels.of(a.row), a.node):
+            problems.append(f"{a.key}: node {a.node} breaks the role's scheduling rules")
         for g in a.gpus:
             if not int(snap.free[a.row]) >> g & 1:
                 problems.append(f"{a.key}: GPU {g} of {a.node} was not free")

@@ -4,6 +4,7 @@
 
 The checks record their figures as JSON (one file per section) in ``--results`` while they run;
 the report is written from those files even when a check failed (the failure is in the report).
+At full scale the fuzzing draws fresh inputs (the ``fuzz`` hypothesis profile, as ``make fuzz``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from chaos import RESULTS_ENV, SCALE_ENV
 from chaos.record import load
 from chaos.report import render
+from tests import hypothesis_profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     for old in args.results.glob("*.json"):
         old.unlink()
     env = {**os.environ, SCALE_ENV: args.scale, RESULTS_ENV: str(args.results)}
+    if args.scale == "full":  # fresh random inputs for the fuzzing, as `make fuzz` draws them
+        env.setdefault(hypothesis_profiles.PROFILE_ENV, hypothesis_profiles.FUZZ)
     command = [sys.executable, "-m", "pytest", "chaos", "-p", "no:cacheprovider", "-s", "-q"]
     started = datetime.datetime.now(datetime.UTC)
     code = subprocess.call([*command, *pytest_args], cwd=ROOT, env=env)

@@ -3,7 +3,8 @@
 * **no double booking**: no (node, GPU index) in the ``shorthop.io/gpus`` annotations of two
   active pods, and every index below the node's allocatable GPUs;
 * **no overcommit**: no node with more ``nvidia.com/gpu`` requested by its active pods (anyone's)
-  than it has allocatable;
+  than it has allocatable (at every watched state, while two schedulers race:
+  ``tests/gpu_ledger.py``);
 * **no orphans**: every pod labelled ``shorthop.io/deployment`` is owned by an
   InferenceDeployment that exists (same uid);
 * **no duplicates**: a deployment's pods are exactly its desired (role, replica, pod) set, one pod
@@ -23,9 +24,10 @@ from typing import Any
 
 from kubernetes import client
 
+# The pod and node arithmetic is shared with the watch-driven check of tests/gpu_ledger.py.
+from tests.gpu_ledger import GPU, GPU_ANNOTATION, active, allocatable, gpu_indices, gpu_request  # noqa: F401
+
 DEPLOYMENT_LABEL = "shorthop.io/deployment"
-GPU_ANNOTATION = "shorthop.io/gpus"
-GPU = "nvidia.com/gpu"
 GROUP, VERSION, PLURAL = "shorthop.io", "v1alpha1", "inferencedeployments"
 
 
@@ -68,36 +70,6 @@ def get_deployment(api: client.ApiClient, namespace: str, name: str) -> dict[str
             return None
         raise
     return dict(body)
-
-
-def active(pod: Mapping[str, Any]) -> bool:
-    """Bound and not finished (it holds its GPUs; a terminating pod still does)."""
-    return bool(pod.get("spec", {}).get("nodeName")) and pod.get("status", {}).get("phase") not in (
-        "Succeeded",
-        "Failed",
-    )
-
-
-def gpu_request(pod: Mapping[str, Any]) -> int:
-    total = 0
-    for container in pod.get("spec", {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        value = (resources.get("limits") or {}).get(GPU) or (resources.get("requests") or {}).get(
-            GPU
-        )
-        total += int(value or 0)
-    return total
-
-
-def gpu_indices(pod: Mapping[str, Any]) -> list[int] | None:
-    raw = (pod.get("metadata", {}).get("annotations") or {}).get(GPU_ANNOTATION)
-    if raw is None:
-        return None
-    return [int(g) for g in str(raw).split(",") if g.strip() != ""]
-
-
-def allocatable(node: Mapping[str, Any]) -> int:
-    return int((node.get("status", {}).get("allocatable") or {}).get(GPU, 0))
 
 
 def node_violations(

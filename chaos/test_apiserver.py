@@ -13,9 +13,11 @@ the convergence times, and the operator's reconcile-error and bind counters (its
 Test B (restarts, on a control plane of its own: restarts would disturb the session's other
 tests): while deployments are being placed, kube-apiserver is SIGKILLed and started again on the
 same port; later etcd is (the API server then fails every request until it reconnects); at full
-scale, both at once too. The operator's informers must list and watch again, its lease must
-survive (the outage is shorter than its renew deadline), and placements must converge with no GPU
-double-booked and no orphan. Recorded: each outage and the convergence time after it.
+scale, both at once too. Each restart comes at the first pod the operator creates or deletes for
+the change, as a watch shows it, and the test fails if the change was already done by then. The
+operator's informers must list and watch again, its lease must survive (the outage is shorter
+than its renew deadline), and placements must converge with no GPU double-booked and no orphan.
+Recorded: each outage and the convergence time after it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from chaos import checks, full, ops, pick
 from chaos.fixtures import OperatorFactory, poll, recorder, settle_namespace
 from chaos.proxy import FAILURES, FaultProxy, Faults, proxied_kubeconfig
 from e2e import fixtures as e2e_fixtures
-from tests import kube
+from tests import kube, watching
 from tests import operator_harness as oh
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
@@ -51,6 +53,7 @@ ROLES = [("prefill", 2, 4, 4), ("decode", 2, 8, 8)]
 SCALED = [("prefill", 2, 4, 4), ("decode", 3, 8, 8)]
 PODS = sum(replicas * (per_replica // per_pod) for _, replicas, per_replica, per_pod in ROLES)
 CONVERGE_SECONDS = pick(90.0, 150.0)
+ACT_SECONDS = 60.0  # at most this long for the operator to start acting on a change
 WATCH_CUT, CUT_AFTER = 0.5, (2.0, 12.0)  # half the watches are cut after 2-12 s
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
@@ -302,10 +305,7 @@ def own_cluster(tmp_path: Path) -> Iterator[kube.Cluster]:
     try:
         own = kube.Cluster(kubeconfig=local.kubeconfig, local=local)
         own.kubectl("apply", "--server-side", "-f", str(CRD))
-        own.kubectl(
-            "wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io",
-            "--timeout=60s",
-        )  # fmt: skip
+        own.wait_established("inferencedeployments.shorthop.io")
         yield own
     finally:
         local.down()
@@ -384,27 +384,49 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
             lead_s = _wait_leading(sup, 60)
             for k, (change, what) in enumerate(plan):
                 before = _pod_count(own, ns)
-                if change == "create":
-                    new = {f"r{k}-{i}" for i in range(count)}
-                    for name in sorted(new):
-                        _create(own, oh.deployment(name, ns, pool, ROLES))
-                    names |= new
-                elif change == "grow":
-                    target = sorted(names)[0]
-                    _patch_spec(own, oh.deployment(target, ns, pool, SCALED))
-                    extra = f"r{k}-x"
-                    _create(own, oh.deployment(extra, ns, pool, ROLES))
-                    names.add(extra)
-                else:  # shrink: scale one down (back to ROLES), delete another
-                    target, victim = sorted(names)[0], sorted(names)[-1]
-                    _patch_spec(own, oh.deployment(target, ns, pool, ROLES))
-                    _delete(own, ns, victim)
-                    names.discard(victim)
-                # Restart as soon as the operator is seen acting on the change (its first pod
-                # created or deleted; at most 5 s later): mid-reconcile.
-                acting = _wait_acting(own, ns, before, timeout=5.0)
-                pods_at_restart, bound_at_restart = _bound_count(own, ns)
-                outage = _restart(own, what)
+                # Watch first, then change: the restart comes at the first pod the operator
+                # creates or deletes for the change, seen the moment it happens (mid-reconcile).
+                pods = watching.pod_watch(own.core, namespace=ns, selector=checks.DEPLOYMENT_LABEL)
+                pods.start()
+                try:
+                    kept = {
+                        uid: p["metadata"]["labels"][checks.DEPLOYMENT_LABEL]
+                        for uid, p in ((p["metadata"]["uid"], p) for p in pods.pods())
+                        if not p["metadata"].get("deletionTimestamp")
+                    }
+                    victims: set[str] = set()
+                    if change == "create":
+                        new = {f"r{k}-{i}" for i in range(count)}
+                        for name in sorted(new):
+                            _create(own, oh.deployment(name, ns, pool, ROLES))
+                        names |= new
+                    elif change == "grow":
+                        target = sorted(names)[0]
+                        _patch_spec(own, oh.deployment(target, ns, pool, SCALED))
+                        extra = f"r{k}-x"
+                        _create(own, oh.deployment(extra, ns, pool, ROLES))
+                        names.add(extra)
+                    else:  # shrink: scale one down (back to ROLES), delete another
+                        target, victim = sorted(names)[0], sorted(names)[-1]
+                        _patch_spec(own, oh.deployment(target, ns, pool, ROLES))
+                        _delete(own, ns, victim)
+                        names.discard(victim)
+                        victims.add(victim)
+                    desired = _desired(own, ns)
+                    changed_at = time.monotonic()
+                    pods.wait_until(
+                        "the operator acting on the change",
+                        partial(_acting, kept=kept, victims=victims),
+                        timeout=ACT_SECONDS,
+                    )
+                    acting = round(time.monotonic() - changed_at, 3)
+                    at_restart = pods.pods()  # the last state seen before the restart
+                    outage = _restart(own, what)
+                finally:
+                    pods.stop()
+                pods_at_restart, bound_at_restart = _bound_count(at_restart)
+                ready_at_restart = sum(1 for p in _live(at_restart) if _ready(p))
+                mid_reconcile = _unfinished(at_restart, desired)
                 nudge = KwokNudge(own, ns)
 
                 seconds, violations = poll(
@@ -422,9 +444,11 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
                     "change": change,
                     "restarted": what,
                     "operator_acting_after_s": acting,
+                    "mid_reconcile": mid_reconcile,
                     "pods_before": before,
                     "pods_at_restart": pods_at_restart,
                     "bound_at_restart": bound_at_restart,
+                    "ready_at_restart": ready_at_restart,
                     "pods_desired": _desired(own, ns),
                     "outage_s": round(outage, 2),
                     "converged_after_restart_s": round(seconds, 2) if not violations else None,
@@ -463,6 +487,8 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
     bad = [s for s in steps if s["violations"]]
     assert not bad, yaml.safe_dump(bad)
     assert len(steps) == len(plan)
+    late = [s["step"] for s in steps if not s["mid_reconcile"]]
+    assert not late, f"restarts that came after the operator had finished its change: {late}"
     assert not sup.restarts, f"the operator exited: {sup.restarts}\n{log[-3000:]}"
     assert not traces, traces[0]
 
@@ -479,11 +505,39 @@ def _pod_count(cluster: kube.Cluster, ns: str) -> int:
     return sum(1 for p in pods if not p["metadata"].get("deletionTimestamp"))
 
 
-def _bound_count(cluster: kube.Cluster, ns: str) -> tuple[int, int]:
+def _live(state: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [p for p in state if not p["metadata"].get("deletionTimestamp")]
+
+
+def _bound_count(state: list[dict[str, Any]]) -> tuple[int, int]:
     """(pods, bound pods) of the operator's, not being deleted."""
-    pods = checks.list_pods(cluster.core, ns, checks.DEPLOYMENT_LABEL)
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    live = _live(state)
     return len(live), sum(1 for p in live if p["spec"].get("nodeName"))
+
+
+def _acting(
+    state: Mapping[str, Mapping[str, Any]], *, kept: Mapping[str, str], victims: set[str]
+) -> bool:
+    """The operator has created a pod, or deleted one of a deployment it keeps (the pods of a
+    deleted deployment are garbage-collected by kube-controller-manager, not by the operator)."""
+    live = {uid for uid, p in state.items() if not p["metadata"].get("deletionTimestamp")}
+    created = live - set(kept)
+    deleted = {uid for uid, owner in kept.items() if owner not in victims and uid not in live}
+    return bool(created or deleted)
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _unfinished(state: list[dict[str, Any]], desired: int) -> bool:
+    """The change was not done yet: pods missing, unbound, not Ready (the operator has still to
+    see them Ready and write the status) or still terminating. Binding is quick next to that,
+    so a restart at the first pod event often finds every pod bound already."""
+    pods, bound = _bound_count(state)
+    ready = sum(1 for p in _live(state) if p["spec"].get("nodeName") and _ready(p))
+    return pods != desired or bound != pods or ready != pods or len(state) != pods
 
 
 def _desired(cluster: kube.Cluster, ns: str) -> int:
@@ -492,17 +546,6 @@ def _desired(cluster: kube.Cluster, ns: str) -> int:
         for body in checks.list_deployments(cluster.api, ns)
         for r in checks.shapes(body)
     )
-
-
-def _wait_acting(cluster: kube.Cluster, ns: str, before: int, timeout: float) -> float | None:
-    """Seconds until the operator's pods differ in number from ``before`` (None: not within
-    ``timeout``)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if _pod_count(cluster, ns) != before:
-            return round(time.monotonic() - started, 3)
-        time.sleep(0.01)
-    return None
 
 
 def _has_default_account(cluster: kube.Cluster, namespace: str) -> bool:

@@ -4,14 +4,17 @@
 Each run draws, from its own seed: a pool of 3-5 fake HGX H100 nodes (8 GPUs each), one or two
 deployments (gpusPerPod 4 or 8), plain pods of 1, 2 or 4 GPUs asking for the rest of the pool
 (from 8 GPUs less to 16 more), and which goes first: the plain pods (created by 8 threads) or the
-``kubectl apply`` of the deployments, up to 0.3 s apart. A sampler reads the nodes' bound
-GPUs every 0.2 s while the run settles.
+``kubectl apply`` of the deployments, up to 0.3 s apart.
 
-After each run: no node has more GPUs requested by its active pods than it has (shorthop yields a
-node that a concurrent bind overcommitted and re-plans), no GPU index is used twice, every
-deployment is either Running with a status that matches its pods, or waiting (Pending or
-Unschedulable) for room that kube-scheduler's pods took, with no duplicate or foreign pod.
-Conflicts are counted from the operator's ``shorthop_binds_total`` and its re-planning events.
+At every state a pod watch shows during the run (``tests/gpu_ledger.py``): no node holds more
+GPUs than it has by the pods of one scheduler, and no GPU index is held twice; a node
+overcommitted by two binds racing (kube-scheduler's and shorthop's: the API server arbitrates
+nothing between them) must stop being so by shorthop moving its pod away. After each run: no
+node overcommitted at all, every deployment either Running with a status that matches its pods,
+or waiting (Pending, Unschedulable, or Degraded with its Placed condition Unschedulable) for
+room that kube-scheduler's pods took, with no duplicate or foreign pod. Conflicts are counted
+from the operator's ``shorthop_binds_total`` and its re-planning events; overcommit episodes
+from the watch.
 """
 
 from __future__ import annotations
@@ -26,20 +29,29 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 from shorthop.topology import fake
 
 from chaos import checks, pick
 from chaos.fixtures import OperatorFactory, poll, recorder, settle_namespace
 from chaos.ops import by_label, tracebacks
-from tests import kube
+from tests import kube, watching
 from tests import operator_harness as oh
+from tests.gpu_ledger import GpuLedger
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 GPUS_PER_NODE = 8
 SETTLE_SECONDS = 90.0
 WAITING = ("Pending", "Unschedulable")
+
+
+def _waiting(status: dict[str, Any]) -> bool:
+    """Waiting for room: Pending/Unschedulable, or Degraded because the pods it yielded to a
+    concurrent bind find no room now (its Placed condition says Unschedulable)."""
+    if status.get("phase") in WAITING:
+        return True
+    placed = next((c for c in status.get("conditions") or [] if c.get("type") == "Placed"), {})
+    return status.get("phase") == "Degraded" and placed.get("reason") == "Unschedulable"
 
 
 @pytest.fixture
@@ -89,23 +101,7 @@ def _draw(
     return deployments, plain
 
 
-def _sampler(
-    cluster: kube.Cluster, names: list[str], stop: threading.Event, worst: dict[str, int]
-) -> None:
-    """The largest overcommit seen on any pool node while the run settles (transient ones are
-    expected: a bind is not refused by the API server; shorthop yields the node afterwards)."""
-    while not stop.wait(0.2):
-        try:
-            bound = oh.gpus_bound(cluster)
-        except client.ApiException:
-            continue
-        for node in names:
-            over = bound.get(node, 0) - GPUS_PER_NODE
-            if over > worst.get(node, 0):
-                worst[node] = over
-
-
-def test_kube_scheduler_and_shorthop_never_overcommit_a_node(
+def test_kube_scheduler_and_shorthop_never_leave_a_node_overcommitted(
     cluster: kube.Cluster, operators: OperatorFactory, race_namespace: str
 ) -> None:
     ns = race_namespace
@@ -123,10 +119,8 @@ def test_kube_scheduler_and_shorthop_never_overcommit_a_node(
         deployments, plain = _draw(rng, shape.hgx_units * shape.nodes_per_unit)
         delay = round(rng.uniform(-0.3, 0.3), 2)
         with oh.node_pool(cluster, shape, prefix="rc") as (pool, names):
-            worst: dict[str, int] = {}
-            stop = threading.Event()
-            sampler = threading.Thread(target=_sampler, args=(cluster, names, stop, worst))
-            sampler.start()
+            ledger = GpuLedger(dict.fromkeys(names, GPUS_PER_NODE))
+            pods = watching.pod_watch(cluster.core, namespace=ns, check=ledger).start()
             try:
                 infds = [f"r{run}-{i}-{uuid.uuid4().hex[:3]}" for i in range(len(deployments))]
                 body = yaml.safe_dump_all(
@@ -161,10 +155,9 @@ def test_kube_scheduler_and_shorthop_never_overcommit_a_node(
                     out = checks.node_violations(nodes, pods)
                     for name in infds:
                         infd = checks.get_deployment(cluster.api, ns, name)
-                        phase = ((infd or {}).get("status") or {}).get("phase")
                         if infd is None:
                             out.append(f"{name} is gone")
-                        elif phase in WAITING:
+                        elif _waiting(infd.get("status") or {}):
                             # Waiting for room: what it has must still be its own, exactly named
                             # pods (a replica that yielded a pod to a concurrent bind keeps its
                             # others while it waits, as a repair after a node loss does).
@@ -178,13 +171,14 @@ def test_kube_scheduler_and_shorthop_never_overcommit_a_node(
                     return out
 
                 seconds, left = poll(f"run {run}", violations, timeout=SETTLE_SECONDS)
-                if not left:
-                    # Settled: it must stay so (no late overcommit, no flapping).
-                    time.sleep(2.0)
-                    left = violations()
+                # Every state up to now checked, the transient ones included.
+                try:
+                    pods.assert_held()
+                except AssertionError as exc:
+                    left.append(str(exc))
+                left += [f"overcommit not ended by shorthop: {e}" for e in ledger.unresolved()]
             finally:
-                stop.set()
-                sampler.join()
+                pods.stop()
             phases = {
                 name: (
                     (checks.get_deployment(cluster.api, ns, name) or {}).get("status") or {}
@@ -206,7 +200,8 @@ def test_kube_scheduler_and_shorthop_never_overcommit_a_node(
                 "delay_s": delay,
                 "phases": phases,
                 "settled_s": round(seconds, 2) if not left else None,
-                "transient_overcommit": {n: g for n, g in worst.items() if g > 0},
+                "states_checked": ledger.states,
+                "transient_overcommit": [str(e) for e in ledger.episodes],
                 "violations": left,
             }
             record.append("runs", result)

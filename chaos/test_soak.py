@@ -126,7 +126,7 @@ def test_soak_many_deployments_memory_flat_and_placements_valid(
     record = recorder("soak")
     started = time.monotonic()
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io")
+    cluster.wait_established("inferencedeployments.shorthop.io")
     nodes = fake.nodes(fake.ClusterShape(hgx_units=nodes_wanted // 8, nodes_per_unit=8))
     for at in range(0, len(nodes), 250):
         cluster.kubectl(

@@ -28,7 +28,8 @@ from typing import Any
 from shorthop.commands.plan import render_table
 from shorthop.placement import snapshot
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
-from shorthop.topology import levels, render
+from shorthop.topology import levels
+from shorthop.views import render
 
 from e2e import fixtures as fx
 from e2e.controlplane import __main__ as cli
@@ -73,7 +74,7 @@ def start_cluster(local: cluster.LocalCluster) -> kube.Cluster:
 def apply_crd(cluster_: kube.Cluster) -> None:
     step("applying the InferenceDeployment CRD")
     cluster_.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(fx.CRD))
-    cluster_.kubectl("wait", "--for=condition=Established", "crd/inferencedeployments.shorthop.io")
+    cluster_.wait_established("inferencedeployments.shorthop.io")
 
 
 def create_nodes(cluster_: kube.Cluster) -> fx.GpuCluster:

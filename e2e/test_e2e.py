@@ -5,7 +5,8 @@ running with exactly the chart's RBAC, and the two documented examples applied w
 One scenario, in order (the tests share the module's state and build on each other): placement
 on the best tiers, what ``kubectl get infd``, the status, events and /metrics show, scaling a role
 up and down, losing a node, deleting the deployments, the ServiceAccount's limits, and
-``helm uninstall``.
+``helm uninstall``. From the first ``kubectl apply`` on, every state of the deployments' pods is
+checked against their templates' required scheduling rules (the examples select GPU products).
 
 The chart's operator pods cannot run here (no container runtime), so the chart is installed with
 a nodeSelector that matches no node and ``shorthop run`` runs as a local process instead, with the
@@ -27,7 +28,7 @@ import yaml
 from kubernetes import client, config
 
 from e2e import fixtures as fx
-from tests import kube
+from tests import kube, scheduling_check, watching
 from tests import operator_harness as oh
 
 pytestmark = pytest.mark.cluster
@@ -48,6 +49,7 @@ class Scenario:
     gpus: fx.GpuCluster
     operator: fx.Operator
     docs: dict[str, dict[str, Any]]
+    rules: watching.ObjectWatch  # every pod state, checked against the templates' rules
     uninstalled: bool = False
 
     def infd(self, name: str) -> dict[str, Any]:
@@ -85,6 +87,7 @@ def scenario(
     workdir = tmp_path_factory.mktemp("e2e-operator")
     operator: fx.Operator | None = None
     state: Scenario | None = None
+    rules: watching.ObjectWatch | None = None
     try:
         fx.create_gpu_cluster(cluster, gpus)
         fx.install_chart(helm, release, home)
@@ -97,13 +100,25 @@ def scenario(
             name: fx.retarget(fx.example(path), user, gpus.toleration())
             for name, path in EXAMPLES.items()
         }
-        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs)
+        templates = {
+            (name, role["name"]): role["template"]["spec"]
+            for name, doc in docs.items()
+            for role in doc["spec"]["roles"]
+        }
+        rules = watching.pod_watch(
+            cluster.core,
+            namespace=user,
+            check=scheduling_check.bound_by_the_rules(templates, gpus.labels.get),
+        ).start()
+        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs, rules)
         for name in docs:
             state.apply(name)
         for name in docs:
             _wait_running(state, name)
         yield state
     finally:
+        if rules is not None:
+            rules.stop()
         if operator is not None:
             operator.process.stop()
         if state is None or not state.uninstalled:
@@ -389,6 +404,15 @@ def test_losing_a_node_re_places_only_the_replica_that_was_on_it(s: Scenario) ->
         for e in oh.events(s.cluster, s.user, DEEPSEEK)
     )
     assert set(s.infd(DEEPSEEK)["status"]["tiers"]) == {"nvlink-domain"}
+
+
+def test_no_pod_was_ever_bound_against_its_templates_rules(s: Scenario) -> None:
+    """Every state since the first apply (placement, scaling, repair): each bound pod sits on a
+    node its template's nodeSelector / required node affinity admits."""
+    s.rules.assert_held()
+    assert s.rules.states > len(s.pods(DEEPSEEK)) + len(s.pods(LLAMA))
+    bound = [p for p in s.rules.pods() if (p.get("spec") or {}).get("nodeName")]
+    assert len(bound) == 12 + 5
 
 
 # -- least privilege ----------------------------------------------------------------------------

@@ -53,6 +53,17 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
+    def wait_established(self, crd: str, *, timeout: float = 60.0) -> None:
+        """Wait until the CRD's Established condition is True. (``kubectl wait`` fails at once,
+        rather than waiting, when it reads the CRD before its conditions exist.)"""
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+
+        def established() -> bool:
+            found = self.kubectl("get", "crd", crd, "-o", f"jsonpath={query}", check=False)
+            return found.returncode == 0 and found.stdout.strip() == "True"
+
+        wait_for(f"CRD {crd} to be Established", established, timeout=timeout)
+
     @contextmanager
     def namespace(self, prefix: str = "t") -> Iterator[str]:
         """A fresh namespace, deleted afterwards (without waiting for finalisation)."""

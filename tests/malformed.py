@@ -1,12 +1,13 @@
 """Malformed inputs for fuzzing: hypothesis strategies of node label sets, ``nvidia-smi topo -m``
 captures and cluster snapshot files, and runners that push one input through shorthop and tally
-how it ended.
+how it ended (``tests/plan_cli.py`` runs ``shorthop plan`` on a file).
 
 The rule they check: only shorthop's own documented errors (:class:`shorthop.errors.ShorthopError`
 and its subclasses, carrying a message) may come out; any other exception *escapes*. For the
 ``shorthop plan`` CLI, a bad file must end with exit status 1 and exactly one line on stderr.
-Each input must also finish in reasonable time (a label that makes shorthop model a million GPUs
-is a failure too, even if nothing raises).
+A :class:`Tally` given ``slow_seconds`` (the chaos runs) also fails an input that takes longer
+than that (a label that makes shorthop model a million GPUs is a failure too, even if nothing
+raises); unit tests bound the work by sizes instead, never by the clock.
 
 Used by ``tests/unit/topology/test_fuzz_inputs.py`` and ``tests/unit/test_cli_plan_fuzz.py``
 (small, in ``make test``) and by ``chaos/test_fuzz.py`` (at least 1,000 of each at full scale).
@@ -14,10 +15,7 @@ Used by ``tests/unit/topology/test_fuzz_inputs.py`` and ``tests/unit/test_cli_pl
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import time
 import traceback
 from collections import Counter
@@ -28,7 +26,6 @@ from typing import Any
 
 import yaml
 from hypothesis import strategies as st
-from shorthop import cli
 from shorthop.errors import ShorthopError
 from shorthop.topology import domains, fake, graph, index, intranode, labels, smi
 from shorthop.topology.levels import PRESETS, TopologyConfig
@@ -38,14 +35,7 @@ SMI_CAPTURES = tuple(
     p.read_text() for p in sorted((ROOT / "tests" / "fixtures" / "nvidia-smi").glob("*/*.txt"))
 )
 MINIMAL = ROOT / "docs" / "examples" / "minimal.yaml"
-SLOW_SECONDS = 10.0  # one input taking longer than this is a failure (a denial of service)
-EXAMPLES_ENV = "SHORTHOP_EXAMPLES"
-
-
-def examples(default: int) -> int:
-    """Hypothesis example count: ``SHORTHOP_EXAMPLES`` when set (as in tests/unit), else
-    ``default``."""
-    return int(os.environ.get(EXAMPLES_ENV, str(default)))
+SLOW_SECONDS = 10.0  # chaos: one input taking longer than this is a failure (a denial of service)
 
 
 # -- tallies ---------------------------------------------------------------------------------
@@ -71,8 +61,10 @@ def where(exc: BaseException) -> str:
 
 @dataclass
 class Tally:
-    """How a batch of inputs ended: fine, a documented error, or an escape (with examples)."""
+    """How a batch of inputs ended: fine, a documented error, or an escape (with examples).
+    With ``slow_seconds``, an input that takes longer is a failure too."""
 
+    slow_seconds: float | None = None
     total: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     escaped: list[str] = field(default_factory=list)
@@ -101,7 +93,7 @@ class Tally:
             )
         seconds = time.perf_counter() - started
         self.max_seconds = max(self.max_seconds, seconds)
-        if seconds > SLOW_SECONDS:
+        if self.slow_seconds is not None and seconds > self.slow_seconds:
             self.slow.append(f"{seconds:.1f}s <- {safe_repr(example)}")
         self.outcomes[outcome] += 1
 
@@ -295,6 +287,10 @@ def through_topology(nodes: list[dict[str, Any]]) -> str:
             for issue in p.issues:
                 assert issue.message(), issue
         topos = [p.topology for p in parsed if p.topology is not None]
+        # The work bound, checked by size rather than by the clock: whatever the labels claim,
+        # no node is modelled with more GPUs than placement can hold.
+        for topo in topos:
+            assert 0 < topo.gpus <= labels.MAX_GPUS_PER_NODE, (topo.name, topo.gpus)
         idx = index.build_index(topos, config)
         rows = [int(r) for r in idx.rows()]
         for a in rows[:3]:
@@ -578,90 +574,26 @@ def snapshot_files(draw: Any) -> tuple[str, bytes]:
     return ", ".join(how), data
 
 
-WHOLE_FILES = (
+# Files that are not a snapshot at all: ``shorthop plan`` must exit 1 with one line naming the
+# file.
+NOT_SNAPSHOTS = (
     b"", b"---\n", b"null\n", b"[]", b"{}", b"[1, 2]", b"42", b'"Node"', b"kind: Node\n",
     b"kind: List\n", b"kind: List\nitems: 5\n", b"kind: NodeList\nitems: [5]\n",
-    b"kind: List\nitems: [{metadata: {name: n}}]\n", b"kind: Node\nmetadata: {name: [1]}\n",
+    b"kind: List\nitems: [{metadata: {name: n}}]\n",
     b"kind: Node\nmetadata: x\n", b"kind: Pod\nmetadata: {name: p}\n", b"\x00\x01\x02",
-    b"\xff\xfe\x00", b"a: &a [*a]\n", b"kind: Node\nmetadata: {name: n}\n" * 3,
+    b"\xff\xfe\x00", b"a: &a [*a]\n",
     b"a: &x [1,1,1,1,1,1,1,1,1,1]\nb: &y [*x,*x,*x,*x,*x,*x,*x,*x,*x,*x]\nc: [*y,*y,*y,*y,*y,*y,*y,*y,*y,*y]\n",
     b"!!python/object/apply:os.system ['true']\n", b"kind: Node\nmetadata: {name: n}\n---\n{{{",
     b'{"kind": "List", "items": [' + b'{"kind": "Node"},' * 3, b'{"kind": 1' + b"0" * 5000 + b"}",
     b"kind: Node\nmetadata: {name: n}\nstatus: {allocatable: {nvidia.com/gpu: 1" + HUGE_DIGITS.encode() + b"}}\n",
     b"[" * 100_000, b"a: " + b"[" * 20_000, b'{"a":' * 50_000,
+)  # fmt: skip
+# Files that read as a snapshot with no usable GPU node in it (a node without GPUs, a name that
+# is not a string, taints that are not a list): the deployment cannot be placed, so exit 2 with
+# the infeasible plan as JSON on stdout and nothing on stderr.
+NOTHING_TO_PLACE_ON = (
+    b"kind: Node\nmetadata: {name: [1]}\n",
+    b"kind: Node\nmetadata: {name: n}\n" * 3,
     b"kind: Node\nmetadata: {name: n}\nspec: {taints: 5}\nstatus: {allocatable: {nvidia.com/gpu: 8}}\n",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class PlanRun:
-    status: int | None  # None: an exception escaped cli.main
-    stderr: str
-    error: str = ""
-
-
-def run_plan(cluster_file: Path, deployment: Path = MINIMAL) -> PlanRun:
-    """``shorthop plan`` in this process, stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(
-                [
-                    "plan",
-                    "--cluster",
-                    str(cluster_file),
-                    "--deployment",
-                    str(deployment),
-                    "--format",
-                    "json",
-                ]
-            )
-        except SystemExit as exc:  # argparse
-            status = int(exc.code or 0)
-        except Exception as exc:
-            return PlanRun(
-                None,
-                err.getvalue(),
-                f"{type(exc).__name__} at {where(exc)}: {safe_repr(str(exc), 200)}",
-            )
-    return PlanRun(status, err.getvalue())
-
-
-def judge_plan(run: PlanRun) -> str:
-    """The outcome of a ``shorthop plan`` on a (possibly) malformed snapshot; raises
-    AssertionError for a bad exit (a traceback, or an exit 1 that is not one clear line)."""
-    if run.status is None:
-        raise AssertionError(f"exception escaped: {run.error}")
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    if "Traceback" in run.stderr:
-        raise AssertionError(f"traceback on stderr: {run.stderr[-500:]}")
-    if run.status == 1:
-        if len(lines) != 1 or not lines[0].startswith("shorthop plan: error: "):
-            raise AssertionError(f"exit 1 without one clear line: {run.stderr[:500]!r}")
-        return "exit-1"
-    if run.status in (0, 2):
-        return f"exit-{run.status}"  # the damage left a usable snapshot (nodes left out, ...)
-    raise AssertionError(f"exit status {run.status}: {run.stderr[:500]!r}")
-
-
-def plan_on_bytes(directory: Path) -> Callable[[tuple[str, bytes]], str]:
-    """A Tally runner: write the file, run the CLI on it, judge the exit."""
-
-    def run(case: tuple[str, bytes]) -> str:
-        _, data = case
-        path = directory / "snapshot.yaml"
-        path.write_bytes(data)
-        return judge_plan(run_plan(path))
-
-    return run
-
-
-def special_snapshot_paths(directory: Path) -> list[tuple[str, Path]]:
-    """Files that are not files: missing, a directory, unreadable."""
-    missing = directory / "missing.yaml"
-    folder = directory / "folder.yaml"
-    folder.mkdir(exist_ok=True)
-    unreadable = directory / "unreadable.yaml"
-    unreadable.write_text("kind: Node\n")
-    unreadable.chmod(0)
-    return [("missing", missing), ("directory", folder), ("unreadable", unreadable)]
+WHOLE_FILES = NOT_SNAPSHOTS + NOTHING_TO_PLACE_ON

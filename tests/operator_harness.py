@@ -1,5 +1,6 @@
-"""Run the real operator (``shorthop run``) as a process against a test cluster, and build the
-fake GPU node pools and InferenceDeployments the integration and e2e tests use."""
+"""Run the real operator (``shorthop run``) as a process against a test cluster (or one visit of
+its reconciler in this process, :func:`visit_once`), and build the fake GPU node pools and
+InferenceDeployments the integration and e2e tests use."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from kubernetes import client
 from shorthop.topology import fake
 
 from tests import kube
+
+if TYPE_CHECKING:
+    from shorthop.controller.faults import Faults
 
 POOL_TAINT = "shorthop.test/pool"
 
@@ -42,7 +45,10 @@ class OperatorProcess:
     workdir: Path
     identity: str = "op-a"
     lease_namespace: str = "shorthop-system"
-    lease_duration: float = 6.0
+    # The operator's own defaults (15 s, renewed every 5 s, given up after 10 s without a
+    # renewal): a test that is not about leadership must not lose it because the machine is
+    # busy. Tests of fail-over wait for the lease to expire (about 15 s).
+    lease_duration: float = 15.0
     namespaces: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -98,7 +104,7 @@ class OperatorProcess:
             "identity": self.identity,
             "logFormat": "text",
             "leaseDurationSeconds": self.lease_duration,
-            "renewIntervalSeconds": max(1.0, self.lease_duration / 4),
+            "renewIntervalSeconds": self.lease_duration / 3,
         }
         path = self.workdir / f"{self.identity}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -110,6 +116,20 @@ class OperatorProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit status (negative: the signal that ended it); None while it runs."""
+        return None if self.proc is None else self.proc.poll()
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the process to end by itself; its exit status, or None if it still runs
+        after ``timeout`` seconds."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def get(self, port: int, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
@@ -177,10 +197,15 @@ def pool_nodes(pool: str, shape: fake.ClusterShape, *, taint: bool = True) -> li
 
 @contextlib.contextmanager
 def node_pool(
-    cluster: kube.Cluster, shape: fake.ClusterShape, *, prefix: str = "p"
+    cluster: kube.Cluster,
+    shape: fake.ClusterShape | tuple[fake.ClusterShape, ...],
+    *,
+    prefix: str = "p",
 ) -> Iterator[tuple[str, list[str]]]:
+    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test."""
     pool = f"{prefix}{uuid.uuid4().hex[:5]}"
-    nodes = pool_nodes(pool, shape)
+    shapes = shape if isinstance(shape, tuple) else (shape,)
+    nodes = [n for s in shapes for n in pool_nodes(pool, s)]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
     names = [n["metadata"]["name"] for n in nodes]
     try:
@@ -300,9 +325,32 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:4000]
 
 
-def stable(check: Any, seconds: float = 3.0) -> None:
-    """``check`` keeps holding for a while (used to show that nothing changes)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        check()
-        time.sleep(0.3)
+def visit_once(
+    cluster: kube.Cluster, namespace: str, name: str, *, faults: Faults | None = None
+) -> None:
+    """One reconcile of the deployment by the operator's reconciler, in this process, against the
+    real API server, seeing the cluster as the operator's informers do (every node and pod,
+    listed now). It returns when the visit is done, so what the visit wrote (or did not) is in
+    the API when the caller looks: a reaction that writes nothing needs no waiting on.
+    ``faults``: the reconciler's fault points (a test's subclass may act at one)."""
+    from shorthop import metrics as metrics_module
+    from shorthop.controller.binder import BindingSubresourceBinder
+    from shorthop.controller.kube import Kube
+    from shorthop.controller.live import LiveCluster
+    from shorthop.controller.reconcile import Reconciler
+    from shorthop.topology import levels
+
+    core = cluster.core
+    live = LiveCluster(levels.preset("plain"))  # the preset the test operators run with
+    for node in json.loads(core.list_node(_preload_content=False).data)["items"]:
+        live.apply_node(None, node)
+    pods = core.list_pod_for_all_namespaces(_preload_content=False)
+    for pod in json.loads(pods.data)["items"]:
+        live.apply_pod(None, pod)
+    live.synced.set()
+    api = Kube(cluster.api)
+    reconciler = Reconciler(
+        api, live, BindingSubresourceBinder(api), metrics_module.create(), faults=faults
+    )
+    reconciler.deployments[f"{namespace}/{name}"] = get_infd(cluster, namespace, name)
+    reconciler.reconcile(f"{namespace}/{name}")

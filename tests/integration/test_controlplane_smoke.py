@@ -54,9 +54,7 @@ spec:
 
 def test_crd_and_custom_resource_round_trip(cluster: kube.Cluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=CRD)
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.smoke.shorthop.io", "--timeout=60s"
-    )
+    cluster.wait_established("widgets.smoke.shorthop.io")
     with cluster.namespace("crd") as ns:
         widget = {
             "apiVersion": "smoke.shorthop.io/v1",

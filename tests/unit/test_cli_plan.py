@@ -132,3 +132,102 @@ def test_baseline_strategies_are_selectable(
         == 0
     )
     assert json.loads(capsys.readouterr().out)["strategy"] == strategy
+
+
+# -- the templates' scheduling rules ------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """Four HGX H100 nodes and four HGX H200 nodes in two scalable units."""
+    h100 = fake.nodes(fake.ClusterShape(hgx_units=1, nodes_per_unit=4))
+    h200 = fake.nodes(fake.ClusterShape(hgx_units=2, nodes_per_unit=4, hgx_product="h200"))[4:]
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(fake.as_list([*h100, *h200])))
+    return path
+
+
+def _with_rules(tmp_path: Path, **per_role: dict) -> Path:
+    doc = yaml.safe_load(MINIMAL.read_text())
+    for role in doc["spec"]["roles"]:
+        role["template"]["spec"].update(per_role.get(role["name"], {}))
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_each_role_lands_on_the_product_its_selector_names(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_rules(
+        tmp_path,
+        prefill={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+        decode={
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "nvidia.com/gpu.memory",
+                                                   "operator": "Gt", "values": ["100000"]}]}
+                        ]
+                    }
+                }
+            }
+        },
+    )  # fmt: skip
+    argv = ["plan", "--cluster", str(mixed), "--deployment", str(path), "--format", "json"]
+    assert cli.main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    nodes = {(a["role"], a["node"].split("-")[0]) for a in doc["assignments"]}
+    assert nodes == {("prefill", "h100"), ("decode", "h200")}
+    assert doc["exclusions"] == {"prefill": {"nodeSelector": 4}, "decode": {"nodeAffinity": 4}}
+
+
+def test_a_selector_nothing_matches_is_infeasible_with_the_reason(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_rules(tmp_path, decode={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B300"}})
+    assert cli.main(["plan", "--cluster", str(mixed), "--deployment", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert (
+        "spec.roles[1].template.spec.nodeSelector: nodeSelector "
+        "nvidia.com/gpu.product=NVIDIA-B300 leaves 0 nodes with 0 free GPUs; needs 16 "
+        "for role decode (nodes left out: 8 by nodeSelector)"
+    ) in out
+    assert "decode: 8 by nodeSelector" in out
+
+
+def test_a_rule_the_api_server_would_refuse_exits_1_naming_the_field(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = {"nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "in"}]}]}
+    path = _with_rules(
+        tmp_path,
+        decode={
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": bad}}
+        },
+    )
+    assert cli.main(["plan", "--cluster", str(mixed), "--deployment", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "spec.roles[1].template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnored"
+        "DuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator: 'in' is not one of"
+    ) in err
+
+
+def test_the_table_shows_the_preferred_weight_met(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    liked = {"weight": 40, "preference": {"matchExpressions": [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H200"]}]}}  # fmt: skip
+    path = _with_rules(
+        tmp_path,
+        decode={
+            "affinity": {
+                "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [liked]}
+            }
+        },
+    )
+    assert cli.main(["plan", "--cluster", str(mixed), "--deployment", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "preferred node affinity 160" in out  # four decode pods on H200 nodes

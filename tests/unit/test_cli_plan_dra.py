@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.topology import fake
 
-from tests import builders, malformed
+from tests import builders, plan_cli
+from tests.hypothesis_profiles import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = ROOT / "docs" / "examples" / "minimal.yaml"
@@ -30,10 +31,10 @@ def _cluster(occupancy: float = 0.3) -> list[dict[str, Any]]:
     return [*nodes, fake.device_class(), *published, *claims, *pods]
 
 
-def _plan(tmp_path: Path, objects: list[Any], *flags: str) -> tuple[malformed.PlanRun, Any]:
+def _plan(tmp_path: Path, objects: list[Any], *flags: str) -> tuple[plan_cli.PlanRun, Any]:
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(fake.as_list(objects)))
-    run = malformed.run_plan(path)
+    run = plan_cli.run_plan(path)
     return run, None
 
 
@@ -197,7 +198,7 @@ def test_a_malformed_slice_or_claim_exits_1_naming_the_object_and_field(
     objects = [copy.deepcopy(o) for o in objects]
     break_it(objects)
     run, _ = _plan(tmp_path, objects)
-    assert malformed.judge_plan(run) == "exit-1"
+    assert plan_cli.judge_plan(run) == "exit-1"
     for word in words:
         assert word in run.stderr
 
@@ -252,13 +253,7 @@ BASE = _cluster() + _variety()
 DRA_INDEXES = [i for i, o in enumerate(BASE) if o["kind"] in ("ResourceSlice", "ResourceClaim")]
 
 
-@settings(
-    max_examples=malformed.examples(60),
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+@settings(max_examples=examples(60))  # each example runs the whole CLI
 @given(
     st.lists(
         st.tuples(st.sampled_from(DRA_INDEXES), st.sampled_from(DRA_TARGETS), GARBAGE),
@@ -273,7 +268,7 @@ def test_damaged_slices_and_claims_plan_or_exit_1_with_one_line(
     for index, path, value in damage:
         _put(objects[index], path, value)
     run, _ = _plan(tmp_path_factory.mktemp("dra"), objects)
-    outcome = malformed.judge_plan(run)
+    outcome = plan_cli.judge_plan(run)
     if outcome == "exit-1":
         # The object is named (or, without a kind, its place in the file), and so is the field.
         assert any(w in run.stderr for w in ("ResourceSlice", "ResourceClaim", "item")), run.stderr

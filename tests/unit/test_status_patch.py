@@ -1,4 +1,6 @@
-"""Status is written as a JSON merge patch; keys the new status drops must be removed."""
+"""Status is written as a JSON merge patch; keys the new status drops must be removed (the property
+test runs under the suite's hypothesis profile: no deadline, a fixed sample in CI, fresh ones
+under ``make fuzz``)."""
 
 from __future__ import annotations
 

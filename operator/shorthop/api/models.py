@@ -67,6 +67,8 @@ class PodTemplate(Model):
         containers = spec.get("containers")
         if not isinstance(containers, list) or not containers:
             raise ValueError("spec.containers must list at least one container")
+        if not all(isinstance(c, dict) for c in containers):
+            raise ValueError("spec.containers must list containers (mappings)")
         return spec
 
 
@@ -84,13 +86,20 @@ class Role(Model):
     name: str = Field(
         pattern=DNS_LABEL, max_length=40, description="Role name, e.g. prefill or decode."
     )
-    replicas: int = Field(ge=0, le=1024, description="Number of replicas (0 scales the role down).")
+    # strict: "3" or true is no number to the API server, so not to shorthop plan either.
+    replicas: int = Field(
+        ge=0, le=1024, strict=True, description="Number of replicas (0 scales the role down)."
+    )
     gpus_per_replica: int = Field(
-        ge=1, le=MAX_GPUS, description="GPUs one replica uses (its tensor/pipeline-parallel group)."
+        ge=1,
+        le=MAX_GPUS,
+        strict=True,
+        description="GPUs one replica uses (its tensor/pipeline-parallel group).",
     )
     gpus_per_pod: int | None = Field(
         default=None,
         ge=1,
+        strict=True,
         le=64,
         description="GPUs per pod; a replica spans gpusPerReplica/gpusPerPod pods. Defaults to gpusPerReplica.",
     )
@@ -129,7 +138,7 @@ class Traffic(Model):
 
     from_: str = Field(alias="from", pattern=DNS_LABEL, max_length=40)
     to: str = Field(pattern=DNS_LABEL, max_length=40)
-    weight: float = Field(default=1.0, ge=0, le=1000)
+    weight: float = Field(default=1.0, ge=0, le=1000, strict=True)
 
 
 class KVCache(Model):
@@ -137,9 +146,9 @@ class KVCache(Model):
     time = bytesPerToken x tokens / bandwidth of the pair's tier."""
 
     bytes_per_token: int = Field(
-        default=327_680, ge=1, description="KV bytes per token (70B GQA: 320 KiB)."
+        default=327_680, ge=1, strict=True, description="KV bytes per token (70B GQA: 320 KiB)."
     )
-    tokens: int = Field(default=4096, ge=1, description="Prompt tokens per request.")
+    tokens: int = Field(default=4096, ge=1, strict=True, description="Prompt tokens per request.")
 
 
 class InferenceDeploymentSpec(Model):
@@ -189,7 +198,7 @@ class InferenceDeploymentSpec(Model):
             return list(self.traffic)
         names = {r.name for r in self.roles}
         if {"prefill", "decode"} <= names:
-            return [Traffic(**{"from": "prefill", "to": "decode", "weight": 1.0})]
+            return [Traffic.model_validate({"from": "prefill", "to": "decode", "weight": 1.0})]
         return []
 
     def role(self, name: str) -> Role:
@@ -266,6 +275,18 @@ class Cost(Model):
     total: float = Field(default=0, description="intraReplica + traffic (hop-distance units).")
 
 
+class NodeExclusion(Model):
+    """A node left out for a role after its kubelet rejected a pod of it (``reason`` is the pod's
+    ``status.reason``, e.g. ``NodeAffinity`` or ``OutOfnvidia.com/gpu``). Kept while the role's
+    template is the one rejected and the node exists; remove an entry to let shorthop try the
+    node again."""
+
+    role: str
+    node: str
+    reason: str
+    template_hash: str
+
+
 class InferenceDeploymentStatus(Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -280,4 +301,8 @@ class InferenceDeploymentStatus(Model):
         default_factory=dict, description="prefill<->decode GPU pairs per tier."
     )
     kv_transfers: list[KVTransfer] = Field(default_factory=list)
+    excluded_nodes: list[NodeExclusion] = Field(
+        default_factory=list,
+        description="Nodes left out for a role after their kubelet rejected a pod of it.",
+    )
     message: str = ""

@@ -84,12 +84,23 @@ def run(args: argparse.Namespace) -> int:
     return 0 if plan.feasible else 2
 
 
+def _left_out(plan: Plan) -> list[str]:
+    """One line per role whose scheduling rules left nodes out, counted by rule."""
+    return [
+        f"  {role}: " + ", ".join(f"{n} by {cause}" for cause, n in causes.items())
+        for role, causes in sorted(plan.exclusions.items())
+    ]
+
+
 def render_table(
     plan: Plan, name: str, elapsed_ms: float, snap: snapshot.ClusterSnapshot | None = None
 ) -> str:
+    left_out = _left_out(plan)
     if not plan.feasible:
         lines = [f"{name}: cannot be placed"]
         lines += [f"  - {r.message()}" for r in plan.reasons]
+        if left_out:
+            lines += ["nodes left out by the roles' scheduling rules:", *left_out]
         return "\n".join(lines)
     dra = snap is not None and any(snap.node_devices(a.node) for a in plan.assignments)
     rows = [("ROLE", "REPLICA", "POD", "NODE", "GPUS", "REPLICA TIER", *(("DEVICES",) * dra))]
@@ -117,9 +128,12 @@ def render_table(
     for tier, n in plan.tiers.items():
         lines.append(f"  {tier:18} {n:6}  ({100 * n / total:.0f}%)")
     c = plan.cost.to_json()
+    liked = f", preferred node affinity {c['preference']}" if c["preference"] else ""
     lines.append(
-        f"cost: intra-replica {c['intraReplica']}, traffic {c['traffic']}, "
+        f"cost: intra-replica {c['intraReplica']}, traffic {c['traffic']}{liked}, "
         f"fragmentation {c['fragmentation']}"
     )
+    if left_out:
+        lines += ["nodes left out by the roles' scheduling rules:", *left_out]
     lines.append(f"planned in {elapsed_ms:.1f} ms by {plan.strategy}")
     return "\n".join(lines)

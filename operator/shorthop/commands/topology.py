@@ -2,7 +2,7 @@
 
 Reads a snapshot file (``kubectl get nodes,pods -A -o yaml``) with ``shorthop.snapshotfile``,
 builds the per-cycle snapshot with ``placement.snapshot.build`` under a label preset, and prints
-``topology.summary`` (text or JSON) on stdout; ``--render`` also draws ``topology.render``'s
+``views.summary`` (text or JSON) on stdout; ``--render`` also draws ``views.render``'s
 picture and says on stderr where it went. Registered by ``shorthop.cli``. Errors are
 :class:`~shorthop.errors.ShorthopError` subclasses, which the CLI turns into one line and exit
 status 1.
@@ -18,7 +18,8 @@ from pathlib import Path
 from shorthop import snapshotfile
 from shorthop.errors import SpecError
 from shorthop.placement import snapshot
-from shorthop.topology import levels, render, summary
+from shorthop.topology import levels
+from shorthop.views import render, summary
 
 __all__ = ["register", "run"]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shorthop.placement import devices, occupancy, snapshot
+from shorthop.placement.constraints import HostPort
 from shorthop.placement.triage import PodState
 from shorthop.topology import labels, slices
 from shorthop.topology.levels import TopologyConfig
@@ -230,11 +231,20 @@ class LiveCluster:
             return self._builder.claims_of(pod_key)
 
     def assume(
-        self, key: str, node: str, gpus: tuple[int, ...], cpu_millis: int = 0, memory_bytes: int = 0
+        self,
+        key: str,
+        node: str,
+        gpus: tuple[int, ...],
+        cpu_millis: int = 0,
+        memory_bytes: int = 0,
+        *,
+        host_ports: tuple[HostPort, ...] = (),
     ) -> None:
-        """Count GPUs as taken by a pod the operator is binding, until its event arrives."""
+        """Count GPUs (and host ports) as taken by a pod the operator is binding, until its
+        event arrives."""
         with self._lock:
-            self._builder.assume(key, snapshot.Assumed(node, gpus, cpu_millis, memory_bytes))
+            assumed = snapshot.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
+            self._builder.assume(key, assumed)
             self._assumed_until[key] = time.monotonic() + ASSUME_SECONDS
 
     def forget(self, key: str) -> None:
@@ -274,6 +284,11 @@ class LiveCluster:
                 self._pods[k].deployment for k in self._node_pods.get(node, ()) if k in self._pods
             )
             return {d for d in found if d}
+
+    def overcommitted(self, node: str) -> int:
+        """GPUs bound on ``node`` beyond what it has (another scheduler's bind raced ours)."""
+        with self._lock:
+            return self._builder.overcommitted(node)
 
     def issues(self) -> list[labels.NodeIssue]:
         with self._lock:

@@ -131,6 +131,16 @@ class Runtime:
             self.queue.add_after_threadsafe(record.deployment, POD_EVENT_COALESCE)
         if record.gpus and (event == "DELETED" or not record.active):
             self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
+        elif (
+            record.gpus
+            and record.node
+            and (before is None or before.node != record.node)
+            and self.live.overcommitted(record.node) > 0
+        ):
+            # Another scheduler's bind raced ours onto this node: the deployments there must
+            # see it now (their triage moves shorthop's newest pods away), not at the resync.
+            for key in self.live.deployments_on(record.node) - {record.deployment}:
+                self.queue.add_after_threadsafe(key, POD_EVENT_COALESCE)
 
     def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
         for change in self.live.apply_slice(event, body):

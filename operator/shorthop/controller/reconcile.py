@@ -8,8 +8,12 @@ the status carries the last placement; a restarted operator picks up from there.
 The decisions are pure functions of ``shorthop.placement``; this module only orders the API
 calls around them and writes status, events and metrics. One visit, in order:
 
-1. validate: ``manifest`` parses the body, ``placement.request`` resolves it (an unknown tier is
-   a ``SpecError``), ``render`` checks the templates -> ``Invalid`` + event, stop;
+1. validate: ``manifest`` parses the body, ``placement.request`` resolves it (an unknown tier or a
+   scheduling rule the API server would refuse is a ``SpecError``), ``render`` checks the
+   templates -> ``Invalid`` + event, stop; scheduling fields shorthop does not apply
+   (``placement.ignored``) get one Warning event per generation; pods a kubelet rejected at
+   admission exclude their node for their role (``placement.admission``), recorded in the status
+   before anything else happens, with a Warning event;
 2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays,
    GPUs another claim holds too); delete those (force for pods on vanished or unusable nodes);
    on DRA nodes, allocate again the ResourceClaim of a kept pod whose claim is missing;
@@ -18,8 +22,10 @@ calls around them and writes status, events and metrics. One visit, in order:
    ``placement.solver.solve``; the new pods' GPUs are *assumed* before the lock is released so
    no other plan takes them;
 4. create and bind the new pods in parallel (``binder``; on DRA nodes the pod references its
-   ResourceClaim, which ``controller.dra`` allocates before the bind); a rejected bind deletes the
-   round's new pods (gang) and re-plans later with backoff;
+   ResourceClaim, which ``controller.dra`` allocates before the bind); just before each bind the
+   node as stored now is checked against the role's rules again (labels may have changed since
+   the plan); a node that fails them, or a rejected bind, deletes the round's new pods (gang) and
+   re-plans later with backoff;
 5. ensure one headless Service per role; write the status if it changed; emit events and metrics.
 
 After binding, the deployment's visits wait until the watch shows those binds
@@ -43,7 +49,7 @@ import numpy as np
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import dra, render, status
+from shorthop.controller import dra, render, rules, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -51,8 +57,11 @@ from shorthop.controller.live import LiveCluster
 from shorthop.controller.runtime.expectations import Expectations
 from shorthop.errors import Conflict, KubeError, SpecError
 from shorthop.metrics import Metrics
-from shorthop.placement import request, solver, triage
+from shorthop.placement import admission, filters, request, solver, triage
+from shorthop.placement.admission import Exclusion
 from shorthop.placement.plan import Assignment, Plan, Reason
+from shorthop.placement.request import RoleRequest
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
 
 log = logging.getLogger("shorthop.reconcile")
@@ -109,6 +118,7 @@ class Reconciler:
         self._events: dict[tuple[str, str, str], float] = {}
         self._services: set[tuple[str, str]] = set()
         self._tier_pods: dict[str, Counter[str]] = {}
+        self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
         self.expectations = Expectations(on_expire=live.forget)
 
     # -- entry point -----------------------------------------------------------------------
@@ -150,8 +160,11 @@ class Reconciler:
             self._write_status(key, body, status.invalid(generation, str(exc), old))
             self._event(body, "InvalidSpec", str(exc), warning=True)
             return Outcome()
-        # 2. sort the pods and delete what must go
+        self._warn_ignored(key, body, infd, req)
         hashes = {r.name: render.template_hash(r) for r in infd.spec.roles}
+        excluded = self._exclude_rejected(key, body, uid, hashes, snap)
+        req = request.with_exclusions(req, admission.by_role(excluded))
+        # 2. sort the pods and delete what must go
         decision = triage.decide(req, hashes, uid, self.live.pods_of(key), snap)
         namespace = infd.metadata.namespace
         for removal in decision.removals:
@@ -179,6 +192,10 @@ class Reconciler:
                     {
                         p.name: self.live.assumed_gpus(f"{namespace}/{p.name}", p.planned_node)
                         for p in decision.unbound.values()
+                    },
+                    {
+                        r.name: f
+                        for r, f in zip(req.roles, filters.role_filters(snap, req), strict=True)
                     },
                 )
                 for removal in anchors.dropped:
@@ -241,6 +258,7 @@ class Reconciler:
             old=old,
             reasons=reasons,
             pending=pending,
+            excluded=excluded,
         )
         self._write_status(key, body, new_status)
         self._count_tiers(key, new_status)
@@ -288,7 +306,16 @@ class Reconciler:
             for a in plan.assignments
             if a.key in pods or a.key in anchors.bind
         ]
-        results = list(self._pool.map(lambda job: self._create_and_bind(infd, *job), jobs))
+        roles = {r.name: r for r in req.roles}
+        nodes = rules.FreshNodes(self.kube)
+        results = list(
+            self._pool.map(
+                lambda job: self._create_and_bind(
+                    infd, job[0], job[1], job[2], roles[job[0].key.role], nodes
+                ),
+                jobs,
+            )
+        )
         conflicts = [r for r in results if r.code == BindCode.CONFLICT]
         if conflicts:
             # Gang: undo this round's new pods; the next plan sees the cluster as it is now.
@@ -326,7 +353,12 @@ class Reconciler:
                 continue
             shape = shapes[a.key.role]
             self.live.assume(
-                f"{ns}/{a.key.name(name)}", a.node, a.gpus, shape.cpu_millis, shape.memory_bytes
+                f"{ns}/{a.key.name(name)}",
+                a.node,
+                a.gpus,
+                shape.cpu_millis,
+                shape.memory_bytes,
+                host_ports=shape.constraints.host_ports,
             )
 
     def _create_and_bind(
@@ -335,6 +367,8 @@ class Reconciler:
         a: Assignment,
         pod: dict[str, Any] | None,
         unbound: PodState | None,
+        role: RoleRequest,
+        nodes: rules.FreshNodes,
     ) -> _Attempt:
         ns = infd.metadata.namespace
         name = pod["metadata"]["name"] if pod is not None else unbound.name  # type: ignore[union-attr]
@@ -359,7 +393,9 @@ class Reconciler:
                 raise
         self.faults.point("after-create")
         claim = dra.claim_name(name) if dra.claim_name(name) in claims else None
-        result = self.binder.bind(PodRef(ns, name, uid, claim), a.node, a.gpus)
+        result = rules.recheck(role, a.node, nodes) or self.binder.bind(
+            PodRef(ns, name, uid, claim), a.node, a.gpus
+        )
         self.faults.point("after-bind")
         self.metrics.binds.labels(result=result.code.value).inc()
         if result.code == BindCode.CONFLICT:
@@ -392,6 +428,51 @@ class Reconciler:
                 self._event(body, "Repairing", f"pod {p.name}: {result.message}", warning=True)
             elif result.code == BindCode.ERROR:
                 log.warning("repairing the claim of %s/%s: %s", namespace, p.name, result.message)
+
+    # -- step 1: what the templates' scheduling rules leave out -------------------------------
+
+    def _warn_ignored(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        infd: models.InferenceDeployment,
+        req: request.Request,
+    ) -> None:
+        """One Warning event per generation naming the scheduling fields not applied."""
+        meta = body["metadata"]
+        seen = (str(meta.get("uid")), meta.get("generation"))
+        if self._warned.get(key) == seen:
+            return
+        self._warned[key] = seen
+        found = rules.unapplied(infd, req, self.scheduler_name)
+        if found:
+            log.info("%s: scheduling fields not applied: %s", key, "; ".join(found))
+            self._event(body, "IgnoredSchedulingFields", "; ".join(found), warning=True)
+
+    def _exclude_rejected(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        uid: str,
+        hashes: Mapping[str, str],
+        snap: ClusterSnapshot,
+    ) -> tuple[Exclusion, ...]:
+        """Nodes left out per role after kubelet rejections (``rules.record_rejections``: in the
+        status before the pods are replaced); a Warning event for each new one."""
+        merged, events = rules.record_rejections(
+            self.kube, body, self.live.pods_of(key), uid, hashes, snap.known
+        )
+        written = status.excluded_nodes(body.get("status") or {}) != merged
+        cached = self.deployments.get(key)
+        if written and cached is not None:
+            excluded = status.exclusions_json(merged)
+            self.deployments[key] = {
+                **cached,
+                "status": {**(cached.get("status") or {}), "excludedNodes": excluded},
+            }
+        for message in events:
+            self._event(body, "AdmissionRejected", message, warning=True)
+        return merged
 
     # -- step 5 ----------------------------------------------------------------------------
 
@@ -437,6 +518,7 @@ class Reconciler:
 
     def _forget(self, key: str) -> None:
         self.expectations.forget(key)
+        self._warned.pop(key, None)
         self.unschedulable.discard(key)
         self._tier_pods.pop(key, None)
         self._publish_tiers()

@@ -140,7 +140,8 @@ def render_pod(
     template_meta = role.template.metadata or {}
     spec = copy.deepcopy(role.template.spec)
     spec["schedulerName"] = scheduler_name
-    spec.pop("nodeName", None)
+    spec.pop("nodeName", None)  # honoured as a filter; the bind sets it
+    spec.pop("schedulingGates", None)  # the API server refuses to bind a gated pod
     if len(name) <= DNS_LABEL_MAX and len(service) <= DNS_LABEL_MAX:
         spec["hostname"] = name
         spec["subdomain"] = service

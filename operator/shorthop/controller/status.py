@@ -22,6 +22,7 @@ from typing import Any
 
 from shorthop.api import models
 from shorthop.placement import objective
+from shorthop.placement.admission import Exclusion
 from shorthop.placement.plan import Reason
 from shorthop.placement.request import Request, peer_pairs
 from shorthop.placement.triage import PlacedPod, PlacedReplica, PodState
@@ -89,8 +90,10 @@ def compute(
     old: Mapping[str, Any],
     reasons: Sequence[Reason] = (),
     pending: str = "",
+    excluded: Sequence[Exclusion] = (),
 ) -> dict[str, Any]:
-    """The status for the current state; ``reasons`` non-empty means the last plan failed."""
+    """The status for the current state; ``reasons`` non-empty means the last plan failed;
+    ``excluded``: the nodes left out per role after kubelet rejections (kept as they are)."""
     spec = infd.spec
     # Counted, not enumerated: up to 1024 x 4096 pods per role pass the schema.
     total = sum(r.replicas * r.pods_per_replica for r in request.roles)
@@ -246,6 +249,7 @@ def compute(
         },
         "tiers": {index.tiers[t]: n for t, n in sorted(counts.items()) if n},
         "kvTransfers": transfers,
+        "excludedNodes": exclusions_json(excluded),
         "message": message,
     }
 
@@ -299,8 +303,30 @@ def invalid(
         "conditions": [
             _condition("Valid", False, "InvalidSpec", field_and_problem, old, generation)
         ],
+        "excludedNodes": exclusions_json(excluded_nodes(old)),
         "message": field_and_problem,
     }
+
+
+def exclusions_json(excluded: Sequence[Exclusion]) -> list[dict[str, str]]:
+    """``status.excludedNodes``."""
+    return [
+        {"role": e.role, "node": e.node, "reason": e.reason, "templateHash": e.template_hash}
+        for e in excluded
+    ]
+
+
+def excluded_nodes(old: Mapping[str, Any]) -> tuple[Exclusion, ...]:
+    """The exclusions a previous status recorded, skipping entries of another shape."""
+    entries = old.get("excludedNodes")
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        fields = [entry.get(k) for k in ("role", "node", "reason", "templateHash")]
+        if all(isinstance(f, str) and f for f in fields):
+            out.append(Exclusion(*(str(f) for f in fields)))
+    return tuple(sorted(out))
 
 
 def _normal(value: Any) -> Any:

@@ -1,9 +1,11 @@
 """An exact solver for small instances: depth-first search with branch and bound.
 
-Enumerates every way to put every pod on a node and a set of that node's free GPUs (pods of one
-replica in non-decreasing order, to skip permutations), accumulating the lexicographic
-(intra-replica, traffic) cost pair by pair, and prunes a branch as soon as its partial cost
-cannot beat the best found. Used by tests and benchmarks to check the solver's cost; refuses
+Enumerates every way to put every pod on a node its role may use (``filters``: taints, node
+selector, node affinity, host ports, also between the plan's own pods) and a set of that node's
+free GPUs (pods of one replica in non-decreasing order, to skip permutations), accumulating the
+lexicographic (intra-replica, traffic, -preferred node affinity) cost pair by pair, and prunes a
+branch as soon as its partial cost (with the most preference the remaining pods could add) cannot
+beat the best found. Used by tests and benchmarks to check the solver's cost; refuses
 instances whose search space is too large (``ExactTooLarge``).
 """
 
@@ -12,9 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
+import numpy as np
+
 from shorthop.errors import ShorthopError
-from shorthop.placement import objective
-from shorthop.placement.plan import Assignment, Plan, PodKey
+from shorthop.placement import filters, objective
+from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
 from shorthop.placement.request import Request
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 
@@ -45,7 +49,18 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
         space *= max(1, options_per_q[q])
         if space > MAX_OPTIONS**2:
             raise ExactTooLarge(f"search space above {MAX_OPTIONS}^2 options")
-    usable = [snapshot.usable_rows(r.tolerations) for r in request.roles]
+    found = filters.role_filters(snapshot, request)
+    usable = [f.usable for f in found]
+    scores = [f.preference for f in found]
+    ports = filters.PlanPorts(request, len(rows))
+    # The most preference the pods from i on could still add (for pruning).
+    best_score = [
+        int(s[u].max(initial=0)) if s is not None else 0
+        for s, u in zip(scores, usable, strict=True)
+    ]
+    still = [0] * (len(pods) + 1)
+    for i in range(len(pods) - 1, -1, -1):
+        still[i] = still[i + 1] + best_score[pods[i][0]]
     dist = [index.node_class(r).dist if index.alive[r] else None for r in rows]
 
     def d(ra: int, ga: int, rb: int, gb: int) -> int:
@@ -69,21 +84,24 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
         list
     )  # replica -> (row, gpu)
     chosen: list[tuple[int, tuple[int, ...]]] = []
-    best: list[object] = [None, None]  # [(intra, traffic), assignment list]
+    best: list[object] = [None, None]  # [(intra, traffic, -preference), assignment list]
 
     def options(ri: int) -> list[tuple[int, tuple[int, ...]]]:
         q = request.roles[ri].pod_gpus
         out = []
+        blocked = ports.blocked(ri, np.array(rows, dtype=np.intp))
         for r in rows:
-            if usable[ri][r] and free[r].bit_count() >= q:
+            if usable[ri][r] and not blocked[r] and free[r].bit_count() >= q:
                 out += [(r, combo) for combo in combinations(bits(free[r]), q)]
         return out
 
-    def dfs(i: int, intra: int, traffic: float) -> None:
-        if best[0] is not None and (intra, traffic) >= best[0]:  # type: ignore[operator]
-            return
+    def dfs(i: int, intra: int, traffic: float, liked: int) -> None:
+        if best[0] is not None:
+            cost, hope = (intra, traffic), (intra, traffic, -(liked + still[i]))
+            if cost > best[0][:2] or hope >= best[0]:  # type: ignore[index, operator]
+                return
         if i == len(pods):
-            best[0] = (intra, traffic)
+            best[0] = (intra, traffic, -liked)
             best[1] = list(chosen)
             return
         ri, replica, pod = pods[i]
@@ -103,12 +121,15 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
             free[row] &= ~mask
             placed[key].extend((row, g) for g in gpus)
             chosen.append(option)
-            dfs(i + 1, intra + add_intra, round(traffic + add_traffic, 6))
+            ports.add(ri, row, 1)
+            like = int(scores[ri][row]) if scores[ri] is not None else 0  # type: ignore[index]
+            dfs(i + 1, intra + add_intra, round(traffic + add_traffic, 6), liked + like)
+            ports.add(ri, row, -1)
             chosen.pop()
             del placed[key][-len(gpus) :]
             free[row] |= mask
 
-    dfs(0, 0, 0.0)
+    dfs(0, 0, 0.0, 0)
     if best[1] is None:
         return Plan(False, strategy="exact")
     chosen_best: list[tuple[int, tuple[int, ...]]] = best[1]  # type: ignore[assignment]
@@ -117,10 +138,11 @@ def solve(snapshot: ClusterSnapshot, request: Request) -> Plan:
         for (ri, replica, pod), (row, gpus) in zip(pods, chosen_best, strict=True)
     ]
     ev = objective.evaluate(index, request, assignments, free_before=snapshot.free)
+    liked = objective.preference(request, assignments, scores)
     return Plan(
         True,
         tuple(assignments),
-        cost=ev.cost,
+        cost=Cost(ev.cost.intra, ev.cost.traffic, ev.cost.fragmentation, liked),
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
         strategy="exact",

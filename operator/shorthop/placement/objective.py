@@ -5,7 +5,10 @@
 2. **traffic cost**: for every traffic edge ``source -> target`` (default prefill -> decode, weight
    1) and every peer pair of replicas (``request.peer_pairs``), ``weight`` x the sum of distances
    over all GPU pairs between the two replicas (the KV cache moves between them);
-3. **fragmentation**: GPUs left free on the nodes the plan touches, plus a hundredth of those left
+3. **preferred node affinity** (higher is better): for every pod, the weights of the preferred
+   terms of its role's template that its node matches (:func:`preference`); a preference never
+   costs a tier or an NVLink pair, it only decides between placements of equal topology cost;
+4. **fragmentation**: GPUs left free on the nodes the plan touches, plus a hundredth of those left
    free in the NVLink domains it touches (best fit: fill partly used nodes and domains first,
    keep whole nodes and domains free for large replicas).
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from shorthop.placement import subsets
 from shorthop.placement.plan import Assignment, Cost
 from shorthop.placement.request import Request, peer_pairs
 from shorthop.topology.index import TopologyIndex
@@ -34,7 +38,6 @@ class Evaluation:
     cost: Cost
     tiers: dict[str, int]
     replica_tiers: dict[tuple[str, int], str]
-    replica_intra: dict[tuple[str, int], int]
 
 
 def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
@@ -45,15 +48,35 @@ def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
 
 
 def internal(index: TopologyIndex, row: int, gpus: NDArray[np.intp]) -> int:
-    """Sum of distances over pairs of GPUs on one node."""
-    d = index.node_class(row).dist
-    return int(d[np.ix_(gpus, gpus)].sum()) // 2
+    """Sum of distances over pairs of GPUs on one node: one lookup in the node class's subset
+    table (``subsets``) when it has one, else the pairs of the distance matrix."""
+    cls = index.node_class(row)
+    table = subsets.table(cls)
+    if table.exact:
+        return int(table.cost[sum(1 << g for g in gpus.tolist())])
+    return int(cls.dist[np.ix_(gpus, gpus)].sum()) // 2
 
 
 def intra_cost(index: TopologyIndex, s: GpuSet) -> int:
+    """The intra-replica cost of one replica's GPUs: the sum of distances over all their pairs.
+
+    The one definition, used by the solver while it searches and by :func:`evaluate` after.
+
+    Examples
+    --------
+    >>> from shorthop.topology import fake, index
+    >>> idx = index.build_index(fake.topologies(fake.hgx_cluster(nodes=2)), fake.CONFIG)
+    >>> intra_cost(idx, gpu_set([(0, [0, 1]), (1, [0])]))  # one NVLink pair, two across nodes
+    410
+
+    Notes
+    -----
+    O(GPUs) per node (subset table) plus O(GPUs) per pair of nodes (``TopologyIndex.cross_cost``).
+    """
     rows = sorted(s)
-    total = sum(internal(index, r, s[r]) for r in rows)
+    total = 0
     for i, a in enumerate(rows):
+        total += internal(index, a, s[a])
         for b in rows[i + 1 :]:
             total += index.cross_cost(a, s[a], b, s[b])
     return total
@@ -136,6 +159,22 @@ def fragmentation(
     return node_left + clique_left / 100
 
 
+def preference(
+    request: Request,
+    assignments: Iterable[Assignment],
+    scores: Sequence[NDArray[np.int64] | None],
+) -> int:
+    """The preferred node affinity weight of a plan: ``scores[role][row]`` summed over its pods
+    (``scores`` per role index, from ``filters.RoleFilter.preference``; None: no preferences)."""
+    index = {r.name: i for i, r in enumerate(request.roles)}
+    total = 0
+    for a in assignments:
+        found = scores[index[a.key.role]] if a.key.role in index else None
+        if found is not None:
+            total += int(found[a.row])
+    return total
+
+
 def evaluate(
     index: TopologyIndex,
     request: Request,
@@ -154,4 +193,4 @@ def evaluate(
     frag = fragmentation(index, free_before, assignments) if free_before is not None else 0.0
     tiers = {index.tiers[t]: n for t, n in sorted(counts.items()) if n}
     widest = {key: index.tiers[widest_tier(index, s)] for key, s in replicas.items()}
-    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest, intra)
+    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest)

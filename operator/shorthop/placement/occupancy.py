@@ -25,6 +25,8 @@ Rules
   exact ones are marked (the device plugin picks real indices, so this only keeps counts right).
 - **A node offers** its ``status.allocatable`` CPU, memory and pod slots (missing: 1,000,000
   cores, 1 EiB, 110 pods; malformed: 0).
+- **Host ports** a pod binds (``hostPort``, read by ``constraints.host_ports_of``) are kept with
+  what it takes: no other pod may bind a conflicting one on its node.
 
 Pure; no I/O. Callers: :mod:`~shorthop.placement.snapshot`, :mod:`~shorthop.placement.request`,
 ``controller.live``.
@@ -34,10 +36,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shorthop import quantity
+from shorthop.placement import constraints
 from shorthop.topology import labels, slices
 from shorthop.topology.levels import TopologyConfig
 
@@ -180,6 +183,7 @@ class PodUsage:
     exact: tuple[int, ...] | None
     cpu_millis: int
     memory_bytes: int
+    host_ports: tuple[constraints.HostPort, ...] = ()
     uid: str = ""
     claims: tuple[str, ...] = ()  # names of the ResourceClaims it references
     # An unbound pod with claims that a scheduler is binding to this node (the scheduler sets
@@ -225,6 +229,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
         exact=exact,
         cpu_millis=cpu,
         memory_bytes=memory,
+        host_ports=constraints.host_ports_of(spec),
         uid=str(meta.get("uid") or ""),
         claims=claims,
         nominated=str(nominated) if nominated else None,
@@ -255,6 +260,8 @@ class NodeOffer:
 
     parsed: labels.ParsedNode
     allocatable: tuple[int, int, int]
+    # The node's labels as they are (node selectors and affinity read them); read-only.
+    node_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -283,4 +290,11 @@ def node_offer(
         return quantity.parse(value, milli=milli) or 0
 
     parsed = labels.parse_node(node, config, inventory)
-    return NodeOffer(parsed, (amount("cpu", milli=True), amount("memory"), amount("pods")))
+    allocatable_amounts = (amount("cpu", milli=True), amount("memory"), amount("pods"))
+    return NodeOffer(parsed, allocatable_amounts, labels_of(node))
+
+
+def labels_of(node: Mapping[str, Any]) -> dict[str, str]:
+    """The node's labels (values of another type, which no API server stores, as strings)."""
+    found = as_map(as_map(node.get("metadata")).get("labels"))
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in found.items()}

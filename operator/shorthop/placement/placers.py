@@ -1,7 +1,8 @@
 """The ``Placer`` seam and the baselines shorthop is measured against.
 
 Every placer takes a snapshot and a request and returns a :class:`~shorthop.placement.plan.Plan`
-scored by the same ``objective``, so they compare honestly:
+scored by the same ``objective``, and honours the same scheduling rules (``filters``: taints, node
+selectors, node affinity, host ports), so they compare honestly:
 
 - ``shorthop``: the solver (``solver.solve``);
 - ``first-fit``: each pod on the first node (row order) with enough free GPUs, lowest indices;
@@ -13,13 +14,14 @@ scored by the same ``objective``, so they compare honestly:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from shorthop.placement import objective, solver
+from shorthop.placement import filters, objective, solver
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Plan, PodKey, Reason
 from shorthop.placement.request import Request
@@ -38,7 +40,10 @@ class _Scratch:
         self.request = request
         self.free = [int(m) for m in snapshot.free.tolist()]
         self.headroom = snapshot.headroom.copy()
-        self.usable = [snapshot.usable_rows(r.tolerations) for r in request.roles]
+        found = filters.role_filters(snapshot, request)
+        self.usable = [f.usable for f in found]
+        self.scores = [f.preference for f in found]
+        self.ports = filters.PlanPorts(request, len(self.free))
         self.assignments: list[Assignment] = []
 
     def fits(self, ri: int, row: int) -> bool:
@@ -46,6 +51,7 @@ class _Scratch:
         h = self.headroom[row]
         return bool(
             self.usable[ri][row]
+            and not self.ports.blocks(ri, row)
             and self.free[row].bit_count() >= role.pod_gpus
             and h[0] >= role.cpu_millis
             and h[1] >= role.memory_bytes
@@ -58,6 +64,7 @@ class _Scratch:
         for g in gpus:
             self.free[row] &= ~(1 << g)
         self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+        self.ports.add(ri, row, 1)
         key = PodKey(role.name, replica, pod)
         self.assignments.append(Assignment(key, self.snapshot.index.names[row], row, gpus))
 
@@ -73,10 +80,11 @@ class _Scratch:
         ev = objective.evaluate(
             self.snapshot.index, self.request, self.assignments, free_before=self.snapshot.free
         )
+        liked = objective.preference(self.request, self.assignments, self.scores)
         return Plan(
             True,
             tuple(self.assignments),
-            cost=ev.cost,
+            cost=dataclasses.replace(ev.cost, preference=liked),
             tiers=ev.tiers,
             replica_tiers=ev.replica_tiers,
             strategy=name,
@@ -183,7 +191,7 @@ class TasLike:
     @staticmethod
     def _room(s: _Scratch, ri: int, row: int) -> int:
         role = s.request.roles[ri]
-        if not s.usable[ri][row]:
+        if not s.usable[ri][row] or s.ports.blocks(ri, row):
             return 0
         h = s.headroom[row]
         n = s.free[row].bit_count() // role.pod_gpus
@@ -191,6 +199,8 @@ class TasLike:
             n = min(n, int(h[0]) // role.cpu_millis)
         if role.memory_bytes:
             n = min(n, int(h[1]) // role.memory_bytes)
+        if role.constraints.host_ports:
+            n = min(n, 1)
         return max(0, min(n, int(h[2])))
 
     def _fill(

@@ -2,8 +2,8 @@
 
 Frozen values; ``Plan.to_json`` is the ``shorthop plan --format json`` **contract** (keys
 ``feasible``, ``assignments[{role, replica, pod, node, gpus}]``, ``reasons``, ``cost``, ``tiers``;
-an assignment on a DRA node also has ``devices``: ``{driver, pool, device}`` per GPU, in the order
-of ``gpus``).
+also ``exclusions``: per role, the nodes its scheduling rules left out, by rule; an assignment on a
+DRA node also has ``devices``: ``{driver, pool, device}`` per GPU, in the order of ``gpus``).
 Infeasibility is a value: ``feasible`` False with :class:`Reason` entries, never an exception.
 """
 
@@ -48,23 +48,31 @@ class Reason:
         return f"{self.field}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Cost:
-    """Lexicographic objective: intra-replica, then traffic-weighted role-to-role, then
-    fragmentation. Lower is better in each; compare with ``<`` on the whole tuple."""
+    """Lexicographic objective: intra-replica, then traffic-weighted role-to-role (lower is
+    better), then preferred node affinity (``preference``: the weights of the preferred terms
+    each pod's node matches, summed; higher is better), then fragmentation (lower is better).
+    Compare with :meth:`rank`."""
 
     intra: int = 0
     traffic: float = 0.0
     fragmentation: float = 0.0
+    preference: int = 0
 
     def key(self) -> tuple[int, float]:
-        """The part an exact solver optimises (fragmentation only breaks ties)."""
+        """The topology cost, which an exact solver optimises first."""
         return (self.intra, round(self.traffic, 6))
+
+    def rank(self) -> tuple[int, float, int, float]:
+        """The whole order, lower first: topology cost, then preference, then fragmentation."""
+        return (self.intra, round(self.traffic, 6), -self.preference, self.fragmentation)
 
     def to_json(self) -> dict[str, float]:
         return {
             "intraReplica": self.intra,
             "traffic": round(self.traffic, 3),
+            "preference": self.preference,
             "fragmentation": round(self.fragmentation, 3),
             "total": round(self.intra + self.traffic, 3),
         }
@@ -80,6 +88,8 @@ class Plan:
     replica_tiers: dict[tuple[str, int], str] = field(default_factory=dict)
     domains: tuple[str, ...] = ()  # the domains chosen, for the explanation
     strategy: str = "shorthop"
+    # Per role, the nodes its scheduling rules left out, by rule (``filters.CAUSES``).
+    exclusions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(
         self, node_devices: Callable[[str], NodeDevices | None] | None = None
@@ -114,4 +124,5 @@ class Plan:
             },
             "domains": list(self.domains),
             "strategy": self.strategy,
+            "exclusions": {role: dict(causes) for role, causes in self.exclusions.items()},
         }

@@ -5,19 +5,23 @@ shape: ``gpusPerPod`` defaults to ``gpusPerReplica`` here (:func:`pod_gpus`), an
 module reads the resolved :class:`RoleRequest`. A pod's CPU and memory come from its template by
 the rule of :mod:`~shorthop.placement.occupancy` (init containers included), the same rule that
 counts the pod once it runs. Tier names in scopes are checked against the configured tiers here,
-so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field. Also defines the
-peer pairing between roles that carry traffic.
+so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field; so are the
+template's scheduling rules (:mod:`~shorthop.placement.constraints`: node selector, node affinity,
+node name, host ports), which every plan must honour. Also defines the peer pairing between roles
+that carry traffic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from shorthop.api import models
 from shorthop.errors import SpecError
-from shorthop.placement import occupancy
+from shorthop.placement import constraints, occupancy
+from shorthop.placement.constraints import Constraints
 from shorthop.placement.occupancy import Toleration
 
 
@@ -35,6 +39,8 @@ class RoleRequest:
     tolerations: tuple[Toleration, ...] = ()
     cpu_millis: int = 0  # per pod
     memory_bytes: int = 0  # per pod
+    constraints: Constraints = field(default_factory=Constraints)  # the template's rules
+    excluded: frozenset[str] = frozenset()  # nodes whose kubelet rejected a pod of the role
 
     @property
     def gpus_per_replica(self) -> int:
@@ -130,7 +136,7 @@ def from_spec(
 ) -> Request:
     """Translate a validated spec; raises :class:`SpecError` for unknown tier names."""
     roles = []
-    for role in spec.roles:
+    for i, role in enumerate(spec.roles):
         pod_spec = role.template.spec
         cpu, memory = occupancy.resource_request(pod_spec)
         gpus = pod_gpus(role)
@@ -146,6 +152,7 @@ def from_spec(
                 tolerations=occupancy.tolerations_of(pod_spec),
                 cpu_millis=cpu,
                 memory_bytes=memory,
+                constraints=constraints.parse(pod_spec, f"spec.roles[{i}].template.spec"),
             )
         )
     names = [r.name for r in roles]
@@ -160,3 +167,15 @@ def from_spec(
         preferred_scope=_tier(tiers, spec.placement.preferred, "spec.placement.preferred"),
         name=name,
     )
+
+
+def with_exclusions(request: Request, excluded: Mapping[str, Iterable[str]]) -> Request:
+    """``request`` with the nodes ``excluded[role]`` left out for each role (nodes whose kubelet
+    rejected a pod of that role)."""
+    if not any(excluded.values()):
+        return request
+    roles = tuple(
+        dataclasses.replace(r, excluded=r.excluded | frozenset(excluded.get(r.name, ())))
+        for r in request.roles
+    )
+    return dataclasses.replace(request, roles=roles)

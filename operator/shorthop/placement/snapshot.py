@@ -17,7 +17,10 @@ plus:
   reject it;
 - ``overcommitted`` names the nodes where more GPUs are bound (and assumed) than they have: a
   bind raced with another scheduler;
-- label ``issues`` are listed in node-name order.
+- label ``issues`` are listed in node-name order;
+- every node's labels (a :class:`~shorthop.placement.constraints.LabelTable` by row, rebuilt only
+  when a node changes) and the host ports its pods (and assumed pods) bind, so
+  ``placement.filters`` can apply node selectors, node affinity and host ports.
 
 Incremental (the invariant that ``tests/unit/placement/test_snapshot_builder.py`` checks): any
 sequence of events gives the same snapshot as a cold build from the final objects. Events only
@@ -53,7 +56,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import devices, occupancy
+from shorthop.placement import constraints, devices, occupancy
+from shorthop.placement.constraints import HostPort, LabelTable
 from shorthop.placement.drastate import DraState
 from shorthop.placement.occupancy import Toleration
 from shorthop.topology import labels, slices
@@ -91,6 +95,8 @@ class ClusterSnapshot:
     unavailable: dict[str, str] = field(default_factory=dict)  # node -> why it offers nothing
     free_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
+    node_labels: LabelTable = field(default_factory=lambda: LabelTable((), ()))
+    host_ports: Mapping[int, tuple[HostPort, ...]] = field(default_factory=dict)  # rows with any
     # DRA nodes (pod keys, namespace/name): see the module docstring.
     contested: frozenset[str] = frozenset()
     mismatched: frozenset[str] = frozenset()
@@ -142,6 +148,7 @@ class Assumed:
     gpus: tuple[int, ...]
     cpu_millis: int = 0
     memory_bytes: int = 0
+    host_ports: tuple[HostPort, ...] = ()
 
 
 _NodeParts = tuple[
@@ -182,6 +189,8 @@ class SnapshotBuilder:
         self._headroom = np.zeros((0, 3), dtype=np.int64)
         self._schedulable = np.zeros(0, dtype=np.bool_)
         self._overcommit: dict[str, int] = {}
+        self._ports: dict[str, tuple[HostPort, ...]] = {}  # nodes whose pods bind host ports
+        self._labels: tuple[tuple[int, int], LabelTable] | None = None
         self._node_version = 0
         self._parts: tuple[tuple[int, int], _NodeParts] | None = None
         self._cached: ClusterSnapshot | None = None
@@ -251,7 +260,7 @@ class SnapshotBuilder:
         if offer is None or facts is None:
             return False
         parsed = labels.derive(facts, self.config, self._dra.slices.inventory(name))
-        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable))
+        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable, offer.node_labels))
 
     def remove_node(self, name: str) -> bool:
         """Its pods stay known: they still exist in the API (and must be cleaned up)."""
@@ -329,6 +338,11 @@ class SnapshotBuilder:
         row = self._index.row(name)
         return int(self._counts[row]) if row is not None and row < len(self._counts) else 0
 
+    def overcommitted(self, name: str) -> int:
+        """GPUs bound (and assumed) on the node beyond what it has; 0 when none."""
+        self._flush()
+        return self._overcommit.get(name, 0)
+
     def issues(self) -> list[labels.NodeIssue]:
         return [i for offer in self._nodes.values() for i in offer.parsed.issues]
 
@@ -360,6 +374,10 @@ class SnapshotBuilder:
             contested=self._dra.flagged(0),
             mismatched=self._dra.flagged(1),
             unclaimed=self._dra.flagged(2),
+            node_labels=self._label_table(index),
+            host_ports={
+                index.row_of[n]: ports for n, ports in self._ports.items() if n in index.row_of
+            },
         )
         return self._cached
 
@@ -411,6 +429,7 @@ class SnapshotBuilder:
         self._grow()
         for name in self._dirty:
             self._recompute(name)
+            self._recompute_ports(name)
         self._dirty.clear()
 
     def _recompute(self, name: str) -> None:
@@ -489,6 +508,31 @@ class SnapshotBuilder:
         # Requests summed over pods may pass an int64 (Python ints until here).
         self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
         self._schedulable[row] = usable
+
+    def _recompute_ports(self, name: str) -> None:
+        """The host ports bound on one node: its active pods' and those assumed there."""
+        on_node = self._node_pods.get(name, set())
+        found = [p for key in on_node if self._pods[key].active for p in self._pods[key].host_ports]
+        for key in self._node_assumed.get(name, ()):
+            if key not in on_node:
+                found.extend(self._assumed[key].host_ports)
+        if found:
+            self._ports[name] = tuple(sorted(set(found)))
+        else:
+            self._ports.pop(name, None)
+
+    def _label_table(self, index: TopologyIndex) -> LabelTable:
+        """Every row's node labels; they change only with node events, so the table (and the
+        inverted indexes it builds) lives until one comes."""
+        if self._labels is not None and self._labels[0] == (self._node_version, index.generation):
+            return self._labels[1]
+        by_row: list[Mapping[str, str] | None] = [None] * len(index.names)
+        for name, row in index.row_of.items():
+            offer = self._nodes.get(name)
+            by_row[row] = offer.node_labels if offer is not None else {}
+        table = constraints.LabelTable(index.names, by_row)
+        self._labels = ((self._node_version, index.generation), table)
+        return table
 
     def _node_parts(self, index: TopologyIndex) -> _NodeParts:
         """Taints, unavailable nodes and label issues: they change only with node events, so

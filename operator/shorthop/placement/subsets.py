@@ -98,6 +98,12 @@ class SubsetTable:
         return mask, cost
 
 
+# A global cache, unlike the domain tree (kept with its index): a NodeClass outlives index
+# generations (an IndexBuilder hands the same class objects to every index it freezes, so a
+# relabelled node does not rebuild tables), a table depends on its class alone, and the bound keeps
+# memory finite when builders come and go (each has its own classes; NodeClass hashes by identity).
 @lru_cache(maxsize=256)
 def table(cls: NodeClass, nvlink_only: bool = False) -> SubsetTable:
+    """The (cached) table of ``cls``; with ``nvlink_only``, subsets with a pair not linked by
+    NVLink alone cost ``INF``."""
     return SubsetTable(cls, nvlink_only=nvlink_only)

@@ -1,9 +1,10 @@
 """The domain tree over an index: nodes under NVLink domains under network domains under the root.
 
 Static per index generation (Kueue's topology tree): dense vertex ids with a ``parent`` array and
-CSR-style children, so the solver can roll capacity up the tree with a few numpy ``add.at`` calls
-and walk down it to fill a domain. Vertex ids: rows of the index first (``0..rows-1``), then one
-per NVLink domain (clique), then one per network domain per level, then the root.
+CSR-style children, so the solver can roll capacity up the tree with a few ``numpy.bincount`` calls
+and walk down it to fill a domain. :func:`tree` keeps it with its index (``TopologyIndex.derived``);
+callers: the solver, the TAS-like baseline. Vertex ids: rows of the index first (``0..rows-1``),
+then one per NVLink domain (clique), then one per network domain per level, then the root.
 
 Layers (what a scope or a candidate domain means): 0 node, 1 NVLink domain, ``2 + j`` the network
 level ``levels-1-j`` (finest first), ``levels + 2`` the cluster root. ``layer_of_tier`` maps a tier
@@ -13,7 +14,6 @@ index (``levels.TopologyConfig.tiers``) to its layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,6 +63,18 @@ class DomainTree:
             p = int(self.parent[p])
         return out
 
+    def rows_under(self, v: int) -> list[int]:
+        """The rows (nodes) under vertex ``v``, ``v`` itself when it is a row."""
+        rows = len(self.index.names)
+        out, stack = [], [v]
+        while stack:
+            u = stack.pop()
+            if u < rows:
+                out.append(u)
+            else:
+                stack.extend(self.children_of(u).tolist())
+        return out
+
     def name(self, v: int) -> str:
         index = self.index
         if v < len(index.names):
@@ -79,9 +91,15 @@ class DomainTree:
         return str(v)
 
 
-@lru_cache(maxsize=8)
 def tree(index: TopologyIndex) -> DomainTree:
-    """Build (once per index) the domain tree."""
+    """The domain tree of ``index``: built on first use, then kept with the index (see
+    ``TopologyIndex.derived``), so it is shared by every snapshot of that generation and goes
+    when the index goes."""
+    return index.derived(build)
+
+
+def build(index: TopologyIndex) -> DomainTree:
+    """Build the domain tree of ``index`` (O(rows x levels)); callers want :func:`tree`."""
     rows = len(index.names)
     levels = index.levels
     cliques = len(index.clique_names)

@@ -10,9 +10,11 @@ Two steps, each a pure function returning a frozen value:
    (only while every replica is complete and ready: one at a time).
 2. :func:`anchor`, on the freshest snapshot (the reconciler calls it under its planning lock),
    says what the solver keeps fixed: the kept pods, the unbound pods whose planned GPUs are
-   still free (the others go), and the previous GPUs of replicas being replaced when they are
-   all still free (sticky placement); with the GPUs the snapshot still shows free that those
-   hold (``taken``, to mark used before solving).
+   still free and whose node still passes their role's scheduling rules (the others go), and
+   the previous GPUs of replicas being replaced when they are all still free and their nodes
+   pass the rules (sticky placement); with the GPUs the snapshot still shows free that those
+   hold (``taken``, to mark used before solving). Bound pods stay where they are even when
+   their node no longer matches (node affinity is *IgnoredDuringExecution*).
 
 The reconciler then only orders the API calls. Callers: ``controller.reconcile``. Inputs are
 :class:`PodState` (the operator's pod records are one), the
@@ -26,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shorthop.placement import objective
+from shorthop.placement import filters, objective
 from shorthop.placement.plan import PodKey
 from shorthop.placement.request import Request
 from shorthop.placement.snapshot import ClusterSnapshot, mask_of
@@ -313,6 +315,7 @@ def anchor(
     snapshot: ClusterSnapshot,
     previous: Iterable[PlacedReplica],
     assumed: Mapping[str, tuple[int, ...]],
+    rules: Mapping[str, filters.RoleFilter] | None = None,
 ) -> Anchors:
     """What the solver keeps fixed (see the module docstring).
 
@@ -328,6 +331,9 @@ def anchor(
     assumed : mapping of pod name -> GPU indices
         GPUs this operator assumed for an unbound pod on its planned node: they count as free
         for that pod.
+    rules : mapping of role name -> RoleFilter, optional
+        Each role's scheduling rules on ``snapshot`` (``filters.role_filter``); without them
+        every usable node passes.
 
     Returns
     -------
@@ -343,8 +349,18 @@ def anchor(
     # its GPUs are free.
     bind: dict[PodKey, PodState] = {}
     dropped: list[Removal] = []
+
+    def passes(role: str | None, row: int, *, own_ports: bool) -> bool:
+        found = rules.get(str(role)) if rules is not None else None
+        # An unbound pod's own assumption holds its host ports there: only its labels count.
+        return found is None or bool((found.by_labels if own_ports else found.usable)[row])
+
     for k, p in decision.unbound.items():
         row = row_of.get(str(p.planned_node))
+        if row is not None and not passes(p.role, row, own_ports=True):
+            why = f"created but never bound, and {p.planned_node} no longer passes its rules"
+            dropped.append(Removal(p, False, why))
+            continue
         if row is not None and p.exact and snapshot.usable(p.planned_node):
             wanted = mask_of(p.exact)
             free = (int(snapshot.free[row]) | mask_of(assumed.get(p.name, ()))) & ~taken[row]
@@ -375,6 +391,7 @@ def anchor(
                 row is None
                 or len(pod.gpus) != role.pod_gpus
                 or not snapshot.schedulable[row]
+                or not passes(role.name, row, own_ports=False)
                 or (int(snapshot.free[row]) & ~taken[row]) & wanted != wanted
             ):
                 break

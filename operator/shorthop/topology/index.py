@@ -6,10 +6,11 @@ free-GPU state lives in ``placement.snapshot``. Layout:
 - one row per node: ``class_of`` (its :class:`NodeClass`), ``dom[row, level]`` (dense integer id
   of its domain at each network level, ``-1`` below its chain), ``clique_of`` (dense id of its
   multi-node NVLink domain, ``-1`` for none);
-- one :class:`NodeClass` per distinct (intra-node model, in an NVLink domain or not): the all-pairs
-  distance matrix of that node's own subgraph (Floyd-Warshall on at most a few dozen vertices),
-  which pairs are reachable over NVLink alone, each GPU's distance to the node's network endpoint
-  (``up``) and to the NVLink fabric (``fab``);
+- one :class:`NodeClass` per distinct (intra-node model, in an NVLink domain or not), compiled
+  from that node's own subgraph (``graph.node_graph``, the same code that builds each node of the
+  cluster graph) with NetworkX's Floyd-Warshall (a few dozen vertices): the all-pairs distance
+  matrix, which pairs are reachable over NVLink alone, each GPU's distance to the node's network
+  endpoint (``up``) and to the NVLink fabric (``fab``);
 - ``exit[clique]``: the cheapest way out of a clique through any member's host.
 
 For GPUs ``a`` on node ``A`` and ``b`` on node ``B``::
@@ -27,22 +28,23 @@ that domain's members; :meth:`IndexBuilder.freeze` copies the arrays into an imm
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import TypeVar, cast
 
+import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.topology import domains
+from shorthop.topology import domains, graph
 from shorthop.topology.intranode import IntraNodeModel
 from shorthop.topology.labels import NodeTopology
 from shorthop.topology.levels import TopologyConfig
-from shorthop.topology.links import NVLINK_KINDS, LinkKind, Weights
+from shorthop.topology.links import Weights
 
-NodeId = NewType("NodeId", int)
 INF = np.int64(1 << 40)
 TIER_SAME_NODE_NVLINK, TIER_SAME_NODE_PCIE, TIER_NVLINK_DOMAIN = 0, 1, 2
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,60 +63,44 @@ class NodeClass:
         return self.model.gpus
 
 
-def _floyd_warshall(d: NDArray[np.int64]) -> NDArray[np.int64]:
-    for k in range(d.shape[0]):
-        np.minimum(d, d[:, k, None] + d[None, k, :], out=d)
-    return d
-
-
 def compute_class(model: IntraNodeModel, in_clique: bool, weights: Weights) -> NodeClass:
-    """All-pairs distances of one node's subgraph (GPUs, NVSwitch, NUMA nodes, NICs, host, and
-    the NVLink fabric when the node is in a clique)."""
-    g = model.gpus
-    names: list[object] = list(range(g))
-    if model.nvswitch:
-        names.append("nvswitch")
-    sockets = sorted(set(model.numa)) if model.numa is not None else []
-    names += [("numa", k) for k in sockets]
-    names += [("nic", k) for k in range(len(model.nics))]
-    names.append("host")
-    if in_clique:
-        names.append("fabric")
-    at = {name: i for i, name in enumerate(names)}
-    edges: list[tuple[object, object, LinkKind]] = list(model.pairs)
-    if model.nvswitch:
-        edges += [(i, "nvswitch", LinkKind.NVSWITCH) for i in range(g)]
-    if model.numa is not None:
-        edges += [(i, ("numa", k), LinkKind.NUMA) for i, k in enumerate(model.numa)]
-        edges += [
-            (("numa", a), ("numa", b), LinkKind.SOCKET) for a in sockets for b in sockets if a < b
-        ]
-    if model.nics:
-        for k, relations in enumerate(model.nics):
-            edges.append((("nic", k), "host", LinkKind.NIC_HOST))
-            edges += [(i, ("nic", k), kind) for i, kind in enumerate(relations)]
-    else:
-        edges += [(i, "host", LinkKind.NIC) for i in range(g)]
-    if in_clique:
-        edges += [(i, "fabric", LinkKind.NVLINK_DOMAIN) for i in range(g)]
+    """Compile one node class from its graph (``graph.node_graph``: GPUs, NVSwitch, NUMA nodes,
+    NICs, host, and the NVLink fabric when the node is in a clique).
 
-    n = len(names)
-    full = np.full((n, n), INF, dtype=np.int64)
-    nv = np.full((n, n), INF, dtype=np.int64)
-    np.fill_diagonal(full, 0)
-    np.fill_diagonal(nv, 0)
-    for u, v, kind in edges:
-        i, j, weight = at[u], at[v], np.int64(weights.of(kind))
-        full[i, j] = full[j, i] = min(full[i, j], weight)
-        if kind in NVLINK_KINDS:
-            nv[i, j] = nv[j, i] = min(nv[i, j], weight)
-    full, nv = _floyd_warshall(full), _floyd_warshall(nv)
-    dist = full[:g, :g].copy()
-    fab = full[:g, at["fabric"]].copy() if in_clique else np.full(g, INF, dtype=np.int64)
-    arrays = (dist, nv[:g, :g] == dist, full[:g, at["host"]].copy(), fab)
+    NetworkX's Floyd-Warshall runs twice on that small subgraph (a few dozen vertices): over every
+    edge for ``dist``, ``up`` and ``fab``, and over NVLink edges alone to find the GPU pairs whose
+    shortest path needs nothing but NVLink.
+
+    Examples
+    --------
+    >>> from shorthop.topology import intranode, links
+    >>> cls = compute_class(intranode.pcie_model(2, (0, 1)), False, links.Weights())
+    >>> cls.dist.tolist(), cls.nvlink.tolist()
+    ([[0, 80], [80, 0]], [[True, False], [False, True]])
+    """
+    g = graph.node_graph(model, in_clique, weights)
+    gpus = [graph.gpu(graph.CLASS_NODE, i) for i in range(model.gpus)]
+    fabric = graph.nvdomain(graph.CLASS_CLIQUE)
+    # GPUs first, so the matrices' leading g x g block is the GPU pairs.
+    order = gpus + sorted((v for v in g if v[0] != "gpu"), key=repr)
+    at = {v: i for i, v in enumerate(order)}
+    full = _all_pairs(g, order)
+    nvlink = _all_pairs(graph.nvlink_subgraph(g), order)
+    n = model.gpus
+    dist = full[:n, :n].copy()
+    fab = full[:n, at[fabric]].copy() if in_clique else np.full(n, INF, dtype=np.int64)
+    arrays = (dist, nvlink[:n, :n] == dist, full[:n, at[graph.host(graph.CLASS_NODE)]].copy(), fab)
     for array in arrays:
         array.setflags(write=False)
     return NodeClass(model, in_clique, *arrays)
+
+
+def _all_pairs(g: nx.Graph, order: list[graph.Vertex]) -> NDArray[np.int64]:
+    """Weighted shortest-path lengths between every pair of ``order`` (``INF``: no path). Weights
+    are integers, so the float matrix NetworkX returns converts exactly."""
+    lengths = nx.floyd_warshall_numpy(g, nodelist=order, weight="weight")
+    out: NDArray[np.int64] = np.where(np.isinf(lengths), INF, lengths).astype(np.int64)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +108,8 @@ class TopologyIndex:
     """Immutable O(1) distance and tier lookups over the nodes that have a topology.
 
     Rows of removed nodes stay (``alive`` False) so that ids are stable across generations.
+    Structures derived from one index (``placement.tree``'s domain tree) are kept in it by
+    :meth:`derived`, so they live and die with this generation; nothing global holds an index.
     """
 
     config: TopologyConfig
@@ -138,6 +126,28 @@ class TopologyIndex:
     clique_exit: NDArray[np.int64]
     topologies: tuple[NodeTopology | None, ...]
     h: NDArray[np.int64] = field(repr=False)  # h[k + 1] = H[k], k = -1 .. levels-1
+    # build function -> what it built from this index (see derived); a cache, not state.
+    _derived: dict[Callable[[TopologyIndex], object], object] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    # -- derived structures ----------------------------------------------------------------
+
+    def derived(self, build: Callable[[TopologyIndex], T]) -> T:
+        """``build(self)``, computed on first use and kept with this index.
+
+        For static structures layered on the index by higher layers (the domain tree), which
+        ``topology`` must not import. ``build`` must be pure: a result depends on the index alone.
+        Safe under threads: two first calls may both build, and the first result stored wins.
+        """
+        found = self._derived.get(build)
+        if found is None:
+            found = self._derived.setdefault(build, build(self))
+        return cast(T, found)
+
+    def forget_derived(self) -> None:
+        """Drop what :meth:`derived` kept (benchmarks timing a cold start use this)."""
+        self._derived.clear()
 
     # -- node-level ------------------------------------------------------------------------
 
@@ -318,7 +328,7 @@ class IndexBuilder:
 
     def freeze(self) -> TopologyIndex:
         """An immutable snapshot of the current state (array copies; O(rows)); the same object
-        again while nothing changed, so caches keyed on the index (domain tree) keep hitting."""
+        again while nothing changed, so what it derived (the domain tree) is reused."""
         if self._frozen is not None and self._frozen.generation == self.generation:
             return self._frozen
         n = len(self._names)

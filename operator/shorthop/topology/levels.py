@@ -75,9 +75,6 @@ class TopologyConfig:
             CLUSTER,
         )
 
-    def with_weights(self, weights: Weights) -> TopologyConfig:
-        return TopologyConfig(self.preset, self.levels, self.nvlink_domain_keys, weights)
-
 
 def _topograph_levels() -> tuple[NetworkLevel, ...]:
     # v1 labels (fabric.topograph.run/tier-N, closest first) win over the older

@@ -26,14 +26,13 @@ _GPU = re.compile(r"^GPU([0-9]{1,6})$")
 _NV = re.compile(r"^NV([0-9]{1,6})$")
 _NUMA = re.compile(r"^[0-9]{1,6}$")
 _LEGEND_ENTRY = re.compile(r"^\s*(X|SYS|SOC|NODE|PHB|PXB|PIX|NV#|NIC\d+)\s*[=:]\s*(.+?)\s*$")
-RELATIONS = ("X", "NV", "PIX", "PXB", "PHB", "NODE", "SYS")
 
 
 @dataclass(frozen=True, slots=True)
 class Link:
     """One cell of the matrix: a relation code and, for NVLink, the number of bonded links."""
 
-    code: str  # one of RELATIONS
+    code: str  # X, NV, PIX, PXB, PHB, NODE or SYS
     links: int = 0
 
     def __str__(self) -> str:

@@ -73,6 +73,44 @@ def test_invalid_specs_are_rejected_naming_the_field(doc: dict[str, Any], words:
     assert words in str(info.value)
 
 
+def _with_traffic(weight: Any) -> dict[str, Any]:
+    return {
+        **MINIMAL,
+        "spec": {
+            **MINIMAL["spec"],
+            "traffic": [{"from": "prefill", "to": "decode", "weight": weight}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        (spec_with(replicas="2"), "replicas"),
+        (spec_with(replicas=True), "replicas"),
+        (spec_with(gpusPerReplica="8"), "gpusPerReplica"),
+        (spec_with(gpusPerPod=True), "gpusPerPod"),
+        (_with_traffic(True), "weight"),
+        (spec_with(template={"spec": {"containers": ["engine"]}}), "template"),
+    ],
+    ids=[
+        "quoted-replicas",
+        "bool-replicas",
+        "quoted-gpus",
+        "bool-gpus-per-pod",
+        "bool-weight",
+        "container-string",
+    ],
+)
+def test_what_the_api_server_refuses_the_models_refuse(doc: dict[str, Any], path: str) -> None:
+    """Found by chaos/test_fuzz.py: the models coerced "2" and true to numbers and took a string
+    for a container, which the API server refuses; `shorthop plan` then planned manifests that
+    `kubectl apply` rejects."""
+    with pytest.raises(ValidationError) as info:
+        models.InferenceDeployment.model_validate(doc)
+    assert path in str(info.value)
+
+
 def test_checked_in_crd_matches_the_models() -> None:
     generated = crd.render()
     for directory in ("crds", "charts/shorthop/crds"):

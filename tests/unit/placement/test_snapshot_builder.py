@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import occupancy, snapshot
+from shorthop.placement.constraints import HostPort
 from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilder
 from shorthop.topology import fake
 
@@ -76,6 +77,10 @@ def _node(rng: random.Random, name: str, topology: dict[str, Any]) -> dict[str, 
     )
     allocatable = body["status"]["allocatable"]
     allocatable["cpu"] = rng.choice(["64", "2", "500m", "junk"])
+    # Labels node selectors read, changed without relabelling the topology.
+    body["metadata"]["labels"]["pool"] = rng.choice(["a", "b"])
+    if rng.random() < 0.5:
+        body["metadata"]["labels"]["memory"] = rng.choice(["80", "141"])
     if rng.random() < 0.3:
         del allocatable["memory"]  # the default applies
     if topology["bad_count"]:
@@ -167,13 +172,17 @@ def _pod(rng: random.Random, name: str) -> dict[str, Any]:
     exact = rng.choice(
         [None, None, [0, 1], sorted(rng.sample(range(10), rng.randint(1, 9))), list(range(gpus))]
     )
+    ports = [
+        {"containerPort": 1, "hostPort": port, "protocol": rng.choice(["TCP", "UDP"])}
+        for port in rng.sample([8000, 8001, 9000], rng.choice([0, 0, 1, 2]))
+    ]
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "annotations": {}},
         "spec": {
             "nodeName": rng.choice([*NODES, "ghost", None]),
-            "containers": [_resources(gpus, rng.choice([None, "1", "250m"]))],
+            "containers": [{**_resources(gpus, rng.choice([None, "1", "250m"])), "ports": ports}],
             "initContainers": [
                 _resources(rng.randint(0, 6), "2") for _ in range(rng.choice([0, 0, 1, 2]))
             ],
@@ -203,6 +212,7 @@ class Event:
 
 
 ASSUMED_GPUS = ((), (0,), (0, 1), (6, 7), (2, 3, 4, 5))
+ASSUMED_PORTS = ((), (HostPort(8000),), (HostPort(9000, "UDP"),))
 KINDS = (
     "node", "node", "node-deleted", "pod", "pod", "pod", "pod-deleted", "assume", "forget",
     "slice", "slice", "slice-deleted", "claim", "claim", "claim-deleted",
@@ -231,7 +241,8 @@ def event(code: int) -> Event:
         return Event("pod", pod, POD_VARIANTS[pod][code % len(POD_VARIANTS[pod])])
     if KINDS[kind] == "assume":
         gpus = ASSUMED_GPUS[code % len(ASSUMED_GPUS)]
-        return Event("assume", pod, assumed=Assumed(node, gpus, 1000 * (code // 5 % 2), 0))
+        ports = ASSUMED_PORTS[code // 10 % len(ASSUMED_PORTS)]
+        return Event("assume", pod, assumed=Assumed(node, gpus, 1000 * (code // 5 % 2), 0, ports))
     return Event(KINDS[kind], node if KINDS[kind] == "node-deleted" else pod)
 
 
@@ -315,6 +326,8 @@ def by_node(snap: ClusterSnapshot) -> dict[str, tuple[Any, ...]]:
             int(snap.foreign[row]),
             snap.taints.get(row, ()),
             snap.index.topologies[row],
+            dict(snap.node_labels.of(row)),
+            snap.host_ports.get(row, ()),
         )
         for name, row in snap.index.row_of.items()
     }
@@ -334,6 +347,11 @@ def assert_same(incremental: ClusterSnapshot, cold: ClusterSnapshot) -> None:
     assert not incremental.free[gone].astype(bool).any()
     assert not incremental.free_counts[gone].any()
     assert set(incremental.taints) <= set(incremental.index.row_of.values())
+    assert set(incremental.host_ports) <= set(incremental.index.row_of.values())
+    # The label table's index answers like the labels it holds (built lazily, maybe reused).
+    for snap in (incremental, cold):
+        for value, rows in snap.node_labels.values("pool").items():
+            assert all(snap.node_labels.of(int(r))["pool"] == value for r in rows)
 
 
 @SEQUENCES
@@ -460,3 +478,34 @@ def test_with_taken_marks_gpus_used_without_touching_the_original() -> None:
     assert (int(taken.free[0]), int(taken.free_counts[0])) == (0b1111_1100, 6)
     assert (int(snap.free[0]), int(snap.free_counts[0])) == (0xFF, 8)
     assert snap.with_taken({}) is snap
+
+
+def test_host_ports_of_active_and_assumed_pods_are_bound_on_their_node() -> None:
+    web = builders.gpu_pod("web", "n", 1)
+    web["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 8080}]
+    done = builders.gpu_pod("done", "n", 1, phase="Failed")
+    done["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 9090}]
+    builder = SnapshotBuilder(CONFIG)
+    builder.apply_node(None, builders.node_object("n"))
+    for pod in (web, done):
+        builder.apply_pod(None, pod)
+    builder.assume("default/next", Assumed("n", (5,), host_ports=(HostPort(53, "UDP"),)))
+    snap = builder.freeze()
+    assert snap.host_ports == {0: (HostPort(53, "UDP"), HostPort(8080))}
+    builder.forget("default/next")
+    builder.apply_pod("DELETED", web)
+    assert builder.freeze().host_ports == {}
+
+
+def test_node_labels_are_kept_and_a_relabelled_node_gives_a_new_table() -> None:
+    builder = SnapshotBuilder(CONFIG)
+    node = builders.node_object("n")
+    builder.apply_node(None, node)
+    first = builder.freeze()
+    assert first.node_labels.of(0)["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    builder.apply_pod(None, builders.gpu_pod("p", "n", [0]))
+    assert builder.freeze().node_labels is first.node_labels, "pods do not rebuild the table"
+    relabelled = copy.deepcopy(node)
+    relabelled["metadata"]["labels"]["pool"] = "b"
+    assert builder.apply_node("MODIFIED", relabelled)
+    assert builder.freeze().node_labels.of(0)["pool"] == "b"

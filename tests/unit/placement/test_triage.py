@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from shorthop.placement import snapshot
+from shorthop.placement import constraints, filters, snapshot
+from shorthop.placement.constraints import HostPort
 from shorthop.placement.plan import PodKey
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.snapshot import ClusterSnapshot
@@ -383,3 +384,69 @@ def test_a_sticky_replica_whose_gpus_an_unbound_pod_kept_goes_elsewhere() -> Non
 )
 def test_missing_pods_are_counted_against_the_request(present: list[PodKey], missing: bool) -> None:
     assert missing_pods(request(("r", 2, 2, 1)), present) is missing
+
+
+# -- anchor and the roles' scheduling rules ----------------------------------------------------
+
+
+def _rules(snap: ClusterSnapshot, req: Request) -> dict[str, filters.RoleFilter]:
+    return {r.name: filters.role_filter(snap, r) for r in req.roles}
+
+
+def test_a_sticky_replica_does_not_return_to_a_node_excluded_for_its_role() -> None:
+    """A kubelet rejected the replica's pod on b: placing it back there would loop."""
+    snap = cluster()
+    req = request(("r", 1, 1, 4))
+    assert anchor(_decision(snap=snap), req, snap, [_previous()], {}, _rules(snap, req)).sticky
+    excluded = Request(roles=(replace(req.roles[0], excluded=frozenset({"b"})),))
+    a = anchor(_decision(req=excluded, snap=snap), excluded, snap, [_previous()], {},
+               _rules(snap, excluded))  # fmt: skip
+    assert a.sticky == {}
+    assert a.fixed == {}
+
+
+def test_an_unbound_pod_whose_node_no_longer_matches_its_selector_is_dropped() -> None:
+    relabelled = builders.node_object("a")
+    relabelled["metadata"]["labels"]["pool"] = "other"
+    snap = cluster(a=relabelled)
+    rules = constraints.parse({"nodeSelector": {"pool": "mine"}}, "spec.roles[0].template.spec")
+    req = Request(roles=(RoleRequest("r", 1, 1, 4, constraints=rules),))
+    state = pod("r", 0, node=None, planned_node="a")
+    a = anchor(_decision(state, req=req, snap=snap), req, snap, (), {}, _rules(snap, req))
+    assert a.bind == {}
+    assert [r.why for r in a.dropped] == [
+        "created but never bound, and a no longer passes its rules"
+    ]
+
+
+def test_an_unbound_pod_keeps_the_host_port_its_own_assumption_holds() -> None:
+    builder = snapshot.SnapshotBuilder(fake.CONFIG)
+    builder.apply_node(None, builders.node_object("a"))
+    port = HostPort(8000)
+    builder.assume(
+        f"default/{pod('r', 0).name}", snapshot.Assumed("a", (0, 1, 2, 3), host_ports=(port,))
+    )
+    snap = builder.freeze()
+    rules = constraints.parse(
+        {"containers": [{"ports": [{"containerPort": 1, "hostPort": 8000}]}]},
+        "spec.roles[0].template.spec",
+    )
+    req = Request(roles=(RoleRequest("r", 1, 1, 4, constraints=rules),))
+    state = pod("r", 0, node=None, planned_node="a")
+    a = anchor(_decision(state, req=req, snap=snap), req, snap, (), {state.name: (0, 1, 2, 3)},
+               _rules(snap, req))  # fmt: skip
+    assert set(a.bind) == {PodKey("r", 0, 0)}
+
+
+def test_a_bound_pod_stays_when_its_node_stops_matching() -> None:
+    """Required node affinity is IgnoredDuringExecution: a running pod is not moved."""
+    relabelled = builders.node_object("a")
+    relabelled["metadata"]["labels"]["pool"] = "other"
+    snap = cluster(_bound(pod("r", 0)), a=relabelled)
+    rules = constraints.parse({"nodeSelector": {"pool": "mine"}}, "spec.roles[0].template.spec")
+    req = Request(roles=(RoleRequest("r", 1, 1, 4, constraints=rules),))
+    decision = _decision(pod("r", 0), req=req, snap=snap)
+    assert set(decision.keep) == {PodKey("r", 0, 0)}
+    assert not decision.removals
+    a = anchor(decision, req, snap, (), {}, _rules(snap, req))
+    assert set(a.fixed) == {PodKey("r", 0, 0)}

@@ -1,16 +1,18 @@
 """The O(1) index agrees exactly with NetworkX shortest paths, and incremental updates with a
-cold build."""
+cold build (property tests: a fixed sample under the suite's ci profile, fresh ones under
+``make fuzz``)."""
 
 from __future__ import annotations
 
 import networkx as nx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.topology import graph, intranode, levels
 from shorthop.topology.index import IndexBuilder, TopologyIndex, build_index
 from shorthop.topology.labels import NodeTopology
 
 from tests import builders
+from tests.hypothesis_profiles import examples
 
 
 def _graph_tier(
@@ -49,14 +51,14 @@ def _assert_index_matches_graph(
                 assert idx.tier(ra, ia, rb, ib) == tier, (na, ia, nb, ib)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150))
 @given(builders.clusters())
 def test_distance_and_tier_equal_networkx_for_every_gpu_pair(cluster: tuple) -> None:
     cfg, nodes = cluster
     _assert_index_matches_graph(cfg, nodes, build_index(nodes, cfg))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80))
 @given(builders.clusters(), st.data())
 def test_incremental_updates_equal_a_cold_build(cluster: tuple, data: st.DataObject) -> None:
     cfg, nodes = cluster

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from shorthop.placement import snapshot
 from shorthop.placement.snapshot import ClusterSnapshot
-from shorthop.topology import fake, labels, summary
+from shorthop.topology import fake, labels
 from shorthop.topology.levels import preset
+from shorthop.views import summary
 
 SHAPE = fake.ClusterShape(nvl72_racks=2, hgx_units=2, nodes_per_unit=8, l40s_nodes=4)
 FIELDS = ("nodes", "gpus", "free", "used", "unavailable")

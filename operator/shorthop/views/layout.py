@@ -1,4 +1,4 @@
-"""Draw a cluster's topology as a picture (SVG or PNG) that a person can read at a glance.
+"""Lay a cluster's topology out as a picture a person can read at a glance (pure, no I/O).
 
 Boxes nest like the network: the coarsest level's domains contain the finer ones, down to the
 finest domains and the multi-node NVLink domains (an NVL72 rack is one amber box). Inside sit the
@@ -11,142 +11,76 @@ label parser have no GPUs to draw; they are listed under the picture with the re
 Above :data:`AGGREGATE_ABOVE` nodes every node would be too small to see, so each finest box
 shows one bar of free / used / unavailable (and placed) GPU counts instead.
 
-Drawing is two steps: :func:`layout` turns a snapshot into a :class:`Drawing` (a list of
-rectangles and texts in pixel coordinates; pure and deterministic), and :func:`render` writes it as
-hand-written SVG or, through Pillow (imported only then), PNG. Callers: ``shorthop topology
---render`` and the demo. Never imports ``placement``: the snapshot is an argument
-(:class:`~shorthop.topology.summary.SnapshotView`).
+:func:`layout` turns a snapshot into a ``drawing.Drawing`` (deterministic); ``render`` writes it.
+Callers: ``render``, tests. Reads a ``placement.snapshot.ClusterSnapshot``; changes nothing.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-from xml.sax.saxutils import escape, quoteattr
+from typing import Any, Literal
 
-from shorthop.errors import ShorthopError, SpecError
-from shorthop.topology import summary
-from shorthop.topology.summary import SnapshotView
+from shorthop.errors import SpecError
+from shorthop.placement.snapshot import ClusterSnapshot
+from shorthop.views import summary
+from shorthop.views.drawing import (
+    ASPECT,
+    BAR_H,
+    BAR_W,
+    BOX_HEAD,
+    BOX_TITLE,
+    DOWN_STROKE,
+    FREE,
+    GAP,
+    GPU,
+    GPU_GAP,
+    INK,
+    MARGIN,
+    MAX_W,
+    MIN_W,
+    MUTED,
+    NAME_CHARS,
+    NETWORK_FILLS,
+    NETWORK_STROKE,
+    NODE_PAD,
+    NODE_STROKE,
+    NODE_TEXT,
+    NOTE_LINES,
+    NOTE_SIZE,
+    NVLINK_FILL,
+    NVLINK_STROKE,
+    PAD,
+    ROLE_COLOURS,
+    TITLE_SIZE,
+    UNAVAILABLE,
+    USED,
+    WHITE,
+    Drawing,
+    Flow,
+    Grid,
+    Item,
+    Rect,
+    Shape,
+    Swatch,
+    Text,
+    grid_columns,
+    role_of,
+    text_width,
+)
 
-if TYPE_CHECKING:  # Pillow is optional at run time (the ``render`` extra)
-    from PIL import ImageDraw, ImageFont
-
-__all__ = ["AGGREGATE_ABOVE", "FORMATS", "Drawing", "Rect", "Text", "layout", "render"]
+__all__ = ["AGGREGATE_ABOVE", "Placement", "layout"]
 
 AGGREGATE_ABOVE = 300  # nodes; above this each finest domain is drawn as one bar
-FORMATS = (".svg", ".png")
-Placement = Mapping[str, Mapping[int, str]]
-
-# -- palette: GPU states, replica roles, boxes ------------------------------------------------
-FREE, USED, UNAVAILABLE = "#34a853", "#9aa0a6", "#f4a7a1"
-ROLE_COLOURS = (
-    "#1a73e8",  # blue
-    "#f29900",  # orange
-    "#9334e6",  # purple
-    "#00a3bf",  # cyan
-    "#d01884",  # magenta
-    "#795548",  # brown
-    "#3f51b5",  # indigo
-    "#afb42b",  # olive
-)
-INK, MUTED, WHITE = "#202124", "#5f6368", "#ffffff"
-NODE_STROKE, DOWN_STROKE = "#80868b", "#c5221f"
-NETWORK_FILLS = ("#eef2f8", "#e2e9f3", "#d6e0ee", "#cad7e9", "#bfcfe4")
-NETWORK_STROKE = "#7b8ba3"
-NVLINK_FILL, NVLINK_STROKE = "#fff4d1", "#c99a06"
-
-# -- geometry (pixels at 1x) ------------------------------------------------------------------
-MARGIN = 16
-PAD = 6  # inside a domain box
-GAP = 6  # between items in a box
-TITLE_SIZE, BOX_TITLE, NODE_TEXT, NOTE_SIZE = 16, 10, 9, 10
-BOX_HEAD = 16  # height of a domain box's title line
-GPU, GPU_GAP = 10, 3
-NODE_PAD = 4
-NAME_CHARS = 16
-BAR_W, BAR_H = 200, 12
-MIN_W, MAX_W = 900, 2400  # wrap width of the top level, chosen for a landscape picture
-ASPECT = 1.6  # width : height the top-level wrap width aims for
-NOTE_LINES = 12
-FONT_FAMILY = "DejaVu Sans, Verdana, Arial, sans-serif"
-
-
-@dataclass(frozen=True, slots=True)
-class Rect:
-    """A rectangle; ``cls`` and ``title`` become SVG ``class`` and a tooltip."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    fill: str
-    stroke: str | None = None
-    width: int = 1
-    dashed: bool = False
-    radius: int = 0
-    cls: str | None = None
-    title: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """One line of text; ``y`` is the top of the line."""
-
-    x: int
-    y: int
-    text: str
-    size: int
-    fill: str = INK
-    anchor: Literal["start", "middle", "end"] = "start"
-    bold: bool = False
-
-
-Shape = Rect | Text
-
-
-@dataclass(frozen=True, slots=True)
-class Drawing:
-    """A finished picture: its size and shapes, painted in order."""
-
-    width: int
-    height: int
-    shapes: tuple[Shape, ...]
-    aggregated: bool
-
-    def gpu_marks(self) -> int:
-        """How many GPU squares the drawing has (0 when aggregated)."""
-        return sum(1 for s in self.shapes if isinstance(s, Rect) and "gpu" in (s.cls or "").split())
-
-
-def text_width(text: str, size: int) -> int:
-    """A generous estimate of a text's width (the layout must not depend on installed fonts)."""
-    return math.ceil(len(text) * size * 0.6)
-
-
-# -- what is drawn: GPU states and roles -------------------------------------------------------
-
-
-_REPLICA_SUFFIX = re.compile(r"-\d+$")
-
-
-def role_of(label: str) -> str:
-    """The role of a replica label: ``prefill-0`` -> ``prefill``.
-
-    >>> role_of("prefill-0"), role_of("decode"), role_of("router-a-12")
-    ('prefill', 'decode', 'router-a')
-    """
-    return _REPLICA_SUFFIX.sub("", label) or label
+Placement = Mapping[str, Mapping[int, str]]  # node -> GPU index -> replica label
 
 
 @dataclass(frozen=True, slots=True)
 class _State:
     """Everything the layout reads, gathered once."""
 
-    snapshot: SnapshotView
+    snapshot: ClusterSnapshot
     counts: summary.RowCounts
     placed: dict[int, dict[int, str]]  # row -> gpu -> label
     role_colour: dict[str, str]
@@ -164,7 +98,7 @@ class _State:
         return USED, "used", "used"
 
 
-def _state(snapshot: SnapshotView, placement: Placement | None) -> _State:
+def _state(snapshot: ClusterSnapshot, placement: Placement | None) -> _State:
     index = snapshot.index
     placed: dict[int, dict[int, str]] = {}
     for node, gpus in sorted((placement or {}).items()):
@@ -191,17 +125,7 @@ def _state(snapshot: SnapshotView, placement: Placement | None) -> _State:
     )
 
 
-# -- items: things with a size that can emit shapes at a position ------------------------------
-
-
-class _Item(Protocol):
-    @property
-    def w(self) -> int: ...
-
-    @property
-    def h(self) -> int: ...
-
-    def emit(self, x: int, y: int, out: list[Shape]) -> None: ...
+# -- items: nodes and bars ------------------------------------------------------------------
 
 
 def _short_name(name: str) -> str:
@@ -277,7 +201,7 @@ class _NodeTile:
             )
 
 
-def _node_tiles(state: _State, rows: Sequence[int]) -> list[_Item]:
+def _node_tiles(state: _State, rows: Sequence[int]) -> list[Item]:
     index = state.snapshot.index
     gpus = max(index.gpus(r) for r in rows)
     cols = _gpu_columns(gpus)
@@ -288,58 +212,6 @@ def _node_tiles(state: _State, rows: Sequence[int]) -> list[_Item]:
     w = max(grid_w, name_w) + 2 * NODE_PAD
     h = NODE_PAD + NODE_TEXT + 3 + grid_h + NODE_PAD + (NODE_TEXT + 3 if any_placed else 0)
     return [_NodeTile(state, r, w, h) for r in rows]
-
-
-@dataclass(slots=True)
-class _Grid:
-    """Items of equal size in rows of ``cols``."""
-
-    items: list[_Item]
-    cols: int
-    w: int = 0
-    h: int = 0
-
-    def __post_init__(self) -> None:
-        first = self.items[0]
-        rows = math.ceil(len(self.items) / self.cols)
-        self.w = self.cols * (first.w + GAP) - GAP
-        self.h = rows * (first.h + GAP) - GAP
-
-    def emit(self, x: int, y: int, out: list[Shape]) -> None:
-        for i, item in enumerate(self.items):
-            col, row = i % self.cols, i // self.cols
-            item.emit(x + col * (item.w + GAP), y + row * (item.h + GAP), out)
-
-
-def _grid_columns(n: int) -> int:
-    """About twice as wide as tall: 18 trays -> 6 x 3, 32 nodes -> 8 x 4, 8 -> 4 x 2."""
-    return min(n, 8, max(4, math.ceil(math.sqrt(2 * n))))
-
-
-@dataclass(slots=True)
-class _Flow:
-    """Items left to right, wrapping at ``max_w``."""
-
-    items: list[_Item]
-    max_w: int
-    w: int = 0
-    h: int = 0
-    at: list[tuple[int, int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        x = y = line_h = 0
-        for item in self.items:
-            if x > 0 and x + item.w > self.max_w:
-                x, y, line_h = 0, y + line_h + GAP, 0
-            self.at.append((x, y))
-            self.w = max(self.w, x + item.w)
-            line_h = max(line_h, item.h)
-            x += item.w + GAP
-        self.h = y + line_h
-
-    def emit(self, x: int, y: int, out: list[Shape]) -> None:
-        for item, (dx, dy) in zip(self.items, self.at, strict=True):
-            item.emit(x + dx, y + dy, out)
 
 
 @dataclass(slots=True)
@@ -473,7 +345,7 @@ class _Box:
     """A domain: a titled, tinted rectangle around its content."""
 
     domain: _Domain
-    content: _Item
+    content: Item
     w: int = 0
     h: int = 0
 
@@ -493,8 +365,8 @@ class _Box:
         self.content.emit(x + PAD, y + BOX_HEAD, out)
 
 
-def _content(state: _State, domain: _Domain, max_w: int, aggregated: bool) -> _Item:
-    items: list[_Item] = []
+def _content(state: _State, domain: _Domain, max_w: int, aggregated: bool) -> Item:
+    items: list[Item] = []
     if domain.rows:
         if aggregated:
             # A lone bar spans its box's title, so the box has no empty strip.
@@ -503,11 +375,11 @@ def _content(state: _State, domain: _Domain, max_w: int, aggregated: bool) -> _I
             items.append(_Bar(state, domain.rows, w=width))
         else:
             tiles = _node_tiles(state, domain.rows)
-            items.append(_Grid(tiles, _grid_columns(len(tiles))))
+            items.append(Grid(tiles, grid_columns(len(tiles))))
     children = sorted(domain.children.values(), key=lambda d: summary.natural_key(d.title))
     inner = max_w - 2 * PAD
     items.extend(_Box(c, _content(state, c, inner, aggregated)) for c in children)
-    return _Flow(items, max_w)
+    return Flow(items, max_w)
 
 
 def _leaf_area(state: _State, domain: _Domain, aggregated: bool) -> int:
@@ -528,43 +400,21 @@ def _wrap_width(state: _State, tree: _Domain, aggregated: bool) -> int:
 # -- legend, title, notes ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Swatch:
-    colour: str
-    label: str
-    kind: Literal["gpu", "box"] = "gpu"
-    stroke: str | None = None
-    w: int = 0
-    h: int = 14
-
-    def __post_init__(self) -> None:
-        self.w = (20 if self.kind == "box" else 12) + 4 + text_width(self.label, 10) + 10
-
-    def emit(self, x: int, y: int, out: list[Shape]) -> None:
-        if self.kind == "box":
-            out.append(Rect(x, y + 1, 20, 12, self.colour, self.stroke, radius=2, cls="legend"))
-            tx = x + 24
-        else:
-            out.append(Rect(x, y + 1, 12, 12, self.colour, self.stroke, cls="legend"))
-            tx = x + 16
-        out.append(Text(tx, y + 1, self.label, 10))
-
-
-def _legend(state: _State, max_w: int) -> _Flow:
+def _legend(state: _State, max_w: int) -> Flow:
     index = state.snapshot.index
-    items: list[_Item] = [
-        _Swatch(FREE, "free GPU"),
-        _Swatch(USED, "used GPU"),
-        _Swatch(UNAVAILABLE, "unavailable GPU (node not Ready or cordoned: red dashed box)"),
+    items: list[Item] = [
+        Swatch(FREE, "free GPU"),
+        Swatch(USED, "used GPU"),
+        Swatch(UNAVAILABLE, "unavailable GPU (node not Ready or cordoned: red dashed box)"),
     ]
     for role, labels in state.labels_of_role.items():
         shown = ", ".join(labels[:6]) + (f", … ({len(labels)})" if len(labels) > 6 else "")
-        items.append(_Swatch(state.role_colour[role], f"{role}: {shown}"))
-    items.append(_Swatch(NVLINK_FILL, "NVLink domain", "box", NVLINK_STROKE))
+        items.append(Swatch(state.role_colour[role], f"{role}: {shown}"))
+    items.append(Swatch(NVLINK_FILL, "NVLink domain", "box", NVLINK_STROKE))
     for k, level in enumerate(index.config.levels):
         fill = NETWORK_FILLS[min(k, len(NETWORK_FILLS) - 1)]
-        items.append(_Swatch(fill, level.name, "box", NETWORK_STROKE))
-    return _Flow(items, max_w)
+        items.append(Swatch(fill, level.name, "box", NETWORK_STROKE))
+    return Flow(items, max_w)
 
 
 def _notes(sm: summary.Summary, aggregated: bool) -> list[str]:
@@ -600,11 +450,11 @@ def _wrap_lines(lines: Sequence[str], chars: int) -> list[str]:
     return out
 
 
-# -- public API --------------------------------------------------------------------------------
+# -- the picture -------------------------------------------------------------------------------
 
 
 def layout(
-    snapshot: SnapshotView,
+    snapshot: ClusterSnapshot,
     *,
     placement: Placement | None = None,
     aggregate: bool | None = None,
@@ -613,8 +463,7 @@ def layout(
 
     Parameters
     ----------
-    snapshot : SnapshotView
-        Usually a ``placement.snapshot.ClusterSnapshot``.
+    snapshot : ClusterSnapshot
     placement : mapping, optional
         Node name -> GPU index -> replica label (``prefill-0``); those GPUs get their role's
         colour.
@@ -633,13 +482,9 @@ def layout(
 
     Examples
     --------
-    >>> import types
-    >>> import numpy as np
-    >>> from shorthop.topology import fake, index
-    >>> idx = index.build_index(fake.topologies(fake.hgx_cluster(nodes=2)), fake.CONFIG)
-    >>> snap = types.SimpleNamespace(
-    ...     index=idx, free=np.array([0xFF, 0x0F], dtype=np.uint64),
-    ...     schedulable=np.array([True, True]), issues=(), unavailable={})
+    >>> from shorthop.placement import snapshot
+    >>> from shorthop.topology import fake
+    >>> snap = snapshot.build(fake.hgx_cluster(nodes=2), [], fake.CONFIG)
     >>> layout(snap).gpu_marks()
     16
 
@@ -653,11 +498,11 @@ def layout(
     aggregated = nodes > AGGREGATE_ABOVE if aggregate is None else aggregate
     tree = _tree(state)
     wrap = _wrap_width(state, tree, aggregated)
-    body: _Item
+    body: Item
     if nodes:
         body = _content(state, tree, wrap, aggregated)
     else:
-        body = _Flow([_Swatch(WHITE, "this snapshot has no GPU nodes", stroke=WHITE)], wrap)
+        body = Flow([Swatch(WHITE, "this snapshot has no GPU nodes", stroke=WHITE)], wrap)
 
     t = sm.totals
     title = f"Cluster topology · preset {sm.preset}"
@@ -688,159 +533,3 @@ def layout(
     height = y + MARGIN
     background = Rect(0, 0, width + 2 * MARGIN, height, WHITE)
     return Drawing(width + 2 * MARGIN, height, (background, *shapes), aggregated)
-
-
-def render(
-    snapshot: SnapshotView,
-    path: str,
-    *,
-    placement: Placement | None = None,
-    aggregate: bool | None = None,
-) -> Drawing:
-    """Draw the cluster and write it to ``path`` (``.svg`` or ``.png``).
-
-    Parameters
-    ----------
-    snapshot : SnapshotView
-    path : str
-        Where to write; the suffix picks the format.
-    placement, aggregate
-        As in :func:`layout`.
-
-    Returns
-    -------
-    Drawing
-        What was written.
-
-    Raises
-    ------
-    SpecError
-        The suffix is neither ``.svg`` nor ``.png``, or ``placement`` is inconsistent.
-    ShorthopError
-        PNG was asked for and Pillow is not installed.
-    OSError
-        The file cannot be written.
-    """
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise SpecError("render", f"{path!r} must end in .svg or .png")
-    drawing = layout(snapshot, placement=placement, aggregate=aggregate)
-    if suffix == ".svg":
-        Path(path).write_text(to_svg(drawing), encoding="utf-8")
-    else:
-        write_png(drawing, path)
-    return drawing
-
-
-def to_svg(drawing: Drawing) -> str:
-    """The drawing as an SVG document (deterministic text)."""
-    w, h = drawing.width, drawing.height
-    parts = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        f'viewBox="0 0 {w} {h}" font-family={quoteattr(FONT_FAMILY)}>',
-    ]
-    for s in drawing.shapes:
-        if isinstance(s, Rect):
-            attrs = f'x="{s.x}" y="{s.y}" width="{s.w}" height="{s.h}" fill="{s.fill}"'
-            if s.stroke:
-                attrs += f' stroke="{s.stroke}" stroke-width="{s.width}"'
-            if s.dashed:
-                attrs += ' stroke-dasharray="4 2"'
-            if s.radius:
-                attrs += f' rx="{s.radius}"'
-            if s.cls:
-                attrs += f" class={quoteattr(s.cls)}"
-            if s.title:
-                parts.append(f"<rect {attrs}><title>{escape(s.title)}</title></rect>")
-            else:
-                parts.append(f"<rect {attrs}/>")
-        else:
-            baseline = s.y + round(s.size * 0.85)
-            attrs = f'x="{s.x}" y="{baseline}" font-size="{s.size}" fill="{s.fill}"'
-            if s.anchor != "start":
-                attrs += f' text-anchor="{s.anchor}"'
-            if s.bold:
-                attrs += ' font-weight="bold"'
-            parts.append(f"<text {attrs}>{escape(s.text)}</text>")
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
-
-
-def write_png(drawing: Drawing, path: str) -> None:
-    """Paint the drawing with Pillow at twice the layout's size (sharp text), or 1x when huge.
-
-    Raises
-    ------
-    ShorthopError
-        Pillow is not installed.
-    """
-    try:
-        from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise ShorthopError(
-            "writing PNG needs Pillow: pip install 'shorthop[render]' (or Pillow), "
-            "or render to a .svg file instead"
-        ) from None
-    scale = 2 if max(drawing.width, drawing.height) * 2 <= 12000 else 1
-    image = Image.new("RGB", (drawing.width * scale, drawing.height * scale), WHITE)
-    draw = ImageDraw.Draw(image)
-    fonts: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}
-
-    def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-        if size not in fonts:
-            fonts[size] = ImageFont.load_default(size=size * scale)
-        return fonts[size]
-
-    anchors = {"start": "la", "middle": "ma", "end": "ra"}
-    for s in drawing.shapes:
-        if isinstance(s, Rect):
-            box = (s.x * scale, s.y * scale, (s.x + s.w) * scale - 1, (s.y + s.h) * scale - 1)
-            outline = None if s.dashed else s.stroke
-            width = s.width * scale if s.stroke else 0
-            if s.radius:
-                draw.rounded_rectangle(
-                    box, radius=s.radius * scale, fill=s.fill, outline=outline, width=width
-                )
-            else:
-                draw.rectangle(box, fill=s.fill, outline=outline, width=width)
-            if s.dashed and s.stroke:
-                _dashed(draw, box, s.stroke, width=width, dash=4 * scale, gap=2 * scale)
-        else:
-            draw.text(
-                (s.x * scale, s.y * scale),
-                s.text,
-                fill=s.fill,
-                font=font(s.size),
-                anchor=anchors[s.anchor],
-                stroke_width=scale // 2 if s.bold else 0,
-                stroke_fill=s.fill,
-            )
-    image.save(path, format="PNG")
-
-
-def _dashed(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[int, int, int, int],
-    colour: str,
-    *,
-    width: int,
-    dash: int,
-    gap: int,
-) -> None:
-    """Pillow draws no dashed outlines: paint the dashes as small rectangles."""
-    x0, y0, x1, y1 = box
-    for a, b, horizontal, fixed in (
-        (x0, x1, True, y0),
-        (x0, x1, True, y1 - width + 1),
-        (y0, y1, False, x0),
-        (y0, y1, False, x1 - width + 1),
-    ):
-        pos = a
-        while pos <= b:
-            end = min(pos + dash - 1, b)
-            if horizontal:
-                draw.rectangle((pos, fixed, end, fixed + width - 1), fill=colour)
-            else:
-                draw.rectangle((fixed, pos, fixed + width - 1, end), fill=colour)
-            pos += dash + gap

@@ -10,8 +10,9 @@ import pytest
 from shorthop.errors import ShorthopError, SpecError
 from shorthop.placement import snapshot
 from shorthop.placement.snapshot import ClusterSnapshot
-from shorthop.topology import fake, render, summary
+from shorthop.topology import fake
 from shorthop.topology.levels import preset
+from shorthop.views import drawing, layout, render, summary
 
 SVG = "{http://www.w3.org/2000/svg}"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,15 +50,15 @@ def gpu_rects(path: Path) -> list[ET.Element]:
 
 def test_svg_has_one_mark_per_gpu_coloured_by_state(small: ClusterSnapshot, tmp_path: Path) -> None:
     path = tmp_path / "small.svg"
-    drawing = render.render(small, str(path))
+    picture = render.render(small, str(path))
     totals = summary.summarize(small).totals
     marks = gpu_rects(path)
-    assert len(marks) == totals.gpus == drawing.gpu_marks() == 2 * 72 + 16 * 8 + 4 * 4
+    assert len(marks) == totals.gpus == picture.gpu_marks() == 2 * 72 + 16 * 8 + 4 * 4
     states = [(e.get("class") or "").split()[1] for e in marks]
     assert states.count("free") == totals.free
     assert states.count("used") == totals.used
     assert states.count("unavailable") == totals.unavailable == 4
-    assert not drawing.aggregated
+    assert not picture.aggregated
 
 
 def test_svg_names_every_node_and_domain(small: ClusterSnapshot, tmp_path: Path) -> None:
@@ -75,22 +76,22 @@ def test_png_is_a_real_picture(small: ClusterSnapshot, tmp_path: Path) -> None:
     from PIL import Image
 
     path = tmp_path / "small.png"
-    drawing = render.render(small, str(path))
+    picture = render.render(small, str(path))
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC)
     assert len(data) > 20_000
     with Image.open(path) as image:
-        assert image.size == (2 * drawing.width, 2 * drawing.height)
+        assert image.size == (2 * picture.width, 2 * picture.height)
         colours = {c for _, c in image.getcolors(maxcolors=1 << 20) or []}
-    for hex_colour in (render.FREE, render.USED, render.UNAVAILABLE, render.NVLINK_FILL):
+    for hex_colour in (drawing.FREE, drawing.USED, drawing.UNAVAILABLE, drawing.NVLINK_FILL):
         assert tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)) in colours
 
 
 def test_large_clusters_are_aggregated_into_bars(large: ClusterSnapshot, tmp_path: Path) -> None:
-    assert len(large.index.rows()) == 1000 > render.AGGREGATE_ABOVE
+    assert len(large.index.rows()) == 1000 > layout.AGGREGATE_ABOVE
     path = tmp_path / "large.svg"
-    drawing = render.render(large, str(path))
-    assert drawing.aggregated
+    picture = render.render(large, str(path))
+    assert picture.aggregated
     assert gpu_rects(path) == []
     root = ET.parse(path).getroot()
     bars = [e for e in root.iter(f"{SVG}rect") if e.get("class") == "bar"]
@@ -104,9 +105,9 @@ def test_large_clusters_are_aggregated_into_bars(large: ClusterSnapshot, tmp_pat
 
 
 def test_aggregation_can_be_forced_either_way(small: ClusterSnapshot) -> None:
-    assert render.layout(small, aggregate=True).gpu_marks() == 0
-    assert render.layout(small, aggregate=True).aggregated
-    assert render.layout(small).gpu_marks() == 288
+    assert layout.layout(small, aggregate=True).gpu_marks() == 0
+    assert layout.layout(small, aggregate=True).aggregated
+    assert layout.layout(small).gpu_marks() == 288
 
 
 def test_placement_colours_gpus_by_role_and_lists_labels(
@@ -123,8 +124,8 @@ def test_placement_colours_gpus_by_role_and_lists_labels(
 
 
 def test_placement_in_aggregated_bars(small: ClusterSnapshot) -> None:
-    drawing = render.layout(small, placement=PLACEMENT, aggregate=True)
-    texts = [s.text for s in drawing.shapes if isinstance(s, render.Text)]
+    picture = layout.layout(small, placement=PLACEMENT, aggregate=True)
+    texts = [s.text for s in picture.shapes if isinstance(s, drawing.Text)]
     assert "decode 2 · prefill 4" in texts
     assert "decode 8" in texts
 
@@ -141,7 +142,7 @@ def test_bad_placement_names_the_problem(
     small: ClusterSnapshot, placement: dict[str, dict[int, str]], field: str
 ) -> None:
     with pytest.raises(SpecError) as caught:
-        render.layout(small, placement=placement)
+        layout.layout(small, placement=placement)
     assert caught.value.field == field
 
 
@@ -169,6 +170,6 @@ def test_png_without_pillow_says_how_to_install(
 def test_cluster_without_gpu_nodes(tmp_path: Path) -> None:
     cpu = {"kind": "Node", "metadata": {"name": "cpu-0"}, "status": {"allocatable": {}}}
     path = tmp_path / "empty.svg"
-    drawing = render.render(snapshot.build([cpu], [], preset("plain")), str(path))
-    assert drawing.gpu_marks() == 0
+    picture = render.render(snapshot.build([cpu], [], preset("plain")), str(path))
+    assert picture.gpu_marks() == 0
     assert "this snapshot has no GPU nodes" in path.read_text()

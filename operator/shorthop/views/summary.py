@@ -1,12 +1,11 @@
 """What a cluster looks like, in numbers: GPUs total/free/used per domain, level by level.
 
-:func:`summarize` reads a cluster snapshot (anything shaped like
-``placement.snapshot.ClusterSnapshot``, see :class:`SnapshotView`) and returns a frozen
+:func:`summarize` reads a ``placement.snapshot.ClusterSnapshot`` and returns a frozen
 :class:`Summary`: cluster totals; per level (multi-node NVLink domains first, then each configured
 network level coarse to fine) every domain's node and GPU counts; and the nodes that were left out,
 offer nothing, or are modelled conservatively, with the reasons. :meth:`Summary.to_dict` gives
 JSON-ready data, :meth:`Summary.to_text` a readable table. Callers: ``shorthop topology`` and
-``topology.render``. Pure: no I/O; never imports ``placement`` (the snapshot is an argument).
+``views.layout``. Pure: no I/O.
 
 Counting rules: a node's GPUs are *unavailable* when the node offers nothing (NotReady, cordoned,
 too many GPUs to model), otherwise each is *free* or *used*; so ``gpus = free + used +
@@ -21,20 +20,19 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.topology.index import TopologyIndex
-from shorthop.topology.labels import NodeIssue
 
 __all__ = [
     "DomainSummary",
     "LevelSummary",
     "NodeNote",
     "RowCounts",
-    "SnapshotView",
     "Summary",
     "domain_name",
     "natural_key",
@@ -44,25 +42,6 @@ __all__ = [
 
 NVLINK_LEVEL = "nvlink-domain"
 NOTE_LIMIT = 20  # per kind of note in to_text(); to_dict() lists them all
-
-
-class SnapshotView(Protocol):
-    """The part of ``placement.snapshot.ClusterSnapshot`` that summaries and pictures read."""
-
-    @property
-    def index(self) -> TopologyIndex: ...
-
-    @property
-    def free(self) -> NDArray[np.uint64]: ...
-
-    @property
-    def schedulable(self) -> NDArray[np.bool_]: ...
-
-    @property
-    def issues(self) -> tuple[NodeIssue, ...]: ...
-
-    @property
-    def unavailable(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +55,12 @@ class RowCounts:
     unavailable: NDArray[np.int64]
 
 
-def row_counts(snapshot: SnapshotView) -> RowCounts:
+def row_counts(snapshot: ClusterSnapshot) -> RowCounts:
     """Count each row's GPUs by state.
 
     Parameters
     ----------
-    snapshot : SnapshotView
+    snapshot : ClusterSnapshot
 
     Returns
     -------
@@ -313,12 +292,12 @@ def _level(
     )
 
 
-def summarize(snapshot: SnapshotView) -> Summary:
+def summarize(snapshot: ClusterSnapshot) -> Summary:
     """Summarise a cluster snapshot.
 
     Parameters
     ----------
-    snapshot : SnapshotView
+    snapshot : ClusterSnapshot
         Usually a ``placement.snapshot.ClusterSnapshot``.
 
     Returns

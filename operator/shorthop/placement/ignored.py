@@ -1,0 +1,130 @@
+"""The scheduling fields of a pod template that shorthop does not apply, each with the reason.
+
+shorthop is the scheduler of its pods, so every scheduling field of a role's template is either
+honoured (``constraints``: ``nodeSelector``, node affinity, ``nodeName``, host ports; tolerations)
+or named here, never dropped silently: the controller posts the list as one Warning event per
+deployment generation, and the user guide's table says the same.
+
+- ``affinity.podAffinity`` / ``podAntiAffinity`` and ``topologySpreadConstraints``: between
+  shorthop's own pods, where its pods go (replicas together, peers close) is its topology
+  objective's decision; against other workloads they are not evaluated;
+- ``schedulingGates``: removed from the pods (shorthop binds a whole gang at once, and the API
+  server refuses to bind a gated pod);
+- ``schedulerName`` (another scheduler's): replaced by shorthop's;
+- ``priorityClassName``/``priority``/``preemptionPolicy``: they reach the pods (the kubelet orders
+  evictions by them), but shorthop never preempts other pods to make room;
+- ``runtimeClassName``: the RuntimeClass's own node selector and tolerations are added by the API
+  server and not read by shorthop;
+- volumes from PersistentVolumeClaims (and ephemeral ones): their node affinity is not checked and
+  WaitForFirstConsumer claims are not bound by shorthop;
+- requests of resources other than CPU, memory and ``nvidia.com/gpu`` (ephemeral storage,
+  hugepages, other extended resources): not counted;
+- ``resourceClaims``: not allocated by shorthop;
+- a required node affinity term that can never match (a ``Gt``/``Lt`` value that is no integer,
+  which the API server accepts).
+
+Caller: ``controller.reconcile``. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shorthop.placement import constraints
+
+COUNTED = frozenset({"cpu", "memory", "nvidia.com/gpu"})
+
+_WHY = {
+    "affinity.podAffinity": (
+        "not applied: where shorthop's own pods go is its topology objective's decision, and "
+        "affinity to other workloads is not evaluated"
+    ),
+    "affinity.podAntiAffinity": (
+        "not applied: spreading shorthop's own pods is its topology objective's decision, and "
+        "anti-affinity to other workloads is not evaluated"
+    ),
+    "topologySpreadConstraints": (
+        "not applied: how shorthop's pods spread is its topology objective's decision"
+    ),
+    "schedulingGates": (
+        "removed from the pods: shorthop binds the whole gang at once and a gated pod cannot be "
+        "bound"
+    ),
+    "schedulerName": "replaced by shorthop's scheduler name",
+    "priorityClassName": (
+        "reaches the pods (eviction order), but shorthop never preempts other pods to make room"
+    ),
+    "priority": "reaches the pods, but shorthop never preempts other pods to make room",
+    "preemptionPolicy": "has no effect: shorthop never preempts other pods",
+    "runtimeClassName": (
+        "the RuntimeClass's node selector and tolerations are not read by shorthop; a node it "
+        "rules out is found when the kubelet rejects the pod"
+    ),
+    "resourceClaims": "not allocated by shorthop; the pod cannot start until something does",
+}
+
+
+def _as_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def unapplied(
+    spec: Mapping[str, Any],
+    path: str,
+    rules: constraints.Constraints,
+    *,
+    scheduler_name: str = "shorthop",
+) -> list[str]:
+    """One sentence per scheduling field of the template ``spec`` (at field path ``path``) that
+    shorthop does not apply, naming the field and why; empty when it applies them all.
+    ``scheduler_name``: shorthop's own (a template naming it is not warned about).
+
+    >>> for line in unapplied({"containers": [{}], "topologySpreadConstraints": [{}]},
+    ...                       "spec", constraints.Constraints()):
+    ...     print(line.replace("shorthop's pods spread", "..."))
+    spec.topologySpreadConstraints: not applied: how ... is its topology objective's decision
+    """
+    found = []
+    affinity = _as_map(spec.get("affinity"))
+    for kind in ("podAffinity", "podAntiAffinity"):
+        if affinity.get(kind):
+            found.append(f"{path}.affinity.{kind}: {_WHY['affinity.' + kind]}")
+    for name in (
+        "topologySpreadConstraints",
+        "schedulingGates",
+        "schedulerName",
+        "priorityClassName",
+        "priority",
+        "preemptionPolicy",
+        "runtimeClassName",
+        "resourceClaims",
+    ):
+        if name == "schedulerName" and spec.get(name) == scheduler_name:
+            continue
+        if spec.get(name) not in (None, "", [], {}):
+            found.append(f"{path}.{name}: {_WHY[name]}")
+    volumes = spec.get("volumes")
+    for i, item in enumerate(volumes if isinstance(volumes, list) else []):
+        volume = _as_map(item)
+        if volume.get("persistentVolumeClaim") or volume.get("ephemeral"):
+            found.append(
+                f"{path}.volumes[{i}]: a claimed volume; shorthop checks neither its node "
+                "affinity nor binds a WaitForFirstConsumer claim"
+            )
+    for kind in ("initContainers", "containers"):
+        containers = spec.get(kind)
+        for i, container in enumerate(containers if isinstance(containers, list) else []):
+            resources = _as_map(_as_map(container).get("resources"))
+            names = set(_as_map(resources.get("requests"))) | set(_as_map(resources.get("limits")))
+            other = sorted(str(n) for n in names - COUNTED)
+            if other:
+                found.append(
+                    f"{path}.{kind}[{i}].resources: {', '.join(other)} not counted by shorthop "
+                    "(a node that cannot hold the pod rejects it; shorthop then places it once "
+                    "more, elsewhere)"
+                )
+    for term in rules.required or ():
+        if term.broken is not None:
+            found.append(term.broken)
+    return found

@@ -1,0 +1,100 @@
+"""Phase 2a, capacity: how many pods of a role every node and every domain can take now.
+
+Per role, each node's capacity is the fewest of: free GPUs // GPUs per pod, CPU and memory
+headroom // the pod's requests, the pod slots left, and one pod when the role binds host ports;
+zero where the role may not go (its scheduling rules, scope); rolled up the domain tree with
+numpy. Per pod size ``q``, :meth:`Capacity.room` counts the whole-pod GPUs under every vertex,
+for the look-ahead. Both are cached and kept up to date by :meth:`Capacity.touch` after a commit
+or lift changes a few rows.
+
+Called by ``state.State`` (which owns the arrays read here and calls ``touch``) and by the phase 2
+modules; reads the arrays it is given, never changes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.request import Request
+
+
+class Capacity:
+    """Rolled-up capacities over the live arrays of one ``State`` (shared, not copied)."""
+
+    def __init__(
+        self,
+        tree: domain_tree.DomainTree,
+        request: Request,
+        usable: list[NDArray[np.bool_]],
+        usable_any: NDArray[np.bool_],
+        count: NDArray[np.int64],
+        headroom: NDArray[np.int64],
+    ) -> None:
+        self.tree = tree
+        self.request = request
+        self.usable = usable
+        self.usable_any = usable_any
+        self.count = count
+        self.headroom = headroom
+        self._fit: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        self._rooms: dict[int, NDArray[np.int64]] = {}
+
+    def _fit_rows(self, role_index: int, rows: NDArray[np.intp] | slice) -> NDArray[np.int64]:
+        role = self.request.roles[role_index]
+        head = self.headroom[rows]
+        fit = self.count[rows] // role.pod_gpus
+        if role.cpu_millis > 0:
+            fit = np.minimum(fit, head[:, 0] // role.cpu_millis)
+        if role.memory_bytes > 0:
+            fit = np.minimum(fit, head[:, 1] // role.memory_bytes)
+        fit = np.minimum(fit, head[:, 2])
+        if role.constraints.host_ports:
+            fit = np.minimum(fit, 1)  # two pods of the role would bind the same host port
+        out: NDArray[np.int64] = np.where(self.usable[role_index][rows], np.maximum(fit, 0), 0)
+        return out.astype(np.int64)
+
+    def pods_fit(self, role_index: int) -> NDArray[np.int64]:
+        """How many pods of this role every node can take now (cached, kept up to date by
+        :meth:`touch`; callers must not modify it)."""
+        if role_index not in self._fit:
+            fit = self._fit_rows(role_index, slice(None))
+            self._fit[role_index] = (fit, self.tree.rollup(fit))
+        return self._fit[role_index][0]
+
+    def rolled_up(self, role_index: int) -> NDArray[np.int64]:
+        """:meth:`pods_fit` summed under every vertex of the domain tree."""
+        self.pods_fit(role_index)
+        return self._fit[role_index][1]
+
+    def room(self, q: int) -> NDArray[np.int64]:
+        """GPUs under every tree vertex usable by pods of ``q`` GPUs (whole pods only)."""
+        if q not in self._rooms:
+            self._rooms[q] = self.tree.rollup(np.where(self.usable_any, (self.count // q) * q, 0))
+        return self._rooms[q]
+
+    def _propagate(
+        self, totals: NDArray[np.int64], rows: NDArray[np.intp], delta: NDArray[np.int64]
+    ) -> None:
+        # A handful of rows change per commit: plain loops beat numpy's fancy indexing here.
+        ancestors = self.tree.ancestor_at
+        for row, d in zip(rows.tolist(), delta.tolist(), strict=True):
+            if d:
+                for v in ancestors[:, row].tolist():
+                    if v >= 0:
+                        totals[v] += d
+
+    def touch(self, rows: Sequence[int]) -> None:
+        """Bring the cached capacities up to date after GPUs on ``rows`` changed hands."""
+        idx = np.array(sorted(set(rows)), dtype=np.intp)
+        for ri, (fit, cap) in self._fit.items():
+            new = self._fit_rows(ri, idx)
+            delta = new - fit[idx]
+            fit[idx] = new
+            self._propagate(cap, idx, delta)
+        for q, room in self._rooms.items():
+            new = np.where(self.usable_any[idx], (self.count[idx] // q) * q, 0)
+            self._propagate(room, idx, new - room[idx])

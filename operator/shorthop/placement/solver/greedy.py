@@ -1,0 +1,101 @@
+"""Phase 2, greedy: place every replica that misses pods, one at a time, in :func:`order`.
+
+For one replica, :func:`place` gathers the candidates of phase 2b (``candidates.single_node``) and
+2c (``fill.multi_node``) and keeps the best by ``score.rank`` (2d); under
+``Strategy.FIRST_FIT`` it places pod by pod on the first node with room instead
+(:func:`first_fit`). A replica with no candidate raises ``Failure`` with the reason from
+``explain``. :func:`greedy` commits each choice to the state.
+
+Callers: ``run`` (the strategies) and ``refine`` (placing a lifted replica again).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.snapshot import bits
+from shorthop.placement.solver import candidates, explain, fill
+from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
+
+
+def order(state: State) -> list[Key]:
+    """The order replicas are placed in, per strategy (largest first, or ids for first-fit)."""
+    roles = state.request.roles
+    if state.strategy is Strategy.FIRST_FIT:
+        return sorted(state.replicas)
+    if state.strategy is Strategy.PACK:
+        return sorted(
+            state.replicas,
+            key=lambda k: (-roles[k[0]].pod_gpus, -roles[k[0]].gpus_per_replica, k),
+        )
+    return sorted(
+        state.replicas,
+        key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
+    )
+
+
+def greedy(state: State) -> None:
+    """Phase 2: place every replica that misses pods, in :func:`order`; raises ``Failure``."""
+    for key in order(state):
+        if state.replicas[key].missing():
+            state.commit(key, place(state, key))
+
+
+def place(state: State, key: Key) -> Candidate:
+    """The best candidate for the missing pods of ``key``; raises ``Failure`` when none fits."""
+    r = state.replicas[key]
+    role = state.request.roles[r.role]
+    if state.strategy is Strategy.FIRST_FIT and role.replica_scope is None:
+        return first_fit(state, key)
+    tree = state.tree
+    pods = len(r.missing())
+    # phase 2a: capacity, pods per node and rolled up per domain (kept current by every commit)
+    fit = state.capacity.pods_fit(r.role)
+    cap = state.capacity.rolled_up(r.role)
+    peer_sets = state.peer_sets(key)
+    scoped = role.replica_scope is not None
+    max_layer = int(tree.layer[tree.root])
+    if role.replica_scope is not None:
+        max_layer = tree.layer_of_tier(role.replica_scope)
+    if r.fixed and scoped:
+        anchor = fill.scope_anchor(state, key, max_layer)
+        inside = np.zeros(len(fit), dtype=np.bool_)
+        if anchor is not None:
+            inside[tree.rows_under(anchor)] = True
+        fit = np.where(inside, fit, 0)
+        cap = tree.rollup(fit)
+    # phase 2b: single-node candidates
+    best = candidates.single_node(
+        state, key, pods, fit, peer_sets, nvlink_only=role.replica_scope == 0
+    )
+    scope_cap = int(cap[np.flatnonzero(tree.layer == max_layer)].max(initial=0))
+    if pods > 1 and max_layer > domain_tree.NODE_LAYER:
+        # phase 2c: multi-node candidates; phase 2d: the best of all, by score.rank
+        best = fill.multi_node(state, key, pods, fit, cap, peer_sets, max_layer, best)
+    if best is None:
+        raise Failure(explain.why(state, key, fit, scope_cap if scoped else None))
+    return best
+
+
+def first_fit(state: State, key: Key) -> Candidate:
+    """Pod by pod, the first node (row order) with room; the lowest free GPUs (first-fit).
+    Capacity only shrinks while first-fit runs, so a cursor per role skips the full rows."""
+    r = state.replicas[key]
+    q = state.request.roles[r.role].pod_gpus
+    fit = state.capacity.pods_fit(r.role)
+    cursor = state.cursor.get(r.role, 0)
+    parts: dict[int, int] = {}
+    taken: dict[int, int] = {}
+    for _ in r.missing():
+        while cursor < len(fit) and fit[cursor] - taken.get(cursor, 0) <= 0:
+            cursor += 1
+        if cursor == len(fit):
+            raise Failure(explain.why(state, key, fit, None))
+        row = cursor
+        free = int(state.free[row]) & ~parts.get(row, 0)
+        parts[row] = parts.get(row, 0) | sum(1 << g for g in bits(free)[:q])
+        taken[row] = taken.get(row, 0) + 1
+    state.cursor[r.role] = cursor
+    # First-fit is never compared candidate by candidate; only the finished plan is scored.
+    return Candidate(0, 0.0, 0.0, min(parts), tuple(sorted(parts.items())))

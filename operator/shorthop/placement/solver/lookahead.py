@@ -1,0 +1,143 @@
+"""Look-ahead: what a candidate leaves for the peers of its replica that are not placed yet.
+
+Placing a prefill replica before its decode peers, the cheapest candidate now can be a poor one
+later: on a node or in a domain with no room left for the peers, they land far away. For each
+candidate the :func:`estimate` is the traffic cost to the ``need`` GPUs of those peers if they land
+as close as the room left around the candidate allows: first on the candidate's own node (the
+distance from its GPUs to the nearest remaining free GPU, when the node class has a subset table),
+then in the finest domain with room, layer by layer (a representative distance per layer,
+:func:`layer_distance`), the rest across the cluster.
+
+One implementation for every caller: a batch of single-node candidates (phase 2b, all candidates
+of one node class at once) and a candidate spread over several nodes (phase 2c, ``score``) both
+pass their parts as arrays; ``owner`` says which candidate each part belongs to.
+
+Callers: ``candidates`` and ``score``. Reads the state; changes nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import subsets
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.solver.state import State
+
+
+def layer_distance(state: State, layer: int) -> int:
+    """A representative GPU-pair distance between different nodes joined at ``layer``."""
+    if layer <= domain_tree.CLIQUE_LAYER:
+        return 2 * state.index.config.weights.nvlink_domain
+    level = state.index.levels - 1 - (layer - 2)
+    return 2 * state.min_up + 2 * int(state.index.h[level + 1])
+
+
+def estimate(
+    state: State,
+    rows: NDArray[np.intp],
+    masks: NDArray[np.int64],
+    need: tuple[int, int],
+    room: NDArray[np.int64],
+    *,
+    owner: NDArray[np.intp] | None = None,
+    candidates: int | None = None,
+    table: subsets.SubsetTable | None = None,
+) -> NDArray[np.float64]:
+    """Per candidate: the estimated traffic to the peers still to come.
+
+    Parameters
+    ----------
+    state : State
+    rows, masks : arrays
+        The candidates' parts: GPUs ``masks[i]`` on node ``rows[i]``; no node twice in one
+        candidate.
+    need : (GPUs, pod size)
+        What the unplaced peers need (``State.unplaced_peer_gpus``).
+    room : array
+        ``Capacity.room(pod size)``: whole-pod free GPUs under every tree vertex.
+    owner : array, optional
+        The candidate of each part (``0 .. candidates-1``); by default part ``i`` is candidate
+        ``i`` (every candidate one node).
+    candidates : int, optional
+        How many candidates ``owner`` numbers (default: one more than its largest value).
+    table : SubsetTable, optional
+        Only when every candidate is one node of that class: the peers' GPUs on the candidate's
+        own node are then costed exactly (nearest free GPU), else at the NVLink-domain distance.
+
+    Returns
+    -------
+    array of float
+        One estimate per candidate (integer-valued; all zero when ``need`` is zero GPUs).
+
+    Notes
+    -----
+    O(parts x layers) numpy work; with ``owner``, one sort to sum the parts of a candidate that
+    share a domain.
+    """
+    gpus, q = need
+    if owner is None:
+        n = len(rows)
+    else:
+        n = candidates if candidates is not None else (int(owner.max()) + 1 if len(owner) else 0)
+    if gpus <= 0:
+        return np.zeros(n, dtype=np.float64)
+    part_k = np.array([int(m).bit_count() for m in masks.tolist()], dtype=np.int64)
+    count = state.count[rows]
+    before = (count // q) * q
+    after = (np.maximum(count - part_k, 0) // q) * q
+    taken = before - after  # whole-pod room each part itself uses up
+    if owner is None:
+        k, leftover = part_k, after
+    else:
+        k = np.bincount(owner, weights=part_k, minlength=n).astype(np.int64)
+        leftover = np.zeros(n, dtype=np.int64)
+        np.maximum.at(leftover, owner, after)
+    covered = np.minimum(gpus, leftover)  # peers' GPUs that fit on the candidate's own nodes
+    distance = [layer_distance(state, layer) for layer in range(state.tree.ancestor_at.shape[0])]
+    score = np.zeros(n, dtype=np.float64)
+    if owner is None and table is not None and table.exact:
+        free = state.free[rows].astype(np.int64) & ~masks
+        per_gpu = table.to_gpu[masks].astype(np.float64)
+        bit = (free[:, None] >> np.arange(table.gpus)[None, :]) & 1
+        best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
+        best = np.where(np.isfinite(best), best, 0.0)
+        score += best * covered
+    else:
+        score += covered * k * distance[domain_tree.CLIQUE_LAYER]
+    left = _room_left(state, rows, taken, room, owner, n)
+    for layer in range(1, len(distance)):
+        reach = np.minimum(gpus, np.maximum(left[layer - 1], covered))
+        score += (reach - covered) * k * distance[layer]
+        covered = reach
+    total: NDArray[np.float64] = score + (gpus - covered) * k * distance[-1] * 2
+    return total
+
+
+NO_DOMAIN = np.int64(-(1 << 62))  # room left where a candidate has no domain at a layer
+
+
+def _room_left(
+    state: State,
+    rows: NDArray[np.intp],
+    taken: NDArray[np.int64],
+    room: NDArray[np.int64],
+    owner: NDArray[np.intp] | None,
+    n: int,
+) -> NDArray[np.int64]:
+    """``[layer - 1, candidate]``: the most room left in one domain at that layer holding part of
+    the candidate, after the candidate's own parts under it (:data:`NO_DOMAIN` for none)."""
+    anc = state.tree.ancestor_at[1:, rows]  # [layers - 1, parts]
+    if owner is None:  # one part per candidate: nothing to sum
+        out: NDArray[np.int64] = np.where(anc >= 0, room[np.maximum(anc, 0)] - taken, NO_DOMAIN)
+        return out
+    inside = anc >= 0
+    vertices = np.int64(state.tree.vertices)
+    # (candidate, domain) pairs; domain ids are distinct across layers, so one key per pair
+    keys = (np.broadcast_to(owner, anc.shape) * vertices + anc)[inside]
+    pairs, which = np.unique(keys, return_inverse=True)
+    under = np.bincount(which, weights=np.broadcast_to(taken, anc.shape)[inside])
+    domain, cand = pairs % vertices, pairs // vertices
+    out = np.full((anc.shape[0], n), NO_DOMAIN, dtype=np.int64)
+    np.maximum.at(out, (state.tree.layer[domain] - 1, cand), room[domain] - under.astype(np.int64))
+    return out

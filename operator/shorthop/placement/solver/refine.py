@@ -1,0 +1,77 @@
+"""Phase 3, refinement: local search over a complete greedy placement.
+
+Greedy placed each replica knowing only the peers placed before it. Now that all are placed, each
+move lifts some replicas out and places them again (``greedy.place``) in that order; a move is
+kept when the (intra, traffic) cost of the replicas moved and their peer pairs falls, else undone.
+Moves, per pass: 3a, each replica alone; 3b, each replica with all its peers (the hub first).
+Replicas whose every peer pair is already on NVLink are skipped (nothing to gain), and a pass
+stops early on a large deployment after :data:`REFINE_PATIENCE` fruitless moves in a row.
+
+Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``restore``.
+"""
+
+from __future__ import annotations
+
+from shorthop.placement import objective
+from shorthop.placement.solver.greedy import order, place
+from shorthop.placement.solver.state import Failure, Key, State, Strategy
+
+REFINE_PASSES = 2
+REFINE_PATIENCE = 4  # stop a pass after this many moves in a row that did not help
+
+
+def refine(state: State) -> None:
+    """Phase 3: local search (single and group moves), always under ``Strategy.COST``."""
+    state.strategy = Strategy.COST
+    replicas = order(state)
+    for _ in range(REFINE_PASSES):
+        improved = False
+        misses = 0
+        moves: list[list[Key]] = []
+        # phase 3a: one replica at a time, now that its peers are known
+        moves += [[key] for key in replicas if state.peers[key]]
+        # phase 3b: a replica with all its peers, the hub first
+        moves += [[key] + [p for p, _ in state.peers[key]] for key in replicas if state.peers[key]]
+        for keys in moves:
+            if misses >= REFINE_PATIENCE and len(moves) > 4 * REFINE_PATIENCE:
+                break  # a large, crowded deployment: more moves rarely help and cost time
+            if not all(state.replicas[k].placed for k in keys) or _close_enough(state, keys[0]):
+                continue
+            if _move(state, keys):
+                improved, misses = True, 0
+            else:
+                misses += 1
+        if not improved:
+            break
+
+
+def _close_enough(state: State, key: Key) -> bool:
+    """True when every GPU pair between ``key`` and its peers is already an NVLink pair
+    (same node over NVLink, or the same NVLink domain): no move can improve its traffic."""
+    mine = state.placed_set(key)
+    for peer, _ in state.peers[key]:
+        counts: dict[int, int] = {}
+        objective.tier_counts(state.index, mine, state.placed_set(peer), counts)
+        if any(n and tier not in (0, 2) for tier, n in counts.items()):
+            return False
+    return True
+
+
+def _move(state: State, keys: list[Key]) -> bool:
+    """Lift ``keys`` and place them again in that order; keep the result if it is cheaper."""
+    before = state.group_cost(keys)
+    olds = [state.lift(k) for k in keys]
+    placed: list[Key] = []
+    try:
+        for k in keys:
+            state.commit(k, place(state, k))
+            placed.append(k)
+    except Failure:
+        pass
+    if len(placed) == len(keys) and state.group_cost(keys) < before:
+        return True
+    for k in placed:
+        state.lift(k)
+    for k, old in zip(keys, olds, strict=True):
+        state.restore(k, old)
+    return False

@@ -1,0 +1,205 @@
+"""The driver: phase 1 (scope), the strategies, phase 4 (the plan), and :func:`solve` itself.
+
+:func:`solve` tries the domains of a deployment scope (phase 1) and runs the strategies on each
+(:func:`_run`): greedy (phase 2) then refinement (phase 3) under ``Strategy.COST``, falling back
+to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit, and always also from first-fit's
+plan, keeping the cheaper (never worse than first-fit). :func:`_plan_from` turns the final state
+into a scored :class:`~shorthop.placement.plan.Plan` (phase 4).
+
+Callers: ``placement.placers``, the controller, ``shorthop plan``, benchmarks (through the
+package's ``solve``). Pure: no I/O, no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import filters, objective
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
+from shorthop.placement.request import Request
+from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
+from shorthop.placement.solver.greedy import greedy
+from shorthop.placement.solver.refine import refine
+from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
+
+STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
+
+
+def solve(snapshot: ClusterSnapshot, request: Request, *, fixed: Fixed | None = None) -> Plan:
+    """Plan ``request`` on ``snapshot``; pods in ``fixed`` stay where they are.
+
+    Parameters
+    ----------
+    snapshot : ClusterSnapshot
+        Free GPUs; pods in ``fixed`` must already be accounted as used in it.
+    request : Request
+    fixed : mapping of PodKey -> (row, GPU indices), optional
+        Existing pods to keep (scale-up keeps every existing replica; repair keeps survivors).
+
+    Returns
+    -------
+    Plan
+        Feasible with every pod assigned, or infeasible with reasons. Never raises for an
+        infeasible request.
+
+    Notes
+    -----
+    See the package docstring for the algorithm. Cost grows with the number of replicas times the
+    number of candidate nodes (vectorised) plus a bounded number of domain fills per replica.
+    """
+    found = filters.role_filters(snapshot, request)
+    exclusions = {
+        role.name: dict(f.excluded)
+        for role, f in zip(request.roles, found, strict=True)
+        if f.excluded
+    }
+    plan = _solve(snapshot, request, fixed or {}, [f.preference for f in found])
+    return dataclasses.replace(plan, exclusions=exclusions) if exclusions else plan
+
+
+def _solve(
+    snapshot: ClusterSnapshot,
+    request: Request,
+    fixed: Fixed,
+    scores: list[NDArray[np.int64] | None],
+) -> Plan:
+    index = snapshot.index
+    tree = domain_tree.tree(index)
+    scope = (
+        request.required_scope if request.required_scope is not None else request.preferred_scope
+    )
+    if scope is not None and tree.layer_of_tier(scope) < tree.layer[tree.root]:
+        # phase 1: the best-fitting domains of the deployment's scope, each tried in full
+        layer = tree.layer_of_tier(scope)
+        counts = np.array([int(m).bit_count() for m in snapshot.free.tolist()], dtype=np.int64)
+        usable = snapshot.schedulable
+        fixed_rows = {row for row, _ in fixed.values()}
+        need = _total_gpus(request) - sum(len(g) for _, g in fixed.values())
+        free_under = tree.rollup(np.where(usable, counts, 0))
+        verts = np.flatnonzero(tree.layer == layer)
+        if fixed_rows:
+            holders = set.intersection(*(set(tree.ancestors(r)) | {r} for r in fixed_rows))
+            verts = np.array([v for v in verts.tolist() if v in holders], dtype=np.int64)
+        fitting = verts[free_under[verts] >= need] if verts.size else verts
+        fitting = fitting[np.lexsort((fitting, free_under[fitting]))][
+            : max(3, EVALUATE_ALL_BELOW // 4)
+        ]
+        plans = []
+        last_failure: Reason | None = None
+        for v in fitting.tolist():
+            allowed = np.zeros(len(index.names), dtype=np.bool_)
+            allowed[tree.rows_under(v)] = True
+            try:
+                attempt = _run(snapshot, request, allowed, fixed)
+            except Failure as failure:
+                last_failure = failure.reason
+                continue
+            plans.append(_plan_from(attempt, snapshot.free, scores))
+        if plans:
+            return min(plans, key=lambda p: p.cost.rank())
+        if request.required_scope is not None:
+            tier = index.tiers[scope]
+            largest = int(free_under[verts].max()) if verts.size else 0
+            if last_failure is None:
+                last_failure = Reason(
+                    "deployment-scope",
+                    "spec.placement.required",
+                    need,
+                    largest,
+                    f"the deployment needs {need} GPUs in one {tier}; "
+                    f"the largest {tier} has {largest} free",
+                )
+            return _infeasible(last_failure)
+    try:
+        attempt = _run(snapshot, request, None, fixed)
+    except Failure as failure:
+        return _infeasible(failure.reason)
+    return _plan_from(attempt, snapshot.free, scores)
+
+
+def _run(
+    snapshot: ClusterSnapshot, request: Request, allowed: NDArray[np.bool_] | None, fixed: Fixed
+) -> State:
+    """Greedy under ``COST``, falling back to ``PACK`` then ``FIRST_FIT`` when a replica does
+    not fit; also starts from first-fit's plan and keeps whichever start ends cheaper, so the
+    result is never worse than first-fit. Raises ``Failure`` when no strategy finds room."""
+    failure: Failure | None = None
+    for strategy in (Strategy.COST, Strategy.PACK, Strategy.FIRST_FIT):
+        attempt = State(snapshot, request, allowed, fixed, strategy)
+        try:
+            greedy(attempt)
+        except Failure as exc:
+            failure = failure or exc
+            continue
+        refine(attempt)
+        if strategy is Strategy.FIRST_FIT:
+            return attempt
+        first = State(snapshot, request, allowed, fixed, Strategy.FIRST_FIT)
+        try:
+            greedy(first)
+        except Failure:
+            return attempt
+        if first.total_cost() < attempt.total_cost():
+            refine(first)
+            if first.total_cost() < attempt.total_cost():
+                return first
+        return attempt
+    assert failure is not None
+    raise failure
+
+
+def _total_gpus(request: Request) -> int:
+    return sum(r.replicas * r.gpus_per_replica for r in request.roles)
+
+
+def _plan_from(
+    state: State, free_before: NDArray[np.uint64], scores: list[NDArray[np.int64] | None]
+) -> Plan:
+    """Phase 4, feasible: every pod placed; score the plan with ``objective`` and name the lowest
+    domain holding each replica."""
+    index, tree = state.index, state.tree
+    names = [r.name for r in state.request.roles]
+    assignments = []
+    for (ri, rid), r in sorted(state.replicas.items()):
+        for pod, row, mask in sorted(r.parts()):
+            assignments.append(
+                Assignment(PodKey(names[ri], rid, pod), index.names[row], row, bits(mask))
+            )
+    placed = {
+        PodKey(names[ri], rid, p) for (ri, rid), r in state.replicas.items() for p, _, _ in r.placed
+    }
+    new = [a for a in assignments if a.key in placed]
+    ev = objective.evaluate(index, state.request, assignments)
+    frag = objective.fragmentation(index, free_before, new)
+    domains = []
+    for (ri, rid), r in sorted(state.replicas.items()):
+        rows = sorted({row for _, row, _ in r.parts()})
+        common = set(tree.ancestors(rows[0])) | {rows[0]}
+        for row in rows[1:]:
+            common &= set(tree.ancestors(row)) | {row}
+        lowest = min(common, key=lambda v: (int(tree.layer[v]), v), default=tree.root)
+        domains.append(f"{names[ri]}-{rid}: {tree.name(lowest)}")
+    return Plan(
+        feasible=True,
+        assignments=tuple(assignments),
+        cost=Cost(
+            ev.cost.intra,
+            ev.cost.traffic,
+            frag,
+            objective.preference(state.request, assignments, scores),
+        ),
+        tiers=ev.tiers,
+        replica_tiers=ev.replica_tiers,
+        domains=tuple(domains),
+        strategy=STRATEGY_NAME,
+    )
+
+
+def _infeasible(reason: Reason) -> Plan:
+    """Phase 4, infeasible: the plan carries the reason."""
+    return Plan(feasible=False, reasons=(reason,), strategy=STRATEGY_NAME)

@@ -1,0 +1,91 @@
+"""Scoring one candidate exactly, and the order candidates compare in (phase 2d).
+
+:func:`score_many` costs putting a replica's missing pods on each of a few sets of GPUs: the
+intra-replica cost with the pods it keeps (``objective.intra_cost``), the weighted traffic to its
+placed peers, the GPUs left free on the nodes it touches, the preferred node affinity weight of its
+nodes and the look-ahead for peers still to come (one ``lookahead.estimate`` call for all).
+:func:`rank` is the order candidates compare in under the run's strategy; :func:`best_of` keeps
+the best of a few.
+
+Callers: ``candidates`` (phase 2b, refining the chosen node) and ``fill`` (phase 2c). Reads the
+state; changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from shorthop.placement import objective
+from shorthop.placement.solver import lookahead
+from shorthop.placement.solver.state import (
+    Candidate,
+    Key,
+    Part,
+    PeerSets,
+    State,
+    Strategy,
+    gpu_set_of,
+)
+
+
+def rank(state: State, cand: Candidate) -> tuple[float, ...]:
+    """Candidate order: cost first, or (when packing to find a feasible plan) best fit first."""
+    if state.strategy is Strategy.PACK:
+        return (
+            cand.frag,
+            cand.intra,
+            round(cand.traffic, 6),
+            cand.lookahead,
+            -cand.preference,
+            cand.tie,
+        )
+    return cand.key()
+
+
+def score_many(
+    state: State,
+    key: Key,
+    options: Sequence[Sequence[Part]],
+    peer_sets: PeerSets,
+    ties: Sequence[int],
+) -> list[Candidate]:
+    """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
+    costed exactly; ``ties[i]`` breaks ties last. The look-ahead runs once for all of them."""
+    r = state.replicas[key]
+    kept = [(row, mask) for _, row, mask in r.fixed]
+    need = state.unplaced_peer_gpus(key)
+    ahead = np.zeros(len(options), dtype=np.float64)
+    if need[0] and options:
+        flat = [part for parts in options for part in parts]
+        rows = np.array([row for row, _ in flat], dtype=np.intp)
+        masks = np.array([mask for _, mask in flat], dtype=np.int64)
+        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+        room = state.capacity.room(need[1])
+        estimates = lookahead.estimate(
+            state, rows, masks, need, room, owner=owner, candidates=len(options)
+        )
+        ahead = np.round(estimates, 6)
+    out = []
+    for parts, tie, estimate in zip(options, ties, ahead.tolist(), strict=True):
+        mine = gpu_set_of([*kept, *parts])
+        intra = objective.intra_cost(state.index, mine)
+        traffic = sum(w * objective.between_cost(state.index, mine, s) for s, w in peer_sets)
+        frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
+        pref = state.preference_of(r.role, parts)
+        out.append(Candidate(intra, traffic, frag, tie, tuple(parts), estimate, pref))
+    return out
+
+
+def best_of(
+    state: State, key: Key, options: list[list[Part]], peer_sets: PeerSets
+) -> Candidate | None:
+    """The best-ranked of ``options`` (empty options skipped), or None; the first of equals."""
+    options = [parts for parts in options if parts]
+    ties = [min(row for row, _ in parts) for parts in options]
+    best = None
+    for cand in score_many(state, key, options, peer_sets, ties):
+        if best is None or rank(state, cand) < rank(state, best):
+            best = cand
+    return best

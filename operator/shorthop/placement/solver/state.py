@@ -1,0 +1,303 @@
+"""The solver's state for one planning run: the only mutable thing the phases share.
+
+A :class:`State` owns copies of the snapshot's per-node arrays (free-GPU bitsets, free counts,
+headroom) and the replicas being placed, with their surviving (``fixed``) and newly placed pods;
+its :class:`~shorthop.placement.solver.capacity.Capacity` keeps the rolled-up capacities in step.
+Which rows each role may use (``usable``) and prefers (``preference``) come from the role's
+scheduling rules (``placement.filters``); host ports of the plan's own pods narrow ``usable`` as
+pods are committed and widen it again when they are lifted.
+Every phase is a function over a ``State``: the candidates of phase 2b and 2c read it, and only
+:meth:`State.commit`, :meth:`State.lift` and :meth:`State.restore` change it. Also here: the
+strategy (:class:`Strategy`), the :class:`Candidate` value and the cost of what is placed so far
+(:meth:`State.group_cost`, with ``objective.intra_cost``, the one intra-replica cost).
+
+Never imports other solver modules except ``capacity``; must not touch the snapshot it copies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import filters, objective
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.plan import PodKey, Reason
+from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.solver.capacity import Capacity
+from shorthop.topology.index import TopologyIndex
+
+Key = tuple[int, int]  # a replica: (role index, replica id)
+Part = tuple[int, int]  # GPUs on one node: (row, GPU mask)
+PodPart = tuple[int, int, int]  # one pod: (pod index, row, GPU mask)
+Fixed = Mapping[PodKey, tuple[int, Sequence[int]]]  # pod -> (row, GPU indices)
+PeerSets = list[tuple[objective.GpuSet, float]]  # placed peers of a replica, with traffic weights
+
+
+class Strategy(enum.Enum):
+    """How greedy orders replicas and compares candidates (see ``run``: tried in this order).
+
+    ``COST`` is shorthop's search. When a replica finds no room, ``PACK`` tries again best fit
+    first; when that fails too, ``FIRST_FIT`` places replicas in id order, each pod on the first
+    node with room (also the start that makes a plan never worse than first-fit's).
+    """
+
+    COST = "cost"  # largest replicas first; cheapest candidate (intra, traffic, ...) first
+    PACK = "pack"  # largest pods first; fewest GPUs left over first
+    FIRST_FIT = "first-fit"  # replicas in id order; pods on the first node (row order) with room
+
+
+@dataclass
+class Replica:
+    role: int
+    rid: int
+    pods: int
+    fixed: list[PodPart] = field(default_factory=list)  # surviving pods: stay where they are
+    placed: list[PodPart] = field(default_factory=list)  # placed by this run
+
+    def missing(self) -> list[int]:
+        have = {p for p, _, _ in self.fixed} | {p for p, _, _ in self.placed}
+        return [p for p in range(self.pods) if p not in have]
+
+    def parts(self) -> list[PodPart]:
+        return self.fixed + self.placed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Where a replica's missing pods could go, and what it would cost."""
+
+    intra: int
+    traffic: float
+    frag: float
+    tie: int
+    rows: tuple[Part, ...]
+    lookahead: float = 0.0  # estimated traffic to peers not placed yet (see lookahead)
+    preference: int = 0  # preferred node affinity weight over its pods (higher is better)
+
+    def key(self) -> tuple[int, float, float, int, float, int]:
+        """Topology cost first, then preferred node affinity, then best fit."""
+        return (
+            self.intra,
+            round(self.traffic, 6),
+            self.lookahead,
+            -self.preference,
+            self.frag,
+            self.tie,
+        )
+
+
+class Failure(Exception):
+    """A replica found no room; carries the reason (``explain``). Caught inside the solver:
+    ``solve`` returns it as an infeasible plan."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
+def gpu_set_of(parts: Sequence[Part]) -> objective.GpuSet:
+    merged: dict[int, int] = {}
+    for row, mask in parts:
+        merged[row] = merged.get(row, 0) | mask
+    return {row: np.array(bits(mask), dtype=np.intp) for row, mask in merged.items()}
+
+
+class State:
+    """One planning run's scratch state (owned by that run alone)."""
+
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        request: Request,
+        allowed: NDArray[np.bool_] | None,
+        fixed: Fixed,
+        strategy: Strategy = Strategy.COST,
+    ) -> None:
+        self.strategy = strategy
+        self.snapshot = snapshot
+        self.index: TopologyIndex = snapshot.index
+        self.tree = domain_tree.tree(self.index)
+        self.request = request
+        self.free = snapshot.free.copy()
+        self.count = snapshot.free_counts.copy()
+        self.headroom = snapshot.headroom.copy()
+        rows = len(self.index.names)
+        allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
+        found = filters.role_filters(snapshot, request)
+        self.base_usable = [f.usable & allowed for f in found]
+        self.usable = [u.copy() for u in self.base_usable]  # less the plan's own host ports
+        self.preference = [f.preference for f in found]
+        self.ports = filters.PlanPorts(request, rows)
+        usable_any = np.logical_or.reduce(self.usable) if self.usable else allowed & False
+        self.capacity = Capacity(
+            self.tree, request, self.usable, usable_any, self.count, self.headroom
+        )
+        alive_rows = np.flatnonzero(self.index.alive)
+        self.class_rows = [
+            alive_rows[self.index.class_of[alive_rows] == c] for c in range(len(self.index.classes))
+        ]
+        self.cursor: dict[int, int] = {}  # first-fit: per role, the first row that may have room
+        self.min_up = min((int(c.up.min()) for c in self.index.classes), default=0)
+        self.replicas = self._replicas(fixed)
+        self.peers = self._peers()
+        for r in self.replicas.values():
+            for _, row, _ in r.fixed:
+                self.ports.add(r.role, row, 1)
+        self._ports_changed([row for r in self.replicas.values() for _, row, _ in r.fixed])
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _replicas(self, fixed: Fixed) -> dict[Key, Replica]:
+        out: dict[Key, Replica] = {}
+        names = [r.name for r in self.request.roles]
+        by_role: dict[int, dict[int, list[PodPart]]] = {}
+        for key, (row, gpus) in fixed.items():
+            if key.role not in names:
+                continue
+            ri = names.index(key.role)
+            mask = sum(1 << g for g in gpus)
+            by_role.setdefault(ri, {}).setdefault(key.replica, []).append((key.pod, row, mask))
+        for ri, role in enumerate(self.request.roles):
+            existing = by_role.get(ri, {})
+            ids = sorted(existing)[: role.replicas]
+            next_id = 0
+            while len(ids) < role.replicas:
+                if next_id not in existing:
+                    ids.append(next_id)
+                next_id += 1
+            for rid in sorted(ids):
+                parts = [p for p in existing.get(rid, []) if p[0] < role.pods_per_replica]
+                out[(ri, rid)] = Replica(ri, rid, role.pods_per_replica, fixed=parts)
+        return out
+
+    def _peers(self) -> dict[Key, list[tuple[Key, float]]]:
+        peers: dict[Key, list[tuple[Key, float]]] = {k: [] for k in self.replicas}
+        for edge in self.request.traffic:
+            s_ids = sorted(rid for ri, rid in self.replicas if ri == edge.source)
+            t_ids = sorted(rid for ri, rid in self.replicas if ri == edge.target)
+            for i, j in peer_pairs(len(s_ids), len(t_ids)):
+                a, b = (edge.source, s_ids[i]), (edge.target, t_ids[j])
+                peers[a].append((b, edge.weight))
+                peers[b].append((a, edge.weight))
+        return peers
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def placed_set(self, key: Key) -> objective.GpuSet:
+        r = self.replicas[key]
+        return gpu_set_of([(row, mask) for _, row, mask in r.parts()])
+
+    def peer_sets(self, key: Key) -> PeerSets:
+        out = []
+        for peer, weight in self.peers[key]:
+            s = self.placed_set(peer)
+            if s:
+                out.append((s, weight))
+        return out
+
+    def unplaced_peer_gpus(self, key: Key) -> tuple[int, int]:
+        """(GPUs, pod size) the peers of ``key`` that are not placed yet will need."""
+        need, q = 0, 0
+        for peer, _ in self.peers[key]:
+            r = self.replicas[peer]
+            if not r.parts():
+                role = self.request.roles[r.role]
+                need += role.gpus_per_replica
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+        return need, max(q, 1)
+
+    def group_cost(self, keys: Sequence[Key]) -> tuple[int, float]:
+        """Intra cost of ``keys`` plus the traffic of every peer pair touching them."""
+        sets: dict[Key, objective.GpuSet] = {}
+        intra = 0
+        for k in keys:
+            sets[k] = self.placed_set(k)
+            intra += objective.intra_cost(self.index, sets[k])
+        seen: set[tuple[Key, Key]] = set()
+        traffic = 0.0
+        for k in keys:
+            for peer, weight in self.peers[k]:
+                pair = (min(k, peer), max(k, peer))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                a = sets.setdefault(k, self.placed_set(k))
+                b = sets.setdefault(peer, self.placed_set(peer))
+                traffic += weight * objective.between_cost(self.index, a, b)
+        return intra, round(traffic, 6)
+
+    def total_cost(self) -> tuple[int, float]:
+        return self.group_cost(list(self.replicas))
+
+    def preference_of(self, role: int, parts: Sequence[Part]) -> int:
+        """Preferred node affinity weight of putting pods of ``role`` on ``parts``."""
+        scores = self.preference[role]
+        if scores is None:
+            return 0
+        q = self.request.roles[role].pod_gpus
+        return sum(int(scores[row]) * (mask.bit_count() // q) for row, mask in parts)
+
+    def _ports_changed(self, rows: Sequence[int]) -> None:
+        """Host ports of the plan's own pods moved on ``rows``: bring ``usable`` up to date
+        (before the capacities are touched)."""
+        if not self.ports.active or not rows:
+            return
+        idx = np.array(sorted(set(rows)), dtype=np.intp)
+        for ri in range(len(self.usable)):
+            self.usable[ri][idx] = self.base_usable[ri][idx] & ~self.ports.blocked(ri, idx)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def commit(self, key: Key, cand: Candidate) -> None:
+        """Place the missing pods of ``key`` on ``cand``'s GPUs (pod by pod, in mask order)."""
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        q = role.pod_gpus
+        missing = iter(r.missing())
+        for row, mask in cand.rows:
+            gpus = bits(mask)
+            for start in range(0, len(gpus), q):
+                pod_mask = sum(1 << g for g in gpus[start : start + q])
+                r.placed.append((next(missing), row, pod_mask))
+            self.free[row] = np.uint64(int(self.free[row]) & ~mask)
+            self.count[row] -= len(gpus)
+            pods_here = len(gpus) // q
+            self.headroom[row] -= (
+                role.cpu_millis * pods_here,
+                role.memory_bytes * pods_here,
+                pods_here,
+            )
+            self.ports.add(r.role, row, pods_here)
+        self._ports_changed([row for row, _ in cand.rows])
+        self.capacity.touch([row for row, _ in cand.rows])
+
+    def lift(self, key: Key) -> list[PodPart]:
+        """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        old = r.placed
+        r.placed = []
+        for _, row, mask in old:
+            self.free[row] = np.uint64(int(self.free[row]) | mask)
+            self.count[row] += mask.bit_count()
+            self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
+            self.ports.add(r.role, row, -1)
+        self._ports_changed([row for _, row, _ in old])
+        self.capacity.touch([row for _, row, _ in old])
+        return old
+
+    def restore(self, key: Key, old: list[PodPart]) -> None:
+        r = self.replicas[key]
+        role = self.request.roles[r.role]
+        r.placed = list(old)
+        for _, row, mask in old:
+            self.free[row] = np.uint64(int(self.free[row]) & ~mask)
+            self.count[row] -= mask.bit_count()
+            self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+            self.ports.add(r.role, row, 1)
+        self._ports_changed([row for _, row, _ in old])
+        self.capacity.touch([row for _, row, _ in old])
