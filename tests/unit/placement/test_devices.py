@@ -221,3 +221,68 @@ def test_plan_devices_are_listed_in_the_order_of_the_gpus() -> None:
         {"driver": "gpu.nvidia.com", "pool": "n1", "device": "gpu-5"},
         {"driver": "gpu.nvidia.com", "pool": "n1", "device": "gpu-1"},
     ]
+
+
+# -- what kube-scheduler will take next ----------------------------------------------------------
+
+
+def _builder(*objects: dict[str, Any]) -> SnapshotBuilder:
+    builder = SnapshotBuilder(CONFIG)
+    builder.apply_slice(None, builders.gpu_slice("n1"))
+    builder.apply_node(None, builders.dra_node("n1"))
+    for o in objects:
+        if o["kind"] == "ResourceClaim":
+            builder.apply_claim(None, o)
+        else:
+            builder.apply_pod(None, o)
+    return builder
+
+
+def test_a_nominated_pod_is_predicted_from_what_kube_scheduler_sees() -> None:
+    """GPUs shorthop has only assumed are not in any claim, so kube-scheduler's allocator may
+    hand them out: the nominated pod is predicted on the lowest GPUs no claim holds, and the
+    binder's last check then finds shorthop's own GPUs taken by that pod."""
+    pending = builders.claim("k-gpu", owner=("k", "uid-k"), count=2)
+    nominated = builders.dra_pod("k", None, None, "k-gpu", nominated="n1", phase="Pending")
+    builder = _builder(pending, nominated)
+    builder.assume("default/p", Assumed("n1", (0, 1)))
+    held = builder.holders("n1")
+    assert held[0] == {"default/p", "default/k"}
+    assert held[1] == {"default/p", "default/k"}
+    assert 2 not in held
+
+
+def test_pending_claim_pods_name_the_first_free_devices_as_kube_scheduler_sees_them() -> None:
+    taken = builders.claim("x", [("n1", "gpu-0")])
+    pods = [
+        (builders.claim(f"t{i}-gpu", owner=(f"t{i}", f"uid-t{i}")),
+         builders.dra_pod(f"t{i}", None, None, f"t{i}-gpu", phase="Pending"))
+        for i in range(3)
+    ]  # fmt: skip
+    builder = _builder(taken, *(o for pair in pods for o in pair))
+    assert builder.next_taken("n1") == [1, 2, 3]
+    # One found unschedulable by kube-scheduler takes nothing.
+    stuck = pods[0][1] | {
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+        }
+    }
+    builder.apply_pod("MODIFIED", stuck)
+    assert builder.next_taken("n1") == [1, 2]
+    # A pod that got its node is no longer pending.
+    builder.apply_pod("DELETED", pods[1][1])
+    assert builder.next_taken("n1") == [1]
+
+
+def test_equally_good_gpu_subsets_are_chosen_from_the_highest_indices() -> None:
+    """kube-scheduler's allocator takes the lowest free devices; shorthop keeps away from them
+    when the topology cost ties."""
+    from shorthop.placement import subsets
+
+    snap = _snap()
+    cls = snap.index.classes[int(snap.index.class_of[snap.index.row_of["n1"]])]
+    best = subsets.table(cls).pick(0xFF, 2)
+    assert best is not None
+    assert best[0] == 0b11000000  # GPUs 6 and 7 (NVSwitch: every pair costs the same)
+    assert subsets.table(cls).pick(0b00001111, 2) == (0b00001100, best[1])
