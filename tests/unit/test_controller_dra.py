@@ -136,3 +136,60 @@ def test_templates_with_claims_of_their_own_are_refused_naming_the_field(
 
 def test_a_plain_template_passes() -> None:
     dra.check_template(_role({"containers": [{"name": "e"}]}), 0)
+
+
+# -- consistent reads shared by concurrent binds ---------------------------------------------------
+
+
+def test_one_list_serves_every_bind_that_asked_before_it_started() -> None:
+    """A caller always gets a list that started after it asked (it must see its own write), and
+    callers waiting together share the next one."""
+    import threading
+
+    release = [threading.Event(), threading.Event(), threading.Event()]
+    calls: list[int] = []
+
+    def read() -> list[dict[str, Any]]:
+        n = len(calls)
+        calls.append(n)
+        release[n].wait(30)
+        return [{"list": n}]
+
+    reads = dra.FreshReads(read)
+    got: dict[str, list[dict[str, Any]]] = {}
+
+    def call(name: str) -> None:
+        got[name] = reads.read()
+
+    first = threading.Thread(target=call, args=("a",))
+    first.start()
+    while not calls:  # the first list is running
+        threading.Event().wait(0.001)
+    later = [threading.Thread(target=call, args=(n,)) for n in ("b", "c")]
+    for t in later:
+        t.start()
+    while len(reads._cond._waiters) < 2:  # type: ignore[attr-defined]  # both asked, waiting
+        threading.Event().wait(0.001)
+    release[0].set()
+    first.join(30)
+    assert got["a"] == [{"list": 0}]
+    release[1].set()
+    for t in later:
+        t.join(30)
+    assert got["b"] == got["c"] == [{"list": 1}]  # not the list that was running when they asked
+    assert calls == [0, 1]
+
+
+def test_a_failed_list_is_reported_and_the_next_caller_lists_again() -> None:
+    outcomes = iter([RuntimeError("no answer"), [{"ok": 1}]])
+
+    def read() -> list[dict[str, Any]]:
+        found = next(outcomes)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    reads = dra.FreshReads(read)
+    with pytest.raises(RuntimeError):
+        reads.read()
+    assert reads.read() == [{"ok": 1}]

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from shorthop import errors
@@ -190,6 +191,47 @@ class DeviceView(Protocol):
     def taken_by_others(self, pod_key: str, node: str, gpus: Sequence[int]) -> list[int]: ...
 
 
+class FreshReads:
+    """Consistent lists of every claim, shared by concurrent binds: a caller gets a list that
+    *started* after it asked (so it includes the caller's own write and every write
+    acknowledged before it), but one list serves every caller that asked before it started.
+    Binding a gang of pods in parallel then costs one or two lists, not one per pod."""
+
+    def __init__(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        self._read = read
+        self._cond = threading.Condition()
+        self._started = 0  # lists begun
+        self._done = 0  # the newest list finished, and its items
+        self._items: list[dict[str, Any]] = []
+        self._running = False
+
+    def read(self) -> list[dict[str, Any]]:
+        with self._cond:
+            need = self._started + 1  # the next list to start
+            while self._done < need:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                mine = self._started
+                break
+            else:
+                return self._items
+        try:
+            items = self._read()
+        except BaseException:
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._running = False
+            self._done, self._items = mine, items
+            self._cond.notify_all()
+        return items
+
+
 class ClaimBinder:
     """Binds pods: through their ResourceClaim first on DRA nodes (``PodRef.claim`` set), with
     ``pods/binding`` alone elsewhere. See the module docstring."""
@@ -207,6 +249,7 @@ class ClaimBinder:
         self.device_class = device_class
         self.faults = faults or Faults()
         self.plain = BindingSubresourceBinder(kube)
+        self.claims = FreshReads(kube.list_claims)
 
     def bind(self, pod: PodRef, node: str, gpus: tuple[int, ...]) -> BindResult:
         if pod.claim is None:
@@ -310,7 +353,7 @@ class ClaimBinder:
         mine = str(occupancy.as_map(claim.get("metadata")).get("uid") or "")
         ours = set(wanted)
         clash: dict[str, list[str]] = {}
-        for other in self.kube.list_claims():
+        for other in self.claims.read():
             try:
                 record = devices.read_claim(other)
             except errors.DeviceError:
