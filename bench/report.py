@@ -748,7 +748,7 @@ def _throughput(r: Results) -> str:
         + dra
         + "\n\n"
         + table(("who binds", "pods", "time to all bound", "pods/s"), rows, "lrrr")
-        + f"\n\nRatio shorthop / kube-scheduler: **{tp.ratio:.2f}×**."
+        + f"\n\nRatio shorthop (device plugin) / kube-scheduler: **{tp.ratio:.2f}×**."
         + ("" if tp.ratio >= 1.0 else "\n\n" + THROUGHPUT_GAP)
     )
 
