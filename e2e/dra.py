@@ -78,6 +78,21 @@ def dra_cluster(
     return DraCluster(nodes, published, pool, background_namespace, pods, claims, plugin)
 
 
+def allocated_devices(claim: dict[str, Any]) -> list[str]:
+    """The devices a claim's allocation names."""
+    results = ((claim.get("status") or {}).get("allocation") or {}).get("devices", {})
+    return [str(r["device"]) for r in results.get("results", [])]
+
+
+def plugin_gpus(dra: DraCluster) -> int:
+    """GPUs the device-plugin background pods request."""
+    return sum(
+        int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+        for p in dra.plugin_pods
+        for c in p["spec"]["containers"]
+    )
+
+
 def ensure_device_class(cluster: kube.Cluster) -> bool:
     """Create the driver's DeviceClass unless it exists; True when this call created it."""
     resource = client.ResourceV1Api(cluster.api)
