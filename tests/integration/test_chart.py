@@ -335,6 +335,8 @@ DRA_READ_RULES = {
 DRA_WRITE_RULES = {
     ("resource.k8s.io", "resourceclaims"): {"create", "get", "delete"},
     ("resource.k8s.io", "resourceclaims/status"): {"update"},
+    # Checked by the claim status strategy on 1.36+ (granular status authorization).
+    ("resource.k8s.io", "resourceclaims/binding"): {"update"},
 }
 
 

@@ -335,8 +335,10 @@ class Reconciler:
         # created are kept and bound then.
         bound = [r for r in results if r.code == BindCode.BOUND]
         self.expectations.expect(key, {r.key: r.uid for r in bound if r.uid})
-        failed = any(r.code == BindCode.ERROR for r in results)
-        return sum(1 for r in bound if r.created), failed
+        failed = [r for r in results if r.code == BindCode.ERROR]
+        for r in failed:
+            log.warning("binding %s: %s", r.key, r.message)
+        return sum(1 for r in bound if r.created), bool(failed)
 
     def _assume(
         self,
