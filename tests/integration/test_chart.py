@@ -426,6 +426,7 @@ def test_all_namespaces_binds_the_cluster_role_cluster_wide(helm: Helm) -> None:
     assert _bindings(helm.template()) == {
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop"),
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
 
@@ -436,12 +437,18 @@ def test_watched_namespaces_get_role_bindings_and_only_reads_stay_cluster_wide(
     docs = helm.template("--set", "watchNamespaces={team-a,team-b}")
     assert _bindings(docs) == {
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
+        # Kubernetes asks for resourceclaims/binding at the cluster scope (1.36+).
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
         ("RoleBinding", "team-a", "ClusterRole", "shorthop"),
         ("RoleBinding", "team-b", "ClusterRole", "shorthop"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
     read_role = _one(docs, "ClusterRole", "shorthop-cluster-read")
     assert _granted([read_role], "ClusterRole") == _flatten(_merged(READ_RULES, DRA_READ_RULES))
+    binding = _one(docs, "ClusterRole", "shorthop-claim-binding")
+    assert _granted([binding], "ClusterRole") == {
+        ("resource.k8s.io", "resourceclaims/binding", "update")
+    }
     assert _config(docs)["namespaces"] == ["team-a", "team-b"]
 
 
