@@ -1,5 +1,7 @@
 # shorthop — every target installs what it needs; `make test` works on a machine with only
-# Python >= 3.11, Go >= 1.24 and access to PyPI and the Go module proxy.
+# Python >= 3.11, Go >= 1.26 and access to PyPI and the Go module proxy.
+# SHORTHOP_KUBERNETES_VERSION=1.35 (or 1.35.4, v1.35.4) builds and tests another supported
+# Kubernetes release than the newest; `make versions` lists them.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard operator tests e2e bench chaos conftest.py)
 
-.PHONY: dev test unit fuzz lint crds controlplane cluster-up cluster-down demo bench chaos clean
+.PHONY: dev test unit fuzz mutation lint crds controlplane versions cluster-up cluster-down demo bench chaos clean
 
 dev: $(STAMP)
 
@@ -35,6 +37,10 @@ unit: dev
 fuzz: dev
 	SHORTHOP_HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/unit -m hypothesis $(PYTEST_ARGS)
 
+# Mutation check of the pure core, bounded in time (MUTATION_SECONDS); see docs/testing.md.
+mutation: dev
+	bash tests/mutation.sh
+
 lint: dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
@@ -47,6 +53,9 @@ crds: dev
 
 controlplane: dev
 	$(PY) -m e2e.controlplane build
+
+versions: dev
+	$(PY) -m e2e.controlplane versions
 
 cluster-up: dev
 	$(PY) -m e2e.controlplane up

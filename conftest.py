@@ -20,6 +20,23 @@ from tests import hypothesis_profiles, kube
 hypothesis_profiles.register()
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    external = os.environ.get(kube.KUBECONFIG_ENV)
+    if external:
+        return f"cluster: {external} ({kube.KUBECONFIG_ENV})"
+    from e2e.controlplane import components
+
+    try:
+        release = components.selected()
+    except components.UnsupportedVersion as exc:
+        return f"local control plane: {exc}"
+    return (
+        f"local control plane: Kubernetes {release.kubernetes}, etcd {release.etcd}, "
+        f"kwok {components.KWOK_VERSION} ({components.VERSION_ENV} picks another: "
+        f"{components.supported()})"
+    )
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.Cluster]:
     external = os.environ.get(kube.KUBECONFIG_ENV)

@@ -188,13 +188,17 @@ SECURITY = """## Security
 
 Checked by `make test` on every run (not measured here):
 
-- **RBAC is minimal**: `test_installed_release_grants_exactly_these_permissions`
-  (in `tests/integration/test_chart.py`) asks the real authorizer (`kubectl auth can-i --as`
-  the chart's ServiceAccount) for every verb the operator uses (allowed) and for 13 it does not
-  (denied: secrets, configmaps, pods outside the watched namespaces, pod patch, service delete,
-  CR create/update/delete, node patch/delete, Deployments, leases outside its namespace).
-  `e2e/test_e2e.py` runs the operator *as* that ServiceAccount, so every allowed verb is also
-  exercised, and its credentials get 403 on secrets.
+- **RBAC is minimal**: `test_operator_uses_exactly_the_permissions_the_chart_grants`
+  (in `tests/integration/test_chart.py`) runs the operator as the chart's ServiceAccount through
+  a placement, a scale-down and a Lease renewal and reads the API server's audit log: no request
+  is refused, and each role grants exactly the (verb, resource) pairs the operator used (plus
+  `inferencedeployments/finalizers` update, which admission checks). After a real install, under
+  Helm 3 and 4, SubjectAccessReviews for the ServiceAccount (each question checked against
+  discovery, so a misspelt one fails instead of answering "no") allow those verbs only where they
+  apply and deny 15 others (secrets, configmaps, pods outside the watched namespaces, pod patch,
+  service delete, CR create/update/delete, node patch/delete, Deployments, leases outside its
+  namespace). `e2e/test_e2e.py` runs the operator *as* that ServiceAccount, and its credentials
+  get 403 on secrets.
 - **Container**: non-root (uid 65532), read-only root filesystem, no privilege escalation, all
   capabilities dropped, seccomp RuntimeDefault; the operator pod is admitted by a namespace that
   enforces Pod Security `restricted` (`test_operator_pod_is_admitted_under_restricted_enforcement`);

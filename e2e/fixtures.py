@@ -58,12 +58,13 @@ NOWHERE = {"shorthop.io/e2e": "nowhere"}
 # -- Helm ---------------------------------------------------------------------------------------
 
 
-def helm_binary() -> str | None:
-    """The helm built into the control-plane cache, else the one on PATH."""
+def helm_binary(major: int | None = None) -> str | None:
+    """The helm of ``major`` (default: the newest) built into the control-plane cache, else the
+    one on PATH."""
     try:
         from e2e.controlplane import components
 
-        built = components.binary_path("helm")
+        built = components.helm_path(major or components.DEFAULT_HELM_MAJOR)
         if built.exists():
             return str(built)
     except ImportError:

@@ -2,11 +2,14 @@
 scalable units, L40S nodes, some GPUs already busy), the Helm chart installed, the operator
 running with exactly the chart's RBAC, and the two documented examples applied with kubectl.
 
-One scenario, in order (the tests share the module's state and build on each other): placement
-on the best tiers, what ``kubectl get infd``, the status, events and /metrics show, scaling a role
-up and down, losing a node, deleting the deployments, the ServiceAccount's limits, and
-``helm uninstall``. From the first ``kubectl apply`` on, every state of the deployments' pods is
-checked against their templates' required scheduling rules (the examples select GPU products).
+One scenario, in order (the tests share the module's state and build on each other), once with
+each supported Helm major: placement on the best tiers, what ``kubectl get infd``, the status,
+events and /metrics show, scaling a role up and down, losing a node, deleting the deployments, the
+ServiceAccount's limits, and ``helm uninstall``. Helm installs the InferenceDeployment CRD itself
+(from the chart's crds/; any earlier copy is removed first), so that uninstalling shows that helm
+keeps a CRD it created, and the custom resources in it. From the first ``kubectl apply`` on, every
+state of the deployments' pods is checked against their templates' required scheduling rules (the
+examples select GPU products).
 
 The chart's operator pods cannot run here (no container runtime), so the chart is installed with
 a nodeSelector that matches no node and ``shorthop run`` runs as a local process instead, with the
@@ -28,6 +31,7 @@ import yaml
 from kubernetes import client, config
 
 from e2e import fixtures as fx
+from tests import helm as helm_bin
 from tests import kube, scheduling_check, watching
 from tests import operator_harness as oh
 
@@ -37,6 +41,9 @@ DEEPSEEK, LLAMA = "deepseek-r1", "llama-70b"
 EXAMPLES = {DEEPSEEK: "deepseek-nvl72.yaml", LLAMA: "llama-70b-h100.yaml"}
 H100 = "NVIDIA-H100-80GB-HBM3"
 GB200 = "NVIDIA-GB200"
+
+
+CRD_NAME = "inferencedeployments.shorthop.io"
 
 
 @dataclass
@@ -49,6 +56,7 @@ class Scenario:
     gpus: fx.GpuCluster
     operator: fx.Operator
     docs: dict[str, dict[str, Any]]
+    crd_uid: str  # of the CRD `helm install` created
     rules: watching.ObjectWatch  # every pod state, checked against the templates' rules
     uninstalled: bool = False
 
@@ -67,19 +75,42 @@ class Scenario:
         self.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(self.docs[name]))
 
 
-@pytest.fixture(scope="module")
-def helm(cluster: kube.Cluster, tmp_path_factory: pytest.TempPathFactory) -> fx.Helm:
-    binary = fx.helm_binary()
+@pytest.fixture(scope="module", params=helm_bin.MAJORS, ids=[f"helm{m}" for m in helm_bin.MAJORS])
+def helm(
+    request: pytest.FixtureRequest, cluster: kube.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> fx.Helm:
+    major: int = request.param
+    binary = helm_bin.binary(major)
     if binary is None:
         if os.environ.get(kube.KUBECONFIG_ENV):
-            pytest.skip("no helm: not in the control-plane cache and not on PATH")
-        pytest.fail("no helm: run `make controlplane` to build it")
-    return fx.Helm(binary, cluster.kubeconfig, tmp_path_factory.mktemp("helm"))
+            pytest.skip(f"no helm {major}: not in the control-plane cache and not on PATH")
+        pytest.fail(f"no helm {major}: run `make controlplane` to build it")
+    return fx.Helm(binary, cluster.kubeconfig, tmp_path_factory.mktemp(f"helm{major}"))
+
+
+def _crd_uid(cluster: kube.Cluster) -> str | None:
+    found = cluster.kubectl("get", "crd", CRD_NAME, "-o", "jsonpath={.metadata.uid}", check=False)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def _remove_crd(cluster: kube.Cluster) -> None:
+    """Delete the CRD (and so every InferenceDeployment) so that `helm install` creates it. On a
+    cluster the suite did not start, refuse when that would delete someone's deployments."""
+    if _crd_uid(cluster) is None:
+        return
+    if cluster.local is None:
+        existing = cluster.kubectl("get", "infd", "-A", "-o", "name").stdout.split()
+        if existing:
+            pytest.fail(
+                f"the e2e suite lets helm install the CRD, which deletes it first; this cluster "
+                f"has {len(existing)} InferenceDeployments ({existing[:3]}...): use another cluster"
+            )
+    cluster.kubectl("delete", "crd", CRD_NAME, "--wait=true", "--timeout=120s")
 
 
 @pytest.fixture(scope="module")
 def scenario(
-    cluster: kube.Cluster, infd_crd: str, helm: fx.Helm, tmp_path_factory: pytest.TempPathFactory
+    cluster: kube.Cluster, helm: fx.Helm, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scenario]:
     tag = uuid.uuid4().hex[:5]
     release, home, user = f"e2e{tag}", f"e2e-{tag}-system", f"e2e-{tag}-user"
@@ -90,7 +121,11 @@ def scenario(
     rules: watching.ObjectWatch | None = None
     try:
         fx.create_gpu_cluster(cluster, gpus)
+        _remove_crd(cluster)
         fx.install_chart(helm, release, home)
+        crd_uid = _crd_uid(cluster)
+        assert crd_uid is not None, "helm install did not create the CRD from the chart's crds/"
+        cluster.wait_established(CRD_NAME)
         operator = fx.start_operator(cluster, release, home, workdir, identity=f"e2e-{tag}")
         operator.process.wait_leading(timeout=90)
         oh.ensure_namespace(cluster, user)
@@ -110,7 +145,7 @@ def scenario(
             namespace=user,
             check=scheduling_check.bound_by_the_rules(templates, gpus.labels.get),
         ).start()
-        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs, rules)
+        state = Scenario(cluster, helm, release, home, user, gpus, operator, docs, crd_uid, rules)
         for name in docs:
             state.apply(name)
         for name in docs:
@@ -497,13 +532,18 @@ def test_helm_uninstall_removes_the_charts_objects_but_keeps_the_crd(s: Scenario
         "clusterrolebinding": 2,
     }, installed
     s.operator.process.stop()  # its token dies with the ServiceAccount
+    # A user's deployment that exists while the release goes (nobody places it: no operator).
+    survivor = fx.retarget(fx.example(EXAMPLES[LLAMA]), s.user)
+    survivor["metadata"]["name"] = "survivor"
+    s.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(survivor))
     s.helm("uninstall", s.release, "--namespace", s.home, "--wait", "--timeout=60s")
     s.uninstalled = True
     kube.wait_for("the release's objects gone", lambda: not _release_objects(s), timeout=60)
     # Helm never deletes CRDs it installed from crds/ (that would delete every user's
-    # InferenceDeployments): the CRD stays until an administrator removes it.
-    assert (
-        s.cluster.kubectl("get", "crd", "inferencedeployments.shorthop.io", check=False).returncode
-        == 0
-    )
+    # InferenceDeployments): the CRD helm created stays, and the deployments in it.
+    assert _crd_uid(s.cluster) == s.crd_uid
+    kept = oh.get_infd(s.cluster, s.user, "survivor")
+    assert [r["name"] for r in kept["spec"]["roles"]] == [
+        r["name"] for r in survivor["spec"]["roles"]
+    ]
     assert "release: not found" in s.helm("status", s.release, "-n", s.home, check=False).stderr

@@ -581,6 +581,7 @@ NOT_SNAPSHOTS = (
     b"kind: List\n", b"kind: List\nitems: 5\n", b"kind: NodeList\nitems: [5]\n",
     b"kind: List\nitems: [{metadata: {name: n}}]\n",
     b"kind: Node\nmetadata: x\n", b"kind: Pod\nmetadata: {name: p}\n", b"\x00\x01\x02",
+    b"kind: Node\nmetadata: {name: [1]}\n", b"kind: Node\nmetadata: {name: 7}\n",
     b"\xff\xfe\x00", b"a: &a [*a]\n",
     b"a: &x [1,1,1,1,1,1,1,1,1,1]\nb: &y [*x,*x,*x,*x,*x,*x,*x,*x,*x,*x]\nc: [*y,*y,*y,*y,*y,*y,*y,*y,*y,*y]\n",
     b"!!python/object/apply:os.system ['true']\n", b"kind: Node\nmetadata: {name: n}\n---\n{{{",
@@ -588,11 +589,10 @@ NOT_SNAPSHOTS = (
     b"kind: Node\nmetadata: {name: n}\nstatus: {allocatable: {nvidia.com/gpu: 1" + HUGE_DIGITS.encode() + b"}}\n",
     b"[" * 100_000, b"a: " + b"[" * 20_000, b'{"a":' * 50_000,
 )  # fmt: skip
-# Files that read as a snapshot with no usable GPU node in it (a node without GPUs, a name that
-# is not a string, taints that are not a list): the deployment cannot be placed, so exit 2 with
-# the infeasible plan as JSON on stdout and nothing on stderr.
+# Files that read as a snapshot with no usable GPU node in it (a node without GPUs, taints that
+# are not a list): the deployment cannot be placed, so exit 2 with the infeasible plan as JSON
+# on stdout and nothing on stderr. (A name that is not a string is not a snapshot: exit 1.)
 NOTHING_TO_PLACE_ON = (
-    b"kind: Node\nmetadata: {name: [1]}\n",
     b"kind: Node\nmetadata: {name: n}\n" * 3,
     b"kind: Node\nmetadata: {name: n}\nspec: {taints: 5}\nstatus: {allocatable: {nvidia.com/gpu: 8}}\n",
 )  # fmt: skip

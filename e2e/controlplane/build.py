@@ -2,8 +2,10 @@
 
 A cold build of kube-apiserver and friends takes many minutes on two cores, so this prints what it
 builds, which version and the elapsed time every half minute. A binary already in the cache for the
-pinned version is not rebuilt. Go's own module and build caches (GOMODCACHE, GOCACHE) are left at
-their defaults so a second machine-local run is fast even after a version bump.
+pinned version is not rebuilt. What is built is the Kubernetes release that
+``SHORTHOP_KUBERNETES_VERSION`` selects (default: the newest supported), its etcd, kwok and both
+Helm majors. Go's own module and build caches (GOMODCACHE, GOCACHE) are left at their defaults so
+a second machine-local run is fast even after a version bump.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class BuildError(RuntimeError):
     """A Go build failed; the message carries the tail of the compiler output."""
 
 
-def _go_env() -> dict[str, str]:
+def go_env() -> dict[str, str]:
     env = dict(os.environ)
     env["CGO_ENABLED"] = "0"
     env["GOTOOLCHAIN"] = "local"
@@ -40,12 +42,12 @@ def _say(message: str) -> None:
     print(f"[controlplane] {message}", flush=True)
 
 
-def missing() -> list[components.GoModule]:
-    """Modules with at least one binary not yet in the cache."""
+def missing(release: components.Release | None = None) -> list[components.GoModule]:
+    """Modules of a release (default: the selected one) with a binary not yet in the cache."""
     return [
         module
-        for module in components.MODULES
-        if not all(components.is_current(name) for name in module.binaries)
+        for module in components.modules(release)
+        if not all(components.is_current(module, name) for name in module.binaries)
     ]
 
 
@@ -54,29 +56,35 @@ def _heartbeat(label: str, started: float, done: threading.Event) -> None:
         _say(f"  still building {label} ({time.monotonic() - started:.0f}s)")
 
 
-MIN_GO = (1, 24)
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
-def check_go() -> str:
-    """Return the Go version, or raise a BuildError saying what to install."""
-    need = ".".join(map(str, MIN_GO))
+def check_go(todo: list[components.GoModule]) -> str:
+    """Return the Go version, or raise a BuildError saying what to install. The minimum is the
+    newest ``go`` directive among the modules to build (Kubernetes 1.37 says 1.26.0)."""
+    need = max((module.go_directive() for module in todo), default=(1, 0))
+    wanted = ", ".join(f"{m.directory_name} needs {_dotted(m.go_directive())}" for m in todo)
     if shutil.which("go") is None:
         raise BuildError(
-            f"the 'go' command is not on PATH; install Go >= {need} to build the control plane"
+            f"the 'go' command is not on PATH; install Go >= {_dotted(need)} to build the "
+            f"control plane ({wanted})"
         )
     proc = subprocess.run(
-        ["go", "env", "GOVERSION"], env=_go_env(), capture_output=True, text=True, check=False
+        ["go", "env", "GOVERSION"], env=go_env(), capture_output=True, text=True, check=False
     )
     found = proc.stdout.strip()
-    match = re.match(r"go(\d+)\.(\d+)", found)
+    match = re.match(r"go(\d+)\.(\d+)(?:\.(\d+))?", found)
     if proc.returncode != 0 or match is None:
         raise BuildError(
             f"could not read the Go version ({proc.stderr.strip() or found!r}); "
-            f"install Go >= {need}"
+            f"install Go >= {_dotted(need)}"
         )
-    if (int(match[1]), int(match[2])) < MIN_GO:
+    have = (int(match[1]), int(match[2]), int(match[3] or 0))
+    if have < need + (0,) * (3 - len(need)):
         raise BuildError(
-            f"Go {found} is too old: the control plane needs Go >= {need} (GOTOOLCHAIN=local)"
+            f"Go {found} is too old for the pinned modules ({wanted}); install Go >= "
+            f"{_dotted(need)} (builds run with GOTOOLCHAIN=local, so no toolchain is downloaded)"
         )
     return found
 
@@ -85,8 +93,8 @@ def build_module(module: components.GoModule) -> None:
     """Build the binaries of one wrapper module into the cache (atomically: temp dir, rename)."""
     cache = components.cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    label = f"{', '.join(module.binaries)} {module.version}"
-    _say(f"building {label} from source (module {module.directory.name})")
+    label = module.label
+    _say(f"building {label} from source (module gomod/{module.directory_name})")
     started = time.monotonic()
     done = threading.Event()
     threading.Thread(target=_heartbeat, args=(label, started, done), daemon=True).start()
@@ -100,7 +108,7 @@ def build_module(module: components.GoModule) -> None:
         proc = subprocess.run(
             command,
             cwd=module.directory,
-            env=_go_env(),
+            env=go_env(),
             capture_output=True,
             text=True,
             check=False,
@@ -109,11 +117,33 @@ def build_module(module: components.GoModule) -> None:
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
             raise BuildError(f"go build of {label} failed (exit {proc.returncode}):\n{tail}")
+        for asset, files in module.assets.items():
+            _write_asset(module, files, Path(tmp) / asset)
+            os.replace(Path(tmp) / asset, components.cached_asset(module, asset))
         for name, package in module.binaries.items():
-            target = components.binary_path(name)
+            target = components.cached_binary(module, name)
             os.replace(Path(tmp) / _go_binary_name(package), target)
             target.with_name(target.name + ".recipe").write_text(module.recipe() + "\n")
     _say(f"built {label} in {time.monotonic() - started:.0f}s")
+
+
+def _write_asset(module: components.GoModule, files: tuple[str, ...], target: Path) -> None:
+    """Concatenate files of the module's upstream source (as the module cache holds it, checked
+    against go.sum by the build) into one multi-document YAML file."""
+    proc = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", module.upstream],
+        cwd=module.directory, env=go_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    source = Path(proc.stdout.strip())
+    if proc.returncode != 0 or not source.is_dir():
+        raise BuildError(f"cannot find the source of {module.upstream}: {proc.stderr.strip()}")
+    parts = []
+    for relative in files:
+        path = source / relative
+        if not path.is_file():
+            raise BuildError(f"{module.upstream}@{module.version} has no {relative}")
+        parts.append(f"# {module.upstream}@{module.version}/{relative}\n{path.read_text()}")
+    target.write_text("---\n".join(parts))
 
 
 def _go_binary_name(package: str) -> str:
@@ -125,13 +155,15 @@ def _go_binary_name(package: str) -> str:
     return parts[-1]
 
 
-def ensure_built() -> None:
-    """Build whatever the cache lacks; a no-op when every pinned binary is present."""
-    todo = missing()
+def ensure_built(release: components.Release | None = None) -> None:
+    """Build whatever the cache lacks for a release (default: the selected one); a no-op when
+    every pinned binary is present."""
+    chosen = release or components.selected()
+    todo = missing(chosen)
     if not todo:
-        _say(f"binaries cached in {components.cache_dir()}")
+        _say(f"Kubernetes {chosen.kubernetes}: binaries cached in {components.cache_dir()}")
         return
-    _say(f"using {check_go()}")
+    _say(f"Kubernetes {chosen.kubernetes}: using {check_go(todo)}")
     started = time.monotonic()
     for module in todo:
         build_module(module)
@@ -141,7 +173,7 @@ def ensure_built() -> None:
 def main() -> int:
     try:
         ensure_built()
-    except BuildError as exc:
+    except (BuildError, components.UnsupportedVersion) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,10 +2,15 @@
 
 etcd, kube-apiserver (TLS, RBAC), kube-controller-manager (garbage collection, service accounts,
 node lifecycle), kube-scheduler and kwok (fake nodes and pods) run from the binaries that
-``build`` put in the cache. Everything a running cluster needs to be found and stopped again lives
-in its state directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes
-are stopped by the pids recorded there, never by name. Processes started against the cluster by
-others (the operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
+``build`` put in the cache, for the Kubernetes release ``components.selected()`` names (or the
+one given). Everything a running cluster needs to be found and stopped again lives in its state
+directory: certificates, the admin kubeconfig, logs, data and ``pids.json``. Processes are stopped
+by the pids recorded there, never by name. Processes started against the cluster by others (the
+operator ``make demo`` runs) are recorded in ``extra-pids.json`` and stopped first.
+
+The API server writes an audit log (``logs/audit.log``, ``commands.AUDIT_POLICY``) of the requests
+made with ServiceAccount credentials outside kube-system: what an operator running as the
+chart's ServiceAccount actually calls, which the chart's RBAC tests compare with what it grants.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e.controlplane import build, certs, components
+from e2e.controlplane import build, certs, commands, components
 
-FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+FAKE_NODE_ANNOTATION = commands.FAKE_NODE_ANNOTATION
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # The ports.json entries each component listens on.
 _PORTS = {
@@ -60,6 +65,9 @@ class LocalCluster:
 
     state_dir: Path
 
+    # The Kubernetes release whose binaries run (default: SHORTHOP_KUBERNETES_VERSION's).
+    release: components.Release = field(default_factory=components.selected)
+
     # When True, every component gets SIGTERM if the Python process that started it dies (test
     # sessions); `make cluster-up` leaves it False so the cluster outlives the command.
     tie_to_parent: bool = False
@@ -87,6 +95,11 @@ class LocalCluster:
     @property
     def pki(self) -> Path:
         return self.state_dir / "pki"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines; see ``commands.AUDIT_POLICY``)."""
+        return commands.Paths(self.state_dir, {}).audit_log
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -145,9 +158,10 @@ class LocalCluster:
             raise ClusterError(
                 f"a cluster from {self.state_dir} is already running; run 'make cluster-down' first"
             )
-        build.ensure_built()
+        build.ensure_built(self.release)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
+        commands.write_configs(commands.Paths(self.state_dir, {}))
         self._pids_file.unlink(missing_ok=True)
         stale = self.state_dir / "etcd"
         if stale.exists():
@@ -178,7 +192,10 @@ class LocalCluster:
         except BaseException:
             self.down()
             raise
-        _say(f"cluster up in {time.monotonic() - started:.0f}s; kubeconfig: {self.kubeconfig}")
+        _say(
+            f"Kubernetes {self.release.kubernetes} up in {time.monotonic() - started:.0f}s; "
+            f"kubeconfig: {self.kubeconfig}"
+        )
 
     def down(self) -> None:
         """Stop every recorded process: the extra ones (``extra-pids.json``) first, then the
@@ -265,94 +282,9 @@ class LocalCluster:
         _say(f"started {name} (pid {proc.pid})")
         return proc.pid
 
-    # -- commands ----------------------------------------------------------------------------
-
     def _command(self, name: str) -> list[str]:
-        ports = self.ports()
-        pki = self.pki
-        binary = str(components.binary_path(name))
-        if name == "etcd":
-            client = f"http://127.0.0.1:{ports['etcd']}"
-            peer = f"http://127.0.0.1:{ports['etcd-peer']}"
-            return [
-                binary,
-                "--name=local",
-                f"--data-dir={self.state_dir / 'etcd'}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=local={peer}",
-                "--listen-metrics-urls=",
-                "--unsafe-no-fsync=true",
-                "--quota-backend-bytes=4294967296",
-                "--log-level=warn",
-            ]
-        if name == "kube-apiserver":
-            return [
-                binary,
-                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=Node,RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--allow-privileged=true",
-                # The Endpoints of the `kubernetes` Service may not name a loopback address.
-                "--endpoint-reconciler-type=none",
-                "--max-requests-inflight=800",
-                "--max-mutating-requests-inflight=400",
-                "--v=1",
-            ]
-        if name == "kube-controller-manager":
-            kubeconfig = self.kubeconfig_for("controller-manager")
-            return [
-                binary,
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports['controller-manager']}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                "--use-service-account-credentials=true",
-                "--leader-elect=false",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ]
-        if name == "kube-scheduler":
-            kubeconfig = self.kubeconfig_for("scheduler")
-            return [
-                binary,
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={ports['scheduler']}",
-                "--leader-elect=false",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--v=1",
-            ]
-        if name == "kwok":
-            return [
-                binary,
-                f"--kubeconfig={self.kubeconfig_for('kwok')}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                "--cidr=10.244.0.0/16",
-                "--node-ip=10.244.255.254",
-                f"--server-address=127.0.0.1:{ports['kwok']}",
-                "--node-lease-duration-seconds=40",
-            ]
-        raise KeyError(name)
+        binary = str(components.binary_path(name, self.release))
+        return commands.command(name, binary, commands.Paths(self.state_dir, self.ports()))
 
     def _write_kubeconfig(self, stem: str) -> None:
         pki = self.pki

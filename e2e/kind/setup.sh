@@ -6,23 +6,50 @@
 #   3. for you to play with: the operator image built and loaded, the chart installed with the
 #      operator pinned to the kind node, and the fake GPU cluster of `make demo`.
 # The suite runs before step 3 because it needs the cluster's untainted GPU nodes to be its own.
-# Environment: SKIP_TESTS=1 skips step 2; KIND_NODE_IMAGE pins the node image.
+# Environment: SKIP_TESTS=1 skips step 2; SHORTHOP_KUBERNETES_VERSION=1.35|1.36|1.37 picks the
+# node image of that minor (default 1.37); KIND_NODE_IMAGE overrides the image altogether.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 NAME=shorthop
-KWOK_VERSION=v0.7.0                                  # = e2e/controlplane/components.py
+KWOK_VERSION=v0.8.0                                  # = e2e/controlplane/components.py
 KWOK_URL="https://github.com/kubernetes-sigs/kwok/releases/download/${KWOK_VERSION}"
+# Node images published with kind v0.33.0 (its release notes; pinned by digest, as kind asks).
+# Needs kind >= v0.33.0. Not pulled or run on the development machines (no Docker there).
+KIND_MIN_VERSION=v0.33.0
+declare -A NODE_IMAGES=(
+  [1.37]=kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
+  [1.36]=kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed
+  [1.35]=kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0
+)
+MINOR="${SHORTHOP_KUBERNETES_VERSION:-1.37}"
+MINOR="${MINOR#v}"
+MINOR="$(cut -d. -f1,2 <<<"${MINOR}")"
+if [[ -z "${KIND_NODE_IMAGE:-}" ]]; then
+  if [[ -z "${NODE_IMAGES[${MINOR}]:-}" ]]; then
+    echo "SHORTHOP_KUBERNETES_VERSION=${SHORTHOP_KUBERNETES_VERSION}: no kind node image for" \
+      "Kubernetes ${MINOR}; supported: ${!NODE_IMAGES[*]} (or set KIND_NODE_IMAGE)" >&2
+    exit 1
+  fi
+  KIND_NODE_IMAGE="${NODE_IMAGES[${MINOR}]}"
+fi
 IMAGE=shorthop:kind
 export KUBECONFIG="${ROOT}/e2e/kind/kubeconfig"      # git-ignored; `kind get kubeconfig` too
 cd "${ROOT}"
 
 say() { printf '==> %s\n' "$*"; }
 
-say "kind cluster ${NAME} (kubeconfig ${KUBECONFIG})"
+kind_version="$(kind version | awk '{print $2}')"   # "kind v0.33.0 go1.26.x linux/amd64"
+if [[ "$(printf '%s\n%s\n' "${KIND_MIN_VERSION}" "${kind_version}" | sort -V | head -1)" \
+      != "${KIND_MIN_VERSION}" ]]; then
+  echo "kind ${kind_version} is older than ${KIND_MIN_VERSION}, which built ${KIND_NODE_IMAGE%@*}" >&2
+  exit 1
+fi
+
+say "kind cluster ${NAME}, node image ${KIND_NODE_IMAGE%@*} (kubeconfig ${KUBECONFIG})"
 if ! kind get clusters | grep -qx "${NAME}"; then
   kind create cluster --name "${NAME}" --config e2e/kind/kind-config.yaml \
-    --kubeconfig "${KUBECONFIG}" ${KIND_NODE_IMAGE:+--image "${KIND_NODE_IMAGE}"} --wait 120s
+    --kubeconfig "${KUBECONFIG}" --image "${KIND_NODE_IMAGE}" --wait 120s
 fi
 kind get kubeconfig --name "${NAME}" > "${KUBECONFIG}"
 

@@ -87,7 +87,10 @@ def load_cluster(path: str) -> ClusterObjects:
     except UnicodeDecodeError as exc:
         raise SnapshotError(f"{path}: not UTF-8 text (byte {exc.start}); {CAPTURE_HINT}") from None
     except OSError as exc:
-        raise SnapshotError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise SnapshotError(
+            f"{path}: cannot be read ({exc.strerror or exc}); check the path and that this user "
+            f"may read it, or pipe the snapshot in with --cluster -"
+        ) from None
     return parse_cluster(text, path)
 
 
@@ -145,12 +148,9 @@ def parse_cluster(text: str, source: str) -> ClusterObjects:
             f"{source}: contains no Node objects (found {len(pods)} Pods); "
             "include the nodes: `kubectl get nodes,pods -A -o yaml`"
         )
-    for i, node in enumerate(nodes):
-        meta = node.get("metadata")
-        if not isinstance(meta, Mapping) or not meta.get("name"):
-            raise SnapshotError(
-                f"{source}: Node #{i + 1} has no metadata.name; use the unchanged output of kubectl"
-            )
+    for kind, objects in (("Node", nodes), ("Pod", pods)):
+        for i, obj in enumerate(objects):
+            _check_names(obj, f"{source}: {kind} #{i + 1}", namespaced=kind == "Pod")
     return ClusterObjects(nodes, pods, dra["ResourceSlice"], dra["ResourceClaim"])
 
 
@@ -175,6 +175,22 @@ def _check_dra(obj: Mapping[str, Any], kind: str, number: int, source: str) -> N
             devices.read_claim(obj)
     except DeviceError as exc:
         raise SnapshotError(f"{source}: {label}: {exc}; {UNCHANGED_HINT}") from None
+
+
+def _check_names(obj: Mapping[str, Any], where: str, *, namespaced: bool) -> None:
+    """A name (and a Pod's namespace) must be a non-empty string, as the API server writes it:
+    an object named by a number or a list would otherwise be dropped without a word."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise SnapshotError(f"{where} has no metadata.name; use the unchanged output of kubectl")
+    fields = ("name", "namespace") if namespaced else ("name",)
+    for key in fields:
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise SnapshotError(
+                f"{where}: metadata.{key} must be a non-empty string, not "
+                f"{type(value).__name__} {value!r:.40}; use the unchanged output of kubectl"
+            )
 
 
 def _documents(text: str, source: str) -> Iterator[Any]:

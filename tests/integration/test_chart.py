@@ -1,626 +1,57 @@
-"""The Helm chart: it lints, renders a restricted least-privilege operator, rejects bad values by
-name, agrees with the image and the CLI, and the real API server accepts what it renders."""
+"""The Helm chart against the real API server, under both Helm majors: the server accepts what it
+renders under restricted Pod Security, a release installs, upgrades and uninstalls, and its
+ServiceAccount holds exactly the permissions the operator uses, measured from the API server's
+audit log while the operator runs as that account. Rendering without a cluster is
+test_chart_render.py."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
-import os
-import shutil
 import subprocess
-import tomllib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic.alias_generators import to_camel
+from kubernetes import client
+from shorthop.controller import dra
+from shorthop.topology import fake
 
-from tests import dockerfile, kube
+from e2e import dra as fdra
+from e2e import fixtures as fx
+from tests import helm as helm_bin
+from tests import kube
+from tests import operator_harness as oh
+from tests.helm import CHART, MAJORS, Helm, helm_for
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "shorthop"
-RELEASE = "shorthop"
-NAMESPACE = "shorthop-system"
-CONFIG_PATH = "/etc/shorthop/config.yaml"
-
-
-@dataclasses.dataclass(frozen=True)
-class Helm:
-    binary: str
-    env: dict[str, str]
-    kube_version: str
-
-    def __call__(
-        self, *args: str, kubeconfig: Path | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        extra = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
-        result = subprocess.run(
-            [self.binary, *args, *extra],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            check=False,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def template(self, *values: str, namespace: str = NAMESPACE, check: bool = True) -> Any:
-        """``helm template`` of the chart; the rendered documents, or the process if it failed."""
-        # A helm built without its Kubernetes-version ldflags assumes v1.20, which the chart's
-        # kubeVersion refuses: say which Kubernetes we render for.
-        result = self(
-            "template",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--kube-version",
-            self.kube_version,
-            *values,
-            check=check,
-        )
-        if not check:
-            return result
-        return [d for d in yaml.safe_load_all(result.stdout) if d]
+# Keeps the chart's own operator pods Pending: no node has this label.
+NOWHERE = '{"shorthop.io/test":"nowhere"}'
 
 
 @pytest.fixture(scope="module")
-def helm(cluster: kube.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    from e2e.controlplane import components
-
-    path = components.binary_path("helm")
-    binary = str(path) if path.exists() else shutil.which("helm")
-    if binary is None:
-        if os.environ.get(kube.KUBECONFIG_ENV):
-            pytest.skip(f"no helm: {path} is not built and helm is not on PATH")
-        pytest.fail(f"no helm at {path}: run `make controlplane` to build it")
-    home = tmp_path_factory.mktemp("helm")
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    return Helm(binary, env, components.KUBERNETES_VERSION)
+def server_version(cluster: kube.Cluster) -> str:
+    """Render for the Kubernetes the server runs, whatever the build was."""
+    return cluster.server_version().git_version
 
 
-def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+@pytest.fixture(scope="module", params=MAJORS, ids=[f"helm{m}" for m in MAJORS])
+def helm(
+    request: pytest.FixtureRequest, server_version: str, tmp_path_factory: pytest.TempPathFactory
+) -> Helm:
+    major: int = request.param
+    return helm_for(major, tmp_path_factory.mktemp(f"helm{major}"), server_version)
+
+
+def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
-
-
-def _kinds(docs: list[dict[str, Any]]) -> list[str]:
-    return sorted(d["kind"] for d in docs)
-
-
-def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
-
-
-def _config(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    data = _one(docs, "ConfigMap")["data"]
-    assert list(data) == ["config.yaml"]
-    return yaml.safe_load(data["config.yaml"])
-
-
-# --- lint and render -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "flags",
-    [
-        [],
-        ["--strict"],
-        ["--strict", "--set", "metrics.serviceMonitor.enabled=true,replicaCount=3"],
-        ["--strict", "--set", "watchNamespaces={team-a,team-b},topology.preset=gke"],
-    ],
-    ids=["default", "strict", "strict-servicemonitor", "strict-watched"],
-)
-def test_helm_lint_passes(helm: Helm, flags: list[str]) -> None:
-    result = helm("lint", str(CHART), *flags)
-    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
-
-
-def test_default_render_has_the_expected_objects(helm: Helm) -> None:
-    docs = helm.template()
-    assert _kinds(docs) == sorted(
-        [
-            "ClusterRole",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "ClusterRoleBinding",
-            "ConfigMap",
-            "Deployment",
-            "PodDisruptionBudget",
-            "Role",
-            "RoleBinding",
-            "Service",
-            "ServiceAccount",
-        ]
-    )
-    for doc in docs:
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            assert doc["metadata"]["namespace"] == NAMESPACE, doc["kind"]
-        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-
-
-def test_deployment_meets_the_restricted_pod_security_profile(helm: Helm) -> None:
-    pod = _one(helm.template(), "Deployment")["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == 65532
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert not pod.get("hostNetwork")
-    assert not pod.get("hostPID")
-    assert not pod.get("hostIPC")
-    container = pod["containers"][0]
-    sc = container["securityContext"]
-    assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == 65532
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert "privileged" not in sc
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
-    assert mounts["/etc/shorthop"]["readOnly"] is True
-    assert all(set(v) <= {"name", "emptyDir", "configMap"} for v in pod["volumes"])
-
-
-def test_deployment_runs_two_replicas_with_probes_ports_and_env(helm: Helm) -> None:
-    docs = helm.template()
-    deployment = _one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 2
-    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    container = _container(docs)
-    assert container["image"] == "ghcr.io/shorthop/shorthop:0.1.0"
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 9090, "health": 8080}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
-    assert container["startupProbe"]["httpGet"]["port"] == "health"
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
-    assert container["resources"]["requests"]["cpu"]
-    assert container["resources"]["limits"]["memory"]
-    pod = deployment["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == _one(docs, "ServiceAccount")["metadata"]["name"]
-    configmap = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"]
-    assert configmap == _one(docs, "ConfigMap")["metadata"]["name"]
-    service = _one(docs, "Service")
-    assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
-    ]
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-
-
-def test_image_tag_and_ports_follow_values(helm: Helm) -> None:
-    docs = helm.template(
-        "--set", "image.repository=registry.example/shorthop,image.tag=dev-1,image.pullPolicy=Always",
-        "--set", "metrics.port=19090,health.port=18080",
-    )  # fmt: skip
-    container = _container(docs)
-    assert container["image"] == "registry.example/shorthop:dev-1"
-    assert container["imagePullPolicy"] == "Always"
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "metrics": 19090,
-        "health": 18080,
-    }
-    config = _config(docs)
-    assert (config["metricsPort"], config["healthPort"]) == (19090, 18080)
-    assert _one(docs, "Service")["spec"]["ports"][0]["port"] == 19090
-
-
-def _checksum(docs: list[dict[str, Any]]) -> str:
-    annotations = _one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-    value: str = annotations["checksum/config"]
-    return value
-
-
-def test_config_checksum_changes_with_the_config_and_only_then(helm: Helm) -> None:
-    default = _checksum(helm.template())
-    assert len(default) == 64
-    assert int(default, 16) >= 0
-    assert _checksum(helm.template()) == default
-    assert _checksum(helm.template("--set", "logFormat=text")) != default
-    assert _checksum(helm.template("--set", "topology.preset=oci")) != default
-    # Values that do not reach config.yaml do not roll the pods.
-    assert _checksum(helm.template("--set", "replicaCount=3")) == default
-
-
-def test_replicas_prefer_different_nodes_unless_affinity_says_otherwise(helm: Helm) -> None:
-    docs = helm.template()
-    affinity = _one(docs, "Deployment")["spec"]["template"]["spec"]["affinity"]
-    (term,) = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
-    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    selector = _one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
-
-    node_affinity = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}
-                ]
-            }
-        }
-    }
-    merged = helm.template("--set-json", f"affinity={json.dumps(node_affinity)}")
-    got = _one(merged, "Deployment")["spec"]["template"]["spec"]["affinity"]
-    assert got["nodeAffinity"] == node_affinity["nodeAffinity"]
-    assert "podAntiAffinity" in got
-
-    own = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}}
-    replaced = helm.template("--set-json", f"affinity={json.dumps(own)}")
-    assert _one(replaced, "Deployment")["spec"]["template"]["spec"]["affinity"] == own
-
-
-def test_scheduling_values_reach_the_pod(helm: Helm) -> None:
-    docs = helm.template(
-        "--set-json", 'nodeSelector={"pool":"ops"}',
-        "--set-json", 'tolerations=[{"key":"ops","operator":"Exists","effect":"NoSchedule"}]',
-        "--set", "priorityClassName=system-cluster-critical",
-    )  # fmt: skip
-    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"pool": "ops"}
-    assert pod["tolerations"] == [{"key": "ops", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["priorityClassName"] == "system-cluster-critical"
-
-
-@pytest.mark.parametrize(
-    ("values", "servicemonitor", "pdb"),
-    [
-        ([], False, True),
-        (["--set", "metrics.serviceMonitor.enabled=true"], True, True),
-        (["--set", "podDisruptionBudget.enabled=false"], False, False),
-        (["--set", "replicaCount=1"], False, False),
-    ],
-    ids=["default", "servicemonitor-enabled", "pdb-disabled", "single-replica"],
-)
-def test_servicemonitor_and_pdb_only_when_enabled(
-    helm: Helm, values: list[str], servicemonitor: bool, pdb: bool
-) -> None:
-    docs = helm.template(*values)
-    assert ("ServiceMonitor" in _kinds(docs)) is servicemonitor
-    assert ("PodDisruptionBudget" in _kinds(docs)) is pdb
-    pod_labels = _one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    if servicemonitor:
-        monitor = _one(docs, "ServiceMonitor")
-        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-        assert monitor["spec"]["endpoints"] == [
-            {"port": "metrics", "path": "/metrics", "interval": "30s"}
-        ]
-        service_labels = _one(docs, "Service")["metadata"]["labels"]
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
-    if pdb:
-        budget = _one(docs, "PodDisruptionBudget")
-        assert budget["spec"]["minAvailable"] == 1
-        assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-
-
-# --- RBAC --------------------------------------------------------------------------------------
-
-READ_RULES = {
-    ("", "nodes"): {"list", "watch"},
-    ("", "pods"): {"list", "watch"},
-}
-WRITE_RULES = {
-    ("", "pods"): {"create", "delete"},
-    ("", "pods/binding"): {"create"},
-    ("", "services"): {"get", "create"},
-    ("", "events"): {"create"},
-    ("shorthop.io", "inferencedeployments"): {"list", "watch"},
-    ("shorthop.io", "inferencedeployments/status"): {"patch"},
-    ("shorthop.io", "inferencedeployments/finalizers"): {"update"},
-}
-# Dynamic Resource Allocation (dra.enabled, the default): the informers of slices, claims and
-# classes (cluster-wide reads), and each pod's own claim and its status (namespaced writes).
-DRA_READ_RULES = {
-    ("resource.k8s.io", "resourceslices"): {"list", "watch"},
-    ("resource.k8s.io", "resourceclaims"): {"list", "watch"},
-    ("resource.k8s.io", "deviceclasses"): {"list", "watch"},
-}
-DRA_WRITE_RULES = {
-    ("resource.k8s.io", "resourceclaims"): {"create", "get", "delete"},
-    ("resource.k8s.io", "resourceclaims/status"): {"update"},
-    # Checked by the claim status strategy on 1.36+ (granular status authorization).
-    ("resource.k8s.io", "resourceclaims/binding"): {"update"},
-}
-
-
-def _merged(*tables: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = {}
-    for table in tables:
-        for key, verbs in table.items():
-            out[key] = out.get(key, set()) | verbs
-    return out
-
-
-CLUSTER_RULES = _merged(READ_RULES, WRITE_RULES, DRA_READ_RULES, DRA_WRITE_RULES)
-CLUSTER_RULES_WITHOUT_DRA = _merged(READ_RULES, WRITE_RULES)
-LEASE_RULES = {
-    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
-}
-
-
-def _flatten(rules: dict[tuple[str, str], set[str]]) -> set[tuple[str, str, str]]:
-    return {(group, resource, verb) for (group, resource), verbs in rules.items() for verb in verbs}
-
-
-def _granted(docs: list[dict[str, Any]], kind: str) -> set[tuple[str, str, str]]:
-    granted = set()
-    for role in (d for d in docs if d["kind"] == kind):
-        for rule in role["rules"]:
-            assert "nonResourceURLs" not in rule
-            assert "resourceNames" not in rule
-            granted |= {
-                (g, r, v)
-                for g in rule["apiGroups"]
-                for r in rule["resources"]
-                for v in rule["verbs"]
-            }
-    return granted
-
-
-@pytest.mark.parametrize(
-    ("values", "rules"),
-    [
-        ([], CLUSTER_RULES),
-        (["--set", "watchNamespaces={team-a,team-b}"], CLUSTER_RULES),
-        (["--set", "dra.enabled=false"], CLUSTER_RULES_WITHOUT_DRA),
-    ],
-    ids=["all", "watched", "no-dra"],
-)
-def test_rbac_grants_exactly_what_the_operator_uses(
-    helm: Helm, values: list[str], rules: dict[tuple[str, str], set[str]]
-) -> None:
-    docs = helm.template(*values)
-    cluster_granted = _granted(docs, "ClusterRole")
-    namespaced_granted = _granted(docs, "Role")
-    assert cluster_granted == _flatten(rules)
-    assert namespaced_granted == _flatten(LEASE_RULES)
-    everything = cluster_granted | namespaced_granted
-    assert not [g for g in everything if "*" in g]
-    assert not {r for _, r, _ in everything} & {"secrets", "configmaps"}
-    assert "escalate" not in {v for *_, v in everything}
-    assert "bind" not in {v for *_, v in everything}
-    assert "impersonate" not in {v for *_, v in everything}
-    role = _one(docs, "Role")
-    assert role["metadata"]["namespace"] == NAMESPACE
-
-
-def _bindings(docs: list[dict[str, Any]]) -> set[tuple[str, str | None, str, str]]:
-    """(binding kind, namespace, role kind, role name) of every binding to the ServiceAccount."""
-    account = _one(docs, "ServiceAccount")["metadata"]["name"]
-    out = set()
-    for doc in docs:
-        if doc["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
-            continue
-        assert doc["subjects"] == [
-            {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
-        ]
-        out.add(
-            (
-                doc["kind"],
-                doc["metadata"].get("namespace"),
-                doc["roleRef"]["kind"],
-                doc["roleRef"]["name"],
-            )
-        )
-    return out
-
-
-def test_all_namespaces_binds_the_cluster_role_cluster_wide(helm: Helm) -> None:
-    assert _bindings(helm.template()) == {
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop"),
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
-        ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
-    }
-
-
-def test_watched_namespaces_get_role_bindings_and_only_reads_stay_cluster_wide(
-    helm: Helm,
-) -> None:
-    docs = helm.template("--set", "watchNamespaces={team-a,team-b}")
-    assert _bindings(docs) == {
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
-        # Kubernetes asks for resourceclaims/binding at the cluster scope (1.36+).
-        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
-        ("RoleBinding", "team-a", "ClusterRole", "shorthop"),
-        ("RoleBinding", "team-b", "ClusterRole", "shorthop"),
-        ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
-    }
-    read_role = _one(docs, "ClusterRole", "shorthop-cluster-read")
-    assert _granted([read_role], "ClusterRole") == _flatten(_merged(READ_RULES, DRA_READ_RULES))
-    binding = _one(docs, "ClusterRole", "shorthop-claim-binding")
-    assert _granted([binding], "ClusterRole") == {
-        ("resource.k8s.io", "resourceclaims/binding", "update")
-    }
-    assert _config(docs)["namespaces"] == ["team-a", "team-b"]
-
-
-# --- config.yaml and the operator's settings ---------------------------------------------------
-
-
-def test_rendered_config_is_what_the_operator_settings_accept(helm: Helm, tmp_path: Path) -> None:
-    from shorthop import settings
-
-    levels = [
-        {"name": "block", "keys": ["example.com/block"]},
-        {"name": "rack", "keys": ["example.com/rack"]},
-    ]
-    docs = helm.template(
-        "--set", "topology.preset=aws,schedulerName=gpu-placer,logFormat=text,leaseName=lead",
-        "--set", "watchNamespaces={ml},metrics.port=9100,health.port=8081",
-        "--set-json", f"topology.levels={json.dumps(levels)}",
-        "--set-json", 'topology.nvlinkDomainKeys=["example.com/nvl"]',
-        "--set-json", 'topology.weights={"nvlinkDomain":7,"uplinks":[300,100]}',
-        "--set", "dra.enabled=false,dra.driver=gpu.example.com,dra.deviceClass=whole.example.com",
-    )  # fmt: skip
-    path = tmp_path / "config.yaml"
-    path.write_text(_one(docs, "ConfigMap")["data"]["config.yaml"])
-    loaded = settings.load(config_file=str(path), environ={})
-    assert loaded.topology.preset == "aws"
-    assert [(lv.name, lv.keys) for lv in loaded.topology.levels or []] == [
-        ("block", ["example.com/block"]),
-        ("rack", ["example.com/rack"]),
-    ]
-    topology = loaded.topology.config()
-    assert topology.nvlink_domain_keys == ("example.com/nvl",)
-    assert topology.weights.nvlink_domain == 7
-    assert topology.weights.uplinks == (300, 100)
-    assert loaded.scheduler_name == "gpu-placer"
-    assert loaded.namespaces == ["ml"]
-    assert (loaded.metrics_port, loaded.health_port) == (9100, 8081)
-    assert (loaded.lease_name, loaded.lease_namespace) == ("lead", NAMESPACE)
-    assert loaded.log_format == "text"
-    assert (loaded.dra.enabled, loaded.dra.driver, loaded.dra.device_class) == (
-        False,
-        "gpu.example.com",
-        "whole.example.com",
-    )
-
-
-def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path) -> None:
-    from shorthop import settings
-
-    config = _config(helm.template())
-    assert config == {
-        "topology": {"preset": "plain"},
-        "schedulerName": "shorthop",
-        "namespaces": [],
-        "metricsPort": 9090,
-        "healthPort": 8080,
-        "leaseName": "shorthop-leader",
-        "leaseNamespace": NAMESPACE,
-        "logFormat": "json",
-        "dra": {"enabled": True, "driver": "gpu.nvidia.com", "deviceClass": "gpu.nvidia.com"},
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    loaded = settings.load(config_file=str(path), environ={})
-    assert loaded == settings.Settings(lease_namespace=NAMESPACE, identity=loaded.identity)
-
-
-def test_schema_enums_follow_the_code() -> None:
-    from shorthop.topology import levels, links
-
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    topology = schema["properties"]["topology"]["properties"]
-    assert sorted(topology["preset"]["enum"]) == sorted(levels.PRESETS)
-    assert set(topology["weights"]["properties"]) == {
-        to_camel(f.name) for f in dataclasses.fields(links.Weights)
-    }
-    assert schema["properties"]["logFormat"]["enum"] == ["json", "text"]
-    assert schema["additionalProperties"] is False
-
-
-# --- bad values --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("values", "words"),
-    [
-        (["--set", "replicaCount=0"], ["/replicaCount", "minimum: got 0, want 1"]),
-        (["--set-string", "replicaCount=two"], ["/replicaCount", "want integer"]),
-        (["--set", "topology.preset=nope"], ["/topology/preset", "value must be one of 'plain', 'topograph', 'aws', 'gke', 'oci'"]),
-        (["--set", "metrics.port=70000"], ["/metrics/port", "maximum", "65,535"]),
-        (["--set", "health.port=0"], ["/health/port", "minimum"]),
-        (["--set", "logFormat=xml"], ["/logFormat", "value must be one of 'json', 'text'"]),
-        (["--set", "image.pullPolicy=Sometimes"], ["/image/pullPolicy", "value must be one of"]),
-        (["--set", "replicas=2"], ["additional properties 'replicas' not allowed"]),
-        (["--set", "metrics.prot=1"], ["/metrics", "additional properties 'prot' not allowed"]),
-        (["--set", "topology.weights.nvlinkk=3"], ["/topology/weights", "'nvlinkk' not allowed"]),
-        (["--set", "topology.weights.nvlink=0"], ["/topology/weights/nvlink", "minimum"]),
-        (["--set", "watchNamespaces={a,a}"], ["/watchNamespaces", "equal"]),
-        (["--set", "watchNamespaces={Team_A}"], ["/watchNamespaces/0", "does not match pattern"]),
-        (["--set", "schedulerName=Shorthop"], ["/schedulerName", "does not match pattern"]),
-        (["--set-json", 'topology.levels=[{"name":"rack"}]'], ["/topology/levels/0", "missing property 'keys'"]),
-        (["--set", "health.port=9090"], ["metrics.port and health.port must differ"]),
-        (["--set", "serviceAccount.create=false"], ["serviceAccount.name"]),
-        (["--set", "dra.driver=GPU_driver"], ["/dra/driver", "does not match pattern"]),
-        (["--set-string", "dra.enabled=yes"], ["/dra/enabled", "want boolean"]),
-        (["--set", "dra.class=x"], ["/dra", "additional properties 'class' not allowed"]),
-    ],
-    ids=[
-        "replicas-zero", "replicas-string", "unknown-preset", "metrics-port-range",
-        "health-port-zero", "log-format", "pull-policy", "unknown-top-level-key",
-        "unknown-metrics-key", "unknown-weight", "zero-weight", "duplicate-namespace",
-        "bad-namespace", "bad-scheduler-name", "level-without-keys", "same-ports",
-        "no-service-account", "bad-dra-driver", "dra-enabled-string", "unknown-dra-key",
-    ],
-)  # fmt: skip
-def test_bad_values_fail_naming_the_value(helm: Helm, values: list[str], words: list[str]) -> None:
-    result = helm.template(*values, check=False)
-    assert result.returncode != 0, f"{values} rendered:\n{result.stdout[:400]}"
-    for word in words:
-        assert word in result.stderr, result.stderr
-
-
-def test_lint_fails_on_bad_values(helm: Helm) -> None:
-    result = helm("lint", "--strict", str(CHART), "--set", "replicaCount=0", check=False)
-    assert result.returncode != 0
-    assert "/replicaCount" in result.stdout + result.stderr
-
-
-# --- the image, the chart and the console script agree -----------------------------------------
-
-
-def test_image_chart_and_console_script_agree(helm: Helm) -> None:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["shorthop"] == "shorthop.cli:main"
-
-    final = dockerfile.load()[-1]
-    entrypoint, cmd = final.last("ENTRYPOINT"), final.last("CMD")
-    assert entrypoint is not None
-    assert cmd is not None
-    assert entrypoint.exec_form() + cmd.exec_form() == ["shorthop", "run"]
-
-    docs = helm.template()
-    container = _container(docs)
-    assert container["command"] == ["shorthop", "run"]
-    assert container["args"] == ["--config", CONFIG_PATH]
-    # --config names the ConfigMap key, mounted where the argument points.
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
-    assert Path(mount["mountPath"]) / "config.yaml" == Path(CONFIG_PATH)
-    assert "config.yaml" in _one(docs, "ConfigMap")["data"]
-
-    # The image's user is the chart's runAsUser, and it exposes the chart's default ports.
-    user = final.last("USER")
-    assert user is not None
-    assert int(user.arguments.partition(":")[0]) == container["securityContext"]["runAsUser"]
-    exposed = {int(p) for e in final.all("EXPOSE") for p in e.arguments.split()}
-    assert exposed == {p["containerPort"] for p in container["ports"]}
-
-
-def test_cli_has_the_run_subcommand_the_chart_calls() -> None:
-    if not (ROOT / "operator" / "shorthop" / "commands" / "run.py").exists():
-        pytest.skip(
-            "operator/shorthop/commands/run.py is not written yet: "
-            "`shorthop run --config FILE` cannot be checked against the CLI"
-        )
-    from shorthop import cli
-
-    args = cli.parser().parse_args(["run", "--config", CONFIG_PATH])
-    assert args.command == "run"
-    assert callable(args.handler)
-    assert CONFIG_PATH in vars(args).values()
-
-
-# --- the real API server -----------------------------------------------------------------------
 
 
 def _label_restricted(cluster: kube.Cluster, namespace: str) -> None:
@@ -642,6 +73,9 @@ def restricted_namespace(cluster: kube.Cluster) -> Iterator[str]:
     with cluster.namespace("chart") as ns:
         _label_restricted(cluster, ns)
         yield ns
+
+
+# --- what the API server accepts --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -685,18 +119,43 @@ def test_operator_pod_is_admitted_under_restricted_enforcement(
     assert "violates PodSecurity" in refused.stderr
 
 
-def _can(
-    cluster: kube.Cluster, account: str, verb: str, resource: str, namespace: str | None
-) -> bool:
-    args = ["auth", "can-i", verb, *resource.split("#"), f"--as={account}"]
-    args += ["-n", namespace] if namespace else []
-    return cluster.kubectl(*args, check=False).stdout.strip() == "yes"
+# --- install, upgrade, uninstall ---------------------------------------------------------------
 
 
-def test_installed_release_grants_exactly_these_permissions(
-    cluster: kube.Cluster, infd_crd: str, helm: Helm
-) -> None:
-    release = f"sh-{uuid.uuid4().hex[:6]}"
+def _release_objects(cluster: kube.Cluster, release: str, home: str) -> list[str]:
+    selector = f"app.kubernetes.io/instance={release}"
+    kinds = "serviceaccounts,configmaps,services,deployments.apps,roles,rolebindings"
+    found = cluster.kubectl("get", kinds, "-n", home, "-l", selector, "-o", "name").stdout.split()
+    found += cluster.kubectl(
+        "get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name"
+    ).stdout.split()
+    return sorted(found)
+
+
+def _deployment(cluster: kube.Cluster, release: str, home: str) -> client.V1Deployment:
+    return client.AppsV1Api(cluster.api).read_namespaced_deployment(fx.fullname(release), home)
+
+
+def test_permission_questions_must_name_what_the_server_serves(cluster: kube.Cluster) -> None:
+    """The RBAC checks below answer "no" only to well-formed questions: a misspelt resource,
+    a verb the resource does not have or a namespace on a cluster-scoped one is an error."""
+    user = "system:serviceaccount:default:default"
+    assert cluster.can(user, "create", "pods/binding", namespace="default") is False
+    for bad in (
+        {"verb": "get", "resource": "podz"},
+        {"verb": "get", "resource": "inferencedeployment", "group": "shorthop.io"},
+        {"verb": "bind", "resource": "pods"},
+        {"verb": "get", "resource": "pods/bindings"},
+        {"verb": "patch", "resource": "inferencedeployments/finalizers", "group": "shorthop.io"},
+        {"verb": "list", "resource": "nodes", "namespace": "default"},
+        {"verb": "get", "resource": "leases", "group": "coordination.k8s.io.typo"},
+    ):
+        with pytest.raises(kube.UnknownResource):
+            cluster.can(user, **bad)  # type: ignore[arg-type]
+
+
+def test_install_upgrade_and_uninstall(cluster: kube.Cluster, infd_crd: str, helm: Helm) -> None:
+    release = f"sh{helm.major}-{uuid.uuid4().hex[:6]}"
     with (
         cluster.namespace("chart") as home,
         cluster.namespace("watched") as watched,
@@ -707,65 +166,13 @@ def test_installed_release_grants_exactly_these_permissions(
             "install", release, str(CHART), "--namespace", home,
             "--set", f"watchNamespaces={{{watched}}}",
             # Keep the operator pods Pending: this test is about the API objects, not the image.
-            "--set-json", 'nodeSelector={"shorthop.io/test":"nowhere"}',
+            "--set-json", f"nodeSelector={NOWHERE}",
             kubeconfig=cluster.kubeconfig,
         )  # fmt: skip
         try:
             assert f"{home}/shorthop-leader" in installed.stdout  # NOTES.txt
-            account = f"system:serviceaccount:{home}:{release}-shorthop"
-            allowed = [
-                ("list", "nodes", None),
-                ("watch", "nodes", None),
-                ("create", "pods#--subresource=binding", watched),
-                ("delete", "pods", watched),
-                ("list", "pods", None),
-                ("create", "services", watched),
-                ("create", "events", watched),
-                ("watch", "inferencedeployments.shorthop.io", watched),
-                ("patch", "inferencedeployments.shorthop.io#--subresource=status", watched),
-                ("update", "inferencedeployments.shorthop.io#--subresource=finalizers", watched),
-                ("create", "leases.coordination.k8s.io", home),
-                ("update", "leases.coordination.k8s.io", home),
-                ("list", "resourceslices.resource.k8s.io", None),
-                ("watch", "resourceslices.resource.k8s.io", None),
-                ("list", "deviceclasses.resource.k8s.io", None),
-                ("list", "resourceclaims.resource.k8s.io", other),  # busy devices: any claim
-                ("watch", "resourceclaims.resource.k8s.io", None),
-                ("create", "resourceclaims.resource.k8s.io", watched),
-                ("get", "resourceclaims.resource.k8s.io", watched),
-                ("delete", "resourceclaims.resource.k8s.io", watched),
-                ("update", "resourceclaims.resource.k8s.io#--subresource=status", watched),
-            ]
-            kube.wait_for(
-                "the chart's RBAC to take effect",
-                lambda: _can(cluster, account, "list", "nodes", None),
-                timeout=30,
-            )
-            assert [a for a in allowed if not _can(cluster, account, *a)] == []
-            denied = [
-                ("get", "secrets", watched),
-                ("list", "configmaps", home),
-                ("create", "pods", other),
-                ("delete", "pods", other),
-                ("patch", "pods", watched),
-                ("delete", "services", watched),
-                ("update", "inferencedeployments.shorthop.io", watched),
-                ("create", "leases.coordination.k8s.io", watched),
-                ("delete", "nodes", None),
-                ("patch", "nodes", None),
-                ("create", "deployments.apps", watched),
-                ("delete", "inferencedeployments.shorthop.io", watched),
-                ("create", "inferencedeployments.shorthop.io", watched),
-                ("create", "resourceclaims.resource.k8s.io", other),
-                ("delete", "resourceclaims.resource.k8s.io", other),
-                ("update", "resourceclaims.resource.k8s.io#--subresource=status", other),
-                ("update", "resourceclaims.resource.k8s.io", watched),
-                ("create", "resourceslices.resource.k8s.io", None),
-                ("delete", "resourceslices.resource.k8s.io", None),
-                ("create", "deviceclasses.resource.k8s.io", None),
-                ("create", "resourceclaimtemplates.resource.k8s.io", watched),
-            ]
-            assert [d for d in denied if _can(cluster, account, *d)] == []
+            _check_permissions(cluster, f"system:serviceaccount:{home}:{fx.fullname(release)}",
+                               home, watched, other)  # fmt: skip
 
             # Pod Security enforcement (restricted) admitted the operator pods.
             def pods() -> int:
@@ -775,5 +182,389 @@ def test_installed_release_grants_exactly_these_permissions(
                 return len(listed.items) if len(listed.items) == 2 else 0
 
             kube.wait_for("the operator pods to be created", pods, timeout=60)
+            before = _deployment(cluster, release, home)
+            checksum = before.spec.template.metadata.annotations["checksum/config"]
+
+            helm(
+                "upgrade", release, str(CHART), "--namespace", home, "--reuse-values",
+                "--set", "replicaCount=3,logFormat=text",
+                kubeconfig=cluster.kubeconfig,
+            )  # fmt: skip
+            after = _deployment(cluster, release, home)
+            assert after.spec.replicas == 3
+            assert after.spec.template.metadata.annotations["checksum/config"] != checksum
+            config = yaml.safe_load(fx.chart_config(cluster, release, home))
+            assert config["logFormat"] == "text"
+            assert config["namespaces"] == [watched], "--reuse-values kept watchNamespaces"
+            status = json.loads(helm("status", release, "-n", home, "-o", "json",
+                                     kubeconfig=cluster.kubeconfig).stdout)  # fmt: skip
+            assert status["version"] == 2
+            assert status["info"]["status"] == "deployed"
         finally:
             helm("uninstall", release, "--namespace", home, kubeconfig=cluster.kubeconfig)
+        kube.wait_for(
+            "the release's objects gone",
+            lambda: not _release_objects(cluster, release, home),
+            timeout=60,
+        )
+        gone = helm("status", release, "-n", home, kubeconfig=cluster.kubeconfig, check=False)
+        assert gone.returncode != 0
+        assert "not found" in gone.stderr
+        # The CRD is not the release's to delete (e2e checks this for a CRD helm installed).
+        assert cluster.kubectl("get", "crd", infd_crd, check=False).returncode == 0
+
+
+def _check_permissions(
+    cluster: kube.Cluster, account: str, home: str, watched: str, other: str
+) -> None:
+    """Where each permission applies: writes in watched namespaces only, reads cluster-wide,
+    the Lease in the release namespace. (Which permissions: see the audit test below.)"""
+    allowed = [
+        ("list", "", "nodes", None),
+        ("watch", "", "nodes", None),
+        ("list", "", "pods", None),
+        ("watch", "", "pods", other),
+        ("create", "", "pods", watched),
+        ("create", "", "pods/binding", watched),
+        ("delete", "", "pods", watched),
+        ("create", "", "services", watched),
+        ("create", "", "events", watched),
+        ("watch", "shorthop.io", "inferencedeployments", watched),
+        ("patch", "shorthop.io", "inferencedeployments/status", watched),
+        ("update", "shorthop.io", "inferencedeployments/finalizers", watched),
+        ("create", "coordination.k8s.io", "leases", home),
+        ("update", "coordination.k8s.io", "leases", home),
+        # Dynamic Resource Allocation: every slice, claim and class read cluster-wide (busy
+        # devices are every claim's, whoever allocated them); each pod's own claim written
+        # where its pod is.
+        ("list", "resource.k8s.io", "resourceslices", None),
+        ("watch", "resource.k8s.io", "resourceslices", None),
+        ("list", "resource.k8s.io", "deviceclasses", None),
+        ("list", "resource.k8s.io", "resourceclaims", other),
+        ("watch", "resource.k8s.io", "resourceclaims", None),
+        ("create", "resource.k8s.io", "resourceclaims", watched),
+        ("get", "resource.k8s.io", "resourceclaims", watched),
+        ("delete", "resource.k8s.io", "resourceclaims", watched),
+        ("update", "resource.k8s.io", "resourceclaims/status", watched),
+    ]
+    kube.wait_for(
+        "the chart's RBAC to take effect",
+        lambda: cluster.can(account, "list", "nodes"),
+        timeout=30,
+    )
+    refused = [
+        a for a in allowed if not cluster.can(account, a[0], a[2], group=a[1], namespace=a[3])
+    ]
+    assert refused == []
+    denied = [
+        ("get", "", "secrets", watched),
+        ("list", "", "configmaps", home),
+        ("create", "", "pods", other),
+        ("delete", "", "pods", other),
+        ("create", "", "pods/binding", other),
+        ("patch", "", "pods", watched),
+        ("delete", "", "services", watched),
+        ("update", "shorthop.io", "inferencedeployments", watched),
+        ("patch", "shorthop.io", "inferencedeployments/status", other),
+        ("create", "coordination.k8s.io", "leases", watched),
+        ("delete", "", "nodes", None),
+        ("patch", "", "nodes", None),
+        ("create", "apps", "deployments", watched),
+        ("delete", "shorthop.io", "inferencedeployments", watched),
+        ("create", "shorthop.io", "inferencedeployments", watched),
+        ("create", "resource.k8s.io", "resourceclaims", other),
+        ("delete", "resource.k8s.io", "resourceclaims", other),
+        ("update", "resource.k8s.io", "resourceclaims/status", other),
+        ("update", "resource.k8s.io", "resourceclaims", watched),
+        ("create", "resource.k8s.io", "resourceslices", None),
+        ("delete", "resource.k8s.io", "resourceslices", None),
+        ("create", "resource.k8s.io", "deviceclasses", None),
+        ("create", "resource.k8s.io", "resourceclaimtemplates", watched),
+    ]
+    granted = [d for d in denied if cluster.can(account, d[0], d[2], group=d[1], namespace=d[3])]
+    assert granted == []
+
+
+# --- the operator's requests, from the API server's audit log ----------------------------------
+
+# Checked by admission, not requested: OwnerReferencesPermissionEnforcement (on in the local
+# control plane) lets a client set blockOwnerDeletion on its pods' owner reference only if it
+# may update the owner's finalizers. The audit log shows the pod create, not this check.
+# Likewise, from Kubernetes 1.36 the claim status strategy authorizes a write of a claim's
+# allocation or reservedFor against the synthetic resourceclaims/binding (granular status
+# authorization): checked on the status update, never requested itself.
+ADMISSION_CHECKED = {
+    ("shorthop.io", "inferencedeployments/finalizers", "update"),
+    ("resource.k8s.io", "resourceclaims/binding", "update"),
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One audited request: what, where, and which role allowed it."""
+
+    verb: str
+    group: str
+    resource: str  # "pods/binding" for a subresource
+    namespace: str | None
+    decision: str
+    role: tuple[str, str] | None  # (kind, name) from the RBAC authorizer's reason
+
+    @property
+    def rule(self) -> tuple[str, str, str]:
+        return (self.group, self.resource, self.verb)
+
+
+def _role_of(reason: str) -> tuple[str, str] | None:
+    # 'RBAC: allowed by RoleBinding "x/ns" of ClusterRole "x-shorthop" to ServiceAccount "..."'
+    for kind in ("ClusterRole", "Role"):
+        marker = f' of {kind} "'
+        if marker in reason:
+            return kind, reason.split(marker, 1)[1].split('"', 1)[0]
+    return None
+
+
+def audited(audit_dir: Path, user: str) -> list[Request]:
+    """Every resource request ``user`` made, from the audit log and its rotated files."""
+    seen: dict[str, Request] = {}
+    for path in sorted(audit_dir.glob("audit*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef")
+            if event["user"]["username"] != user or not ref or event["auditID"] in seen:
+                continue
+            notes = event.get("annotations") or {}
+            resource = ref["resource"] + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            seen[event["auditID"]] = Request(
+                event["verb"], ref.get("apiGroup", ""), resource, ref.get("namespace"),
+                notes.get("authorization.k8s.io/decision", ""),
+                _role_of(notes.get("authorization.k8s.io/reason", "")),
+            )  # fmt: skip
+    return list(seen.values())
+
+
+def _roles(cluster: kube.Cluster, release: str) -> dict[tuple[str, str], set[tuple[str, str, str]]]:
+    """(kind, name) -> (group, resource, verb) of every role the release installed."""
+    selector = f"app.kubernetes.io/instance={release}"
+    listed = json.loads(
+        cluster.kubectl("get", "clusterroles,roles", "-A", "-l", selector, "-o", "json").stdout
+    )["items"]
+    return {
+        (role["kind"], role["metadata"]["name"]): {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        for role in listed
+    }
+
+
+def _forbidden(audit_dir: Path, user: str) -> list[tuple[str, str, str, str | None]]:
+    requests = audited(audit_dir, user)
+    return sorted({(r.verb, r.group, r.resource, r.namespace) for r in requests
+                   if r.decision != "allow"})  # fmt: skip
+
+
+def _flush_audit(cluster: kube.Cluster, kubeconfig: Path, audit_dir: Path, user: str) -> None:
+    """Make one more request as ``user`` and wait until the log has it: everything before it has
+    been written too (the log backend writes in order)."""
+
+    def reviews() -> int:
+        return sum(1 for r in audited(audit_dir, user) if r.resource == "selfsubjectreviews")
+
+    before = reviews()
+    subprocess.run(
+        [kube.kubectl_binary(), f"--kubeconfig={kubeconfig}", "auth", "whoami"],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    kube.wait_for("the audit log to catch up", lambda: reviews() > before, timeout=30)
+
+
+def test_operator_uses_exactly_the_permissions_the_chart_grants(
+    cluster: kube.Cluster, infd_crd: str, tmp_path: Path
+) -> None:
+    if cluster.local is None:
+        pytest.skip("needs the local control plane's audit log (SHORTHOP_TEST_KUBECONFIG is set)")
+    binary = helm_bin.binary(max(MAJORS))
+    assert binary is not None, "run `make controlplane` to build helm"
+    helm = fx.Helm(binary, cluster.kubeconfig, tmp_path / "helm")
+    release = f"rbac-{uuid.uuid4().hex[:5]}"
+    home, user_ns = f"{release}-system", f"{release}-user"
+    audit_dir = cluster.local.audit_log.parent
+    # DRA nodes (the chart grants DRA by default): their GPUs are in ResourceSlices, so the
+    # operator allocates its pods' claims and every DRA grant is used.
+    shape = fake.ClusterShape(hgx_units=1, nodes_per_unit=3, dra=frozenset({"hgx"}))
+    with contextlib.ExitStack() as stack:
+        pool, names = stack.enter_context(oh.node_pool(cluster, shape, prefix="rbac"))
+        _publish_gpus(cluster, names, stack)
+        oh.ensure_namespace(cluster, user_ns)
+        stack.callback(fx.delete_namespace, cluster, user_ns)
+        stack.callback(fx.delete_namespace, cluster, home)
+        stack.callback(helm, "uninstall", release, "--namespace", home, check=False)
+        fx.install_chart(helm, release, home, "--set", f"watchNamespaces={{{user_ns}}}")
+        operator = fx.start_operator(cluster, release, home, tmp_path / "op", identity=release)
+        stack.callback(operator.process.stop)
+        operator.process.wait_leading(timeout=90)
+        try:
+            _exercise(cluster, operator, user_ns, pool, home)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\nrefused: {_forbidden(audit_dir, operator.user)}"
+            ) from None
+        operator.process.stop()
+        _flush_audit(cluster, operator.kubeconfig, audit_dir, operator.user)
+
+        requests = audited(audit_dir, operator.user)
+        forbidden = _forbidden(audit_dir, operator.user)
+        assert forbidden == [], (
+            f"the operator was refused: {forbidden}\n{operator.process.log[-3000:]}"
+        )
+        roles = _roles(cluster, release)
+        used: dict[tuple[str, str], set[tuple[str, str, str]]] = {role: set() for role in roles}
+        for r in requests:
+            if r.role in roles:
+                used[r.role].add(r.rule)
+            else:  # allowed to every authenticated user by Kubernetes' default roles
+                assert r.role is None or r.role[1].startswith("system:"), r
+        unused = {role: rules - used[role] for role, rules in roles.items()}
+        assert {role: rules for role, rules in unused.items() if rules - ADMISSION_CHECKED} == {}, (
+            f"granted but never used: {unused}"
+        )
+        assert set().union(*roles.values()) >= ADMISSION_CHECKED, roles
+
+
+def _publish_gpus(cluster: kube.Cluster, names: list[str], stack: contextlib.ExitStack) -> None:
+    """The nodes' GPUs in ResourceSlices as the NVIDIA DRA driver publishes them, and its
+    DeviceClass (removed afterwards when made here)."""
+    nodes = [json.loads(cluster.kubectl("get", "node", n, "-o", "json").stdout) for n in names]
+    published = fake.resource_slices(nodes)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(published)))
+    for body in published:
+        stack.callback(
+            cluster.kubectl,
+            "delete",
+            "resourceslice",
+            body["metadata"]["name"],
+            "--ignore-not-found",
+        )
+    if fdra.ensure_device_class(cluster):
+        stack.callback(
+            cluster.kubectl, "delete", "deviceclass", fake.DRA_DRIVER, "--ignore-not-found"
+        )
+
+
+def _stale_claim(cluster: kube.Cluster, ns: str, claim: str) -> None:
+    """A claim under the name shorthop will give a pod's claim, left by an earlier pod (kept
+    alive, so the garbage collector cannot take it first): shorthop reads it and removes it."""
+    earlier = cluster.core.create_namespaced_pod(ns, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "earlier"},
+        "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "x"}]},
+    })  # fmt: skip
+    body = dra.render_claim(ns, "earlier", earlier.metadata.uid, 1, fake.DRA_DRIVER)
+    body["metadata"]["name"] = claim
+    body["metadata"]["finalizers"] = []
+    client.ResourceV1Api(cluster.api).create_namespaced_resource_claim(ns, body)
+
+
+def _exercise(cluster: kube.Cluster, operator: fx.Operator, ns: str, pool: str, home: str) -> None:
+    """Everything the operator does for a user: place (create, allocate each pod's claim on the
+    DRA nodes, bind, services, status, events), remove a stale claim in the way, scale down
+    (delete), keep leading (renew the Lease), and forget a deleted deployment."""
+    name = "rbac"
+    body = oh.deployment(name, ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 8, 4)])
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    oh.wait_running(cluster, ns, name)
+    oh.wait_event(cluster, ns, name, "Placed")
+    resource = client.ResourceV1Api(cluster.api)
+
+    def allocated() -> list[str]:
+        claims = resource.list_namespaced_resource_claim(ns).items
+        return sorted(c.metadata.name for c in claims if c.status and c.status.allocation)
+
+    assert allocated() == [f"{name}-{p}-gpus" for p in ("decode-0-0", "decode-0-1", "prefill-0-0")]
+    # One more decode replica, one of whose claims an earlier pod left behind.
+    _stale_claim(cluster, ns, f"{name}-decode-1-0-gpus")
+    grow = '[{"op":"replace","path":"/spec/roles/1/replicas","value":2}]'
+    cluster.kubectl("patch", "infd", name, "-n", ns, "--type=json", "-p", grow)
+    kube.wait_for(
+        "the new decode replica's claims allocated",
+        lambda: {f"{name}-decode-1-0-gpus", f"{name}-decode-1-1-gpus"} <= set(allocated()),
+        timeout=90,
+    )
+    oh.wait_running(cluster, ns, name)
+    patch = '[{"op":"replace","path":"/spec/roles/1/replicas","value":0}]'
+    cluster.kubectl("patch", "infd", name, "-n", ns, "--type=json", "-p", patch)
+    kube.wait_for(
+        "the decode pods deleted",
+        lambda: [p for p in oh.pods(cluster, ns, name) if "-decode-" in p.metadata.name] == [],
+        timeout=60,
+    )
+    leases = client.CoordinationV1Api(cluster.api)
+    renewed = leases.read_namespaced_lease("shorthop-leader", home).spec.renew_time
+    kube.wait_for(
+        "the Lease renewed",
+        lambda: leases.read_namespaced_lease("shorthop-leader", home).spec.renew_time != renewed,
+        timeout=60,
+    )
+    cluster.kubectl("delete", "infd", name, "-n", ns, "--wait=true", "--timeout=60s")
+    assert operator.process.alive(), operator.process.log[-3000:]
+
+
+def test_blocking_owner_deletion_needs_the_finalizers_grant(cluster: kube.Cluster) -> None:
+    """Why ADMISSION_CHECKED is granted: without ``update`` on the owner's finalizers, a pod that
+    blocks its owner's deletion is refused (and the audit log would only show the pod create)."""
+    if cluster.local is None:
+        pytest.skip("OwnerReferencesPermissionEnforcement is on in the local control plane only")
+    with cluster.namespace("owner") as ns:
+        rbac = client.RbacAuthorizationV1Api(cluster.api)
+        cluster.core.create_namespaced_service_account(
+            ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="probe"))
+        )
+        rules = [client.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["create"])]
+        role = client.V1Role(metadata=client.V1ObjectMeta(name="probe"), rules=rules)
+        rbac.create_namespaced_role(ns, role)
+        rbac.create_namespaced_role_binding(
+            ns,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="probe"),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
+                                          name="probe"),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="probe", namespace=ns)],
+            ),
+        )  # fmt: skip
+        owner = cluster.core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
+        )
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "owned", "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                "uid": owner.metadata.uid, "blockOwnerDeletion": True,
+            }]},
+            "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "x"}]},
+        }  # fmt: skip
+        kubeconfig = fx.service_account_kubeconfig(
+            cluster, ns, "probe", Path(cluster.kubeconfig).parent / f"probe-{ns}.kubeconfig"
+        )
+
+        def create() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [kube.kubectl_binary(), f"--kubeconfig={kubeconfig}", "create", "-n", ns,
+                 "--dry-run=server", "-f", "-"],
+                input=json.dumps(pod), capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+
+        refused = kube.wait_for("the probe's Role to take effect", lambda: (
+            r if "blockOwnerDeletion" in (r := create()).stderr else None))  # fmt: skip
+        assert refused.returncode != 0
+        role.rules.append(
+            client.V1PolicyRule(api_groups=[""], resources=["configmaps/finalizers"],
+                                verbs=["update"])
+        )  # fmt: skip
+        rbac.replace_namespaced_role("probe", ns, role)
+        kube.wait_for("the pod admitted with the finalizers grant",
+                      lambda: create().returncode == 0, timeout=30)  # fmt: skip

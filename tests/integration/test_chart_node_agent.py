@@ -72,7 +72,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     binary = str(path) if path.exists() else shutil.which("helm")
     if binary is None:
         pytest.fail(f"no helm at {path}: run `make controlplane` to build it")
-    return Helm(binary, tmp_path_factory.mktemp("helm"), components.KUBERNETES_VERSION)
+    return Helm(binary, tmp_path_factory.mktemp("helm"), components.selected().kubernetes)
 
 
 def _agent(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ def test_files_that_are_not_snapshots_exit_1_with_one_line_naming_the_file(
 @pytest.mark.parametrize(
     "data",
     malformed.NOTHING_TO_PLACE_ON,
-    ids=["name-not-a-string", "node-without-gpus", "taints-not-a-list"],
+    ids=["node-without-gpus", "taints-not-a-list"],
 )
 def test_snapshots_without_a_usable_gpu_node_exit_2_with_the_reason(
     tmp_path: Path, data: bytes
@@ -149,7 +149,6 @@ NODE = "h100-su0-n00"
         _pod(NODE, containers=5),
         _pod(NODE, tolerations=5),
         {"kind": "Pod", "metadata": {"name": "p"}, "spec": "x"},
-        {"kind": "Pod", "metadata": [1], "spec": {"nodeName": NODE}},
         _pod(NODE, containers=[{"resources": {"limits": {"nvidia.com/gpu": "10000000000"}}}]),
         _pod(NODE, containers=[{"resources": {"requests": {"cpu": "9e18"}}}] * 3),
         {
@@ -163,7 +162,6 @@ NODE = "h100-su0-n00"
         "containers-number",
         "tolerations-number",
         "spec-string",
-        "metadata-list",
         "ten-billion-gpus",
         "cpu-past-int64",
         "annotation-superscript",
@@ -172,6 +170,28 @@ NODE = "h100-su0-n00"
 def test_malformed_pods_do_not_crash_the_snapshot(tmp_path: Path, pod: dict[str, Any]) -> None:
     run = _plan(tmp_path, _cluster([pod]))
     assert plan_cli.judge_plan(run) in ("exit-0", "exit-2")
+
+
+@pytest.mark.parametrize(
+    ("pod", "field"),
+    [
+        ({"kind": "Pod", "metadata": [1], "spec": {"nodeName": NODE}}, "metadata.name"),
+        ({"kind": "Pod", "metadata": {"name": 3}, "spec": {"nodeName": NODE}}, "metadata.name"),
+        (
+            {"kind": "Pod", "metadata": {"name": "p", "namespace": {}}, "spec": {}},
+            "metadata.namespace",
+        ),
+    ],
+    ids=["metadata-list", "name-number", "namespace-mapping"],
+)
+def test_a_pod_without_a_usable_name_exits_1_naming_the_field(
+    tmp_path: Path, pod: dict[str, Any], field: str
+) -> None:
+    """Dropping such a pod would free the GPUs it holds; the snapshot is not kubectl's output."""
+    run = _plan(tmp_path, _cluster([pod]))
+    assert plan_cli.judge_plan(run) == "exit-1"
+    assert field in run.stderr
+    assert "Pod #1" in run.stderr
 
 
 ABSURD_QUANTITIES = ["1e999999999", "1e999999", "1e30", "99999999999999999999Ei"]

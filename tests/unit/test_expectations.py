@@ -5,7 +5,6 @@ the status once, from the bound pods."""
 from __future__ import annotations
 
 import copy
-import time
 
 from shorthop.controller.live import LiveCluster
 from shorthop.controller.reconcile import Reconciler
@@ -13,6 +12,16 @@ from shorthop.controller.runtime.expectations import Expectations
 
 from tests import operator_harness as oh
 from tests.recording_kube import RecordingKube, one_node_reconciler
+
+
+class SteppedClock:
+    """Time that moves only when the test says so: no window for a busy machine to miss."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_an_expectation_holds_until_every_pod_is_observed() -> None:
@@ -31,10 +40,13 @@ def test_an_expectation_holds_until_every_pod_is_observed() -> None:
 
 
 def test_an_expectation_expires() -> None:
-    expectations = Expectations(expire_seconds=0.05)
+    clock = SteppedClock()
+    expectations = Expectations(expire_seconds=5.0, clock=clock)
     expectations.expect("ns/d", {"ns/a": "u-a"})
-    assert expectations.waiting("ns/d", lambda key, uid: False) > 0
-    time.sleep(0.06)
+    assert expectations.waiting("ns/d", lambda key, uid: False) == 5.0
+    clock.now += 4.9
+    assert 0 < expectations.waiting("ns/d", lambda key, uid: False) < 0.11
+    clock.now += 0.1
     assert expectations.waiting("ns/d", lambda key, uid: False) == 0
 
 
@@ -57,7 +69,7 @@ def test_a_visit_before_the_watch_shows_the_binds_binds_nothing_again() -> None:
         live.apply_pod("ADDED", pod)
     again = reconciler.reconcile("ns/d")
     assert len(kube.bound) == 2, "the pods were bound a second time"
-    assert len(kube.created) == 2
+    assert kube.creates() == ["d-r-0-0", "d-r-1-0"], "a pod was created (or tried) again"
     assert not kube.deleted
     assert again.after is not None, "no fallback visit was scheduled"
     assert again.after > 0
@@ -77,28 +89,31 @@ def test_a_visit_before_the_watch_shows_the_binds_binds_nothing_again() -> None:
 
 def test_a_pod_deleted_before_it_was_seen_is_replaced_after_the_expectation_expires() -> None:
     kube, live, reconciler = _reconciler()
-    reconciler.expectations.expire_seconds = 0.05
+    clock = SteppedClock()
+    reconciler.expectations.clock = clock
     reconciler.reconcile("ns/d")
-    assert len(kube.created) == 2
+    assert kube.creates() == ["d-r-0-0", "d-r-1-0"]
     # Someone deleted d-r-1-0 at once; the watch only ever shows d-r-0-0, bound.
     first = copy.deepcopy(kube.created["d-r-0-0"])
     first["spec"]["nodeName"] = "n1"
     live.apply_pod("ADDED", first)
-    del kube.created["d-r-1-0"]
+    kube.remove_by_someone_else("d-r-1-0")
     assert reconciler.reconcile("ns/d").after is not None
-    assert len(kube.created) == 1
-    time.sleep(0.06)
+    assert kube.creates() == ["d-r-0-0", "d-r-1-0"], "re-created before the expectation expired"
+    clock.now += reconciler.expectations.expire_seconds
     reconciler.reconcile("ns/d")
     assert sorted(kube.created) == ["d-r-0-0", "d-r-1-0"], "the missing pod was not re-created"
+    assert kube.creates() == ["d-r-0-0", "d-r-1-0", "d-r-1-0"], "only the missing pod is created"
 
 
 def test_an_expired_expectation_reports_the_pods_never_seen() -> None:
     lost: list[str] = []
-    expectations = Expectations(expire_seconds=0.05, on_expire=lost.append)
+    clock = SteppedClock()
+    expectations = Expectations(expire_seconds=5.0, on_expire=lost.append, clock=clock)
     expectations.expect("ns/d", {"ns/a": "u-a", "ns/b": "u-b"})
     observed = lambda key, uid: key == "ns/a"  # noqa: E731
     expectations.waiting("ns/d", observed)
     assert lost == []
-    time.sleep(0.06)
+    clock.now += 5.0
     assert expectations.waiting("ns/d", observed) == 0
     assert lost == ["ns/b"]

@@ -25,4 +25,9 @@ def test_a_failed_bind_is_retried_and_binds_the_pod_already_created() -> None:
     reconciler.reconcile("ns/d")
     assert kube.deleted == [], "the pod was deleted although its GPUs were assumed for it"
     assert kube.bound == [("d-r-0-0", "n1")]
-    assert list(kube.created) == ["d-r-0-0"]
+    assert kube.creates() == ["d-r-0-0"], "the pod was created (or tried) again"
+    assert [verb for verb, _ in kube.calls if verb in ("create", "bind", "delete")] == [
+        "create",
+        "bind",
+        "bind",
+    ]

@@ -82,6 +82,22 @@ BAD = [
     pytest.param("kind: List\nitems: []\n", ("no Node objects",), id="empty-list"),
     pytest.param("", ("is empty",), id="empty-file"),
     pytest.param("kind: Node\nmetadata: {}\n", ("Node #1 has no metadata.name",), id="no-name"),
+    pytest.param(
+        "kind: Node\nmetadata: {name: 5}\n",
+        ("Node #1: metadata.name must be a non-empty string, not int 5",),
+        id="node-name-number",
+    ),
+    pytest.param(
+        "kind: List\nitems:\n- {kind: Node, metadata: {name: n1}}\n"
+        "- {kind: Pod, metadata: {name: p, namespace: [a]}}\n",
+        ("Pod #1: metadata.namespace must be a non-empty string, not list",),
+        id="pod-namespace-list",
+    ),
+    pytest.param(
+        "kind: List\nitems:\n- {kind: Node, metadata: {name: n1}}\n- {kind: Pod, metadata: {}}\n",
+        ("Pod #1 has no metadata.name",),
+        id="pod-no-name",
+    ),
 ]
 
 

@@ -73,7 +73,7 @@ def test_a_template_of_the_wrong_shape_is_invalid_naming_the_field(edit: Any, fi
     body = oh.deployment("d", "ns", None, [("r", 1, 4, 4)])
     edit(body["spec"]["roles"][0]["template"])
     kube = reconcile(body)
-    assert list(kube.created) == []
+    assert kube.creates() == []
     status = kube.statuses[-1]
     assert status["phase"] == "Invalid"
     assert status["message"].startswith("spec.roles[0].template.")

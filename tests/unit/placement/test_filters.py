@@ -7,7 +7,6 @@ ports stay apart within a plan, and an infeasible plan names the rule, the field
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 from typing import Any
 
@@ -21,14 +20,12 @@ from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.topology import fake
 
 from tests import builders
+from tests.hypothesis_profiles import examples
 
 CONFIG = fake.CONFIG
 PATH = "spec.roles[{}].template.spec"
-SLOW = settings(
-    max_examples=int(os.environ.get("SHORTHOP_EXAMPLES", "150")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+# The generators filter small clusters heavily; the rest comes from the suite's profile.
+SLOW = settings(max_examples=examples(150), suppress_health_check=[HealthCheck.filter_too_much])
 H100, H200 = "NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"
 PRODUCT = "nvidia.com/gpu.product"
 

@@ -6,7 +6,6 @@ assumed pods) applied incrementally gives the same snapshot as a cold build from
 from __future__ import annotations
 
 import copy
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,17 +19,16 @@ from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilde
 from shorthop.topology import fake
 
 from tests import builders
+from tests.hypothesis_profiles import examples
 
 CONFIG = fake.CONFIG
 NODES = ("n0", "n1", "n2", "n3")
 PODS = ("p0", "p1", "p2", "p3")
 SLICES = tuple(f"{n}-{part}" for n in NODES for part in "ab")
 CLAIMS = ("c0", "c1", "c2", "c3")
+# Sequences are cheap (objects come from fixed tables), so many of them; long ones are wanted.
 SEQUENCES = settings(
-    max_examples=int(os.environ.get("SHORTHOP_SNAPSHOT_SEQUENCES", "2000")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    max_examples=examples(2000), suppress_health_check=[HealthCheck.data_too_large]
 )
 
 # -- objects ---------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from shorthop.placement import tree as domain_tree
 from shorthop.topology import fake
 from shorthop.topology.index import IndexBuilder
 
+from tests import builders
+
 
 def test_one_tree_per_index_reused_until_the_index_changes() -> None:
     builder = IndexBuilder(fake.CONFIG)
@@ -45,3 +47,37 @@ def test_forgetting_rebuilds_an_equal_tree() -> None:
     assert after is not before
     assert after.parent.tolist() == before.parent.tolist()
     assert after.layer.tolist() == before.layer.tolist()
+
+
+def test_every_vertex_is_named_by_what_it_is() -> None:
+    """Names are what reasons and status show: the node, its NVLink domain, each network domain
+    by level and path (a missing label shown as ``?``), and the cluster."""
+    nodes = [
+        builders.node_object("a", "tray", 4, clique="k1", block="b1", rack="r1"),
+        builders.node_object("b", "hgx", 8, block="b2", rack="r2"),
+    ]
+    no_rack = builders.node_object("c", "hgx", 8, block="b2")
+    del no_rack["metadata"]["labels"]["topology.shorthop.io/rack"]
+    no_block = builders.node_object("d", "hgx", 8, rack="r3")
+    del no_block["metadata"]["labels"]["topology.shorthop.io/block"]
+    nodes += [no_rack, no_block]
+    index = snapshot.build(nodes, [], fake.CONFIG).index
+    tree = domain_tree.tree(index)
+    row = {name: index.row_of[name] for name in ("a", "b", "c", "d")}
+
+    def path(name: str) -> list[str]:
+        return [tree.name(v) for v in [row[name], *tree.ancestors(row[name])]]
+
+    assert path("a") == [
+        "a",
+        "nvlink-domain k1",
+        "rack z1/b1/r1",
+        "block z1/b1",
+        "zone z1",
+        "cluster",
+    ]
+    assert path("b") == ["b", "rack z1/b2/r2", "block z1/b2", "zone z1", "cluster"]
+    assert path("c") == ["c", "block z1/b2", "zone z1", "cluster"]
+    assert path("d")[:2] == ["d", "rack z1/?/r3"]
+    names = [tree.name(v) for v in range(tree.vertices) if tree.parent[v] >= 0 or v == tree.root]
+    assert len(names) == len(set(names)), "two vertices share a name"

@@ -450,3 +450,33 @@ def test_a_bound_pod_stays_when_its_node_stops_matching() -> None:
     assert not decision.removals
     a = anchor(decision, req, snap, (), {}, _rules(snap, req))
     assert set(a.fixed) == {PodKey("r", 0, 0)}
+
+
+def test_every_pod_gets_its_own_verdict_whatever_comes_before_it() -> None:
+    """One deployment with a pod of every kind, in name order: each is judged as it would be
+    alone (a verdict must not end the sorting of the pods after it)."""
+    req = request(("r", 8, 1, 4))
+    states = [
+        pod("r", 0, phase="Failed", failed_reason="OOMKilled"),
+        pod("r", 1, node="vanished"),
+        pod("r", 2, node="down"),
+        pod("r", 3, owner_uid="uid-0"),
+        pod("r", 4, deleting=True),
+        pod("r", 5, node=None),
+        pod("r", 6, node="off"),
+        pod("r", 7, exact=(4, 5, 6, 7)),
+    ]
+    d = decide(req, hashes(req), OWNER, states, cluster())
+    removed = {r.pod.name: r for r in d.removals}
+    assert sorted(removed) == sorted(states[i].name for i in (0, 1, 2, 3, 6))
+    assert [removed[states[i].name].force for i in (0, 1, 2, 3, 6)] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert set(d.keep) == {states[7].slot}
+    assert set(d.unbound) == {states[5].slot}
+    assert len(d.repairs) == 4  # failed, node gone, NotReady, cordoned
+    assert states[4].name in d.busy_names

@@ -28,9 +28,11 @@ class Expectations:
         self,
         expire_seconds: float = EXPIRE_SECONDS,
         on_expire: Callable[[str], None] = lambda pod_key: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.expire_seconds = expire_seconds
         self.on_expire = on_expire
+        self.clock = clock  # injectable so tests step time instead of sleeping
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, dict[str, str]]] = {}
 
@@ -39,7 +41,7 @@ class Expectations:
         if not pods:
             return
         with self._lock:
-            deadline = time.monotonic() + self.expire_seconds
+            deadline = self.clock() + self.expire_seconds
             _, known = self._pending.get(key, (deadline, {}))
             self._pending[key] = (deadline, {**known, **pods})
 
@@ -51,7 +53,7 @@ class Expectations:
             if entry is None:
                 return 0.0
             deadline, pods = entry
-            left = deadline - time.monotonic()
+            left = deadline - self.clock()
             unseen = {k: uid for k, uid in pods.items() if not observed(k, uid)}
             if unseen and left > 0:
                 self._pending[key] = (deadline, unseen)
