@@ -126,6 +126,8 @@ def test_default_render_has_the_expected_objects(helm: Helm) -> None:
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",  # -claim-binding (dra.enabled)
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ConfigMap",
