@@ -186,10 +186,11 @@ class NetworkXReference:
                 if best is None:
                     reason = Reason(
                         "capacity",
-                        f"spec.roles[{role.name}]",
+                        f"spec.roles[{ri}]",
                         k,
                         0,
-                        f"{self.name}: no node has {k} free GPUs for replica {rid}",
+                        f"{self.name}: no node has {k} free GPUs "
+                        f"for replica {rid} of role {role.name}",
                     )
                     return Plan(False, reasons=(reason,), strategy=self.name)
                 intra, traffic, _, row, gpus = best

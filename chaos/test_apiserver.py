@@ -55,7 +55,10 @@ PODS = sum(replicas * (per_replica // per_pod) for _, replicas, per_replica, per
 CONVERGE_SECONDS = pick(90.0, 150.0)
 ACT_SECONDS = 60.0  # at most this long for the operator to start acting on a change
 WATCH_CUT, CUT_AFTER = 0.5, (2.0, 12.0)  # half the watches are cut after 2-12 s
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+# The chart's account, its RBAC, and the Lease the chart creates (the operator only updates it).
+RBAC_KINDS = {
+    "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Lease",
+}  # fmt: skip
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -122,7 +125,8 @@ def _relists(log: str) -> int:
 def _chart_rbac(
     cluster: kube.Cluster, release: str, namespace: str, watched: str, home: Path
 ) -> str:
-    """The chart's ServiceAccount and RBAC (watching one namespace), applied; the manifest."""
+    """The chart's ServiceAccount, RBAC (watching one namespace) and Lease, applied; the
+    manifest."""
     binary = e2e_fixtures.helm_binary()
     if binary is None:
         pytest.skip("no helm: run `make controlplane`")

@@ -6,10 +6,13 @@
    node, as the driver does, and its ``gpu.nvidia.com`` DeviceClass), four L40S nodes (kwok keeps
    them Ready), with some GPUs already taken by background pods (on the HGX nodes through
    ResourceClaims);
-3. installs the Helm chart (its operator pods stay Pending: no image can run here) and runs the
-   operator as a local background process that authenticates as the chart's ServiceAccount, so it
-   has exactly the chart's permissions; its pid goes into ``.cluster/extra-pids.json`` so that
-   ``make cluster-down`` stops it with the cluster;
+3. installs the Helm chart with ``replicaCount=0`` (no image can run on fake nodes: kwok would
+   show the operator pods Running on a fake GPU node although nothing runs) and a ResourceQuota
+   of zero pods in the release namespace, so that not even a ``helm upgrade`` that resets the
+   values puts operator pods there; runs the operator as a local background process that
+   authenticates as the chart's ServiceAccount, so it has exactly the chart's permissions; its
+   pid goes into ``.cluster/extra-pids.json`` so that ``make cluster-down`` stops it with the
+   cluster;
 4. applies ``docs/examples/deepseek-nvl72.yaml`` and ``docs/examples/llama-70b-h100.yaml``,
    waits until both are Running, prints where every pod went (on the HGX nodes with the exact
    devices of each pod's ResourceClaim), and draws the cluster with the placement on it into
@@ -45,10 +48,17 @@ from tests import operator_harness as oh
 RELEASE = "shorthop"
 NAMESPACE = "shorthop-system"
 OPERATOR = "shorthop-operator"  # its name in extra-pids.json
+LEASE = "shorthop-leader"
 EXAMPLES = (("deepseek-r1", "deepseek-nvl72.yaml"), ("llama-70b", "llama-70b-h100.yaml"))
 USER_NAMESPACE = "default"  # where the examples say they go
 PICTURE = fx.ROOT / "docs" / "demo-topology.png"
 RACK = "topology.shorthop.io/rack"
+NO_PODS = {
+    "apiVersion": "v1",
+    "kind": "ResourceQuota",
+    "metadata": {"name": "demo-no-operator-pods", "namespace": NAMESPACE},
+    "spec": {"hard": {"pods": "0"}},
+}
 # Replica labels in the picture must fit a node box: "R1 decode-0", "70B prefill-2".
 SHORT = {"deepseek-r1": "R1", "llama-70b": "70B"}
 
@@ -106,14 +116,36 @@ def create_nodes(cluster_: kube.Cluster) -> fdra.DraCluster:
 
 def install_chart(cluster_: kube.Cluster, local: cluster.LocalCluster) -> None:
     binary = str(components.binary_path("helm"))
-    step(f"installing the chart: helm upgrade --install {RELEASE} charts/shorthop -n {NAMESPACE}")
+    step(
+        f"installing the chart: helm upgrade --install {RELEASE} charts/shorthop -n {NAMESPACE} "
+        "--set replicaCount=0"
+    )
     helm = fx.Helm(binary, cluster_.kubeconfig, local.state_dir / "helm")
-    fx.install_chart(helm, RELEASE, NAMESPACE)
+    oh.ensure_namespace(cluster_, NAMESPACE)
+    # No pods at all in the release namespace: an upgrade without the demo's values (replicas 2,
+    # no nodeSelector) is refused pods by quota admission instead of putting them on fake nodes.
+    cluster_.kubectl("apply", "-f", "-", input=json.dumps(NO_PODS))
+    adopt_lease(cluster_)
+    fx.install_chart(helm, RELEASE, NAMESPACE, "--set", "replicaCount=0")
     print(
-        "    (its operator pods stay Pending: no container image can run on fake nodes;\n"
-        "     the operator runs as a local process with the chart's ServiceAccount instead)",
+        "    No operator pod runs in the cluster: the fake GPU nodes run no images (kwok would\n"
+        "    show the pods Running anyway). The operator runs as a local process with the chart's\n"
+        f"    ServiceAccount instead, so the Service {RELEASE}-metrics has no endpoints; its\n"
+        f"    metrics are printed below. ResourceQuota {NAMESPACE}/{NO_PODS['metadata']['name']}\n"
+        "    (pods: 0) keeps it so even after a `helm upgrade` that resets the values.",
         flush=True,
     )
+
+
+def adopt_lease(cluster_: kube.Cluster) -> None:
+    """The chart owns the Lease now; one an older operator created (a cluster kept from an
+    earlier demo) is not the release's and would make the install fail: delete it."""
+    found = cluster_.kubectl("get", "lease", LEASE, "-n", NAMESPACE, "-o", "json", check=False)
+    if found.returncode != 0:
+        return
+    annotations = json.loads(found.stdout)["metadata"].get("annotations") or {}
+    if annotations.get("meta.helm.sh/release-name") != RELEASE:
+        cluster_.kubectl("delete", "lease", LEASE, "-n", NAMESPACE)
 
 
 def start_operator(cluster_: kube.Cluster, local: cluster.LocalCluster) -> fx.Operator:
@@ -129,8 +161,19 @@ def start_operator(cluster_: kube.Cluster, local: cluster.LocalCluster) -> fx.Op
         f"log {workdir / 'demo.log'})"
     )
     operator.process.wait_leading(timeout=120)
-    step(f"the operator leads (Lease {NAMESPACE}/shorthop-leader)")
+    step(f"the operator leads (Lease {NAMESPACE}/{LEASE})")
+    print(f"    {where(operator)}", flush=True)
     return operator
+
+
+def where(operator: fx.Operator) -> str:
+    """Where the running operator's metrics, health endpoints and log are."""
+    process = operator.process
+    return (
+        f"metrics: http://127.0.0.1:{process.metrics_port}/metrics; "
+        f"health: http://127.0.0.1:{process.health_port}/healthz and /readyz; "
+        f"log: {process.workdir / (process.identity + '.log')}"
+    )
 
 
 def apply_examples(cluster_: kube.Cluster, operator: fx.Operator) -> None:
@@ -224,9 +267,10 @@ def draw(cluster_: kube.Cluster, placement: dict[str, dict[int, str]]) -> None:
         resource_slices=of["ResourceSlice"], claims=of["ResourceClaim"],
     )  # fmt: skip
     drawing = render.render(snap, str(PICTURE), placement=placement)
+    width, height = render.pixel_size(drawing, str(PICTURE))
     step(
         f"drew the cluster with the placement on it: {PICTURE.relative_to(fx.ROOT)} "
-        f"({drawing.width}x{drawing.height}; R1 = deepseek-r1, 70B = llama-70b)"
+        f"({width}x{height} pixels; R1 = deepseek-r1, 70B = llama-70b)"
     )
 
 
@@ -252,6 +296,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     kubectl = components.binary_path("kubectl")
+    pid = operator.process.proc.pid if operator.process.proc else "?"
+    port = operator.process.metrics_port
     step(f"done in {time.monotonic() - started:.0f}s")
     print(
         f"\nThe cluster and the operator keep running. Look around with kubectl:\n"
@@ -260,8 +306,11 @@ def main() -> int:
         f"  kubectl get infd,pods -o wide\n"
         f"  kubectl describe infd deepseek-r1\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product,{RACK}\n"
-        f"The operator's log: {operator.process.workdir / 'demo.log'} (its token lasts 24 h;\n"
-        f"`make demo` again starts a fresh one). Stop everything with: make cluster-down"
+        f"The operator (pid {pid}):\n"
+        f"  {where(operator)}\n"
+        f"  e.g. curl -s http://127.0.0.1:{port}/metrics | grep ^shorthop_\n"
+        f"Its token lasts 24 h; `make demo` again starts a fresh one. See docs/operations.md for\n"
+        f"what the log, the events and the metrics say. Stop everything with: make cluster-down"
     )
     return 0
 

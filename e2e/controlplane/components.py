@@ -46,6 +46,8 @@ KWOK_VERSION = "v0.8.0"
 # Newest release of each Helm major; `helm` alone means the newest major.
 HELM_VERSIONS: dict[int, str] = {3: "v3.22.0", 4: "v4.3.2"}
 DEFAULT_HELM_MAJOR = max(HELM_VERSIONS)
+# A Kubernetes manifest scanner: the chart's policy check (tests/integration/test_chart_scan.py).
+KUBE_SCORE_VERSION = "v1.20.0"
 
 
 class UnsupportedVersion(ValueError):
@@ -188,6 +190,15 @@ KWOK = GoModule(
 )
 
 
+KUBE_SCORE = GoModule(
+    directory_name="kube-score",
+    upstream="github.com/zegl/kube-score",
+    version=KUBE_SCORE_VERSION,
+    binaries={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+    ldflags=(f"-X main.version={KUBE_SCORE_VERSION}",),
+)
+
+
 def helm_module(major: int) -> GoModule:
     version = HELM_VERSIONS[major]
     pkg = f"helm.sh/helm/v{major}"
@@ -229,6 +240,7 @@ def modules(release: Release | None = None) -> tuple[GoModule, ...]:
         etcd_module(chosen.etcd),
         KWOK,
         *(helm_module(major) for major in sorted(HELM_VERSIONS)),
+        KUBE_SCORE,
     )
 
 

@@ -35,7 +35,8 @@ class ShorthopError(Exception):
 class SpecError(ShorthopError):
     """An InferenceDeployment spec (or a command-line input) is invalid.
 
-    ``field`` is the dotted path of the offending field, e.g. ``spec.roles[decode].gpusPerPod``.
+    ``field`` is the dotted path of the offending field, e.g. ``spec.roles[1].gpusPerPod`` (the
+    API server's form: list items by index).
     """
 
     def __init__(self, field: str, problem: str) -> None:

@@ -33,6 +33,10 @@ def _message(exc: ValidationError) -> SpecError:
     first = exc.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     msg = str(first["msg"]).removeprefix("Value error, ")
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, models.FieldError):
+        # A rule over a whole model about one field below it: name that field.
+        loc, msg = (*loc, *cause.loc), str(cause)
     if first["type"] == "extra_forbidden":
         msg = "is not a known field (check the spelling; see crds/ for the schema)"
     elif first["type"] == "missing":

@@ -9,7 +9,8 @@ shorthop_plan_cost                     gauge      intra-replica and traffic cost
 shorthop_pods_per_tier                 gauge      pods by the widest tier of their replica
 shorthop_unschedulable_deployments     gauge      deployments waiting for room
 shorthop_free_gpus                     gauge      free GPUs per NVLink domain ("none": outside any)
-shorthop_stranded_gpus                 gauge      free GPUs on nodes too full for any pending pod
+shorthop_stranded_gpus                 gauge      free GPUs per NVLink domain on nodes with fewer
+                                                  free GPUs than the smallest pod asks for
 shorthop_reconcile_errors_total        counter    reconcile failures by reason
 shorthop_binds_total                   counter    bind results (bound, conflict, error)
 shorthop_node_label_issues             gauge      nodes with label problems, by field
@@ -74,7 +75,8 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         stranded=Gauge(
             "shorthop_stranded_gpus",
-            "Free GPUs on nodes too full for any pending pod size",
+            "Free GPUs per NVLink domain on nodes with fewer free GPUs than the smallest pod",
+            ["nvlink_domain"],
             registry=registry,
         ),
         errors=Counter(

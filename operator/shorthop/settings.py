@@ -11,6 +11,7 @@ YAML file uses the same camelCase names as below::
       nvlinkDomainKeys: [nvidia.com/gpu.clique]
       weights: {nvlink: 10, finestUplink: 100}
     schedulerName: shorthop
+    servicePort: 8000                # each role's headless Service (a role's servicePort wins)
     namespaces: []                   # empty: all namespaces
     metricsPort: 9090
     healthPort: 8080
@@ -107,6 +108,7 @@ class DraSettings(_Model):
 class Settings(_Model):
     topology: TopologySettings = Field(default_factory=TopologySettings)
     scheduler_name: str = Field(default="shorthop", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    service_port: int = Field(default=8000, ge=1, le=65535)
     namespaces: list[str] = Field(default_factory=list)
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     health_port: int = Field(default=8080, ge=0, le=65535)
@@ -127,6 +129,7 @@ def _snake(name: str) -> str:
 _ENV: dict[str, tuple[str, ...]] = {
     "PRESET": ("topology", "preset"),
     "SCHEDULER_NAME": ("schedulerName",),
+    "SERVICE_PORT": ("servicePort",),
     "NAMESPACES": ("namespaces",),
     "METRICS_PORT": ("metricsPort",),
     "HEALTH_PORT": ("healthPort",),

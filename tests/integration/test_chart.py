@@ -232,7 +232,6 @@ def _check_permissions(
         ("watch", "shorthop.io", "inferencedeployments", watched),
         ("patch", "shorthop.io", "inferencedeployments/status", watched),
         ("update", "shorthop.io", "inferencedeployments/finalizers", watched),
-        ("create", "coordination.k8s.io", "leases", home),
         ("update", "coordination.k8s.io", "leases", home),
         # Dynamic Resource Allocation: every slice, claim and class read cluster-wide (busy
         # devices are every claim's, whoever allocated them); each pod's own claim written
@@ -267,6 +266,7 @@ def _check_permissions(
         ("update", "shorthop.io", "inferencedeployments", watched),
         ("patch", "shorthop.io", "inferencedeployments/status", other),
         ("create", "coordination.k8s.io", "leases", watched),
+        ("create", "coordination.k8s.io", "leases", home),  # the chart creates the Lease
         ("delete", "", "nodes", None),
         ("patch", "", "nodes", None),
         ("create", "apps", "deployments", watched),

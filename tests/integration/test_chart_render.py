@@ -132,6 +132,7 @@ def test_default_render_has_the_expected_objects(helm: Helm) -> None:
             "ClusterRoleBinding",
             "ConfigMap",
             "Deployment",
+            "Lease",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
@@ -470,6 +471,7 @@ def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path
     assert config == {
         "topology": {"preset": "plain"},
         "schedulerName": "shorthop",
+        "servicePort": 8000,
         "namespaces": [],
         "metricsPort": 9090,
         "healthPort": 8080,
@@ -503,7 +505,7 @@ def test_schema_enums_follow_the_code() -> None:
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        (["--set", "replicaCount=0"], ["/replicaCount", "minimum: got 0, want 1"]),
+        (["--set", "replicaCount=-1"], ["/replicaCount", "minimum: got -1, want 0"]),
         (["--set-string", "replicaCount=two"], ["/replicaCount", "want integer"]),
         (["--set", "topology.preset=nope"], ["/topology/preset", "value must be one of 'plain', 'topograph', 'aws', 'gke', 'oci'"]),
         (["--set", "metrics.port=70000"], ["/metrics/port", "maximum", "65,535"]),
@@ -525,7 +527,7 @@ def test_schema_enums_follow_the_code() -> None:
         (["--set", "dra.class=x"], ["/dra", "additional properties 'class' not allowed"]),
     ],
     ids=[
-        "replicas-zero", "replicas-string", "unknown-preset", "metrics-port-range",
+        "replicas-negative", "replicas-string", "unknown-preset", "metrics-port-range",
         "health-port-zero", "log-format", "pull-policy", "unknown-top-level-key",
         "unknown-metrics-key", "unknown-weight", "zero-weight", "duplicate-namespace",
         "bad-namespace", "bad-scheduler-name", "level-without-keys", "same-ports",
@@ -540,7 +542,7 @@ def test_bad_values_fail_naming_the_value(helm: Helm, values: list[str], words: 
 
 
 def test_lint_fails_on_bad_values(helm: Helm) -> None:
-    result = helm("lint", "--strict", str(CHART), "--set", "replicaCount=0", check=False)
+    result = helm("lint", "--strict", str(CHART), "--set", "replicaCount=-1", check=False)
     assert result.returncode != 0
     assert "/replicaCount" in result.stdout + result.stderr
 

@@ -81,7 +81,24 @@ def test_traffic_naming_an_unknown_role_is_rejected_by_cel(
     with cluster.namespace("crd") as ns:
         result = _apply(cluster, ns, doc)
         assert result.returncode != 0
-        assert "traffic must name roles defined in spec.roles" in result.stderr
+        # The CEL rule's message names the traffic field and the unknown role.
+        assert "spec.traffic" in result.stderr, result.stderr
+        assert "unknown role decoder" in result.stderr, result.stderr
+
+
+def test_kubectl_explain_describes_every_role_field_and_lists_the_tiers(
+    cluster: kube.Cluster, infd_crd: str
+) -> None:
+    roles = cluster.kubectl("explain", "inferencedeployment.spec.roles").stdout
+    assert "<no description>" not in roles, roles
+    for field in ("name", "replicas", "gpusPerReplica", "gpusPerPod", "replicaScope", "template"):
+        assert f"  {field}\t" in roles, roles
+    scope = cluster.kubectl("explain", "infd.spec.roles.replicaScope").stdout
+    for tier in ("same-node-nvlink", "same-node-pcie", "nvlink-domain", "rack", "zone", "cluster"):
+        assert tier in scope, scope
+    for path in ("infd.spec", "infd.spec.placement", "infd.spec.traffic", "infd.status"):
+        text = cluster.kubectl("explain", path).stdout
+        assert "<no description>" not in text, text
 
 
 def test_duplicate_role_names_are_rejected(cluster: kube.Cluster, infd_crd: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from shorthop.agent.kube import FIELD_MANAGER, NodeClient
 
 from e2e import fixtures as fx
 from tests import kube
@@ -213,6 +214,26 @@ def test_the_agent_may_change_its_own_nodes_topology_annotations(setup: Setup) -
     assert setup.patch(setup.own, {"metadata": {"annotations": {TOPO: None}}}) == 200
     assert TOPO not in _annotations(setup, setup.own)
     assert after["example.com/owner"] == "infra"
+
+
+def test_the_agents_writes_are_managed_by_shorthop_node_agent(setup: Setup) -> None:
+    """The agent's own client (its calls, its token): its annotations and events are recorded
+    under the field manager ``shorthop-node-agent`` (``managedFields``)."""
+    agent = NodeClient(setup.api(setup.token).api_client, setup.own)
+    # A value no other test wrote: a patch that changes nothing records no manager.
+    agent.patch_annotations({SMI: f"\tGPU0\nGPU0\t X \n# {uuid.uuid4().hex}"})
+    agent.event(reason="TopologyProbe", message="managed-fields check", warning=False)
+    node = setup.cluster.core.read_node(setup.own)
+    entries = [(f.manager, f.operation) for f in node.metadata.managed_fields or []]
+    assert (FIELD_MANAGER, "Update") in entries, entries
+    assert FIELD_MANAGER == "shorthop-node-agent"
+    events = [
+        e
+        for e in setup.cluster.core.list_namespaced_event("default").items
+        if e.involved_object.name == setup.own and e.reason == "TopologyProbe"
+    ]
+    assert events
+    assert [f.manager for f in events[0].metadata.managed_fields or []] == [FIELD_MANAGER]
 
 
 @pytest.mark.parametrize(

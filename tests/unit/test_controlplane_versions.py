@@ -174,7 +174,8 @@ def test_pin_copies_upstream_go_and_godebug_and_pins_only_real_replacements() ->
 
 def test_go_directive_is_read_from_each_module() -> None:
     for module in components.all_modules():
-        assert module.go_directive() >= (1, 24), module.directory_name
+        # kube-score v1.20.0 declares go 1.23; the rest 1.24 or newer.
+        assert module.go_directive() >= (1, 23), module.directory_name
     assert components.kubernetes_module(NEWEST).go_directive() >= (
         components.kubernetes_module(OLDEST).go_directive()
     )

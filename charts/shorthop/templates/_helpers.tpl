@@ -53,9 +53,14 @@ app.kubernetes.io/part-of: shorthop
 {{- end -}}
 {{- end -}}
 
-{{/* The operator image reference; the tag defaults to the chart's appVersion. */}}
+{{/* The operator image reference: repository@digest when a digest pins it, else
+repository:tag (the tag defaults to the chart's appVersion). */}}
 {{- define "shorthop.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Where the container reads its configuration (the ConfigMap key config.yaml). */}}
@@ -98,11 +103,18 @@ app.kubernetes.io/part-of: shorthop
 {{- default (include "shorthop.agentName" .) .Values.nodeAgent.serviceAccount.name -}}
 {{- end -}}
 
-{{/* The node agent's image: its own values, else the operator's (one image holds both). */}}
+{{/* The node agent's image: its own values, else the operator's (one image holds both); a
+digest pins it (the operator's digest applies when the agent names no image of its own). */}}
 {{- define "shorthop.agentImage" -}}
+{{- $own := or .Values.nodeAgent.image.repository .Values.nodeAgent.image.tag -}}
 {{- $repository := .Values.nodeAgent.image.repository | default .Values.image.repository -}}
+{{- $digest := .Values.nodeAgent.image.digest | default (ternary "" .Values.image.digest (not (empty $own))) -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repository $digest -}}
+{{- else -}}
 {{- $tag := .Values.nodeAgent.image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
 {{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Node annotations the agent writes: the only thing its admission policy lets it change. */}}

@@ -19,9 +19,11 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+import shorthop
 from shorthop.errors import ShorthopError
 
 COMPONENT = "shorthop-node-agent"
+FIELD_MANAGER = COMPONENT  # of its annotations and events (``managedFields``)
 
 
 class AgentKubeError(ShorthopError):
@@ -60,7 +62,9 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
         raise ShorthopError(
             f"no Kubernetes credentials: {exc}; pass --kubeconfig or run in a pod"
         ) from None
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = f"{FIELD_MANAGER}/{shorthop.__version__}"
+    return api
 
 
 class NodeClient:
@@ -91,6 +95,7 @@ class NodeClient:
             response = self.core.patch_node(
                 self.node,
                 body,
+                field_manager=FIELD_MANAGER,
                 _content_type="application/merge-patch+json",
                 _preload_content=False,
             )
@@ -123,7 +128,7 @@ class NodeClient:
         }
         try:
             response = self.core.create_namespaced_event(
-                self.events_namespace, body, _preload_content=False
+                self.events_namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
             )
             response.data  # noqa: B018 - read the body so the connection returns to the pool
         except (ApiException, urllib3.exceptions.HTTPError) as exc:

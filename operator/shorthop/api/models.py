@@ -34,9 +34,33 @@ class Model(BaseModel):
     )
 
 
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+# The tier names a scope accepts, for the CRD's descriptions (``kubectl explain``). The network
+# levels come from the operator's topology preset; a unit test keeps this list in step with
+# ``topology.levels.PRESETS`` (this module imports nothing from the rest of shorthop).
+TIER_NAMES_HELP = (
+    "A tier name, closest first: same-node-nvlink, same-node-pcie, nvlink-domain, then the "
+    "network levels of the operator's topology preset from fine to coarse (plain: rack, block, zone; "
+    "topograph: leaf, spine, core; aws: layer-3, layer-2, layer-1; gke: host, subblock, block; "
+    "oci: local-block, network-block, hpc-island; or the levels configured), then cluster."
+)
+
+
+class FieldError(ValueError):
+    """A validator's error about one field below the model validated: ``loc`` is that field's
+    path relative to the model (``("traffic", 0, "to")``), so the error names the field itself
+    (``spec.traffic[0].to``) rather than the model as a whole."""
+
+    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
+def _cel(*rules: tuple[str, str] | dict[str, str]) -> dict[str, Any]:
     return {
-        "x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]
+        "x-kubernetes-validations": [
+            rule if isinstance(rule, dict) else {"rule": rule[0], "message": rule[1]}
+            for rule in rules
+        ]
     }
 
 
@@ -44,7 +68,9 @@ class PodTemplate(Model):
     """The pod template of a role: any PodTemplateSpec; at least one container."""
 
     metadata: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        default_factory=dict,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="Labels and annotations for the role's pods (ObjectMeta).",
     )
     spec: dict[str, Any] = Field(
         json_schema_extra={
@@ -53,6 +79,8 @@ class PodTemplate(Model):
             "properties": {
                 "containers": {
                     "type": "array",
+                    "description": "The pod's containers (at least one); shorthop sets their "
+                    "GPU limits.",
                     "minItems": 1,
                     "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 }
@@ -76,8 +104,20 @@ class Scope(Model):
     """A placement scope: a tier name (``nvlink-domain``, a network level such as ``rack``, or
     ``cluster``). ``required`` is hard; ``preferred`` is tried first and relaxed if it cannot fit."""
 
-    required: str | None = Field(default=None, pattern=TIER_NAME, max_length=63)
-    preferred: str | None = Field(default=None, pattern=TIER_NAME, max_length=63)
+    required: str | None = Field(
+        default=None,
+        pattern=TIER_NAME,
+        max_length=63,
+        description="Hard scope: the whole deployment inside one domain of this tier. "
+        + TIER_NAMES_HELP,
+    )
+    preferred: str | None = Field(
+        default=None,
+        pattern=TIER_NAME,
+        max_length=63,
+        description="Soft scope: tried first, relaxed to wider tiers if it cannot fit. "
+        + TIER_NAMES_HELP,
+    )
 
 
 class Role(Model):
@@ -107,9 +147,21 @@ class Role(Model):
         default=None,
         pattern=TIER_NAME,
         max_length=63,
-        description="Hard scope for each replica: all its pods inside one domain of this tier (e.g. nvlink-domain).",
+        description="Hard scope for each replica: all its pods inside one domain of this tier. "
+        + TIER_NAMES_HELP,
     )
-    template: PodTemplate
+    service_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        strict=True,
+        description="Port (and targetPort) of the role's headless Service, the one its pods' DNS "
+        "names belong to. Default: the operator's servicePort setting (chart value servicePort, "
+        "8000).",
+    )
+    template: PodTemplate = Field(
+        description="The pod template of the role's pods (labels, annotations and a PodSpec)."
+    )
 
     model_config = ConfigDict(
         frozen=True,
@@ -136,9 +188,24 @@ class Role(Model):
 class Traffic(Model):
     """KV-cache traffic between two roles; ``weight`` scales its cost."""
 
-    from_: str = Field(alias="from", pattern=DNS_LABEL, max_length=40)
-    to: str = Field(pattern=DNS_LABEL, max_length=40)
-    weight: float = Field(default=1.0, ge=0, le=1000, strict=True)
+    from_: str = Field(
+        alias="from",
+        pattern=DNS_LABEL,
+        max_length=40,
+        description="Role that sends (e.g. prefill); one of spec.roles[].name.",
+    )
+    to: str = Field(
+        pattern=DNS_LABEL,
+        max_length=40,
+        description="Role that receives (e.g. decode); one of spec.roles[].name.",
+    )
+    weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=1000,
+        strict=True,
+        description="How much this edge's hop distance counts in the placement cost.",
+    )
 
 
 class KVCache(Model):
@@ -156,6 +223,8 @@ class InferenceDeploymentSpec(Model):
         min_length=1,
         max_length=MAX_ROLES,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Pools of identical replicas (e.g. prefill and decode), each with its GPU "
+        "shape, count, replica scope and pod template; names are unique.",
     )
     traffic: list[Traffic] | None = Field(
         default=None,
@@ -163,7 +232,10 @@ class InferenceDeploymentSpec(Model):
         description="Traffic between roles. Default: prefill -> decode with weight 1 when both exist.",
     )
     placement: Scope = Field(default_factory=Scope, description="Scope for the whole deployment.")
-    kv_cache: KVCache = Field(default_factory=KVCache)
+    kv_cache: KVCache = Field(
+        default_factory=KVCache,
+        description="KV-cache size, for the modeled prefill-to-decode transfer time in status.",
+    )
 
     model_config = ConfigDict(
         frozen=True,
@@ -171,24 +243,32 @@ class InferenceDeploymentSpec(Model):
         alias_generator=to_camel,
         populate_by_name=True,
         json_schema_extra=_cel(
-            (
-                "!has(self.traffic) || self.traffic.all(t, self.roles.exists(r, r.name == t.from) && self.roles.exists(r, r.name == t.to))",
-                "traffic must name roles defined in spec.roles",
-            ),
+            {
+                "rule": "!has(self.traffic) || self.traffic.all(t, self.roles.exists(r, r.name == t.from) && self.roles.exists(r, r.name == t.to))",
+                "message": "traffic must name roles defined in spec.roles",
+                # Names the (first) unknown role. The API server's cost estimate refuses a message
+                # of unbounded length (join, string()), so it cannot list the roles as the models
+                # do; the fixed message above is the fallback.
+                "messageExpression": "'unknown role ' + (self.traffic.map(t, t.from) + self.traffic.map(t, t.to)).filter(n, !self.roles.exists(r, r.name == n))[0] + '; traffic must name roles defined in spec.roles'",
+                "fieldPath": ".traffic",
+                "reason": "FieldValueInvalid",
+            },
         ),
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceDeploymentSpec:
         names = [r.name for r in self.roles]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"role names must be unique; {duplicates[0]!r} appears twice")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldError(("roles", i), f"role names must be unique; {name!r} appears twice")
         for i, t in enumerate(self.traffic or []):
             for end, role in (("from", t.from_), ("to", t.to)):
                 if role not in names:
-                    raise ValueError(
-                        f"traffic[{i}].{end}: unknown role {role!r}; roles are {', '.join(names)}"
+                    raise FieldError(
+                        ("traffic", i, end),
+                        f"unknown role {role!r}; traffic must name roles defined in spec.roles: "
+                        f"{', '.join(names)}",
                     )
         return self
 
@@ -234,44 +314,72 @@ class Phase(StrEnum):
 
 
 class Condition(Model):
-    type: Literal["Placed", "Ready", "Degraded", "Valid"]
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    """A standard condition (Placed, Ready, Degraded, Valid)."""
+
+    type: Literal["Placed", "Ready", "Degraded", "Valid"] = Field(
+        description="Placed, Ready, Degraded or Valid."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        max_length=1024,
+        description="Machine-readable reason in CamelCase (see docs/operations.md).",
+    )
+    message: str = Field(default="", max_length=32768, description="What happened, for people.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition describes."
+    )
 
 
 class PodPlacement(Model):
-    name: str
-    node: str
-    gpus: list[int]
+    """Where one pod of a replica went."""
+
+    name: str = Field(description="Pod name.")
+    node: str = Field(description="Node the pod is bound to.")
+    gpus: list[int] = Field(description="GPU indices on the node (NVML minor numbers).")
     devices: list[str] | None = Field(
         default=None,
         description="On a node whose GPUs are allocated through Dynamic Resource Allocation: the devices of the pod's ResourceClaim, in the order of gpus.",
     )
     tier: str = Field(description="Widest tier among this pod's GPU pairs with its replica peers.")
-    ready: bool = False
+    ready: bool = Field(default=False, description="The pod's Ready condition.")
 
 
 class ReplicaPlacement(Model):
-    role: str
-    replica: int
-    pods: list[PodPlacement]
+    """Where one replica of a role went."""
+
+    role: str = Field(description="Role name.")
+    replica: int = Field(description="Replica number within the role, from 0.")
+    pods: list[PodPlacement] = Field(description="The replica's pods.")
     tier: str = Field(description="Widest tier inside the replica.")
 
 
 class KVTransfer(Model):
+    """The modeled KV-cache transfer of one prefill-decode replica pair."""
+
     prefill: str = Field(description="role-replica, e.g. prefill-0")
-    decode: str
-    tier: str
-    modeled_ms: float
+    decode: str = Field(description="role-replica, e.g. decode-0")
+    tier: str = Field(description="Widest tier between the two replicas' GPUs.")
+    modeled_ms: float = Field(
+        description="kvCache.bytesPerToken x kvCache.tokens / bandwidth of the tier, in ms."
+    )
 
 
 class Cost(Model):
-    intra_replica: int = 0
-    traffic: float = 0
-    fragmentation: float = 0
+    """The placement's cost in hop-distance units (lower is closer)."""
+
+    intra_replica: int = Field(
+        default=0, description="Hop distance between GPUs inside replicas, summed."
+    )
+    traffic: float = Field(
+        default=0, description="Weighted hop distance between replicas that exchange traffic."
+    )
+    fragmentation: float = Field(
+        default=0, description="How much free capacity the placement splits (not in total)."
+    )
     total: float = Field(default=0, description="intraReplica + traffic (hop-distance units).")
 
 
@@ -281,28 +389,44 @@ class NodeExclusion(Model):
     template is the one rejected and the node exists; remove an entry to let shorthop try the
     node again."""
 
-    role: str
-    node: str
-    reason: str
-    template_hash: str
+    role: str = Field(description="Role whose pod was rejected.")
+    node: str = Field(description="Node left out for the role.")
+    reason: str = Field(description="The rejected pod's status.reason.")
+    template_hash: str = Field(description="Hash of the role's pod template that was rejected.")
 
 
 class InferenceDeploymentStatus(Model):
-    phase: Phase = Phase.PENDING
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    replicas: list[ReplicaPlacement] = Field(default_factory=list)
+    phase: Phase = Field(
+        default=Phase.PENDING,
+        description="Pending, Placing, Running, Degraded, Unschedulable or Invalid.",
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Placed, Ready, Degraded and Valid."
+    )
+    replicas: list[ReplicaPlacement] = Field(
+        default_factory=list, description="Where every replica's pods went."
+    )
     ready: str = Field(default="0/0", description="Ready pods / total pods.")
-    ready_pods: int = 0
-    total_pods: int = 0
-    worst_tier: str | None = None
-    cost: Cost = Field(default_factory=Cost)
+    ready_pods: int = Field(default=0, description="Pods that are Ready.")
+    total_pods: int = Field(default=0, description="Pods the spec asks for.")
+    worst_tier: str | None = Field(
+        default=None,
+        description="Widest tier any replica or prefill-decode pair uses (kubectl get column).",
+    )
+    cost: Cost = Field(default_factory=Cost, description="The placement's cost.")
     tiers: dict[str, int] = Field(
         default_factory=dict, description="prefill<->decode GPU pairs per tier."
     )
-    kv_transfers: list[KVTransfer] = Field(default_factory=list)
+    kv_transfers: list[KVTransfer] = Field(
+        default_factory=list, description="Modeled KV transfer per prefill-decode pair."
+    )
     excluded_nodes: list[NodeExclusion] = Field(
         default_factory=list,
         description="Nodes left out for a role after their kubelet rejected a pod of it.",
     )
-    message: str = ""
+    message: str = Field(
+        default="", description="Why the phase is what it is, naming the field to fix."
+    )

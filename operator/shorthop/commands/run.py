@@ -44,8 +44,25 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class QuietStorageInit(logging.Filter):
+    """kopf logs each retry of a request at ERROR, including the API server's transient 429
+    "storage is (re)initializing" right after the CRD is created or changed; that one is
+    expected and retried, so it is logged at INFO. (``run`` also waits for the storage before
+    starting kopf; this covers a CRD changed while the operator runs.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.name.startswith("kopf")
+            and record.levelno >= logging.ERROR
+            and "storage is (re)initializing" in record.getMessage()
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def _logging(fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(QuietStorageInit())
     handler.setFormatter(
         _JsonFormatter()
         if fmt == "json"
@@ -136,6 +153,7 @@ async def main(settings: settings_module.Settings, *, kubeconfig: str | None = N
     relay_task = asyncio.create_task(relay())
     namespaces = settings.namespaces
     try:
+        await runtime.wait_for_api(namespaces)
         await kopf.operator(
             registry=runtime.registry(),
             standalone=True,
@@ -152,6 +170,7 @@ async def main(settings: settings_module.Settings, *, kubeconfig: str | None = N
         if health_runner is not None:
             await health_runner.cleanup()
     if lost.is_set():
-        log.error("lost leadership; exiting so that the pod restarts as a standby")
+        log.warning("lost the lease; exiting so that the pod restarts as a standby")
         return 1
+    log.info("stopped")
     return 0

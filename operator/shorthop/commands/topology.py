@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SpecError("--render", f"cannot write {target} ({exc.strerror or exc})") from None
         how = "one bar per domain" if drawing.aggregated else "every node"
+        width, height = render.pixel_size(drawing, target)
         print(
-            f"wrote {target} ({drawing.width}x{drawing.height}, {how})",
+            f"wrote {target} ({width}x{height}, {how})",
             file=sys.stderr,
         )
     return 0

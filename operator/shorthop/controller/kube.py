@@ -18,11 +18,17 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+import shorthop
 from shorthop import errors
 from shorthop.api import models
 from shorthop.errors import KubeError, ShorthopError
 
-__all__ = ["Kube", "KubeError", "api_client", "api_error", "status_error"]
+__all__ = ["FIELD_MANAGER", "Kube", "KubeError", "api_client", "api_error", "status_error"]
+
+# The field manager of every write (``managedFields``), so that server-side-apply users see
+# shorthop owning what it writes. The client's User-Agent names it too: the API server takes the
+# manager of a write without one from there.
+FIELD_MANAGER = "shorthop"
 
 
 def _status_object(exc: ApiException) -> Mapping[str, Any]:
@@ -92,6 +98,7 @@ def api_client(kubeconfig: str | None = None, *, qps_threads: int = 64) -> clien
     # time under load.
     configuration.connection_pool_maxsize = qps_threads + POOL_HEADROOM
     api = client.ApiClient(configuration)
+    api.user_agent = f"{FIELD_MANAGER}/{shorthop.__version__}"
     _no_answer_is_an_api_exception(api.rest_client)
     return api
 
@@ -170,7 +177,9 @@ class Kube:
     def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             # Raw JSON back: deserialising into client models costs more than the call.
-            response = self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            response = self.core.create_namespaced_pod(
+                namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+            )
             created: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
             raise api_error(f"create pod {namespace}/{body['metadata']['name']}", exc) from None
@@ -203,7 +212,7 @@ class Kube:
         what = f"bind {namespace}/{name} to {node}"
         try:
             response = self.core.create_namespaced_pod_binding(
-                name, namespace, body, _preload_content=False
+                name, namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
             )
             _body(response)
         except ApiException as exc:
@@ -310,7 +319,11 @@ class Kube:
         """Create the service unless it exists; True when it was created."""
         name = body["metadata"]["name"]
         try:
-            _body(self.core.create_namespaced_service(namespace, body, _preload_content=False))
+            _body(
+                self.core.create_namespaced_service(
+                    namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                )
+            )
         except ApiException as exc:
             error = api_error(f"create service {namespace}/{name}", exc)
             if isinstance(error, errors.Conflict):
@@ -329,11 +342,41 @@ class Kube:
                 models.PLURAL,
                 name,
                 {"status": status},
+                field_manager=FIELD_MANAGER,
                 _preload_content=False,
             )
             _body(response)
         except ApiException as exc:
             raise api_error(f"patch status of {namespace}/{name}", exc) from None
+
+    def probe_deployments(self, namespace: str | None) -> None:
+        """List at most one InferenceDeployment from the API server's watch cache (what a watch
+        reads); raises the typed error while the resource is not served yet (404) or its storage
+        is still initializing (429)."""
+        what = f"list {models.PLURAL}"
+        try:
+            if namespace is None:
+                response = self.custom.list_cluster_custom_object(
+                    models.GROUP,
+                    models.VERSION,
+                    models.PLURAL,
+                    limit=1,
+                    resource_version="0",
+                    _preload_content=False,
+                )
+            else:
+                response = self.custom.list_namespaced_custom_object(
+                    models.GROUP,
+                    models.VERSION,
+                    namespace,
+                    models.PLURAL,
+                    limit=1,
+                    resource_version="0",
+                    _preload_content=False,
+                )
+            _body(response)
+        except ApiException as exc:
+            raise api_error(what, exc) from None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -373,7 +416,11 @@ class Kube:
             count=1,
         )
         try:
-            _body(self.core.create_namespaced_event(namespace, body, _preload_content=False))
+            _body(
+                self.core.create_namespaced_event(
+                    namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
+                )
+            )
         except ApiException as exc:
             raise api_error("create event", exc) from None
 
@@ -391,7 +438,7 @@ class Kube:
 
     def create_lease(self, namespace: str, lease: client.V1Lease) -> None:
         try:
-            self.coordination.create_namespaced_lease(namespace, lease)
+            self.coordination.create_namespaced_lease(namespace, lease, field_manager=FIELD_MANAGER)
         except ApiException as exc:
             raise api_error(f"create lease {namespace}/{lease.metadata.name}", exc) from None
 
@@ -400,6 +447,8 @@ class Kube:
         was read (its resourceVersion)."""
         name = lease.metadata.name
         try:
-            self.coordination.replace_namespaced_lease(name, namespace, lease)
+            self.coordination.replace_namespaced_lease(
+                name, namespace, lease, field_manager=FIELD_MANAGER
+            )
         except ApiException as exc:
             raise api_error(f"replace lease {namespace}/{name}", exc) from None

@@ -35,6 +35,7 @@ from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
 from shorthop.controller.runtime.informer import Informer
 from shorthop.controller.runtime.workqueue import WorkQueue
+from shorthop.errors import KubeError
 from shorthop.metrics import Metrics
 from shorthop.settings import Settings
 
@@ -43,6 +44,9 @@ RESYNC_SECONDS = 60.0
 WORKERS = 16  # deployments reconciled at once; planning itself is serialised (see reconcile)
 WAKE_DELAY = 1.0
 POD_EVENT_COALESCE = 0.25  # seconds
+# The cluster gauges (free and stranded GPUs) are refreshed after node and pod changes, at most
+# once per this many seconds (a burst of events is one refresh), and at every resync.
+METRICS_REFRESH_SECONDS = 1.0
 
 
 def _pod_key(body: Mapping[str, Any]) -> str:
@@ -94,6 +98,7 @@ class Runtime:
             self.binder,
             metrics,
             scheduler_name=settings.scheduler_name,
+            service_port=settings.service_port,
             faults=faults,
             claims=self.binder,
         )
@@ -102,6 +107,10 @@ class Runtime:
         self._stop = threading.Event()
         self._informers: list[Informer] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # Set from the informer threads when a change may move the cluster gauges; the refresh
+        # task clears it before it reads the cluster, so no change is missed.
+        self._metrics_stale = threading.Event()
+        self._metrics_wake: asyncio.Event | None = None
         self.synced = False
         # Reconciles block on API calls, so they run on threads of their own: asyncio's default
         # executor has cpu_count + 4 threads (6 on two cores), shared with kopf and the lease.
@@ -113,8 +122,17 @@ class Runtime:
         for key in list(self.reconciler.unschedulable):
             self.queue.add_after(key, WAKE_DELAY)
 
+    def _cluster_changed(self) -> None:
+        """Ask for a refresh of the cluster gauges (cheap when one is already asked for)."""
+        if self._metrics_stale.is_set() or self._metrics_wake is None:
+            self._metrics_stale.set()
+            return
+        self._metrics_stale.set()
+        self.queue.loop.call_soon_threadsafe(self._metrics_wake.set)
+
     def on_node(self, event: str | None, body: Mapping[str, Any]) -> None:
         change = self.live.apply_node(event, body)
+        self._cluster_changed()
         if change.gone_or_unusable:
             for key in change.deployments:
                 self.queue.add_threadsafe(key)
@@ -124,6 +142,8 @@ class Runtime:
     def on_pod(self, event: str | None, body: Mapping[str, Any]) -> None:
         before = self.live.pod(_pod_key(body))
         record = self.live.apply_pod(event, body)
+        if record.gpus:
+            self._cluster_changed()
         if record.deployment and (event in (None, "ADDED", "DELETED") or _changed(before, record)):
             # Pod events come in bursts (a deployment's creates, binds, then each pod starting):
             # one visit a moment later sees them all, instead of one visit per event crowding
@@ -173,6 +193,7 @@ class Runtime:
         # Our own status writes come back as events too; they need no new visit.
         if old is None or event == "DELETED" or _intent(old) != _intent(body):
             self.queue.add(key)
+            self._cluster_changed()  # the smallest pod asked for decides what is stranded
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -204,8 +225,12 @@ class Runtime:
         self.live.synced.set()
         self.synced = True
         log.info("caches synced: %d nodes in the topology", len(self.live.snapshot().index.row_of))
+        self._metrics_wake = asyncio.Event()
+        self._metrics_stale.set()
+        self._metrics_wake.set()
         self._tasks = [asyncio.create_task(self._work()) for _ in range(WORKERS)]
         self._tasks.append(asyncio.create_task(self._resync()))
+        self._tasks.append(asyncio.create_task(self._refresh_metrics()))
 
     def _dra_usable(self) -> bool:
         """Whether to use Dynamic Resource Allocation: allowed by the settings, served by the
@@ -278,12 +303,51 @@ class Runtime:
                 if outcome.after is not None:
                     self.queue.add_after(key, outcome.after)
 
+    async def _refresh_metrics(self) -> None:
+        """Refresh the cluster gauges after changes, at most once per
+        ``METRICS_REFRESH_SECONDS``: a pod deleted shows in the free-GPU gauge a moment later,
+        not at the next resync."""
+        assert self._metrics_wake is not None
+        while True:
+            await self._metrics_wake.wait()
+            self._metrics_wake.clear()
+            if self._metrics_stale.is_set():
+                self._metrics_stale.clear()
+                await asyncio.to_thread(self.reconciler.publish_cluster_metrics)
+            await asyncio.sleep(METRICS_REFRESH_SECONDS)
+
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             for key in list(self.reconciler.deployments):
                 self.queue.add(key)
             await asyncio.to_thread(self.reconciler.publish_cluster_metrics)
+
+    async def wait_for_api(self, namespaces: tuple[str, ...] | list[str]) -> None:
+        """Return once the InferenceDeployment resource answers a list from the watch cache.
+
+        Just after its CRD is created or changed the API server answers 404, then 429
+        "storage is (re)initializing" for a moment; kopf, started then, retries but logs every
+        attempt at ERROR. Waiting here keeps a normal start free of errors."""
+        namespace = namespaces[0] if namespaces else None
+        delay, said = 0.2, ""
+        while True:
+            try:
+                await asyncio.to_thread(self.kube.probe_deployments, namespace)
+            except KubeError as exc:
+                if not exc.retriable and exc.status != 404:
+                    raise
+                level = logging.WARNING if exc.status == 404 else logging.INFO
+                if said != type(exc).__name__:
+                    said = type(exc).__name__
+                    hint = " (is the CRD installed?)" if exc.status == 404 else ""
+                    log.log(level, "waiting for the %s API%s: %s", models.KIND, hint, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if said:
+                log.info("the %s API answers; starting", models.KIND)
+            return
 
     # -- kopf ------------------------------------------------------------------------------
 

@@ -45,11 +45,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import dra, render, rules, status
+from shorthop.controller import dra, messages, render, rules, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -63,6 +61,7 @@ from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
 from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
+from shorthop.views import summary
 
 log = logging.getLogger("shorthop.reconcile")
 COMPONENT = "shorthop"
@@ -100,6 +99,7 @@ class Reconciler:
         metrics: Metrics,
         *,
         scheduler_name: str = "shorthop",
+        service_port: int = render.SERVICE_PORT,
         workers: int = 64,
         faults: Faults | None = None,
         claims: dra.ClaimBinder | None = None,
@@ -110,6 +110,7 @@ class Reconciler:
         self.claims = claims  # repairs the ResourceClaims of bound pods on DRA nodes
         self.metrics = metrics
         self.scheduler_name = scheduler_name
+        self.service_port = service_port
         self.faults = faults or Faults()
         self.deployments: dict[str, Mapping[str, Any]] = {}  # latest bodies, fed by kopf
         self.unschedulable: set[str] = set()
@@ -119,6 +120,7 @@ class Reconciler:
         self._services: set[tuple[str, str]] = set()
         self._tier_pods: dict[str, Counter[str]] = {}
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
+        self._metrics_lock = threading.Lock()  # a refresh clears and refills the gauges
         self.expectations = Expectations(on_expire=live.forget)
 
     # -- entry point -----------------------------------------------------------------------
@@ -157,6 +159,8 @@ class Reconciler:
                 dra.check_template(role, i)
         except SpecError as exc:
             self.metrics.errors.labels(reason="invalid-spec").inc()
+            if old.get("message") != str(exc):
+                log.info("%s is invalid: %s", key, exc)
             self._write_status(key, body, status.invalid(generation, str(exc), old))
             self._event(body, "InvalidSpec", str(exc), warning=True)
             return Outcome()
@@ -176,6 +180,10 @@ class Reconciler:
         if decision.repairs:
             self._event(body, "Repairing", "; ".join(sorted(set(decision.repairs))), warning=True)
         self._repair_claims(body, namespace, decision, snap.unclaimed)
+        if decision.scaled_away:
+            message = messages.scaled_down(infd, decision)
+            log.info("%s: %s", key, message)
+            self._event(body, "ScaledDown", message, warning=False)
         # 3. plan what is missing
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if decision.terminating else None)
@@ -207,11 +215,16 @@ class Reconciler:
                     )
                 started = time.perf_counter()
                 plan = solver.solve(snap.with_taken(anchors.taken), req, fixed=dict(anchors.fixed))
-                self.metrics.latency.observe(time.perf_counter() - started)
+                solved = time.perf_counter()
+                self.metrics.latency.observe(solved - started)
                 if plan.feasible:
                     self._assume(infd, req, plan.assignments, decision)
             if not plan.feasible:
                 reasons = list(plan.reasons)
+                if key not in self.unschedulable:
+                    log.info(
+                        "%s is unschedulable: %s", key, "; ".join(r.message() for r in reasons)
+                    )
                 self.unschedulable.add(key)
                 self._event(
                     body, "Unschedulable", "; ".join(r.message() for r in reasons), warning=True
@@ -224,11 +237,14 @@ class Reconciler:
                 if retry:
                     outcome = Outcome(retry=True)
                 elif created:
-                    tiers = (
-                        ", ".join(f"{n} {t}" for t, n in plan.tiers.items()) or "no traffic pairs"
+                    self._event(body, "Placed", messages.placed(created, plan), warning=False)
+                    log.info(
+                        "%s: %s",
+                        key,
+                        messages.placed_log(
+                            created, plan, time.perf_counter() - started, solved - started
+                        ),
                     )
-                    message = f"placed {created} pods ({tiers}); domains: {'; '.join(plan.domains)}"
-                    self._event(body, "Placed", message[:1000], warning=False)
                 for component, value in (
                     ("intra", plan.cost.intra),
                     ("traffic", plan.cost.traffic),
@@ -240,7 +256,8 @@ class Reconciler:
         # 5. services, status
         for role in infd.spec.roles:
             if (uid, role.name) not in self._services:
-                self.kube.ensure_service(namespace, render.render_service(infd, uid, role))
+                service = render.render_service(infd, uid, role, self.service_port)
+                self.kube.ensure_service(namespace, service)
                 self._services.add((uid, role.name))
         left = self.expectations.waiting(key, self._observed)
         if left > 0:
@@ -531,36 +548,32 @@ class Reconciler:
                 self.metrics.cost.remove(namespace, name, component)
 
     def publish_cluster_metrics(self) -> None:
-        """Free GPUs per NVLink domain, stranded GPUs, node label issues (periodic)."""
+        """Free and stranded GPUs per NVLink domain (``views.summary``), node label issues.
+        Called after node and pod changes (debounced) and at every resync."""
         snap = self.live.snapshot()
-        index = snap.index
-        counts = snap.free_counts
-        self.metrics.free_gpus.clear()
-        for clique in range(len(index.clique_names)):
-            rows = np.flatnonzero(index.clique_of == clique)
-            self.metrics.free_gpus.labels(nvlink_domain=index.clique_names[clique]).set(
-                int(counts[rows].sum())
-            )
-        outside = np.flatnonzero(index.clique_of < 0)
-        self.metrics.free_gpus.labels(nvlink_domain="none").set(
-            int(counts[outside].sum()) if outside.size else 0
-        )
         smallest = min(
             (
                 r.gpus_per_pod or r.gpus_per_replica
-                for body in self.deployments.values()
+                for body in list(self.deployments.values())
                 for r in _roles(body)
             ),
             default=1,
         )
-        self.metrics.stranded.set(int(counts[(counts > 0) & (counts < smallest)].sum()))
+        domains = summary.nvlink_capacity(snap, smallest)
+        with self._metrics_lock:
+            self.metrics.free_gpus.clear()
+            self.metrics.stranded.clear()
+            for domain in domains:
+                self.metrics.free_gpus.labels(nvlink_domain=domain.name).set(domain.free)
+                self.metrics.stranded.labels(nvlink_domain=domain.name).set(domain.stranded)
         issues: Counter[tuple[str, str]] = Counter()
         for issue in self.live.issues():
             if issue.severity == "warning":
                 issues[(issue.field, str(issue.excluded).lower())] += 1
-        self.metrics.node_issues.clear()
-        for (field, excluded), n in issues.items():
-            self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
+        with self._metrics_lock:
+            self.metrics.node_issues.clear()
+            for (field, excluded), n in issues.items():
+                self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
 
 
 def _roles(body: Mapping[str, Any]) -> list[models.Role]:

@@ -31,6 +31,9 @@ from shorthop.topology.labels import GPU_RESOURCE
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
 TIER_ANNOTATION = "shorthop.io/tier"
 DNS_LABEL_MAX = 63
+SERVICE_PORT = (
+    8000  # of the headless Service per role, unless the settings or the role say otherwise
+)
 
 
 def template_hash(role: models.Role) -> str:
@@ -230,7 +233,12 @@ def render_plan_pods(
     return pods
 
 
-def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role) -> dict[str, Any]:
+def render_service(
+    infd: models.InferenceDeployment, uid: str, role: models.Role, port: int = 0
+) -> dict[str, Any]:
+    """The role's headless Service (its pods' DNS names). Its port: the role's ``servicePort``,
+    else ``port`` (the operator's ``servicePort`` setting), else :data:`SERVICE_PORT`."""
+    port = role.service_port or port or SERVICE_PORT
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -248,7 +256,7 @@ def render_service(infd: models.InferenceDeployment, uid: str, role: models.Role
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {live.DEPLOYMENT_LABEL: infd.metadata.name, live.ROLE_LABEL: role.name},
-            "ports": [{"name": "engine", "port": 8000, "targetPort": 8000}],
+            "ports": [{"name": "engine", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
 

@@ -94,10 +94,10 @@ class _Scratch:
         role = self.request.roles[ri]
         reason = Reason(
             "capacity",
-            f"spec.roles[{role.name}]",
+            f"spec.roles[{ri}]",
             role.pod_gpus,
             0,
-            f"{name}: no node has {role.pod_gpus} free GPUs for the next pod",
+            f"{name}: no node has {role.pod_gpus} free GPUs for the next pod of role {role.name}",
         )
         return Plan(False, reasons=(reason,), strategy=name)
 

@@ -146,9 +146,7 @@ def from_spec(
                 replicas=role.replicas,
                 pods_per_replica=role.gpus_per_replica // gpus,
                 pod_gpus=gpus,
-                replica_scope=_tier(
-                    tiers, role.replica_scope, f"spec.roles[{role.name}].replicaScope"
-                ),
+                replica_scope=_tier(tiers, role.replica_scope, f"spec.roles[{i}].replicaScope"),
                 tolerations=occupancy.tolerations_of(pod_spec),
                 cpu_millis=cpu,
                 memory_bytes=memory,

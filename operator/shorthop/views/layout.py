@@ -129,13 +129,16 @@ def _state(snapshot: ClusterSnapshot, placement: Placement | None) -> _State:
 
 
 def _short_name(name: str) -> str:
-    """A node name that fits a node box: the first DNS label, or head…tail."""
+    """A node's label: its name, or the first DNS label of a long one (the full name is the
+    box's tooltip). Never cut: the box grows to fit it."""
     if len(name) <= NAME_CHARS:
         return name
-    head = name.split(".", 1)[0]
-    if 0 < len(head) <= NAME_CHARS:
-        return head
-    return name[:7] + "…" + name[-(NAME_CHARS - 8) :]
+    return name.split(".", 1)[0] or name
+
+
+def _placed_lines(state: _State, row: int) -> list[str]:
+    """The replica labels on a node, one per line (never cut: the node box fits them)."""
+    return sorted(set(state.placed.get(row, {}).values()), key=summary.natural_key)
 
 
 def _gpu_columns(gpus: int) -> int:
@@ -182,21 +185,15 @@ class _NodeTile:
             out.append(
                 Rect(gx, gy, GPU, GPU, fill, cls=f"gpu {word}", title=f"{name} GPU {g}: {what}")
             )
-        placed = st.placed.get(self.row)
-        if placed:
-            rows_of_gpus = math.ceil(gpus / cols)
-            text = ", ".join(sorted(set(placed.values()), key=summary.natural_key))
-            colour = st.role_colour[role_of(placed[min(placed)])]
-            max_chars = max(4, (self.w - 2 * NODE_PAD) // text_width("x", NODE_TEXT - 1))
-            if len(text) > max_chars:
-                text = text[: max_chars - 1] + "…"
+        rows_of_gpus = math.ceil(gpus / cols)
+        for i, text in enumerate(_placed_lines(st, self.row)):
             out.append(
                 Text(
                     x + NODE_PAD,
-                    top + rows_of_gpus * (GPU + GPU_GAP),
+                    top + rows_of_gpus * (GPU + GPU_GAP) + i * (NODE_TEXT + 2),
                     text,
                     NODE_TEXT - 1,
-                    colour,
+                    st.role_colour[role_of(text)],
                 )
             )
 
@@ -208,9 +205,11 @@ def _node_tiles(state: _State, rows: Sequence[int]) -> list[Item]:
     grid_w = cols * (GPU + GPU_GAP) - GPU_GAP
     grid_h = math.ceil(gpus / cols) * (GPU + GPU_GAP) - GPU_GAP
     name_w = max(text_width(_short_name(index.names[r]), NODE_TEXT) for r in rows)
-    any_placed = any(r in state.placed for r in rows)
-    w = max(grid_w, name_w) + 2 * NODE_PAD
-    h = NODE_PAD + NODE_TEXT + 3 + grid_h + NODE_PAD + (NODE_TEXT + 3 if any_placed else 0)
+    placed = [_placed_lines(state, r) for r in rows]
+    label_w = max((text_width(t, NODE_TEXT - 1) for lines in placed for t in lines), default=0)
+    lines = max(len(p) for p in placed)
+    w = max(grid_w, name_w, label_w) + 2 * NODE_PAD
+    h = NODE_PAD + NODE_TEXT + 3 + grid_h + NODE_PAD + lines * (NODE_TEXT + 2) + (1 if lines else 0)
     return [_NodeTile(state, r, w, h) for r in rows]
 
 
@@ -225,6 +224,7 @@ class _Bar:
 
     def __post_init__(self) -> None:
         self.h = 2 * (NODE_TEXT + 3) + BAR_H + 4 + (NODE_TEXT + 3 if self._roles() else 0)
+        self.w = max(self.w, *(text_width(t, NODE_TEXT) for t in self._texts()))
 
     def _roles(self) -> list[tuple[str, int]]:
         counts: dict[str, int] = {}
@@ -252,11 +252,7 @@ class _Bar:
         segments = [(st.role_colour[r], n) for r, n in roles]
         segments += [(FREE, free - placed_free), (USED, used - placed_used)]
         segments.append((UNAVAILABLE, down - placed_down))
-        index = st.snapshot.index
-        products = sorted(
-            {t.product.removeprefix("NVIDIA-") for t in (index.topologies[r] for r in rows) if t}
-        )
-        head = f"{len(rows)} nodes · {gpus} GPUs · {' / '.join(products)}"
+        head, line, text = self._texts()
         out.append(Text(x, y, head, NODE_TEXT, INK))
         bar_y = y + NODE_TEXT + 3
         out.append(Rect(x, bar_y, self.w, BAR_H, WHITE, NODE_STROKE, cls="bar"))
@@ -270,11 +266,24 @@ class _Bar:
             x1 = x + round(self.w * done / gpus)
             if x1 > x0:
                 out.append(Rect(x0, bar_y, x1 - x0, BAR_H, colour, cls="bar-segment"))
-        line = f"{free} free · {used} used" + (f" · {down} unavailable" if down else "")
         out.append(Text(x, bar_y + BAR_H + 4, line, NODE_TEXT, MUTED))
         if roles:
-            text = " · ".join(f"{r} {n}" for r, n in roles)
             out.append(Text(x, bar_y + BAR_H + 4 + NODE_TEXT + 3, text, NODE_TEXT, INK))
+
+    def _texts(self) -> tuple[str, str, str]:
+        """The bar's three lines: nodes and products, GPU counts, placed GPUs per role."""
+        st, rows = self.state, list(self.rows)
+        c = st.counts
+        gpus = int(c.gpus[rows].sum())
+        free, used, down = (int(a[rows].sum()) for a in (c.free, c.used, c.unavailable))
+        index = st.snapshot.index
+        products = sorted(
+            {t.product.removeprefix("NVIDIA-") for t in (index.topologies[r] for r in rows) if t}
+        )
+        head = f"{len(rows)} nodes · {gpus} GPUs · {' / '.join(products)}"
+        line = f"{free} free · {used} used" + (f" · {down} unavailable" if down else "")
+        text = " · ".join(f"{r} {n}" for r, n in self._roles())
+        return head, line, text
 
 
 # -- the domain tree ---------------------------------------------------------------------------
@@ -297,14 +306,6 @@ class _Domain:
         return found
 
 
-def _short_clique(name: str) -> str:
-    """``3f2a9c1e-....-.7`` -> ``3f2a9c1e….7``: GFD cliques are ``<cluster uuid>.<id>``."""
-    if len(name) <= 18:
-        return name
-    head, _, tail = name.rpartition(".")
-    return f"{head[:8]}….{tail}" if head and len(tail) <= 8 else f"{name[:8]}…{name[-6:]}"
-
-
 def _tree(state: _State) -> _Domain:
     index = state.snapshot.index
     root = _Domain("cluster", "root", 0)
@@ -320,7 +321,8 @@ def _tree(state: _State) -> _Domain:
             box = box.child(("net", k, d), title, "network")
         clique = int(index.clique_of[row])
         if clique >= 0:
-            name = _short_clique(index.clique_names[clique])
+            # The whole name (a GFD clique is ``<cluster uuid>.<id>``): the box is as wide.
+            name = index.clique_names[clique]
             box = box.child(("nvl", clique), f"NVLink {name}", "nvlink")
         box.rows.append(row)
     return _collapse(root)

@@ -20,7 +20,7 @@ from shorthop.views.drawing import FONT_FAMILY, WHITE, Drawing, Rect
 if TYPE_CHECKING:  # Pillow is optional at run time (the ``render`` extra)
     from PIL import ImageDraw
 
-__all__ = ["FORMATS", "render", "to_svg", "write_png"]
+__all__ = ["FORMATS", "pixel_size", "png_scale", "render", "to_svg", "write_png"]
 
 FORMATS = (".svg", ".png")
 
@@ -65,6 +65,18 @@ def render(
     else:
         write_png(picture, path)
     return picture
+
+
+def png_scale(drawing: Drawing) -> int:
+    """How many pixels a PNG paints per layout unit: 2 for sharp text, 1 for a huge picture."""
+    return 2 if max(drawing.width, drawing.height) * 2 <= 12000 else 1
+
+
+def pixel_size(drawing: Drawing, path: str) -> tuple[int, int]:
+    """The size of the file ``render`` wrote to ``path``: a PNG's pixels (``png_scale`` times
+    the layout's size), an SVG's width and height."""
+    scale = png_scale(drawing) if Path(path).suffix.lower() == ".png" else 1
+    return drawing.width * scale, drawing.height * scale
 
 
 def to_svg(drawing: Drawing) -> str:
@@ -117,7 +129,7 @@ def write_png(drawing: Drawing, path: str) -> None:
             "writing PNG needs Pillow: pip install 'shorthop[render]' (or Pillow), "
             "or render to a .svg file instead"
         ) from None
-    scale = 2 if max(drawing.width, drawing.height) * 2 <= 12000 else 1
+    scale = png_scale(drawing)
     image = Image.new("RGB", (drawing.width * scale, drawing.height * scale), WHITE)
     draw = ImageDraw.Draw(image)
     fonts: dict[int, ImageFont.FreeTypeFont | ImageFont.ImageFont] = {}

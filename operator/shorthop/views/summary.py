@@ -4,8 +4,9 @@
 :class:`Summary`: cluster totals; per level (multi-node NVLink domains first, then each configured
 network level coarse to fine) every domain's node and GPU counts; and the nodes that were left out,
 offer nothing, or are modelled conservatively, with the reasons. :meth:`Summary.to_dict` gives
-JSON-ready data, :meth:`Summary.to_text` a readable table. Callers: ``shorthop topology`` and
-``views.layout``. Pure: no I/O.
+JSON-ready data, :meth:`Summary.to_text` a readable table. :func:`nvlink_capacity` gives the free
+and stranded GPUs per NVLink domain by the same counting rules (the operator's metrics). Callers:
+``shorthop topology``, ``views.layout`` and the operator's metrics. Pure: no I/O.
 
 Counting rules: a node's GPUs are *unavailable* when the node offers nothing (NotReady, cordoned,
 too many GPUs to model), otherwise each is *free* or *used*; so ``gpus = free + used +
@@ -29,6 +30,7 @@ from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.topology.index import TopologyIndex
 
 __all__ = [
+    "DomainCapacity",
     "DomainSummary",
     "LevelSummary",
     "NodeNote",
@@ -36,6 +38,7 @@ __all__ = [
     "Summary",
     "domain_name",
     "natural_key",
+    "nvlink_capacity",
     "row_counts",
     "summarize",
 ]
@@ -377,3 +380,56 @@ def summarize(snapshot: ClusterSnapshot) -> Summary:
         unavailable=tuple(sorted(unavailable_notes, key=lambda n: natural_key(n.node))),
         degraded=notes("degraded", degraded_reasons),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DomainCapacity:
+    """Free GPUs of one NVLink domain, and how many of them are *stranded*: on nodes with fewer
+    free GPUs than the smallest pod asked for, so no pending pod can use them."""
+
+    name: str
+    free: int
+    stranded: int
+
+
+def nvlink_capacity(
+    snapshot: ClusterSnapshot, smallest_pod: int, *, outside: str = "none"
+) -> tuple[DomainCapacity, ...]:
+    """Free and stranded GPUs per multi-node NVLink domain, in name order, then the nodes in none
+    (named ``outside``; listed when there are such nodes). Free GPUs are counted as in
+    :func:`summarize` (none on a node that offers nothing).
+
+    >>> import types
+    >>> import numpy as np
+    >>> from shorthop.topology import fake, index
+    >>> idx = index.build_index(fake.topologies(fake.hgx_cluster(nodes=2)), fake.CONFIG)
+    >>> snap = types.SimpleNamespace(
+    ...     index=idx, free=np.array([0xFF, 0x07], dtype=np.uint64),
+    ...     schedulable=np.array([True, True]), issues=(), unavailable={})
+    >>> nvlink_capacity(snap, smallest_pod=4)
+    (DomainCapacity(name='none', free=11, stranded=3),)
+    """
+    index = snapshot.index
+    counts = row_counts(snapshot)
+    stranded = np.where((counts.free > 0) & (counts.free < smallest_pod), counts.free, 0)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for row in counts.rows.tolist():
+        groups[int(index.clique_of[row])].append(row)
+    named = sorted(
+        (
+            DomainCapacity(
+                index.clique_names[d],
+                int(counts.free[rows].sum()),
+                int(stranded[rows].sum()),
+            )
+            for d, rows in groups.items()
+            if d >= 0
+        ),
+        key=lambda c: natural_key(c.name),
+    )
+    rows = groups.get(-1, [])
+    if rows:
+        named.append(
+            DomainCapacity(outside, int(counts.free[rows].sum()), int(stranded[rows].sum()))
+        )
+    return tuple(named)

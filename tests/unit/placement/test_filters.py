@@ -381,7 +381,7 @@ def test_taints_alone_keep_the_capacity_reason() -> None:
     plan = solver.solve(snap, Request(roles=(RoleRequest("decode", 2, 1, 8),)))
     assert plan.reasons[0].constraint == "capacity"
     assert plan.reasons[0].message() == (
-        "spec.roles[decode]: replica 1 needs 1 more pod of 8 GPUs; the cluster has room for 0 "
+        "spec.roles[0]: replica 1 of role decode needs 1 more pod of 8 GPUs; the cluster has room for 0 "
         "such pods (0 GPUs) after the rest of the deployment"
     )
     assert plan.exclusions == {"decode": {"taints": 1}}

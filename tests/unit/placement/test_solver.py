@@ -156,7 +156,7 @@ def test_infeasible_replica_scope_names_the_field_and_numbers() -> None:
     plan = solver.solve(snap, request)
     assert not plan.feasible
     assert plan.reasons[0].message() == (
-        "spec.roles[decode].replicaScope: replica 0 needs 4 pods x 4 GPUs = 16 GPUs in one nvlink-domain; "
+        "spec.roles[0].replicaScope: replica 0 of role decode needs 4 pods x 4 GPUs = 16 GPUs in one nvlink-domain; "
         "the largest free nvlink-domain has room for 12"
     )
 
@@ -167,7 +167,7 @@ def test_pod_larger_than_any_node_is_explained() -> None:
     assert not plan.feasible
     assert (
         plan.reasons[0].message()
-        == "spec.roles[decode].gpusPerPod: each pod needs 16 GPUs on one node; the largest usable node has 8"
+        == "spec.roles[0].gpusPerPod: each pod of role decode needs 16 GPUs on one node; the largest usable node has 8"
     )
 
 

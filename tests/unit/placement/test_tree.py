@@ -81,3 +81,18 @@ def test_every_vertex_is_named_by_what_it_is() -> None:
     assert path("d")[:2] == ["d", "rack z1/?/r3"]
     names = [tree.name(v) for v in range(tree.vertices) if tree.parent[v] >= 0 or v == tree.root]
     assert len(names) == len(set(names)), "two vertices share a name"
+
+
+def test_rows_under_a_vertex_are_exactly_the_rows_below_it() -> None:
+    """For every vertex (node, NVLink domain, network domain, root): the rows whose ancestors
+    include it, or itself when it is a row."""
+    nodes = [
+        builders.node_object(f"t{i}", "tray", 4, clique=f"k{i % 2}", rack=f"r{i % 3}")
+        for i in range(5)
+    ] + [builders.node_object(f"h{i}", "hgx", 8, block=f"b{i % 2}") for i in range(3)]
+    index = snapshot.build(nodes, [], fake.CONFIG).index
+    tree = domain_tree.tree(index)
+    rows = range(len(index.names))
+    for v in range(tree.vertices):
+        expected = {v} if v in rows else {r for r in rows if v in tree.ancestors(r)}
+        assert set(tree.rows_under(v)) == expected, tree.name(v)

@@ -172,3 +172,33 @@ def test_empty_cluster() -> None:
 def test_natural_key_orders_numbers_numerically() -> None:
     names = ["unit-10", "unit-2", "unit-1", "a"]
     assert sorted(names, key=summary.natural_key) == ["a", "unit-1", "unit-2", "unit-10"]
+
+
+@pytest.mark.parametrize("smallest", [1, 2, 4, 8])
+def test_nvlink_capacity_is_the_summarys_nvlink_level_with_stranded_gpus(
+    snap: ClusterSnapshot, result: summary.Summary, smallest: int
+) -> None:
+    capacity = summary.nvlink_capacity(snap, smallest)
+    nvlink = result.levels[0]
+    assert nvlink.outside is not None
+    expected = [(d.name, d.free) for d in (*nvlink.domains, nvlink.outside)]
+    assert [(c.name, c.free) for c in capacity] == [*expected[:-1], ("none", expected[-1][1])]
+    counts = summary.row_counts(snap)
+    for c in capacity:
+        rows = [
+            r
+            for r in counts.rows.tolist()
+            if (
+                snap.index.clique_names[snap.index.clique_of[r]]
+                if snap.index.clique_of[r] >= 0
+                else "none"
+            )
+            == c.name
+        ]
+        stranded = sum(int(counts.free[r]) for r in rows if 0 < counts.free[r] < smallest)
+        assert c.stranded == stranded, c.name
+        assert 0 <= c.stranded <= c.free
+    if smallest == 1:
+        assert all(c.stranded == 0 for c in capacity)
+    else:
+        assert sum(c.stranded for c in capacity) > 0  # at 40% occupancy some node is nearly full

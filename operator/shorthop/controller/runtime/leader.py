@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kubernetes import client
 
 from shorthop.controller.kube import Kube
-from shorthop.errors import KubeError
+from shorthop.errors import AlreadyExists, KubeError
 
 log = logging.getLogger("shorthop.leader")
 
@@ -75,9 +75,20 @@ class LeaseElector:
             )
             try:
                 self.kube.create_lease(self.namespace, body)
-            except KubeError:
+            except KubeError as exc:
+                if not isinstance(exc, AlreadyExists):  # another instance was first: normal
+                    log.warning(
+                        "there is no lease %s/%s and creating it failed (%s); the Helm chart "
+                        "creates it: `helm upgrade` the release to restore it",
+                        self.namespace,
+                        self.name,
+                        exc,
+                    )
                 return False
             self._last_renew = time.monotonic()
+            log.info(
+                "%s took the lease %s/%s (created it)", self.identity, self.namespace, self.name
+            )
             return True
         spec = lease.spec or client.V1LeaseSpec()
         holder = spec.holder_identity
@@ -102,7 +113,13 @@ class LeaseElector:
             return False
         self._last_renew = time.monotonic()
         if not mine:
-            log.info("became the leader (lease %s/%s)", self.namespace, self.name)
+            log.info(
+                "%s took the lease %s/%s (%s)",
+                self.identity,
+                self.namespace,
+                self.name,
+                f"{holder} stopped renewing it" if holder else "it was free",
+            )
         return True
 
     async def acquire(self) -> None:
@@ -117,7 +134,13 @@ class LeaseElector:
             if await self._renew_in_thread():
                 continue
             if time.monotonic() - self._last_renew > self.deadline:
-                log.error("could not renew the lease for %.0fs; stepping down", self.deadline)
+                log.warning(
+                    "%s lost the lease %s/%s: could not renew it for %.0fs; stepping down",
+                    self.identity,
+                    self.namespace,
+                    self.name,
+                    self.deadline,
+                )
                 lost.set()
 
     def release(self) -> None:
@@ -128,5 +151,6 @@ class LeaseElector:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = None
                 self.kube.replace_lease(self.namespace, lease)
+                log.info("%s released the lease %s/%s", self.identity, self.namespace, self.name)
         except KubeError as exc:
             log.warning("could not release the lease: %s", exc)

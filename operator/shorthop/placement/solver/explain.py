@@ -29,7 +29,7 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
     r = state.replicas[key]
     role = state.request.roles[r.role]
     pods, q = len(r.missing()), role.pod_gpus
-    where = f"spec.roles[{role.name}]"
+    where = f"spec.roles[{r.role}]"
     found = filters.role_filter(state.snapshot, role)
     short = filters.shortfall(state.snapshot, role, found)
     # Pods of each role this run places (their replicas' pods that are not kept).
@@ -70,7 +70,8 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
             f"{where}.gpusPerPod",
             q,
             largest,
-            f"each pod needs {q} GPUs on one node; the largest usable node has {largest}",
+            f"each pod of role {role.name} needs {q} GPUs on one node; "
+            f"the largest usable node has {largest}",
         )
     if role.replica_scope is not None and scope_cap is not None:
         tier = state.index.tiers[role.replica_scope]
@@ -79,8 +80,8 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
             f"{where}.replicaScope",
             pods * q,
             scope_cap * q,
-            f"replica {r.rid} needs {count(pods, 'pod')} x {q} GPUs = {pods * q} GPUs "
-            f"in one {tier}; "
+            f"replica {r.rid} of role {role.name} needs {count(pods, 'pod')} x {q} GPUs "
+            f"= {pods * q} GPUs in one {tier}; "
             f"the largest free {tier} has room for {scope_cap * q}",
         )
     total = int(fit.sum())
@@ -95,8 +96,9 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
         where,
         pods * q,
         total * q,
-        f"replica {r.rid} needs {count(pods, 'more pod')} of {q} GPUs; the cluster has room "
-        f"for {total} such pods ({total * q} GPUs) after the rest of the deployment{rules}",
+        f"replica {r.rid} of role {role.name} needs {count(pods, 'more pod')} of {q} GPUs; "
+        f"the cluster has room for {total} such pods ({total * q} GPUs) "
+        f"after the rest of the deployment{rules}",
     )
 
 
