@@ -65,8 +65,21 @@ class Scenario:
         }
 
     def wait_running(self, name: str, timeout: float = 120) -> dict[str, Any]:
+        """Running for the current generation, every pod bound: a phase of Running alone may
+        still describe the spec before a change (the status is written after the binds)."""
+
+        def settled() -> bool:
+            body = oh.get_infd(self.cluster, self.user, name)
+            status = body.get("status") or {}
+            return (
+                status.get("phase") == "Running"
+                and status.get("observedGeneration") == body["metadata"]["generation"]
+                and all(p.spec.node_name for p in self.pods(name))
+            )
+
         try:
-            return oh.wait_running(self.cluster, self.user, name, timeout=timeout)
+            kube.wait_for(f"{self.user}/{name} Running and bound", settled, timeout=timeout)
+            return oh.get_infd(self.cluster, self.user, name)
         except AssertionError as exc:
             status = oh.get_infd(self.cluster, self.user, name).get("status") or {}
             raise AssertionError(
