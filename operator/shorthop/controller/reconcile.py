@@ -14,16 +14,18 @@ calls around them and writes status, events and metrics. One visit, in order:
    (``placement.ignored``) get one Warning event per generation; pods a kubelet rejected at
    admission exclude their node for their role (``placement.admission``), recorded in the status
    before anything else happens, with a Warning event;
-2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays);
-   delete those (force for pods on vanished or unusable nodes);
+2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays,
+   GPUs another claim holds too); delete those (force for pods on vanished or unusable nodes);
+   on DRA nodes, allocate again the ResourceClaim of a kept pod whose claim is missing;
 3. under the planning lock, on a fresh snapshot: ``triage.anchor`` (what stays fixed: kept pods,
    unbound pods whose GPUs are still free, sticky GPUs of replicas being replaced), then
    ``placement.solver.solve``; the new pods' GPUs are *assumed* before the lock is released so
    no other plan takes them;
-4. create and bind the new pods in parallel (``binder``); just before each bind the node as stored
-   now is checked against the role's rules again (labels may have changed since the plan); a
-   node that fails them, or a rejected bind, deletes the round's new pods (gang) and re-plans
-   later with backoff;
+4. create and bind the new pods in parallel (``binder``; on DRA nodes the pod references its
+   ResourceClaim, which ``controller.dra`` allocates before the bind); just before each bind the
+   node as stored now is checked against the role's rules again (labels may have changed since
+   the plan); a node that fails them, or a rejected bind, deletes the round's new pods (gang) and
+   re-plans later with backoff;
 5. ensure one headless Service per role; write the status if it changed; emit events and metrics.
 
 After binding, the deployment's visits wait until the watch shows those binds
@@ -45,7 +47,7 @@ from typing import Any
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import messages, render, rules, score, status
+from shorthop.controller import dra, messages, render, rules, score, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -100,10 +102,12 @@ class Reconciler:
         service_port: int = render.SERVICE_PORT,
         workers: int = 64,
         faults: Faults | None = None,
+        claims: dra.ClaimBinder | None = None,
     ) -> None:
         self.kube = kube
         self.live = live
         self.binder = binder
+        self.claims = claims  # repairs the ResourceClaims of bound pods on DRA nodes
         self.metrics = metrics
         self.scheduler_name = scheduler_name
         self.service_port = service_port
@@ -153,6 +157,7 @@ class Reconciler:
             req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
             for i, (role, shape) in enumerate(zip(infd.spec.roles, req.roles, strict=True)):
                 render.check_template(role, i, shape)
+                dra.check_template(role, i)
         except SpecError as exc:
             self.metrics.errors.labels(reason="invalid-spec").inc()
             if old.get("message") != str(exc):
@@ -177,6 +182,7 @@ class Reconciler:
             log.info("deleted %s/%s: %s", namespace, pod.name, removal.why)
         if decision.repairs:
             self._event(body, "Repairing", "; ".join(sorted(set(decision.repairs))), warning=True)
+        self._repair_claims(body, namespace, decision, snap.unclaimed)
         if decision.scaled_away:
             message = messages.scaled_down(infd, decision)
             log.info("%s: %s", key, message)
@@ -349,6 +355,11 @@ class Reconciler:
         pods = render.render_plan_pods(
             infd, uid, req, plan, new, scheduler_name=self.scheduler_name
         )
+        for a in plan.assignments:
+            found = self.live.node_devices(a.node) if a.key in pods else None
+            if found is not None:
+                # A DRA node: the pod takes its GPUs through a ResourceClaim (controller.dra).
+                pods[a.key] = dra.attach_claim(pods[a.key], found.devices_of(a.gpus))
         jobs: list[tuple[Assignment, dict[str, Any] | None, PodState | None]] = [
             (a, pods.get(a.key), anchors.bind.get(a.key))
             for a in plan.assignments
@@ -387,8 +398,10 @@ class Reconciler:
         # created are kept and bound then.
         bound = [r for r in results if r.code == BindCode.BOUND]
         self.expectations.expect(key, {r.key: r.uid for r in bound if r.uid})
-        failed = any(r.code == BindCode.ERROR for r in results)
-        return sum(1 for r in bound if r.created), failed
+        failed = [r for r in results if r.code == BindCode.ERROR]
+        for r in failed:
+            log.warning("binding %s: %s", r.key, r.message)
+        return sum(1 for r in bound if r.created), bool(failed)
 
     def _assume(
         self,
@@ -426,6 +439,11 @@ class Reconciler:
         name = pod["metadata"]["name"] if pod is not None else unbound.name  # type: ignore[union-attr]
         key = f"{ns}/{name}"
         uid = unbound.uid if unbound is not None else None
+        claims = (
+            [c["resourceClaimName"] for c in pod["spec"].get("resourceClaims") or []]
+            if pod is not None
+            else list(unbound.claims if unbound is not None else ())
+        )
         created = False
         if pod is not None:
             self.faults.point("before-create")
@@ -439,8 +457,9 @@ class Reconciler:
                     return _Attempt(key, None, False, BindCode.ERROR, f"{name} still exists")
                 raise
         self.faults.point("after-create")
+        claim = dra.claim_name(name) if dra.claim_name(name) in claims else None
         result = rules.recheck(role, a.node, nodes) or self.binder.bind(
-            PodRef(ns, name, uid), a.node, a.gpus
+            PodRef(ns, name, uid, claim), a.node, a.gpus
         )
         self.faults.point("after-bind")
         self.metrics.binds.labels(result=result.code.value).inc()
@@ -449,6 +468,31 @@ class Reconciler:
             if not created:
                 self.kube.delete_pod(ns, name, force=True)
         return _Attempt(key, uid, created, result.code, result.message)
+
+    def _repair_claims(
+        self,
+        body: Mapping[str, Any],
+        namespace: str,
+        decision: triage.Decision,
+        unclaimed: frozenset[str],
+    ) -> None:
+        """Bound pods on DRA nodes whose ResourceClaim is missing or not allocated get it
+        allocated again to their GPUs (idempotent: a claim the cache has not shown yet is found
+        allocated); a pod whose GPUs are taken meanwhile is deleted and placed again."""
+        if self.claims is None or not unclaimed:
+            return
+        for p in decision.keep.values():
+            if f"{namespace}/{p.name}" not in unclaimed or not p.node or not p.exact:
+                continue
+            claim = dra.claim_name(p.name) if dra.claim_name(p.name) in p.claims else None
+            if claim is None:
+                continue
+            result = self.claims.ensure(PodRef(namespace, p.name, p.uid, claim), p.node, p.exact)
+            if result.code == BindCode.CONFLICT:
+                self.kube.delete_pod(namespace, p.name, force=True, uid=p.uid)
+                self._event(body, "Repairing", f"pod {p.name}: {result.message}", warning=True)
+            elif result.code == BindCode.ERROR:
+                log.warning("repairing the claim of %s/%s: %s", namespace, p.name, result.message)
 
     # -- step 1: what the templates' scheduling rules leave out -------------------------------
 

@@ -29,9 +29,18 @@ node-level parts (taints, unavailable, issues) until a node changes, and returns
 while nothing changed (a node heartbeat changes nothing shorthop reads).
 
 Dynamic Resource Allocation slots in the same way: a ResourceSlice or ResourceClaim event is
-parsed into a pure record, stored by key, and marks the nodes it touches; the per-node
-recomputation then folds it in with the pods (devices named in claims' allocations are busy
-exact GPUs; slices give a node's device list).
+parsed into a pure record (:mod:`~shorthop.topology.slices`, :mod:`~shorthop.placement.devices`),
+stored by name, and marks the nodes it touches. A slice of the configured driver makes its node a
+*DRA node* (modelled again from the slice); on a DRA node every device named in any claim's
+allocation is a busy GPU, whoever allocated it, and so are devices the driver tainted; nothing is
+free while its pool is incomplete. A pod another scheduler is binding there (unbound, its
+``status.nominatedNodeName`` the node, its claims not allocated yet: kube-scheduler nominates
+before it writes the allocation) holds as many of the lowest free GPUs as its claims ask for,
+which is where kube-scheduler's allocator, taking devices in order, will put it. Per DRA node the
+builder also names the pods involved in a
+double allocation (``contested``: a GPU with two holders), shorthop's pods whose claim disagrees
+with their GPUs or names a device the slice lost (``mismatched``), and shorthop's bound pods whose
+claim is not allocated (``unclaimed``).
 
 Pure: no I/O, no clock, not thread-safe (``controller.live`` locks around it).
 """
@@ -47,10 +56,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import constraints, occupancy
+from shorthop.placement import constraints, devices, occupancy
 from shorthop.placement.constraints import HostPort, LabelTable
+from shorthop.placement.drastate import DraState
 from shorthop.placement.occupancy import Toleration
-from shorthop.topology import labels
+from shorthop.topology import labels, slices
 from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
@@ -87,6 +97,16 @@ class ClusterSnapshot:
     overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
     node_labels: LabelTable = field(default_factory=lambda: LabelTable((), ()))
     host_ports: Mapping[int, tuple[HostPort, ...]] = field(default_factory=dict)  # rows with any
+    # DRA nodes (pod keys, namespace/name): see the module docstring.
+    contested: frozenset[str] = frozenset()
+    mismatched: frozenset[str] = frozenset()
+    unclaimed: frozenset[str] = frozenset()
+
+    def node_devices(self, node: str | None) -> slices.NodeDevices | None:
+        """The GPU index -> device map of a DRA node (None elsewhere)."""
+        row = self.index.row_of.get(str(node)) if node is not None else None
+        topology = self.index.topologies[row] if row is not None else None
+        return topology.devices if topology is not None else None
 
     def usable_rows(self, tolerations: tuple[Toleration, ...] = ()) -> NDArray[np.bool_]:
         """Rows a pod with these tolerations may use."""
@@ -162,9 +182,17 @@ class SnapshotBuilder:
     the rows they need up to date.
     """
 
-    def __init__(self, config: TopologyConfig, *, index: IndexBuilder | None = None) -> None:
+    def __init__(
+        self,
+        config: TopologyConfig,
+        *,
+        index: IndexBuilder | None = None,
+        driver: str = slices.DEFAULT_DRIVER,
+    ) -> None:
         self.config = config
+        self.driver = driver
         self._index = index or IndexBuilder(config)
+        self._dra = DraState(driver)
         self._nodes: dict[str, occupancy.NodeOffer] = {}
         self._pods: dict[str, occupancy.PodUsage] = {}
         self._assumed: dict[str, Assumed] = {}
@@ -191,7 +219,43 @@ class SnapshotBuilder:
         reads changed (a status heartbeat)."""
         if event == "DELETED":
             return self.remove_node(occupancy.node_name(node))
-        return self.put_node(occupancy.node_offer(node, self.config))
+        return self.put_node(self.offer(node))
+
+    def offer(self, node: Mapping[str, Any]) -> occupancy.NodeOffer:
+        """What a Node object offers, with the ResourceSlices seen for it."""
+        inventory = self._dra.slices.inventory(occupancy.node_name(node))
+        return occupancy.node_offer(node, self.config, inventory)
+
+    def apply_slice(self, event: str | None, obj: Mapping[str, Any]) -> set[str]:
+        """A ResourceSlice was listed, added, modified or deleted; returns the nodes whose
+        model changed. One that cannot be read makes its pool unusable (an issue says why)."""
+        touched = self._dra.put_slice(event, obj)
+        return {n for n in sorted(touched) if self._remodel(n)}
+
+    def apply_claim(self, event: str | None, obj: Mapping[str, Any]) -> bool:
+        """A ResourceClaim was listed, added, modified or deleted; False when no GPU of a known
+        node is concerned."""
+        nodes = self._dra.put_claim(event, obj)
+        for node in nodes or ():
+            self._touch(node)
+        return bool(nodes)
+
+    def claim(self, key: str) -> devices.ClaimRecord | None:
+        return self._dra.claims.get(key)
+
+    def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
+        """The claims a pod owns."""
+        return self._dra.claims.of_holder(pod_key)
+
+    def holders(self, name: str) -> Mapping[int, frozenset[str]]:
+        """Who holds each busy GPU of a DRA node now (pods, claims, assumptions)."""
+        self._flush()
+        return self._dra.holders(name)
+
+    def next_taken(self, name: str) -> list[int]:
+        """GPUs another scheduler's pending pods would take first on a DRA node."""
+        self._flush()
+        return self._dra.next_taken(name)
 
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
@@ -205,6 +269,15 @@ class SnapshotBuilder:
             self._index.upsert(offer.parsed.topology)
         self._node_changed(name)
         return True
+
+    def _remodel(self, name: str) -> bool:
+        """Model a known node again after its slices changed."""
+        offer = self._nodes.get(name)
+        facts = offer.parsed.facts if offer is not None else None
+        if offer is None or facts is None:
+            return False
+        parsed = labels.derive(facts, self.config, self._dra.slices.inventory(name))
+        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable, offer.node_labels))
 
     def remove_node(self, name: str) -> bool:
         """Its pods stay known: they still exist in the API (and must be cleaned up)."""
@@ -235,6 +308,8 @@ class SnapshotBuilder:
         if usage.node:
             self._node_pods[usage.node].add(key)
             self._touch(usage.node)
+        for node in self._dra.nominate(old, usage):
+            self._touch(node)
         return True
 
     def remove_pod(self, key: str) -> bool:
@@ -245,6 +320,8 @@ class SnapshotBuilder:
         if old.node:
             self._node_pods[old.node].discard(key)
             self._touch(old.node)
+        for node in self._dra.nominate(old, None):
+            self._touch(node)
         return True
 
     def assume(self, key: str, assumed: Assumed) -> None:
@@ -311,6 +388,9 @@ class SnapshotBuilder:
             unavailable=unavailable,
             free_counts=counts,
             overcommitted=dict(self._overcommit),
+            contested=self._dra.flagged(0),
+            mismatched=self._dra.flagged(1),
+            unclaimed=self._dra.flagged(2),
             node_labels=self._label_table(index),
             host_ports={
                 index.row_of[n]: ports for n, ports in self._ports.items() if n in index.row_of
@@ -347,6 +427,7 @@ class SnapshotBuilder:
             self._foreign[row] = 0
             self._headroom[row] = 0
         self._overcommit.pop(name, None)
+        self._dra.forget_node(name)
 
     def _grow(self) -> None:
         size = self._index.size
@@ -369,18 +450,26 @@ class SnapshotBuilder:
         self._dirty.clear()
 
     def _recompute(self, name: str) -> None:
-        """Free GPUs, headroom, foreign count and overcommit of one node from its pods."""
+        """Free GPUs, headroom, foreign count and overcommit of one node from its pods (and, on
+        a DRA node, its claims)."""
         row = self._index.row(name)
         offer = self._nodes.get(name)
         if row is None or offer is None or offer.parsed.topology is None:
             self._overcommit.pop(name, None)
+            self._dra.forget_node(name)
             return
-        gpus = offer.parsed.topology.gpus
+        topology = offer.parsed.topology
+        gpus = topology.gpus
         mask = (1 << gpus) - 1
         cpu, memory, slots = offer.allocatable
         counted = 0
         bound = 0  # GPUs requested by the node's active pods and assumed ones
-        for key in self._node_pods.get(name, ()):
+        node_devices = topology.devices
+        # GPU -> holders, and shorthop's pods holding GPUs through claims: on DRA nodes only.
+        held: dict[int, set[str]] | None = defaultdict(set) if node_devices else None
+        claimed: list[occupancy.PodUsage] = []
+        on_node = self._node_pods.get(name, set())
+        for key in on_node:
             pod = self._pods[key]
             if not pod.active:
                 continue
@@ -391,17 +480,28 @@ class SnapshotBuilder:
             exact = pod.exact_on(gpus)
             if exact is not None:
                 mask &= ~mask_of(exact)
+                if held is not None:
+                    for g in exact:
+                        held[g].add(key)
+                    if pod.claims:
+                        claimed.append(pod)
             else:
                 # A pod cannot hold more GPUs than its node has.
                 counted += min(pod.gpus, gpus)
-        on_node = self._node_pods.get(name, set())
         for key in self._node_assumed.get(name, ()):
             if key in on_node:
                 continue  # seen bound here: counted above
-            held = self._assumed[key]
-            mask &= ~mask_of(held.gpus)
-            bound += len(held.gpus)
-            cpu, memory, slots = cpu - held.cpu_millis, memory - held.memory_bytes, slots - 1
+            assumed = self._assumed[key]
+            mask &= ~mask_of(assumed.gpus)
+            if held is not None:
+                for g in assumed.gpus:
+                    held[g].add(key)
+            bound += len(assumed.gpus)
+            cpu, memory, slots = cpu - assumed.cpu_millis, memory - assumed.memory_bytes, slots - 1
+        if node_devices is not None and held is not None:
+            mask = self._dra.fold(name, node_devices, mask, held, claimed)
+        else:
+            self._dra.forget_node(name)
         # Counted pods take the highest free indices, after the exact ones are marked.
         left = counted
         for g in range(gpus - 1, -1, -1):
@@ -410,13 +510,17 @@ class SnapshotBuilder:
             if mask >> g & 1:
                 mask &= ~(1 << g)
                 left -= 1
-        if bound > gpus:
-            self._overcommit[name] = bound - gpus
+        # On a DRA node exact GPUs are counted once whoever holds them (a pod and its claim,
+        # two claims); two holders of one GPU are reported as contested instead.
+        over = bound - gpus if held is None else len(held) + counted - gpus
+        if over > 0:
+            self._overcommit[name] = over
         else:
             self._overcommit.pop(name, None)
         usable = offer.usable
-        self._free[row] = np.uint64(mask if usable else 0)
-        self._counts[row] = mask.bit_count() if usable else 0
+        free = mask if usable and (node_devices is None or node_devices.complete) else 0
+        self._free[row] = np.uint64(free)
+        self._counts[row] = free.bit_count()
         self._foreign[row] = counted
         # Requests summed over pods may pass an int64 (Python ints until here).
         self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
@@ -481,18 +585,28 @@ def build(
     config: TopologyConfig,
     *,
     builder: IndexBuilder | None = None,
+    resource_slices: Iterable[Mapping[str, Any]] = (),
+    claims: Iterable[Mapping[str, Any]] = (),
+    driver: str = slices.DEFAULT_DRIVER,
 ) -> ClusterSnapshot:
-    """A snapshot from Node and Pod objects: a cold :class:`SnapshotBuilder` fed every object
-    once. Pass a long-lived index ``builder`` to update its index incrementally instead of
-    building a new one (the benchmarks do); nodes it holds that are not in ``nodes`` leave it.
-    A later object of the same name replaces an earlier one; a pod without a name is its own."""
+    """A snapshot from Node and Pod objects (and ResourceSlices and ResourceClaims): a cold
+    :class:`SnapshotBuilder` fed every object once. Pass a long-lived index ``builder`` to update
+    its index incrementally instead of building a new one (the benchmarks do); nodes it holds
+    that are not in ``nodes`` leave it. A later object of the same name replaces an earlier one;
+    a pod without a name is its own."""
     nodes = [n for n in nodes if isinstance(n, Mapping)]
     if builder is not None:
         for name in builder.node_names() - {occupancy.node_name(n) for n in nodes}:
             builder.remove(name)
-    snapshot = SnapshotBuilder(config, index=builder)
+    snapshot = SnapshotBuilder(config, index=builder, driver=driver)
+    for obj in resource_slices:
+        if isinstance(obj, Mapping):
+            snapshot.apply_slice(None, obj)
     for node in nodes:
         snapshot.apply_node(None, node)
+    for obj in claims:
+        if isinstance(obj, Mapping):
+            snapshot.apply_claim(None, obj)
     for i, pod in enumerate(pods):
         if not isinstance(pod, Mapping):
             continue
