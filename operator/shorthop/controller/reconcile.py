@@ -39,7 +39,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from typing import Any
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import dra, messages, render, rules, score, status
+from shorthop.controller import dra, gauges, messages, render, rules, score, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -61,7 +60,6 @@ from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
 from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
-from shorthop.views import summary
 
 log = logging.getLogger("shorthop.reconcile")
 COMPONENT = "shorthop"
@@ -118,9 +116,8 @@ class Reconciler:
         self._place_lock = threading.Lock()
         self._events: dict[tuple[str, str, str], float] = {}
         self._services: set[tuple[str, str]] = set()
-        self._tier_pods: dict[str, Counter[str]] = {}
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
-        self._metrics_lock = threading.Lock()  # a refresh clears and refills the gauges
+        self.gauges = gauges.Gauges(metrics)
         self.expectations = Expectations(on_expire=live.forget)
         self.scores = score.Scores()
 
@@ -284,7 +281,7 @@ class Reconciler:
         )
         self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
-        self._count_tiers(key, new_status)
+        self.gauges.count_tiers(key, new_status)
         return outcome
 
     def _score(
@@ -566,27 +563,11 @@ class Reconciler:
         except KubeError as exc:
             log.warning("could not post event %s: %s", reason, exc)
 
-    def _count_tiers(self, key: str, new: Mapping[str, Any]) -> None:
-        counts: Counter[str] = Counter()
-        for replica in new.get("replicas") or []:
-            counts[str(replica.get("tier"))] += len(replica.get("pods") or [])
-        self._tier_pods[key] = counts
-        self._publish_tiers()
-
-    def _publish_tiers(self) -> None:
-        total: Counter[str] = Counter()
-        for counts in self._tier_pods.values():
-            total.update(counts)
-        self.metrics.pods_per_tier.clear()
-        for tier, n in total.items():
-            self.metrics.pods_per_tier.labels(tier=tier).set(n)
-
     def _forget(self, key: str) -> None:
         self.expectations.forget(key)
         self._warned.pop(key, None)
         self.unschedulable.discard(key)
-        self._tier_pods.pop(key, None)
-        self._publish_tiers()
+        self.gauges.forget(key)
         self.metrics.unschedulable.set(len(self.unschedulable))
         namespace, _, name = key.partition("/")
         for component in ("intra", "traffic", "achievable"):
@@ -597,36 +578,5 @@ class Reconciler:
             self.metrics.score.remove(namespace, name)
 
     def publish_cluster_metrics(self) -> None:
-        """Free and stranded GPUs per NVLink domain (``views.summary``), node label issues.
-        Called after node and pod changes (debounced) and at every resync."""
-        snap = self.live.snapshot()
-        smallest = min(
-            (
-                r.gpus_per_pod or r.gpus_per_replica
-                for body in list(self.deployments.values())
-                for r in _roles(body)
-            ),
-            default=1,
-        )
-        domains = summary.nvlink_capacity(snap, smallest)
-        with self._metrics_lock:
-            self.metrics.free_gpus.clear()
-            self.metrics.stranded.clear()
-            for domain in domains:
-                self.metrics.free_gpus.labels(nvlink_domain=domain.name).set(domain.free)
-                self.metrics.stranded.labels(nvlink_domain=domain.name).set(domain.stranded)
-        issues: Counter[tuple[str, str]] = Counter()
-        for issue in self.live.issues():
-            if issue.severity == "warning":
-                issues[(issue.field, str(issue.excluded).lower())] += 1
-        with self._metrics_lock:
-            self.metrics.node_issues.clear()
-            for (field, excluded), n in issues.items():
-                self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
-
-
-def _roles(body: Mapping[str, Any]) -> list[models.Role]:
-    try:
-        return list(manifest.parse_deployment(body).spec.roles)
-    except SpecError:
-        return []
+        """Called after node and pod changes (debounced) and at every resync."""
+        self.gauges.publish_cluster(self.live, list(self.deployments.values()))
