@@ -265,7 +265,7 @@ class LiveCluster:
         """Count GPUs (and host ports) as taken by a pod the operator is binding, until its
         event arrives."""
         with self._lock:
-            assumed = snapshot.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
+            assumed = occupancy.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
             self._builder.assume(key, assumed)
             self._assumed_until[key] = time.monotonic() + ASSUME_SECONDS
 

@@ -6,6 +6,19 @@ another scheduler has nominated to a node, and per DRA node what the last recomp
 who holds each GPU and which of shorthop's pods are in trouble. Every update returns the nodes it
 touches; :class:`~shorthop.placement.snapshot.SnapshotBuilder` recomputes those (calling
 :meth:`DraState.fold`) and freezes the result. Pure; not thread-safe (the builder's owner locks).
+
+A ResourceSlice or ResourceClaim event is parsed into a pure record
+(:mod:`~shorthop.topology.slices`, :mod:`~shorthop.placement.devices`), stored by name, and marks
+the nodes it touches. A slice of the configured driver makes its node a *DRA node* (modelled again
+from the slice); on a DRA node every device named in any claim's allocation is a busy GPU, whoever
+allocated it, and so are devices the driver tainted; nothing is free while its pool is incomplete. A
+pod another scheduler is binding there (unbound, its ``status.nominatedNodeName`` the node, its
+claims not allocated yet: kube-scheduler nominates before it writes the allocation) holds as many of
+the lowest free GPUs as its claims ask for, which is where kube-scheduler's allocator, taking
+devices in order, will put it. Per DRA node the builder also names the pods involved in a double
+allocation (``contested``: a GPU with two holders), shorthop's pods whose claim disagrees with their
+GPUs or names a device the slice lost (``mismatched``), and shorthop's bound pods whose claim is not
+allocated (``unclaimed``).
 """
 
 from __future__ import annotations

@@ -200,6 +200,18 @@ class PodUsage:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    """GPUs, CPU and memory held for a pod whose bind has not been seen yet (the operator bound
+    it; the snapshot counts it until its watch event arrives)."""
+
+    node: str
+    gpus: tuple[int, ...]
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    host_ports: tuple[constraints.HostPort, ...] = ()
+
+
 def pod_key(pod: Mapping[str, Any]) -> str:
     meta = as_map(pod.get("metadata"))
     return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"

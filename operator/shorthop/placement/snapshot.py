@@ -28,19 +28,9 @@ mark the nodes they touch; :meth:`~SnapshotBuilder.freeze` recomputes those rows
 node-level parts (taints, unavailable, issues) until a node changes, and returns the same object
 while nothing changed (a node heartbeat changes nothing shorthop reads).
 
-Dynamic Resource Allocation slots in the same way: a ResourceSlice or ResourceClaim event is
-parsed into a pure record (:mod:`~shorthop.topology.slices`, :mod:`~shorthop.placement.devices`),
-stored by name, and marks the nodes it touches. A slice of the configured driver makes its node a
-*DRA node* (modelled again from the slice); on a DRA node every device named in any claim's
-allocation is a busy GPU, whoever allocated it, and so are devices the driver tainted; nothing is
-free while its pool is incomplete. A pod another scheduler is binding there (unbound, its
-``status.nominatedNodeName`` the node, its claims not allocated yet: kube-scheduler nominates
-before it writes the allocation) holds as many of the lowest free GPUs as its claims ask for,
-which is where kube-scheduler's allocator, taking devices in order, will put it. Per DRA node the
-builder also names the pods involved in a
-double allocation (``contested``: a GPU with two holders), shorthop's pods whose claim disagrees
-with their GPUs or names a device the slice lost (``mismatched``), and shorthop's bound pods whose
-claim is not allocated (``unclaimed``).
+Dynamic Resource Allocation slots in the same way: slice and claim events mark the nodes they
+touch, and :class:`~shorthop.placement.drastate.DraState` (its docstring has the rules) says
+which GPUs of a DRA node are busy and which of shorthop's pods are in trouble there.
 
 Pure: no I/O, no clock, not thread-safe (``controller.live`` locks around it).
 """
@@ -49,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +49,7 @@ from numpy.typing import NDArray
 from shorthop.placement import constraints, devices, occupancy
 from shorthop.placement.constraints import HostPort, LabelTable
 from shorthop.placement.drastate import DraState
-from shorthop.placement.occupancy import Toleration
+from shorthop.placement.occupancy import Assumed, Toleration
 from shorthop.topology import labels, slices
 from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
@@ -97,7 +87,7 @@ class ClusterSnapshot:
     overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
     node_labels: LabelTable = field(default_factory=lambda: LabelTable((), ()))
     host_ports: Mapping[int, tuple[HostPort, ...]] = field(default_factory=dict)  # rows with any
-    # DRA nodes (pod keys, namespace/name): see the module docstring.
+    # DRA nodes (pod keys, namespace/name): see placement.drastate.
     contested: frozenset[str] = frozenset()
     mismatched: frozenset[str] = frozenset()
     unclaimed: frozenset[str] = frozenset()
@@ -128,44 +118,31 @@ class ClusterSnapshot:
     def with_taken(self, taken: Mapping[int, int]) -> ClusterSnapshot:
         """This snapshot with more GPUs marked used (row -> mask): pods kept on GPUs the cache
         still shows free (unbound pods, sticky placements)."""
-        if not taken:
-            return self
-        free = self.free.copy()
-        counts = self.free_counts.copy()
-        for row, mask in taken.items():
-            free[row] = np.uint64(int(free[row]) & ~mask)
-            counts[row] = int(free[row]).bit_count()
-        for array in (free, counts):
-            array.setflags(write=False)
-        return dataclasses.replace(self, free=free, free_counts=counts)
+        return self._with_free(taken, lambda free, mask: free & ~mask) if taken else self
 
     def with_released(
         self, gpus: Mapping[int, int], pods: Mapping[int, tuple[int, int, int]]
     ) -> ClusterSnapshot:
         """This snapshot with some pods gone: their GPUs (row -> mask) free again and their CPU,
         memory and pod slots (row -> (millicores, bytes, pods)) back in the headroom."""
-        free = self.free.copy()
-        counts = self.free_counts.copy()
         headroom = self.headroom.copy()
-        for row, mask in gpus.items():
-            free[row] = np.uint64(int(free[row]) | mask)
-            counts[row] = int(free[row]).bit_count()
         for row, back in pods.items():
             headroom[row] += back
-        for array in (free, counts, headroom):
+        headroom.setflags(write=False)
+        released = self._with_free(gpus, lambda free, mask: free | mask)
+        return dataclasses.replace(released, headroom=headroom)
+
+    def _with_free(
+        self, masks: Mapping[int, int], combine: Callable[[int, int], int]
+    ) -> ClusterSnapshot:
+        free = self.free.copy()
+        counts = self.free_counts.copy()
+        for row, mask in masks.items():
+            free[row] = np.uint64(combine(int(free[row]), mask))
+            counts[row] = int(free[row]).bit_count()
+        for array in (free, counts):
             array.setflags(write=False)
-        return dataclasses.replace(self, free=free, free_counts=counts, headroom=headroom)
-
-
-@dataclass(frozen=True, slots=True)
-class Assumed:
-    """GPUs, CPU and memory held for a pod whose bind has not been seen yet."""
-
-    node: str
-    gpus: tuple[int, ...]
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    host_ports: tuple[HostPort, ...] = ()
+        return dataclasses.replace(self, free=free, free_counts=counts)
 
 
 _NodeParts = tuple[

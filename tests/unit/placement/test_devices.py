@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from shorthop.errors import DeviceError
 from shorthop.placement import devices, snapshot
-from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilder
+from shorthop.placement.occupancy import Assumed
+from shorthop.placement.snapshot import ClusterSnapshot, SnapshotBuilder
 from shorthop.topology import fake
 
 from tests import builders

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import occupancy, snapshot
 from shorthop.placement.constraints import HostPort
-from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilder
+from shorthop.placement.occupancy import Assumed
+from shorthop.placement.snapshot import ClusterSnapshot, SnapshotBuilder
 from shorthop.topology import fake
 
 from tests import builders
