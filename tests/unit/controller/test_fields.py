@@ -111,7 +111,13 @@ def test_what_shorthop_does_not_read_is_left_out() -> None:
     projected = fields.pods(pod)
     assert "managedFields" in pod["metadata"]
     assert "managedFields" not in projected["metadata"]
-    assert set(projected["spec"]) <= {"nodeName", "hostNetwork", "containers", "initContainers"}
+    assert set(projected["spec"]) <= {
+        "nodeName",
+        "hostNetwork",
+        "resourceClaims",
+        "containers",
+        "initContainers",
+    }
     assert all(
         set(c) <= {"resources", "ports", "restartPolicy"} for c in projected["spec"]["containers"]
     )
