@@ -96,6 +96,9 @@ def test_a_projected_pod_reads_as_the_whole_one(rng: random.Random) -> None:
     projected = fields.pods(pod)
     assert live.pod_record(projected) == live.pod_record(pod)
     assert occupancy.pod_usage(projected) == occupancy.pod_usage(pod)
+    # The same pod before a scheduler bound it (what DRA reads of pods other schedulers place).
+    pod["spec"].pop("nodeName", None)
+    assert occupancy.pod_usage(fields.pods(pod)) == occupancy.pod_usage(pod)
 
 
 @settings(max_examples=60)
