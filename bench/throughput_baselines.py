@@ -29,6 +29,8 @@ import json
 import multiprocessing
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -320,10 +322,16 @@ def _timed(
     pods: int,
     create: Callable[[], None],
     log: Log,
+    profile: Path | None = None,
 ) -> Mode:
-    """Run ``create`` with the clock, the watch and the meters around it."""
+    """Run ``create`` with the clock, the watch and the meters around it; with ``profile``,
+    py-spy samples the operator meanwhile (its CPU then counts in no process measured here, but
+    the operator's is disturbed by the sampling: a profiling run is not a measuring run)."""
     watcher = PhaseWatch(local.kubeconfig, namespace, pods)
+    spy = None
     try:
+        if profile is not None:
+            spy = _py_spy(pids["operator"], profile)
         before = Meter(local, pids)
         started = time.monotonic()
         create()
@@ -333,6 +341,9 @@ def _timed(
         cpu, requests = Meter(local, pids).since(before)
     finally:
         watcher.close()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(60)
     mode = Mode(name, pods, bound_s, running_s, cpu, requests)
     log(
         f"throughput: {name}: {pods} pods bound in {bound_s:.2f}s ({mode.rate:.1f} pods/s), "
@@ -341,12 +352,48 @@ def _timed(
     return mode
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s stacks (collapsed, "raw" format) into ``out`` until SIGINT."""
+    spy = Path(sys.executable).parent / "py-spy"
+    command = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
+    return subprocess.Popen(
+        [*command, "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def hot_functions(collapsed: str, top: int = 15) -> list[tuple[str, float]]:
+    """The functions with the largest share of samples anywhere on the stack (inclusive), from
+    py-spy's collapsed stacks ("frame;frame;frame count" per line).
+
+    >>> hot_functions("main (a.py:1);f (a.py:2) 3\\nmain (a.py:1);g (a.py:5) 1", top=2)
+    [('main (a.py)', 1.0), ('f (a.py)', 0.75)]
+    """
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        frames = {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}
+        for frame in frames:
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    return [(frame, n / total) for frame, n in ranked]
+
+
 def _gone(core: Any, namespace: str) -> None:
     core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
     tp._wait(f"the {namespace} pods to go", lambda: tp._bound(core, namespace)[0] == 0, 300, 0.5)
 
 
-def run(nodes: int = 1000, pods: int = 512, *, log: Log = print) -> SideBySide:
+def run(
+    nodes: int = 1000, pods: int = 512, *, log: Log = print, profile: Path | None = None
+) -> SideBySide:
+    """Place the pods in every mode; with ``profile``, py-spy's collapsed stacks of the operator
+    during its mode are written there (see :func:`hot_functions`)."""
     from kubernetes import client, config
 
     from e2e.controlplane import cluster as controlplane
@@ -438,6 +485,7 @@ def run(nodes: int = 1000, pods: int = 512, *, log: Log = print) -> SideBySide:
                         groups * 8,
                         create_infd,
                         log,
+                        profile,
                     )
                 )
             finally:
@@ -446,3 +494,14 @@ def run(nodes: int = 1000, pods: int = 512, *, log: Log = print) -> SideBySide:
             local.down()
     result.load_after = common.load()
     return result
+
+
+if __name__ == "__main__":
+    # python -m bench.throughput_baselines NODES PODS PROFILE: a profiling run (its figures are
+    # disturbed by py-spy); prints the modes and the operator's hottest functions.
+    out = Path(sys.argv[3])
+    found = run(int(sys.argv[1]), int(sys.argv[2]), profile=out)
+    for mode in found.modes:
+        print(f"{mode.name}: {mode.rate:.1f} pods/s, CPU-s {mode.cpu_s}")
+    for frame, share in hot_functions(out.read_text(), top=40):
+        print(f"{share:6.1%}  {frame}")
