@@ -226,7 +226,11 @@ def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
     shorthop, sts, bare = r.mode(SHORTHOP), r.mode("StatefulSets"), r.mode("bare pods")
     lines = []
     if shorthop and sts:
-        lines.append(f"`shorthop / StatefulSets: {shorthop.rate / sts.rate:.2f}×`")
+        ratio = shorthop.rate / sts.rate
+        lines.append(
+            f"`shorthop / StatefulSets: {ratio:.2f}×` (goal ≥ 1.00×: "
+            f"{'met' if ratio >= 1 else '**missed**'})"
+        )
     if shorthop and bare:
         lines.append(f"`shorthop / bare pods: {shorthop.rate / bare.rate:.2f}×`")
     op = shorthop.cpu_per_pod_ms("operator") if shorthop else None
@@ -236,7 +240,7 @@ def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
             lines.append(
                 f"`operator / kube-scheduler CPU per pod: {op / ks:.2f}×` "
                 f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
-                f"{base.name} mode)"
+                f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
             )
     top = ""
     if shorthop:
@@ -280,5 +284,6 @@ read before and after the mode; every client, the watch that times the mode and 
 
 {table(("mode", *VERBS, "other", "total"), req_rows, "l" + "r" * (len(VERBS) + 2))}
 
-{top}
+{top} Where the operator's CPU goes: `python -m bench.throughput_baselines NODES PODS FILE`
+repeats the run with py-spy sampling the operator and prints its hottest functions.
 """

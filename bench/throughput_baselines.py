@@ -53,6 +53,7 @@ PROCESSES = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-schedule
 ROLES = (("prefill", 4), ("decode", 4))
 GPUS_PER_POD = 4
 IMAGE = "vllm/vllm-openai:v0.11.0"
+SHORTHOP_MODES = ("device-plugin",)
 
 
 @dataclass(frozen=True)
@@ -357,7 +358,13 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     spy = Path(sys.executable).parent / "py-spy"
     command = [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
     return subprocess.Popen(
-        [*command, "--nonblocking", "-o", str(out)],
+        [
+            *command,
+            "--nonblocking",
+            *os.environ.get("BENCH_PY_SPY_FLAGS", "").split(),
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -389,6 +396,46 @@ def _gone(core: Any, namespace: str) -> None:
     tp._wait(f"the {namespace} pods to go", lambda: tp._bound(core, namespace)[0] == 0, 300, 0.5)
 
 
+def _shorthop(
+    local: Any,
+    pids: dict[str, int],
+    binding: str,
+    groups: int,
+    tmp: Path,
+    log: Log,
+    profile: Path | None,
+) -> Mode:
+    """One shorthop mode: an operator started and leading, then the deployments, timed."""
+    from kubernetes import client, config
+
+    from tests import operator_harness as oh
+
+    api = config.new_client_from_config(config_file=str(local.kubeconfig))
+    api.configuration.connection_pool_maxsize = 32
+    custom = client.CustomObjectsApi(api)
+    namespace = "shorthop" if binding == "device-plugin" else f"shorthop-{binding}"
+    operator = oh.OperatorProcess(local.kubeconfig, tmp / namespace, identity=f"bench-{binding}")
+    operator.start()
+    try:
+        operator.wait_leading(timeout=120)
+        assert operator.proc is not None
+        with_operator = {**pids, "operator": operator.proc.pid}
+        docs = [tp.deployment(f"infd-{g:03d}", namespace) for g in range(groups)]
+
+        def create() -> None:
+            _create_all(
+                lambda body: custom.create_namespaced_custom_object(
+                    "shorthop.io", "v1alpha1", namespace, "inferencedeployments", body
+                ),
+                docs,
+            )
+
+        name = f"shorthop ({binding.replace('-', ' ')})"
+        return _timed(name, local, with_operator, namespace, groups * 8, create, log, profile)
+    finally:
+        operator.stop()
+
+
 def run(
     nodes: int = 1000, pods: int = 512, *, log: Log = print, profile: Path | None = None
 ) -> SideBySide:
@@ -397,7 +444,6 @@ def run(
     from kubernetes import client, config
 
     from e2e.controlplane import cluster as controlplane
-    from tests import operator_harness as oh
 
     groups = pods // 8
     result = SideBySide(nodes=0, pods=groups * 8)
@@ -409,7 +455,6 @@ def run(
             api = config.new_client_from_config(config_file=str(kubeconfig))
             api.configuration.connection_pool_maxsize = 32
             core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-            custom = client.CustomObjectsApi(api)
             tp._kubectl(kubeconfig, "apply", "--server-side", "-f", str(tp.REPO / "crds"))
             node_objects = fake.nodes(tp._shape(nodes))
             result.nodes = len(node_objects)
@@ -459,37 +504,11 @@ def run(
             apps.delete_collection_namespaced_stateful_set("sts")
             _gone(core, "sts")
 
-            # (c) shorthop, device-plugin mode.
-            operator = oh.OperatorProcess(kubeconfig, Path(tmp) / "operator", identity="bench")
-            operator.start()
-            try:
-                operator.wait_leading(timeout=120)
-                assert operator.proc is not None
-                with_operator = {**pids, "operator": operator.proc.pid}
-                docs = [tp.deployment(f"infd-{g:03d}", "shorthop") for g in range(groups)]
-
-                def create_infd() -> None:
-                    _create_all(
-                        lambda body: custom.create_namespaced_custom_object(
-                            "shorthop.io", "v1alpha1", "shorthop", "inferencedeployments", body
-                        ),
-                        docs,
-                    )
-
+            # (c) shorthop, per binding mode, each with an operator of its own.
+            for binding in SHORTHOP_MODES:
                 result.modes.append(
-                    _timed(
-                        "shorthop (device plugin)",
-                        local,
-                        with_operator,
-                        "shorthop",
-                        groups * 8,
-                        create_infd,
-                        log,
-                        profile,
-                    )
+                    _shorthop(local, pids, binding, groups, Path(tmp), log, profile)
                 )
-            finally:
-                operator.stop()
         finally:
             local.down()
     result.load_after = common.load()

@@ -33,7 +33,7 @@ def test_quick_side_by_side_writes_its_section_only(tmp_path: Path) -> None:
         row = re.search(rf"^\| {re.escape(mode)} \| ([0-9.]+) \|", text, flags=re.M)
         assert row is not None, mode
         assert float(row.group(1)) > 0
-    assert re.search(r"^- `shorthop / StatefulSets: [0-9]+\.[0-9]{2}×`$", text, flags=re.M)
+    assert re.search(r"^- `shorthop / StatefulSets: [0-9]+\.[0-9]{2}×` \(goal", text, flags=re.M)
     assert re.search(r"`operator / kube-scheduler CPU per pod: [0-9]+\.[0-9]{2}×`", text)
     # Every shorthop pod was bound through pods/binding, one request each (32 pods).
     assert "POST pods/binding 1.00" in text
