@@ -231,17 +231,23 @@ def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
             f"`shorthop / StatefulSets: {ratio:.2f}×` (goal ≥ 1.00×: "
             f"{'met' if ratio >= 1 else '**missed**'})"
         )
-    if shorthop and bare:
-        lines.append(f"`shorthop / bare pods: {shorthop.rate / bare.rate:.2f}×`")
-    op = shorthop.cpu_per_pod_ms("operator") if shorthop else None
-    for base in (sts, bare):
-        ks = base.cpu_per_pod_ms("kube-scheduler") if base else None
-        if op is not None and ks and base:
-            lines.append(
-                f"`operator / kube-scheduler CPU per pod: {op / ks:.2f}×` "
-                f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
-                f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
-            )
+    others = [m for m in r.modes if m.name.startswith("shorthop") and m is not shorthop]
+    for mode in [shorthop, *others] if shorthop else others:
+        label = "shorthop" if mode is shorthop else mode.name
+        if sts and mode is not shorthop:
+            lines.append(f"`{label} / StatefulSets: {mode.rate / sts.rate:.2f}×`")
+        if bare:
+            lines.append(f"`{label} / bare pods: {mode.rate / bare.rate:.2f}×`")
+        op = mode.cpu_per_pod_ms("operator")
+        for base in (sts, bare):
+            ks = base.cpu_per_pod_ms("kube-scheduler") if base else None
+            if op is not None and ks and base:
+                what = "operator" if mode is shorthop else f"operator in {mode.name}"
+                lines.append(
+                    f"`{what} / kube-scheduler CPU per pod: {op / ks:.2f}×` "
+                    f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
+                    f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
+                )
     top = ""
     if shorthop:
         busiest = sorted(shorthop.requests.items(), key=lambda kv: -kv[1])[:8]

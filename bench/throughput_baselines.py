@@ -430,7 +430,7 @@ def _shorthop(
                 docs,
             )
 
-        name = f"shorthop ({binding.replace('-', ' ')})"
+        name = {"device-plugin": "shorthop (device plugin)", "dra": "shorthop (DRA)"}[binding]
         return _timed(name, local, with_operator, namespace, groups * 8, create, log, profile)
     finally:
         operator.stop()
