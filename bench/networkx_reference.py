@@ -10,9 +10,11 @@ simple but not silly:
 - for a replica, **every** node with enough free GPUs for the whole replica is a candidate; on
   each, the GPUs are chosen by enumerating the subsets of its free GPUs and taking the one with the
   least sum of pairwise distances (``nx.shortest_path_length`` with weights, one call per GPU pair);
-  the candidate's traffic cost to the replica's already placed peers is the weighted sum of
-  distances from each chosen GPU to each peer GPU, read from a **single-source Dijkstra** run
-  from every placed peer GPU (``nx.single_source_dijkstra_path_length``);
+  the candidate's traffic cost to what the replica talks to that is placed already (its peers
+  on ``paired`` edges; every GPU of the other role on ``all-to-all`` edges, weighted
+  ``weight / (nS x nT)`` as the objective weighs them) is the weighted sum of distances from each
+  chosen GPU to each of those GPUs, read from a **single-source Dijkstra** run from every one of
+  them (``nx.single_source_dijkstra_path_length``);
 - when no single node fits, the replica is placed pod by pod the same way, each pod also paying
   its distance to the replica's pods already placed;
 - the lexicographic key is (intra cost, traffic cost, free GPUs left on the node, row), as in the
@@ -39,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 from shorthop.placement import objective
 from shorthop.placement.plan import Assignment, Plan, PodKey, Reason
-from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement.request import Pattern, Request, replica_pairs
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.topology import graph as topo_graph
 
@@ -128,15 +130,24 @@ class NetworkXReference:
         free = [int(m) for m in snapshot.free.tolist()]
         pods_left = [int(h) for h in snapshot.headroom[:, 2].tolist()]
         usable = [snapshot.usable_rows(r.tolerations) for r in request.roles]
-        # Peers of each replica (by role index and replica id), as the objective pairs them.
+        # Peers of each replica (by role index and replica id), as the objective pairs them:
+        # paired edges by replica, all-to-all edges by role (weight per GPU pair).
         peers: dict[tuple[int, int], list[tuple[tuple[int, int], float]]] = {}
-        for edge in request.traffic:
-            for i, j in peer_pairs(
-                request.roles[edge.source].replicas, request.roles[edge.target].replicas
-            ):
+        ids = {ri: list(range(role.replicas)) for ri, role in enumerate(request.roles)}
+        for e, pairs in replica_pairs(request, ids).items():
+            edge = request.traffic[e]
+            for i, j in pairs:
                 a, b = (edge.source, i), (edge.target, j)
                 peers.setdefault(a, []).append((b, edge.weight))
                 peers.setdefault(b, []).append((a, edge.weight))
+        role_partners: dict[int, list[tuple[int, float]]] = {}
+        for edge in request.traffic:
+            if edge.pattern is Pattern.ALL_TO_ALL:
+                n = request.roles[edge.source].replicas * request.roles[edge.target].replicas
+                if n:
+                    role_partners.setdefault(edge.source, []).append((edge.target, edge.weight / n))
+                    role_partners.setdefault(edge.target, []).append((edge.source, edge.weight / n))
+        role_placed: dict[int, list[Vertex]] = {}
         keys = [(ri, rid) for ri, role in enumerate(request.roles) for rid in range(role.replicas)]
         keys.sort(
             key=lambda k: (
@@ -153,6 +164,11 @@ class NetworkXReference:
             ri, rid = key
             role = request.roles[ri]
             peer_gpus = [(placed[p], w) for p, w in peers.get(key, []) if p in placed]
+            peer_gpus += [
+                (role_placed[other], w)
+                for other, w in role_partners.get(ri, [])
+                if role_placed.get(other)
+            ]
             # A replica on one node when any node can hold it, else pod by pod.
             chunks = (
                 [role.pods_per_replica]
@@ -207,6 +223,7 @@ class NetworkXReference:
                     )
                     pod += 1
             placed[key] = mine
+            role_placed.setdefault(ri, []).extend(mine)
 
         self.graph_cost = (total_intra, round(total_traffic, 6))
         ev = objective.evaluate(idx, request, assignments, free_before=snapshot.free)
@@ -216,5 +233,6 @@ class NetworkXReference:
             cost=ev.cost,
             tiers=ev.tiers,
             replica_tiers=ev.replica_tiers,
+            traffic=ev.edges,
             strategy=self.name,
         )

@@ -1,32 +1,44 @@
-"""Placement quality (issue C): how good shorthop's plans are, not how fast.
+"""Placement quality (issue K): how good shorthop's plans are, not how fast.
 
-(a) **Exact optimum.** Random small instances (at most 4 nodes of up to 8 GPUs, mixed HGX /
-    NVL72-tray / PCIe nodes in two racks and blocks, some GPUs already taken; at most 4 pods of
-    1, 2 or 4 GPUs in prefill and decode roles, traffic weight 0.5, 1 or 2), generated with a
-    seeded ``random.Random`` following ``tests/builders.py``'s strategies. ``placement.exact``
-    (branch and bound) and ``solver.solve`` plan each; the (intra, traffic) cost keys must be
-    equal, and both must agree on feasibility. Instances the exact solver refuses
-    (``ExactTooLarge``) or cannot finish within a time limit are counted, not compared.
+(a) **Exact optimum.** Random small instances of every family of ``tests.builders.FAMILIES``
+    (mixed node kinds: HGX NVSwitch nodes, GB200-style trays in one or two NVLink cliques, PCIe
+    nodes with or without NUMA; background occupancy; 1/2/4/8-GPU replicas of one or several
+    pods; two or three roles joined by one to three traffic edges; replica and deployment
+    scopes), each under both traffic patterns (``all-to-all`` and ``paired``). Instance
+    ``(family, pattern, seed)`` is ``builders.quality_instance(random.Random(
+    f"{family}/{pattern}/{seed}"), family, pattern)`` (:func:`exact_instance`). ``placement.exact``
+    (branch and bound, written independently of the solver) and ``solver.solve`` plan each; the
+    (intra, traffic) cost keys must be equal and both must agree on feasibility. Instances the
+    exact solver refuses (``ExactTooLarge``) or cannot finish within a time limit are counted,
+    not compared. Instances are drawn per (family, pattern) until ``target`` were feasible.
 
-(b) **Baselines.** Every placer of ``placers.all_placers()`` (shorthop, first-fit, spread, tas,
-    random) plans the benchmark deployment on the same 1,000- and 10,000-node snapshots:
-    intra-replica cost, traffic cost, prefill<->decode GPU pairs per tier, the share of those
-    pairs on NVLink tiers (``same-node-nvlink`` + ``nvlink-domain``), and planning time (one call
-    each, after the static state is built).
+(b) **Baselines.** Every placer of ``placers.all_placers()`` (shorthop, first-fit, best-fit,
+    spread, tas, random) plans the benchmark deployment (``all-to-all``) on the same 1,000- and
+    10,000-node snapshots: intra-replica cost, traffic cost, prefill<->decode GPU pairs per tier
+    (every prefill GPU with every decode GPU), the share of those pairs on NVLink tiers
+    (``same-node-nvlink`` + ``nvlink-domain``), and planning time (one call each, after the static
+    state is built).
 
-(c) **Stranding.** A stream of deployments of realistic shapes (``STREAM_SHAPES``), placed one
-    after another with each strategy on the same 1,000-node snapshot; each placed pod is added to
-    the pod list with shorthop's GPU annotation (``shorthop.io/gpus``) and the next snapshot is
-    built from it. Reported: deployments placed before the first failure, deployments placed in
-    all (failures are skipped), and stranded GPUs (defined in :func:`stranded`).
+(c) **Streams with departures**: ``bench.stream``.
+
+(d) **KV on NVLink where an NVLink-domain placement exists** (:func:`run_nvlink`): deployments of
+    several shapes on 10,000-node snapshots, both patterns. *A placement inside one NVLink domain
+    exists* when the solver finds one for the same request with ``required: nvlink-domain`` (a
+    plan checked by ``common.plan_problems``; a witness, so existence is never claimed wrongly);
+    the rolled-up capacity (whole pods of each role's size that the NVLink domains hold) is also
+    reported, an upper bound. Where one exists, shorthop's plan for the unscoped request must put
+    at least 95% of the KV GPU pairs on NVLink tiers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,51 +49,28 @@ import numpy as np
 from shorthop.placement import exact, placers, solver
 from shorthop.placement import snapshot as snapshots
 from shorthop.placement.plan import Plan
-from shorthop.placement.request import Request, RoleRequest, TrafficEdge
-from shorthop.topology.index import IndexBuilder
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 
-from bench import common
+from bench import common, stream
 from bench.placement import build_static
 from tests import builders
 
 Log = Callable[[str], None]
 NVLINK_TIERS = ("same-node-nvlink", "nvlink-domain")
-LARGEST_POD = 4  # GPUs
-LARGEST_REPLICA = 16  # GPUs: 4 pods x 4 GPUs
 
 
 # -- (a) exact optimum ---------------------------------------------------------------------------
 
+PATTERNS = (Pattern.ALL_TO_ALL, Pattern.PAIRED)
 
-def small_instance(
-    seed: int, *, max_nodes: int = 4, max_gpus: int = 8, max_pods: int = 4
+
+def exact_instance(
+    family: str, pattern: Pattern, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Request]:
-    """Nodes, pods and a request; ``builders.small_clusters`` / ``small_requests`` drawn from a
-    seeded ``random.Random`` (at most half of each node's GPUs taken, so most instances fit)."""
-    rng = random.Random(seed)
-    nodes, pods = [], []
-    for i in range(rng.randint(1, max_nodes)):
-        kind = rng.choice(["hgx", "tray", "pcie"])
-        gpus = rng.randint(1, 4 if kind == "tray" else max_gpus)
-        clique = rng.choice([None, "k1", "k2"]) if kind == "tray" else None
-        rack, block = rng.choice(["r1", "r2"]), rng.choice(["b1", "b2"])
-        nodes.append(
-            builders.node_object(f"n{i}", kind, gpus, clique=clique, rack=rack, block=block)
-        )
-        taken = sorted(rng.sample(range(gpus), rng.randint(0, gpus // 2)))
-        if taken:
-            pods.append(builders.gpu_pod(f"bg{i}", f"n{i}", taken))
-    while True:
-        roles, budget = [], max_pods
-        for name in ("prefill", "decode"):
-            pods_per_replica = rng.randint(1, 2)
-            replicas = rng.randint(0, max(0, budget // pods_per_replica))
-            budget -= replicas * pods_per_replica
-            roles.append(RoleRequest(name, replicas, pods_per_replica, rng.choice([1, 2, 4])))
-        if sum(r.replicas for r in roles) > 0:
-            break
-    weight = rng.choice([1.0, 0.5, 2.0])
-    return nodes, pods, Request(roles=tuple(roles), traffic=(TrafficEdge(0, 1, weight),))
+    """Nodes, background pods and request of one instance (reproducible from its name)."""
+    rng = random.Random(f"{family}/{pattern.value}/{seed}")
+    nodes, pods, request = builders.quality_instance(rng, family, pattern)
+    return nodes, pods, request
 
 
 class _TimeLimit(Exception):
@@ -104,62 +93,129 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@dataclass
-class ExactResult:
-    instances: int = 0
-    compared: int = 0  # both feasible: costs compared
-    equal: int = 0
-    both_infeasible: int = 0
-    gaps: list[tuple[int, str, str]] = field(default_factory=list)  # seed, shorthop, exact
-    feasibility_mismatch: list[int] = field(default_factory=list)
-    too_large: list[int] = field(default_factory=list)
-    timed_out: list[int] = field(default_factory=list)
+@dataclass(frozen=True)
+class Outcome:
+    """One instance: ``kind`` is equal, gap, mismatch, infeasible, too-large or timeout."""
+
+    seed: int
+    kind: str
+    shorthop: str = ""
+    exact: str = ""
     exact_s: float = 0.0
     shorthop_s: float = 0.0
-    time_limit_s: float = 0.0
-    slowest_exact_s: float = 0.0
 
 
-def run_exact(target: int, *, time_limit_s: float, log: Log = print) -> ExactResult:
-    """Instances from seed 0 up until ``target`` of them had a feasible optimum to compare."""
-    out = ExactResult(time_limit_s=time_limit_s)
-    seed = 0
-    while out.compared < target and seed < 20 * target:
-        nodes, pods, request = small_instance(seed)
-        snap = snapshots.build(nodes, pods, common.CONFIG)
-        out.instances += 1
-        start = time.perf_counter()
-        try:
-            with _time_limit(time_limit_s):
-                best = exact.solve(snap, request)
-        except exact.ExactTooLarge:
-            out.too_large.append(seed)
-            seed += 1
-            continue
-        except _TimeLimit:
-            out.timed_out.append(seed)
-            seed += 1
-            continue
-        took = time.perf_counter() - start
-        out.exact_s += took
-        out.slowest_exact_s = max(out.slowest_exact_s, took)
-        took, plan = common.timed(partial(solver.solve, snap, request))
-        out.shorthop_s += took
-        if plan.feasible != best.feasible:
-            out.feasibility_mismatch.append(seed)
-        elif not best.feasible:
-            out.both_infeasible += 1
-        else:
-            out.compared += 1
-            if plan.cost.key() == best.cost.key():
-                out.equal += 1
-            else:
-                out.gaps.append((seed, str(plan.cost.key()), str(best.cost.key())))
-        seed += 1
-    log(
-        f"exact: {out.equal}/{out.compared} equal, {len(out.gaps)} gaps, "
-        f"{len(out.feasibility_mismatch)} feasibility mismatches, {out.instances} instances"
+def compare_one(family: str, pattern: Pattern, seed: int, time_limit_s: float) -> Outcome:
+    """Plan one instance with both solvers and compare (a picklable unit of work)."""
+    nodes, pods, request = exact_instance(family, pattern, seed)
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    start = time.perf_counter()
+    try:
+        with _time_limit(time_limit_s):
+            best = exact.solve(snap, request)
+    except exact.ExactTooLarge:
+        return Outcome(seed, "too-large")
+    except _TimeLimit:
+        return Outcome(seed, "timeout")
+    exact_s = time.perf_counter() - start
+    shorthop_s, plan = common.timed(partial(solver.solve, snap, request))
+    if plan.feasible and common.plan_problems(snap, request, plan):
+        kind = "mismatch"  # an invalid plan is as wrong as a wrong verdict
+    elif plan.feasible != best.feasible:
+        kind = "mismatch"
+    elif not best.feasible:
+        kind = "infeasible"
+    else:
+        kind = "equal" if plan.cost.key() == best.cost.key() else "gap"
+    return Outcome(
+        seed,
+        kind,
+        str(plan.cost.key()) if plan.feasible else "infeasible",
+        str(best.cost.key()) if best.feasible else "infeasible",
+        exact_s,
+        shorthop_s,
     )
+
+
+@dataclass
+class ShapeExact:
+    family: str
+    pattern: str
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for o in self.outcomes if o.kind == kind)
+
+    def seeds(self, *kinds: str) -> list[int]:
+        return [o.seed for o in self.outcomes if o.kind in kinds]
+
+    @property
+    def compared(self) -> int:
+        return self.count("equal") + self.count("gap")
+
+    @property
+    def ok(self) -> bool:
+        return self.compared > 0 and not self.count("gap") and not self.count("mismatch")
+
+
+@dataclass
+class ExactResult:
+    target: int
+    time_limit_s: float
+    shapes: list[ShapeExact] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def total(self, kind: str) -> int:
+        return sum(s.count(kind) for s in self.shapes)
+
+    @property
+    def compared(self) -> int:
+        return sum(s.compared for s in self.shapes)
+
+    @property
+    def equal(self) -> int:
+        return self.total("equal")
+
+    @property
+    def gaps(self) -> list[tuple[str, str, int, str, str]]:
+        return [
+            (s.family, s.pattern, o.seed, o.shorthop, o.exact)
+            for s in self.shapes
+            for o in s.outcomes
+            if o.kind in ("gap", "mismatch")
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.shapes) and all(s.ok for s in self.shapes)
+
+
+def run_exact(
+    target: int, *, time_limit_s: float, workers: int | None = None, log: Log = print
+) -> ExactResult:
+    """Per (family, pattern), seeds 0, 1, ... until ``target`` instances had a feasible
+    optimum to compare (at most ``8 x target`` seeds), ``workers`` processes at a time."""
+    started = time.perf_counter()
+    out = ExactResult(target, time_limit_s)
+    workers = workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(workers) as pool:
+        for family in builders.FAMILIES:
+            for pattern in PATTERNS:
+                shape = ShapeExact(family, pattern.value)
+                seed = 0
+                while shape.compared < target and seed < 8 * target:
+                    batch = range(seed, seed + max(8, (target - shape.compared) * 3 // 2))
+                    work = partial(compare_one, family, pattern, time_limit_s=time_limit_s)
+                    for outcome in pool.map(work, batch, chunksize=8):
+                        if shape.compared < target:
+                            shape.outcomes.append(outcome)
+                    seed = batch.stop
+                out.shapes.append(shape)
+                log(
+                    f"exact {family} / {pattern.value}: {shape.count('equal')}/{shape.compared}"
+                    f" equal, {shape.count('gap')} gaps, {shape.count('mismatch')} mismatches"
+                )
+    out.seconds = time.perf_counter() - started
     return out
 
 
@@ -236,172 +292,112 @@ def run_baselines(sizes: tuple[int, ...], seed: int, *, log: Log = print) -> lis
     return out
 
 
-# -- (c) stranding -------------------------------------------------------------------------------
+# -- (d) KV on NVLink where an NVLink-domain placement exists ------------------------------------
 
-# (name, prefill (pods per replica, GPUs per pod), decode (pods, GPUs), replicas per role (lo, hi))
-STREAM_SHAPES: tuple[tuple[str, tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
-    ("8B, TP1", (1, 1), (1, 1), (4, 16)),
-    ("70B, TP4", (1, 4), (1, 4), (2, 8)),
-    ("70B, TP4 prefill / TP8 decode", (1, 4), (2, 4), (2, 8)),
-    ("405B, TP8 prefill / TP16 decode", (2, 4), (4, 4), (1, 4)),
-    ("DeepSeek-V3, TP16", (4, 4), (4, 4), (1, 4)),
+# (name, prefill (pods per replica, GPUs per pod), decode (pods, GPUs), prefill and decode replicas)
+NVLINK_SHAPES: tuple[tuple[str, tuple[int, int], tuple[int, int], int, int], ...] = (
+    ("8B, TP1", (1, 1), (1, 1), 16, 16),
+    ("70B, TP4", (1, 4), (1, 4), 4, 4),
+    ("70B, TP4 prefill / TP8 decode", (1, 4), (2, 4), 4, 2),
+    ("405B, TP8 prefill / TP16 decode", (2, 4), (4, 4), 1, 1),
+    ("DeepSeek-V3, TP16", (4, 4), (4, 4), 2, 2),
+    ("benchmark deployment", (1, 4), (2, 4), 16, 16),
 )
+SHARE_TARGET = 0.95
 
 
-def stream(count: int, seed: int) -> list[tuple[str, Request]]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(count):
-        name, (pp, pq), (dp, dq), (lo, hi) = rng.choice(STREAM_SHAPES)
-        request = Request(
-            roles=(
-                RoleRequest("prefill", rng.randint(lo, hi), pp, pq),
-                RoleRequest("decode", rng.randint(lo, hi), dp, dq),
-            ),
-            traffic=(TrafficEdge(0, 1, 1.0),),
-            name=f"d{i:02d}",
-        )
-        out.append((name, request))
-    return out
+def nvlink_share(plan: Plan) -> float:
+    pairs = sum(plan.tiers.values())
+    return sum(plan.tiers.get(t, 0) for t in NVLINK_TIERS) / pairs if pairs else 0.0
 
 
-@dataclass
-class Stranded:
-    """Free GPUs at one moment, and how many of them the largest replica can still use."""
-
-    free: int
-    usable: int  # by 4-GPU pods of 16-GPU replicas confined to one rack
-    slots: int  # how many such replicas still fit (rack by rack)
-
-    @property
-    def stranded(self) -> int:
-        return self.free - self.usable
-
-
-def stranded(snap: snapshots.ClusterSnapshot) -> Stranded:
-    """Free GPUs a 16-GPU replica (4 pods x 4 GPUs) confined to one rack can still use.
-
-    A node offers ``4 * floor(free / 4)`` GPUs to 4-GPU pods; a rack (the finest network domain:
-    one NVL72 rack = one NVLink domain, or one HGX scalable unit) can host such a replica when the
-    sum of its nodes' offers is at least 16. A free GPU is *stranded* when it is not part of an
-    offer of a rack that can host one: a remainder (< 4 free on its node) or a rack whose offers sum
-    to less than 16.
-    """
+def domain_room(snap: snapshots.ClusterSnapshot, request: Request) -> int:
+    """How many NVLink domains (cliques; NVSwitch nodes outside any) pass the rolled-up check:
+    enough free GPUs for the deployment and, per pod size ``q``, enough whole ``q``-GPU slots for
+    every pod of ``q`` GPUs or more (a necessary condition, so an upper bound on the domains that
+    can hold it)."""
     idx = snap.index
-    counts = snap.free_counts
-    offer = (counts // LARGEST_POD) * LARGEST_POD
-    racks: dict[int, int] = {}
-    for row in np.flatnonzero(idx.alive & snap.schedulable).tolist():
-        rack = int(idx.dom[row, -1])
-        racks[rack] = racks.get(rack, 0) + int(offer[row])
-    usable = sum(v for v in racks.values() if v >= LARGEST_REPLICA)
-    slots = sum(v // LARGEST_REPLICA for v in racks.values())
-    return Stranded(int(counts.sum()), usable, slots)
+    rows = np.flatnonzero(idx.alive & snap.schedulable)
+    free = snap.free_counts[rows]
+    clique = idx.clique_of[rows]
+    groups = [rows[clique == c] for c in np.unique(clique[clique >= 0]).tolist()]
+    groups += [np.array([r]) for r in rows[clique < 0].tolist() if idx.node_class(r).nvlink.all()]
+    counts = dict(zip(rows.tolist(), free.tolist(), strict=True))
+    need = sum(r.replicas * r.gpus_per_replica for r in request.roles)
+    sizes = sorted({r.pod_gpus for r in request.roles if r.pod_gpus > 0})
+    ok = 0
+    for g in groups:
+        f = np.array([counts[r] for r in g.tolist()])
+        # Pods of q GPUs or more each take q-GPU slots (sizes are powers of two).
+        if f.sum() >= need and all(
+            (f // q).sum() >= sum(r.replicas * r.pods_per_replica * (r.pod_gpus // q) for r in big)
+            for q in sizes
+            for big in [[r for r in request.roles if r.pod_gpus >= q]]
+        ):
+            ok += 1
+    return ok
 
 
 @dataclass
-class StreamRow:
-    strategy: str
-    placed_before_failure: int
-    placed: int
-    failed: list[int]  # deployment numbers that did not fit
-    gpus_placed: int
-    nvlink_share: float
-    at_first_failure: Stranded | None
-    at_end: Stranded
-    seconds: float
-
-
-@dataclass
-class StreamResult:
-    size: int
+class NvlinkRow:
     nodes: int
     occupancy: float
-    deployments: int
-    gpus_requested: int
-    shapes: dict[str, int]
-    start: Stranded
-    rows: list[StreamRow]
+    shape: str
+    pattern: str
+    gpus: int
+    witness: bool  # the solver found a plan inside one NVLink domain (validated)
+    room: int  # NVLink domains passing the rolled-up check
+    share: float  # shorthop's KV pairs on NVLink, unscoped request
+    valid: bool
+
+    @property
+    def ok(self) -> bool | None:
+        return self.share >= SHARE_TARGET if self.witness else None
 
 
-def _pods_of(plan: Plan, namespace: str) -> list[dict[str, Any]]:
+def run_nvlink(
+    size: int, occupancies: tuple[float, ...], seed: int, *, log: Log = print
+) -> list[NvlinkRow]:
     out = []
-    for a in plan.assignments:
-        pod = builders.gpu_pod(
-            f"{namespace}-{a.key.role}-{a.key.replica}-{a.key.pod}", a.node, list(a.gpus)
-        )
-        pod["metadata"]["namespace"] = namespace
-        out.append(pod)
+    for occupancy in occupancies:
+        c = common.cluster(size, seed, occupancy)
+        scope = c.snapshot.index.tiers.index("nvlink-domain")
+        for name, (pp, pq), (dp, dq), n_p, n_d in NVLINK_SHAPES:
+            for pattern in PATTERNS:
+                request = Request(
+                    roles=(RoleRequest("prefill", n_p, pp, pq), RoleRequest("decode", n_d, dp, dq)),
+                    traffic=(TrafficEdge(0, 1, 1.0, pattern),),
+                    name=name,
+                )
+                scoped = dataclasses.replace(request, required_scope=scope)
+                inside = solver.solve(c.snapshot, scoped)
+                witness = inside.feasible and not common.plan_problems(c.snapshot, scoped, inside)
+                plan = solver.solve(c.snapshot, request)
+                out.append(
+                    NvlinkRow(
+                        nodes=c.node_count,
+                        occupancy=c.occupancy,
+                        shape=name,
+                        pattern=pattern.value,
+                        gpus=sum(r.replicas * r.gpus_per_replica for r in request.roles),
+                        witness=witness,
+                        room=domain_room(c.snapshot, request),
+                        share=nvlink_share(plan) if plan.feasible else 0.0,
+                        valid=plan.feasible and not common.plan_problems(c.snapshot, request, plan),
+                    )
+                )
+        log(f"nvlink share {size} nodes, {occupancy:.0%} busy: done")
+        del c
     return out
-
-
-def run_stream(
-    size: int, seed: int, count: int, occupancy: float, *, log: Log = print
-) -> StreamResult:
-    base = common.cluster(size, seed, occupancy)
-    deployments = stream(count, seed)
-    rows = []
-    for placer in placers.all_placers(seed=0):
-        start = time.perf_counter()
-        builder = IndexBuilder(common.CONFIG)
-        pods = list(base.pods)
-        snap = snapshots.build(base.nodes, pods, common.CONFIG, builder=builder)
-        failed: list[int] = []
-        first_failure: Stranded | None = None
-        gpus = pairs = nvlink = 0
-        for i, (_, request) in enumerate(deployments):
-            plan = placer.place(snap, request)
-            if not plan.feasible:
-                failed.append(i)
-                if first_failure is None:
-                    first_failure = stranded(snap)
-                continue
-            problems = common.plan_problems(snap, request, plan)
-            assert not problems, (placer.name, i, problems)
-            gpus += sum(len(a.gpus) for a in plan.assignments)
-            pairs += sum(plan.tiers.values())
-            nvlink += sum(plan.tiers.get(t, 0) for t in NVLINK_TIERS)
-            pods += _pods_of(plan, f"{placer.name}-{request.name}")
-            snap = snapshots.build(base.nodes, pods, common.CONFIG, builder=builder)
-        rows.append(
-            StreamRow(
-                strategy=placer.name,
-                placed_before_failure=failed[0] if failed else count,
-                placed=count - len(failed),
-                failed=failed,
-                gpus_placed=gpus,
-                nvlink_share=nvlink / pairs if pairs else 0.0,
-                at_first_failure=first_failure,
-                at_end=stranded(snap),
-                seconds=time.perf_counter() - start,
-            )
-        )
-        log(
-            f"stream ({occupancy:.0%} background) {placer.name}: "
-            f"{rows[-1].placed_before_failure} placed before the first failure"
-        )
-    shapes: dict[str, int] = {}
-    for name, _ in deployments:
-        shapes[name] = shapes.get(name, 0) + 1
-    return StreamResult(
-        size=size,
-        nodes=base.node_count,
-        occupancy=base.occupancy,
-        deployments=count,
-        gpus_requested=sum(
-            r.replicas * r.gpus_per_replica for _, req in deployments for r in req.roles
-        ),
-        shapes=shapes,
-        start=stranded(base.snapshot),
-        rows=rows,
-    )
 
 
 @dataclass
 class QualityResult:
     exact: ExactResult
     baselines: list[BaselineSize]
-    streams: list[StreamResult]
+    streams: list[stream.StreamResult]
+    nvlink: list[NvlinkRow]
+    stream_lifetime: tuple[int, int] = (0, 0)
 
 
 def run(
@@ -411,14 +407,18 @@ def run(
     baseline_sizes: tuple[int, ...],
     baseline_seed: int,
     stream_size: int,
-    streams: tuple[tuple[float, int], ...],
+    streams: tuple[tuple[int, int], ...],
+    stream_count: int,
+    stream_lifetime: tuple[int, int],
+    nvlink_size: int,
+    nvlink_occupancies: tuple[float, ...],
     log: Log = print,
 ) -> QualityResult:
-    """``streams``: (background occupancy, deployments) per stranding scenario."""
+    """``streams``: (cluster mix, seed) per stream of ``bench.stream``."""
     return QualityResult(
         exact=run_exact(exact_target, time_limit_s=exact_limit_s, log=log),
         baselines=run_baselines(baseline_sizes, baseline_seed, log=log),
-        streams=[
-            run_stream(stream_size, 0, count, occupancy, log=log) for occupancy, count in streams
-        ],
+        streams=stream.run(stream_size, streams, stream_count, stream_lifetime, log=log),
+        nvlink=run_nvlink(nvlink_size, nvlink_occupancies, baseline_seed, log=log),
+        stream_lifetime=stream_lifetime,
     )

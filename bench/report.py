@@ -17,10 +17,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench import common, quality
+from bench import common, report_quality, report_throughput
+from bench.fmt import dur, num, save, status, table, times
 from bench.placement import PlacementResult
 from bench.quality import QualityResult
 from bench.settings import Settings
@@ -31,15 +31,6 @@ P50_TARGET_S = 0.020
 P99_TARGET_S = 0.050
 RATIO_TARGET = 100.0
 INDEX_TARGET_S = 2.0
-TIER_COLORS = {
-    "same-node-nvlink": "#1b7837",
-    "same-node-pcie": "#7fbf7b",
-    "nvlink-domain": "#5aae61",
-    "rack": "#fdb863",
-    "block": "#e08214",
-    "zone": "#b35806",
-    "cluster": "#7f3b08",
-}
 
 
 @dataclass
@@ -58,37 +49,6 @@ class Results:
 # -- formatting ----------------------------------------------------------------------------------
 
 
-def dur(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
-def times(x: float) -> str:
-    return f"{x:,.2f}×" if x < 10 else f"{x:,.0f}×"
-
-
-def num(x: float) -> str:
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    marks = {"l": ":--", "r": "--:", "c": ":-:"}
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(marks[a] for a in align) + " |",
-    ]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def status(ok: bool | None) -> str:
-    return "not measured" if ok is None else ("**PASS**" if ok else "**MISS**")
-
-
 # -- plots ---------------------------------------------------------------------------------------
 
 
@@ -102,12 +62,6 @@ def _log_axes(ax: Axes, nodes: Sequence[int]) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlim(min(nodes) / 1.6, max(nodes) * 1.6)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_latency(r: Results, path: Path) -> None:
@@ -136,7 +90,7 @@ def plot_latency(r: Results, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(y=0.2)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    _save(fig, path)
+    save(fig, path)
 
 
 def plot_networkx(r: Results, path: Path) -> None:
@@ -171,78 +125,7 @@ def plot_networkx(r: Results, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9, loc="upper left")
     ax.margins(y=0.25)
-    _save(fig, path)
-
-
-def plot_tiers(r: Results, path: Path) -> None:
-    sizes = r.quality.baselines
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.8), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        rows = [row for row in size.rows if row.feasible]
-        labels = [row.strategy for row in rows]
-        bottom = [0.0] * len(rows)
-        for tier in size.tiers:
-            share = [100 * row.tiers.get(tier, 0) / row.pairs if row.pairs else 0.0 for row in rows]
-            if not any(share):
-                continue
-            ax.bar(
-                labels,
-                share,
-                bottom=bottom,
-                color=TIER_COLORS.get(tier, "#999999"),
-                label=tier,
-                edgecolor="white",
-                lw=0.5,
-            )
-            bottom = [b + s for b, s in zip(bottom, share, strict=True)]
-        ax.set_title(f"{size.nodes:,} nodes, {size.occupancy:.0%} GPUs busy")
-        ax.set_ylabel("prefill↔decode GPU pairs (%)")
-        ax.set_ylim(0, 100)
-        ax.tick_params(axis="x", labelrotation=20)
-        infeasible = [row.strategy for row in size.rows if not row.feasible]
-        if infeasible:
-            ax.set_xlabel("infeasible: " + ", ".join(infeasible))
-    handles, names = [], []
-    for ax in axes[0]:
-        for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    order = [t for t in TIER_COLORS if t in names] + [n for n in names if n not in TIER_COLORS]
-    fig.legend(
-        [handles[names.index(n)] for n in order],
-        order,
-        loc="center right",
-        fontsize=9,
-        title="tier (closest first)",
-    )
-    fig.suptitle("Tier of each KV-transfer GPU pair, per strategy (green = NVLink)")
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_stream(r: Results, path: Path) -> None:
-    streams = r.quality.streams
-    fig, axes = plt.subplots(1, len(streams), figsize=(5.5 * len(streams), 4.5), squeeze=False)
-    for ax, s in zip(axes[0], streams, strict=True):
-        names = [row.strategy for row in s.rows]
-        placed = [row.placed_before_failure for row in s.rows]
-        stuck = [(row.at_first_failure or row.at_end).stranded for row in s.rows]
-        x = range(len(names))
-        ax.bar([i - 0.2 for i in x], placed, width=0.4, color="#2166ac", label="deployments placed")
-        ax.set_ylabel("deployments placed before the first failure", color="#2166ac")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xticks(list(x), names, rotation=20)
-        ax2 = ax.twinx()
-        ax2.bar([i + 0.2 for i in x], stuck, width=0.4, color="#d6604d", label="stranded GPUs")
-        ax2.set_ylabel("stranded GPUs at that point", color="#d6604d")
-        ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(
-            f"{s.nodes:,} nodes, {s.occupancy:.0%} background, {s.deployments} deployments"
-        )
-    fig.suptitle("Deployment stream: how long each strategy lasts, and what it strands")
-    _save(fig, path)
+    save(fig, path)
 
 
 # -- markdown ------------------------------------------------------------------------------------
@@ -292,16 +175,7 @@ def _summary(r: Results) -> str:
                 status(ref.ratio >= RATIO_TARGET),
             )
         )
-    e = r.quality.exact
-    ok = e.compared > 0 and e.equal == e.compared and not e.feasibility_mismatch
-    rows.append(
-        (
-            "Cost equal to the exact optimum on every small instance",
-            f"{e.equal} of {e.compared} equal; {len(e.feasibility_mismatch)} feasibility "
-            f"disagreements; {len(e.timed_out) + len(e.too_large)} not finished by exact",
-            status(ok),
-        )
-    )
+    rows += report_quality.summary_rows(r.quality)
     tp = r.throughput
     rows.append(
         (
@@ -553,198 +427,6 @@ def _reference(r: Results) -> str:
     )
 
 
-def _exact(r: Results) -> str:
-    e = r.quality.exact
-    rows = [
-        ("instances generated", e.instances),
-        ("both feasible, costs compared", e.compared),
-        ("… shorthop cost equal to the optimum", e.equal),
-        ("… shorthop worse (gap)", len(e.gaps)),
-        ("both infeasible (agree)", e.both_infeasible),
-        ("feasibility disagreements", len(e.feasibility_mismatch)),
-        ("refused by exact (search space too large)", len(e.too_large)),
-        (f"exact did not finish within {e.time_limit_s:.0f} s", len(e.timed_out)),
-        ("exact solver time, total / slowest", f"{dur(e.exact_s)} / {dur(e.slowest_exact_s)}"),
-        ("shorthop time, total", dur(e.shorthop_s)),
-    ]
-    out = table(("", "count"), rows, "lr")
-    if e.gaps:
-        out += "\n\nGaps (instance seed for `bench.quality.small_instance(seed)`):\n\n" + table(
-            ("seed", "shorthop (intra, traffic)", "exact (intra, traffic)"), e.gaps, "lll"
-        )
-    if e.feasibility_mismatch:
-        out += "\n\nFeasibility disagreements (seeds): " + ", ".join(
-            map(str, e.feasibility_mismatch)
-        )
-    skipped = e.too_large + e.timed_out
-    if skipped:
-        out += "\n\nNot compared (exact refused or too slow), seeds: " + ", ".join(
-            map(str, skipped)
-        )
-    return out
-
-
-def _baselines(r: Results) -> str:
-    parts = []
-    for size in r.quality.baselines:
-        tiers = [t for t in size.tiers if any(row.tiers.get(t) for row in size.rows)]
-        parts.append(
-            f"\n\n**{size.nodes:,} nodes** ({size.gpus:,} GPUs, {size.occupancy:.0%} busy, "
-            f"{size.free_gpus:,} free), deployment: {size.request}.\n\n"
-        )
-        shorthop = next((row for row in size.rows if row.strategy == "shorthop"), None)
-        rows: list[tuple[object, ...]] = []
-        for row in size.rows:
-            if not row.feasible:
-                rows.append(
-                    (row.strategy, "infeasible", "", "", *[""] * len(tiers), "", dur(row.seconds))
-                )
-                continue
-            vs = (
-                times((row.intra + row.traffic) / (shorthop.intra + shorthop.traffic))
-                if shorthop and shorthop.feasible and shorthop.intra + shorthop.traffic
-                else "—"
-            )
-            rows.append(
-                (
-                    row.strategy + ("" if row.valid else " **(INVALID)**"),
-                    num(row.intra),
-                    num(row.traffic),
-                    vs,
-                    *[f"{row.tiers.get(t, 0):,}" for t in tiers],
-                    f"{row.nvlink_share:.0%}",
-                    dur(row.seconds),
-                )
-            )
-        parts.append(
-            table(
-                (
-                    "strategy",
-                    "intra cost",
-                    "traffic cost",
-                    "intra + traffic vs shorthop",
-                    *[f"{t} pairs" for t in tiers],
-                    "KV pairs on NVLink",
-                    "planning time",
-                ),
-                rows,
-            )
-        )
-    return "".join(parts)
-
-
-def _streams(r: Results) -> str:
-    parts = [
-        "Shapes (per deployment, one shape drawn at random, replicas per role drawn from "
-        "the range; traffic prefill → decode):\n\n",
-        table(
-            ("shape", "prefill replica", "decode replica", "replicas per role"),
-            [
-                (name, common.shape(*p), common.shape(*d), f"{lo}–{hi}")
-                for name, p, d, (lo, hi) in quality.STREAM_SHAPES
-            ],
-            "llll",
-        ),
-        "\n\n**Stranded GPUs** (precise definition): the largest replica of the stream is 16 "
-        "GPUs (4 pods × 4 GPUs). A node offers 4 × ⌊free/4⌋ of its free GPUs to 4-GPU pods; a "
-        "rack (the finest network domain: one NVL72 rack, which is also one NVLink domain, or "
-        "one HGX scalable unit) can host such a replica inside it when its nodes' offers add up "
-        "to at least 16. A free GPU is *stranded* when it is not part of an offer of such a "
-        "rack, i.e. the largest replica could not use it without leaving its rack. "
-        "*16-GPU slots*: how many such replicas still fit, rack by rack.\n",
-    ]
-    for s in r.quality.streams:
-        parts.append(
-            f"\n\n**{s.nodes:,} nodes, {s.occupancy:.0%} background occupancy**, "
-            f"{s.deployments} deployments asking for {s.gpus_requested:,} GPUs in all "
-            f"({', '.join(f'{n} {k}' for k, n in sorted(s.shapes.items()))}). At the start: "
-            f"{s.start.free:,} free GPUs, {s.start.stranded:,} stranded, "
-            f"{s.start.slots} 16-GPU slots.\n\n"
-        )
-        rows: list[tuple[object, ...]] = []
-        for row in s.rows:
-            first = row.at_first_failure
-            rows.append(
-                (
-                    row.strategy,
-                    row.placed_before_failure,
-                    f"{row.placed} / {s.deployments}",
-                    f"{row.gpus_placed:,}",
-                    f"{first.free:,}" if first else "no failure",
-                    f"{first.stranded:,}" if first else "—",
-                    f"{first.slots}" if first else "—",
-                    f"{row.at_end.free:,} / {row.at_end.stranded:,}",
-                    f"{row.nvlink_share:.0%}",
-                    dur(row.seconds),
-                )
-            )
-        parts.append(
-            table(
-                (
-                    "strategy",
-                    "placed before first failure",
-                    "placed in all",
-                    "GPUs placed",
-                    "free GPUs at first failure",
-                    "stranded at first failure",
-                    "16-GPU slots at first failure",
-                    "free / stranded at the end",
-                    "KV pairs on NVLink",
-                    "time (plans + snapshots)",
-                ),
-                rows,
-            )
-        )
-    return "".join(parts)
-
-
-def _throughput(r: Results) -> str:
-    tp = r.throughput
-    if tp is None:
-        return "Not measured in this run (`--quick` or `--no-cluster`)."
-    rows = [
-        (
-            "kube-scheduler (plain pods)",
-            tp.pods,
-            dur(tp.scheduler_seconds),
-            f"{tp.scheduler_rate:.1f}",
-        ),
-        (
-            f"shorthop ({tp.deployments} InferenceDeployments of 8 pods)",
-            tp.pods,
-            dur(tp.shorthop_seconds),
-            f"{tp.shorthop_rate:.1f}",
-        ),
-    ]
-    return (
-        "A private local control plane (kube-apiserver, etcd, kube-scheduler, "
-        f"kube-controller-manager and kwok, built from source) with {tp.nodes:,} fake GPU nodes "
-        "(half GB200 NVL72 trays, half HGX H100). *kube-scheduler*: a client creates the pods (16 "
-        "threads) and the clock stops when every pod has a node. *shorthop*: a client creates the "
-        "InferenceDeployments (16 threads) and the clock stops when every pod is bound; the "
-        "operator creates and binds every pod itself (`pods/binding`), writes status and events "
-        "and one headless Service per role. Completion is seen by a pod watch in a process of its "
-        "own, the same for both phases. Both phases start from the same empty nodes; every "
-        f"shorthop pod was Running {dur(tp.shorthop_running_seconds)} after the first create. The "
-        "operator is one Python process; the API server, etcd, kwok, the controllers and the "
-        "operator share the machine's cores.\n\n"
-        + table(("who binds", "pods", "time to all bound", "pods/s"), rows, "lrrr")
-        + f"\n\nRatio shorthop / kube-scheduler: **{tp.ratio:.2f}×**."
-        + ("" if tp.ratio >= 1.0 else "\n\n" + THROUGHPUT_GAP)
-    )
-
-
-THROUGHPUT_GAP = """**Why the target is missed here.** Both phases saturate the two cores, so the
-rate follows the CPU every process spends per pod. Beyond the create and the bind that both phases
-make, each shorthop deployment costs the API server a custom-resource create and status
-patches, two Service creates (after which kube-controller-manager writes the Endpoints and
-EndpointSlices), and larger pods (environment, annotations, owner reference) to store and send
-to every watcher; the operator itself is a Python process on the same cores, a quarter of whose
-time is the serialised planning. Counted with the API server's `apiserver_request_total` and
-`/proc` CPU times while developing: about 6.6 CPU-seconds for kube-scheduler's 512 pods against
-about 10 for shorthop's (not part of this run's figures)."""
-
-
 def render(r: Results, plots: dict[str, str]) -> str:
     m = r.machine
     st = r.settings
@@ -812,10 +494,11 @@ This file was written by: `{r.command}` (total run time {dur(r.elapsed_s)}).
    cached within one plan only), timed on the same snapshot and request as shorthop; the ratio
    divides its time by shorthop's p50 on that snapshot. It stops at a time limit
    ({st.reference_limit_s:.0f} s); a stopped run gives a lower bound on the ratio.
-4. **Quality** (`bench/quality.py`): (a) cost against the exact optimum (`placement.exact`) on
-   random small instances; (b) cost, tier mix and planning time against every baseline of
-   `placers.all_placers()`; (c) a stream of deployments placed one after another with each
-   strategy, counting how long each lasts and how many free GPUs it strands.
+4. **Quality** (`bench/quality.py`, `bench/stream.py`): (a) cost against the exact optimum
+   (`placement.exact`) on random small instances of every shape, both traffic patterns; (b) cost,
+   tier mix and planning time against every baseline of `placers.all_placers()`; (c) streams of
+   deployments arriving and departing, what each strategy leaves free for large replicas; (d) the
+   share of KV pairs on NVLink at scale where a one-NVLink-domain placement exists.
 
 ## Summary: targets vs measured
 
@@ -853,43 +536,10 @@ graph distances equals the objective's cost computed from the index.
 
 {_reference(r)}
 
-## 4. Quality
-
-### (a) Cost vs the exact optimum
-
-Instances from `bench.quality.small_instance(seed)` for seeds 0, 1, 2, … (at most 4 nodes of up
-to 8 GPUs of mixed kinds, up to half of each node's GPUs already taken; at most 4 pods of 1, 2 or 4
-GPUs), generated until {
-        st.exact_target
-    } instances had a feasible optimum. Compared: the lexicographic
-(intra-replica, traffic) cost key; fragmentation only breaks ties and is not compared.
-
-{_exact(r)}
-
-### (b) Against the baselines
-
-Every strategy plans the same request on the same snapshot (seed {st.baseline_seed}); costs from
-`placement.objective`. *KV pairs on NVLink*: share of prefill↔decode GPU pairs on
-`same-node-nvlink` or `nvlink-domain`. Planning time is one call, with the static state already
-built.
-
-![tier mix per strategy]({plots["tiers"]})
-{_baselines(r)}
-
-### (c) Stranded GPUs over a stream of deployments
-
-![deployment stream]({plots["stream"]})
-
-Each strategy starts from the same snapshot and places the same deployments in the same order;
-every placed pod is added to the pod list with its `shorthop.io/gpus` annotation and the next
-snapshot is built from that list. A deployment that does not fit is skipped and the stream goes
-on.
-
-{_streams(r)}
-
+{report_quality.section(r.quality, st, plots)}
 ## 5. End-to-end throughput vs kube-scheduler (issue E)
 
-{_throughput(r)}
+{report_throughput.section(r.throughput)}
 """
 
 
@@ -900,12 +550,13 @@ def write(out: Path, results: Results) -> Path:
     plots = {
         "latency": plot_latency,
         "networkx": plot_networkx,
-        "tiers": plot_tiers,
-        "stream": plot_stream,
     }
     links = {}
     for name, draw in plots.items():
         draw(results, images / f"{name}.png")
+        links[name] = f"bench/{name}.png"
+    for name, draw_quality in report_quality.PLOTS.items():
+        draw_quality(results.quality, images / f"{name}.png")
         links[name] = f"bench/{name}.png"
     path = out / "benchmarks.md"
     path.write_text(render(results, links))

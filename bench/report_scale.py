@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench import common
+from bench.fmt import dur, num, table
 from bench.footprint import Footprint
-from bench.report import dur, num, table
 from bench.throughput_baselines import PROCESSES, SideBySide
 
 VERBS = ("GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE")

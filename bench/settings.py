@@ -21,7 +21,11 @@ class Settings:
     baseline_sizes: tuple[int, ...]
     baseline_seed: int
     stream_size: int
-    streams: tuple[tuple[float, int], ...]  # (background occupancy, deployments)
+    streams: tuple[tuple[int, int], ...]  # (cluster mix of bench.stream.MIXES, seed)
+    stream_count: int  # arrivals per stream
+    stream_lifetime: tuple[int, int]  # steps a deployment stays (drawn uniformly)
+    nvlink_size: int
+    nvlink_occupancies: tuple[float, ...]
     target_size: int = 10_000
     throughput_nodes: int = 1_000
     throughput_pods: int = 512
@@ -40,12 +44,16 @@ FULL = Settings(
     solves=50,
     reference_sizes=(100, 1_000, 10_000),
     reference_limit_s=240.0,
-    exact_target=250,
+    exact_target=500,
     exact_limit_s=30.0,
     baseline_sizes=(1_000, 10_000),
     baseline_seed=1,
-    stream_size=1_000,
-    streams=((0.0, 130), (0.4, 50)),
+    stream_size=300,
+    streams=((0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)),
+    stream_count=100,
+    stream_lifetime=(20, 70),
+    nvlink_size=10_000,
+    nvlink_occupancies=(0.3, 0.55),
 )
 QUICK = Settings(
     quick=True,
@@ -55,10 +63,14 @@ QUICK = Settings(
     solves=5,
     reference_sizes=(100, 300),
     reference_limit_s=20.0,
-    exact_target=20,
+    exact_target=4,
     exact_limit_s=5.0,
     baseline_sizes=(300,),
     baseline_seed=1,
-    stream_size=100,
-    streams=((0.0, 15), (0.4, 6)),
+    stream_size=60,
+    streams=((0, 1),),
+    stream_count=12,
+    stream_lifetime=(3, 8),
+    nvlink_size=300,
+    nvlink_occupancies=(0.3,),
 )

@@ -232,3 +232,128 @@ def small_requests(draw: Any, max_pods: int = 4) -> Any:
     return Request(
         roles=tuple(roles), traffic=(TrafficEdge(0, 1, draw(st.sampled_from([1.0, 0.5, 2.0]))),)
     )
+
+
+# -- mixed small instances for the exact comparison (bench.quality and the property tests) -------
+
+# Families of small placement problems; ``quality_instance`` draws one of each kind. Every family
+# mixes node kinds (HGX NVSwitch nodes, GB200 trays in one or two NVLink cliques, PCIe nodes with
+# or without a NUMA layout), takes some GPUs by background pods, and asks for roles whose
+# replicas differ in size (1/2/4/8 GPUs, one or several pods).
+FAMILIES = (
+    "greedy-trap",  # an HGX node and trays; large replicas of one role, 1-GPU of the other
+    "two-roles",  # prefill and decode of random shapes
+    "multi-pod",  # replicas of several pods (spanning nodes)
+    "three-roles",  # three roles joined by two or three traffic edges
+    "scoped",  # a replicaScope, or a deployment scope (required or preferred)
+    "busy",  # heavy background occupancy, tight fits
+)
+
+
+def _small_node(rng: Any, i: int, kind: str, gpus: int, cliques: list[str]) -> dict[str, Any]:
+    clique = rng.choice(cliques) if kind == "tray" and cliques else None
+    node = node_object(
+        f"n{i}",
+        kind,
+        gpus,
+        clique=clique,
+        rack=rng.choice(["r1", "r2"]),
+        block=rng.choice(["b1", "b2"]),
+        zone=rng.choice(["z1", "z1", "z2"]),
+    )
+    if kind == "pcie" and gpus >= 2 and rng.random() < 0.5:
+        node["metadata"]["labels"]["shorthop.io/gpu-numa"] = ",".join(
+            str(0 if g < gpus // 2 else 1) for g in range(gpus)
+        )
+    return node
+
+
+def quality_instance(
+    rng: Any, family: str, pattern: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """Nodes, background pods and a request of ``family`` (see :data:`FAMILIES`), all traffic
+    edges of ``pattern``, drawn from ``rng`` (a ``random.Random``). Small enough for
+    ``placement.exact`` (at most 5 nodes and about 8 pods)."""
+    from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+
+    cliques = rng.choice([["k1"], ["k1", "k2"], ["k1", None]])
+    nodes: list[dict[str, Any]] = []
+    if family == "greedy-trap":
+        nodes.append(_small_node(rng, 0, "hgx", 8, cliques))
+        for i in range(1, rng.randint(2, 3)):
+            nodes.append(_small_node(rng, i, "tray", 4, ["k1"]))
+    else:
+        for i in range(rng.randint(2, 5)):
+            kind = rng.choice(["hgx", "hgx", "tray", "tray", "pcie"])
+            gpus = 4 if kind == "tray" else rng.choice([2, 4, 4, 8, 8])
+            nodes.append(_small_node(rng, i, kind, gpus, cliques))
+    busy = 0.6 if family == "busy" else rng.choice([0.0, 0.2, 0.35])
+    pods = []
+    for node in nodes:
+        gpus = int(node["status"]["allocatable"]["nvidia.com/gpu"])
+        taken = [g for g in range(gpus) if rng.random() < busy]
+        if taken:
+            name = node["metadata"]["name"]
+            pods.append(gpu_pod(f"bg-{name}", name, taken))
+    free = sum(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in nodes) - sum(
+        len(p["metadata"]["annotations"]["shorthop.io/gpus"].split(",")) for p in pods
+    )
+
+    def role(name: str, budget_pods: int) -> Any:
+        if family == "multi-pod":
+            pods_per_replica = rng.choice([2, 2, 3])
+            q = rng.choice([1, 2, 2, 4])
+        elif family == "greedy-trap":
+            pods_per_replica, q = 1, rng.choice([1, 4])
+        else:
+            pods_per_replica = rng.choice([1, 1, 2])
+            q = rng.choice([1, 1, 2, 4, 8] if pods_per_replica == 1 else [1, 2, 4])
+        replicas = rng.randint(1, max(1, budget_pods // pods_per_replica))
+        return RoleRequest(name, replicas, pods_per_replica, q)
+
+    names = ["encode", "prefill", "decode"] if family == "three-roles" else ["prefill", "decode"]
+    for _ in range(50):
+        budget = rng.randint(3, 6 if family != "three-roles" else 7)
+        roles = []
+        for name in names:
+            roles.append(role(name, max(1, budget // len(names) + rng.randint(0, 1))))
+        if family == "greedy-trap":
+            big, small = rng.sample([0, 1], 2)
+            roles[big] = RoleRequest(roles[big].name, rng.randint(1, 2), 1, 4)
+            roles[small] = RoleRequest(roles[small].name, rng.randint(2, 6), 1, 1)
+        want = sum(r.replicas * r.gpus_per_replica for r in roles)
+        pods_total = sum(r.replicas * r.pods_per_replica for r in roles)
+        if pods_total <= 9 and want <= max(free, 1) + 2:
+            break
+    weights = [1.0, 0.5, 2.0]
+    if family == "three-roles":
+        edges = [TrafficEdge(1, 2, rng.choice(weights), pattern)]
+        edges.append(TrafficEdge(0, 1, rng.choice(weights), pattern))
+        if rng.random() < 0.5:
+            edges.append(TrafficEdge(0, 2, rng.choice(weights), pattern))
+    else:
+        edges = [TrafficEdge(0, 1, rng.choice(weights), pattern)]
+    required = preferred = None
+    if family == "scoped":
+        tiers = ("same-node-nvlink", "same-node-pcie", "nvlink-domain", "rack", "block", "zone")
+        kind = rng.choice(["replica", "required", "preferred"])
+        if kind == "replica":
+            i = rng.randrange(len(roles))
+            tier = rng.choice([0, 2, 3])
+            r = roles[i]
+            roles[i] = RoleRequest(r.name, r.replicas, r.pods_per_replica, r.pod_gpus, tier)
+        elif kind == "required":
+            required = tiers.index(rng.choice(["rack", "block", "zone"]))
+        else:
+            preferred = tiers.index(rng.choice(["nvlink-domain", "rack", "block"]))
+    return (
+        nodes,
+        pods,
+        Request(
+            roles=tuple(roles),
+            traffic=tuple(edges),
+            required_scope=required,
+            preferred_scope=preferred,
+            name=f"{family}",
+        ),
+    )

@@ -6,7 +6,10 @@ metric                                 type       meaning
 =====================================  =========  ================================================
 shorthop_placement_latency_seconds     histogram  time to plan one deployment
 shorthop_snapshot_refresh_seconds      histogram  time to bring the snapshot up to date for a plan
-shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment
+shorthop_plan_cost                     gauge      intra-replica and traffic cost per deployment,
+                                                  and the achievable cost of a fresh plan
+shorthop_placement_score               gauge      current cost / achievable cost (1.0: as good
+                                                  as a fresh plan; see controller/score.py)
 shorthop_pods_per_tier                 gauge      pods by the widest tier of their replica
 shorthop_unschedulable_deployments     gauge      deployments waiting for room
 shorthop_free_gpus                     gauge      free GPUs per NVLink domain ("none": outside any)
@@ -34,6 +37,7 @@ class Metrics:
     latency: Histogram
     snapshot: Histogram
     cost: Gauge
+    score: Gauge
     pods_per_tier: Gauge
     unschedulable: Gauge
     free_gpus: Gauge
@@ -64,6 +68,12 @@ def create(registry: CollectorRegistry | None = None) -> Metrics:
             "shorthop_plan_cost",
             "Plan cost (hop-distance units)",
             ["namespace", "deployment", "component"],
+            registry=registry,
+        ),
+        score=Gauge(
+            "shorthop_placement_score",
+            "Current cost / cost of a fresh plan on the current cluster (1.0 is achievable)",
+            ["namespace", "deployment"],
             registry=registry,
         ),
         pods_per_tier=Gauge(

@@ -64,14 +64,24 @@ def test_create_places_every_pod_on_the_expected_tiers_and_fills_status(
         assert status["observedGeneration"] == body["metadata"]["generation"]
         # Decode replicas span two trays of one NVL72 rack; prefill sits next to its decode peer.
         assert {r["tier"] for r in status["replicas"] if r["role"] == "decode"} == {"nvlink-domain"}
-        assert status["tiers"] == {"nvlink-domain": 2 * 4 * 8}
-        assert [t["tier"] for t in status["kvTransfers"]] == ["nvlink-domain", "nvlink-domain"]
-        assert all(t["modeledMs"] > 0 for t in status["kvTransfers"])
+        # Traffic all-to-all (the default): every prefill GPU with every decode GPU.
+        assert status["tiers"] == {"nvlink-domain": (2 * 4) * (2 * 8)}
+        assert status["kvTransfers"] == []  # peer pairs are for paired edges only
+        (edge,) = status["kvTraffic"]
+        assert (edge["from"], edge["to"], edge["pattern"]) == ("prefill", "decode", "all-to-all")
+        assert edge["replicaPairs"] == {"nvlink-domain": 2 * 2}
+        assert edge["gpuPairs"] == {"nvlink-domain": (2 * 4) * (2 * 8)}
+        assert edge["meanModeledMs"] > 0
         assert {c["type"]: c["status"] for c in status["conditions"]} == {
             "Placed": "True",
             "Ready": "True",
             "Degraded": "False",
         }
+        # Nothing churned since the plan: a fresh plan on the same GPUs costs the same.
+        score = status["placementScore"]
+        assert score["current"] == status["cost"]["total"] > 0
+        assert score["achievable"] == score["current"]
+        assert score["ratio"] == 1.0
         placed = oh.pods(cluster, ns, "llm")
         assert len(placed) == 6
         for pod in placed:
@@ -83,10 +93,9 @@ def test_create_places_every_pod_on_the_expected_tiers_and_fills_status(
             assert env["SHORTHOP_ROLE"] == pod.metadata.labels["shorthop.io/role"]
             assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
         prefill0 = next(p for p in placed if p.metadata.name == "llm-prefill-0-0")
-        assert (
-            "llm-decode-0-0.llm-decode"
-            in {e.name: e.value for e in prefill0.spec.containers[0].env}["SHORTHOP_PEERS"]
-        )
+        env0 = {e.name: e.value for e in prefill0.spec.containers[0].env}
+        assert env0["SHORTHOP_PEER_SERVICES"] == f"llm-decode.{ns}.svc"
+        assert not env0["SHORTHOP_PEERS"]  # no paired edge (an empty value reads as None)
         services = {s.metadata.name for s in cluster.core.list_namespaced_service(ns).items}
         assert services == {"llm-prefill", "llm-decode"}
         oh.wait_event(cluster, ns, "llm", "Placed")
@@ -352,6 +361,7 @@ def test_metrics_endpoint_serves_the_named_metrics(
         "shorthop_leader 1.0",
         "shorthop_binds_total",
         "shorthop_pods_per_tier",
+        "shorthop_placement_score",
     ):
         assert name in text, name
     assert operator.get(operator.health_port, "/healthz") == "ok"

@@ -18,7 +18,8 @@ SECTIONS = (
     "## 4. Quality",
     "### (a) Cost vs the exact optimum",
     "### (b) Against the baselines",
-    "### (c) Stranded GPUs over a stream of deployments",
+    "### (c) Streams with departures",
+    "### (d) KV on NVLink where an NVLink-domain placement exists",
 )
 PLOTS = ("latency", "networkx", "tiers", "stream")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -39,7 +40,10 @@ def test_quick_bench_writes_markdown_and_plots(tmp_path: Path) -> None:
         assert section in text, section
     assert "python -m bench --quick --out" in text
     assert "Quick run" in text
-    assert "**NO**" not in text  # every plan valid, every distance method agrees
+    # Every plan valid, every distance method agrees, no gap to the exact optimum and no
+    # feasibility disagreement on any shape (report_quality marks each with **NO**).
+    assert "**NO**" not in text
+    assert "| gaps |" not in text or "Gaps (" not in text
     for name in PLOTS:
         assert f"(bench/{name}.png)" in text
         png = tmp_path / "bench" / f"{name}.png"

@@ -40,7 +40,11 @@ def test_json_output_has_the_contract_keys_and_exit_0(
     for a in doc["assignments"]:
         assert set(a) == {"role", "replica", "pod", "node", "gpus"}
         assert all(isinstance(g, int) for g in a["gpus"])
-    assert sum(doc["tiers"].values()) == 2 * 4 * 8  # two prefill-decode peer pairs of 4 x 8 GPUs
+    # all-to-all (the default): every prefill GPU (2 x 4) with every decode GPU (2 x 8)
+    assert sum(doc["tiers"].values()) == (2 * 4) * (2 * 8)
+    (edge,) = doc["traffic"]
+    assert (edge["from"], edge["to"], edge["pattern"]) == ("prefill", "decode", "all-to-all")
+    assert sum(edge["replicaPairs"].values()) == 2 * 2
 
 
 def test_table_output_lists_every_pod_and_the_tier_summary(

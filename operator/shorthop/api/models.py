@@ -185,6 +185,11 @@ class Role(Model):
         return self
 
 
+class TrafficPattern(StrEnum):
+    ALL_TO_ALL = "all-to-all"
+    PAIRED = "paired"
+
+
 class Traffic(Model):
     """KV-cache traffic between two roles; ``weight`` scales its cost."""
 
@@ -206,6 +211,32 @@ class Traffic(Model):
         strict=True,
         description="How much this edge's hop distance counts in the placement cost.",
     )
+    pattern: TrafficPattern = Field(
+        default=TrafficPattern.ALL_TO_ALL,
+        description=(
+            "Which replicas exchange KV cache. all-to-all (default): any replica of `from` may "
+            "send to any replica of `to` (a prefill queue, a router without a topology scorer); "
+            "the cost is the mean over every (from, to) replica pair. paired: the router pairs "
+            "replicas; each replica has fixed peers (told in SHORTHOP_PEERS) and the cost is "
+            "the sum over peer pairs."
+        ),
+    )
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        json_schema_extra=_cel(
+            ("self.from != self.to", "traffic joins two different roles: from and to differ"),
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _two_roles(self) -> Traffic:
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are both {self.to!r}; traffic joins two different roles")
+        return self
 
 
 class KVCache(Model):
@@ -354,13 +385,38 @@ class ReplicaPlacement(Model):
 
 
 class KVTransfer(Model):
-    """The modeled KV-cache transfer of one prefill-decode replica pair."""
+    """One peer pair of a paired traffic edge: its modeled KV-cache transfer."""
 
-    prefill: str = Field(description="role-replica, e.g. prefill-0")
-    decode: str = Field(description="role-replica, e.g. decode-0")
+    prefill: str = Field(description="The pair's source replica (role-replica, e.g. prefill-0).")
+    decode: str = Field(description="The pair's target replica (role-replica, e.g. decode-1).")
     tier: str = Field(description="Widest tier between the two replicas' GPUs.")
     modeled_ms: float = Field(
         description="kvCache.bytesPerToken x kvCache.tokens / bandwidth of the tier, in ms."
+    )
+
+
+class KVTraffic(Model):
+    """One traffic edge: its replica pairs per widest tier, GPU pairs per tier, KV transfer time."""
+
+    from_: str = Field(alias="from", description="The edge's source role.")
+    to: str = Field(description="The edge's target role.")
+    pattern: TrafficPattern = Field(description="all-to-all or paired, as in spec.traffic.")
+    replica_pairs: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Replica pairs per widest tier between their GPUs: every (from, to) pair for "
+            "all-to-all, the peer pairs for paired."
+        ),
+    )
+    gpu_pairs: dict[str, int] = Field(
+        default_factory=dict,
+        description="GPU pairs per tier over those replica pairs (one GPU of each replica).",
+    )
+    mean_modeled_ms: float = Field(
+        default=0, description="Modeled KV transfer time, mean over the replica pairs, in ms."
+    )
+    worst_modeled_ms: float = Field(
+        default=0, description="Modeled KV transfer time of the slowest replica pair, in ms."
     )
 
 
@@ -391,6 +447,30 @@ class NodeExclusion(Model):
     template_hash: str = Field(description="Hash of the role's pod template that was rejected.")
 
 
+class PlacementScore(Model):
+    """How far churn has left the deployment from what the cluster allows now. Recomputed
+    while the deployment is fully placed, at most once per interval (60 s) and only when free
+    GPUs changed somewhere in the cluster since the last time."""
+
+    current: float = Field(
+        default=0, description="intraReplica + traffic of the pods where they run now."
+    )
+    achievable: float = Field(
+        default=0,
+        description=(
+            "intraReplica + traffic of a fresh plan of the whole deployment on the current "
+            "cluster, its own GPUs counted free."
+        ),
+    )
+    ratio: float = Field(
+        default=1.0,
+        description="current / achievable: 1.0 is as good as a fresh plan, higher is worse.",
+    )
+    computed_at: str = Field(
+        default="", description="When the score was computed with these values (RFC 3339)."
+    )
+
+
 class InferenceDeploymentStatus(Model):
     phase: Phase = Field(
         default=Phase.PENDING,
@@ -414,15 +494,21 @@ class InferenceDeploymentStatus(Model):
     )
     cost: Cost = Field(default_factory=Cost, description="The placement's cost.")
     tiers: dict[str, int] = Field(
-        default_factory=dict, description="prefill<->decode GPU pairs per tier."
+        default_factory=dict,
+        description=(
+            "Traffic GPU pairs per tier: for an all-to-all edge every pair of a source GPU and "
+            "a target GPU, for a paired edge the GPU pairs of its peer pairs; summed over edges."
+        ),
     )
     kv_transfers: list[KVTransfer] = Field(
-        default_factory=list, description="Modeled KV transfer per prefill-decode pair."
+        default_factory=list, description="Per peer pair of paired traffic edges."
     )
+    kv_traffic: list[KVTraffic] = Field(default_factory=list, description="Per traffic edge.")
     excluded_nodes: list[NodeExclusion] = Field(
         default_factory=list,
         description="Nodes left out for a role after their kubelet rejected a pod of it.",
     )
+    placement_score: PlacementScore | None = None
     message: str = Field(
         default="", description="Why the phase is what it is, naming the field to fix."
     )

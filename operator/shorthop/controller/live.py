@@ -31,6 +31,7 @@ REPLICA_LABEL = "shorthop.io/replica"
 POD_LABEL = "shorthop.io/pod"
 TEMPLATE_LABEL = "shorthop.io/template-hash"
 PLANNED_NODE_ANNOTATION = "shorthop.io/planned-node"
+PEERS_ANNOTATION = "shorthop.io/peers"  # paired peers the pod was told: role-replica,...
 ASSUME_SECONDS = 120.0
 
 
@@ -52,6 +53,19 @@ def _shared(value: Any) -> str | None:
     """One string object for a value many pods repeat (namespace, phase, role, deployment,
     template hash, owner): 100,000 records then hold a few thousand strings, not a million."""
     return None if value is None else sys.intern(str(value))
+
+
+def parse_peers(value: Any) -> tuple[tuple[str, int], ...]:
+    """``prefill-0,prefill-2`` -> ``(("prefill", 0), ("prefill", 2))``; what does not parse is
+    skipped (the annotation is informational to everyone but shorthop)."""
+    if not isinstance(value, str):
+        return ()
+    out = []
+    for item in value.split(","):
+        role, _, replica = item.strip().rpartition("-")
+        if role and replica.isdigit():
+            out.append((role, int(replica)))
+    return tuple(out)
 
 
 def pod_record(body: Mapping[str, Any]) -> PodRecord:
@@ -90,6 +104,7 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
         template_hash=_shared(pod_labels.get(TEMPLATE_LABEL)),
         failed_reason=_shared(status.get("reason")),
         planned_node=_shared(annotations.get(PLANNED_NODE_ANNOTATION)),
+        peers=parse_peers(annotations.get(PEERS_ANNOTATION)),
         usage=usage,
     )
 

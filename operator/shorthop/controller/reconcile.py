@@ -45,7 +45,7 @@ from typing import Any
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import messages, render, rules, status
+from shorthop.controller import messages, render, rules, score, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -118,6 +118,7 @@ class Reconciler:
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
         self._metrics_lock = threading.Lock()  # a refresh clears and refills the gauges
         self.expectations = Expectations(on_expire=live.forget)
+        self.scores = score.Scores()
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -165,6 +166,8 @@ class Reconciler:
         req = request.with_exclusions(req, admission.by_role(excluded))
         # 2. sort the pods and delete what must go
         decision = triage.decide(req, hashes, uid, self.live.pods_of(key), snap)
+        # Paired peers told to the pods that stay keep their pairs (new replicas pair anew).
+        req = request.with_pairs(req, triage.told_peers(decision))
         namespace = infd.metadata.namespace
         for removal in decision.removals:
             pod = removal.pod
@@ -273,9 +276,46 @@ class Reconciler:
             pending=pending,
             excluded=excluded,
         )
+        self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
         self._count_tiers(key, new_status)
         return outcome
+
+    def _score(
+        self,
+        key: str,
+        req: request.Request,
+        new: dict[str, Any],
+        old: Mapping[str, Any],
+        *,
+        idle: bool,
+    ) -> None:
+        """``status.placementScore``: recomputed for a fully placed, idle deployment when
+        ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
+        snap = self.live.snapshot()
+        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap)):
+            if old.get("placementScore"):
+                new["placementScore"] = old["placementScore"]
+            return
+        own = {
+            p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
+            for p in self.live.pods_of(key)
+            if p.node and p.exact and p.role and p.active and not p.deleting
+        }
+        fresh = score.achievable(snap, req, own)
+        self.scores.record(key, snap)
+        if fresh is None:
+            return
+        current = float(new.get("cost", {}).get("total", 0.0))
+        result = score.Score(current, fresh, score.now())
+        fresh_json = result.to_json()
+        kept = old.get("placementScore") or {}
+        same = all(kept.get(k) == fresh_json[k] for k in ("current", "achievable", "ratio"))
+        # Unchanged: keep the old entry (and its time), so the visit writes nothing.
+        new["placementScore"] = dict(kept) if same else fresh_json
+        namespace, _, name = key.partition("/")
+        self.metrics.score.labels(namespace, name).set(result.ratio)
+        self.metrics.cost.labels(namespace, name, "achievable").set(fresh)
 
     def _observed(self, pod_key: str, uid: str) -> bool:
         """The cache shows the pod bound, being deleted, or replaced by another of its name."""
@@ -505,9 +545,12 @@ class Reconciler:
         self._publish_tiers()
         self.metrics.unschedulable.set(len(self.unschedulable))
         namespace, _, name = key.partition("/")
-        for component in ("intra", "traffic"):
+        for component in ("intra", "traffic", "achievable"):
             with contextlib.suppress(KeyError):
                 self.metrics.cost.remove(namespace, name, component)
+        self.scores.forget(key)
+        with contextlib.suppress(KeyError):
+            self.metrics.score.remove(namespace, name)
 
     def publish_cluster_metrics(self) -> None:
         """Free and stranded GPUs per NVLink domain (``views.summary``), node label issues.

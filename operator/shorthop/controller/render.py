@@ -6,8 +6,10 @@ role, replica, pod index and a hash of its role's template, carries its planned 
 ``shorthop.io/gpus`` annotation (advisory where the device plugin picks GPUs), uses shorthop's
 ``schedulerName`` so kube-scheduler leaves it alone, requests its role's GPUs per pod (as
 :mod:`~shorthop.placement.request` resolves them), and gets
-environment variables telling it its role, replica, pod index, the pods of its replica and the
-leading pods of its peer replicas.
+environment variables telling it its role, replica, pod index, the pods of its replica, the
+leading pods of its ``paired`` peer replicas (``SHORTHOP_PEERS``, also kept in the
+``shorthop.io/peers`` annotation so a restarted operator keeps the pairs) and the Services of the
+roles it exchanges ``all-to-all`` traffic with (``SHORTHOP_PEER_SERVICES``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from shorthop.controller import live
 from shorthop.errors import SpecError
 from shorthop.placement.occupancy import GPU_ANNOTATION
 from shorthop.placement.plan import Plan, PodKey
-from shorthop.placement.request import Request, RoleRequest, replica_peers
+from shorthop.placement.request import Pattern, Request, RoleRequest, replica_peers
 from shorthop.topology.labels import GPU_RESOURCE
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "shorthop"}
@@ -137,6 +139,8 @@ def render_pod(
     scheduler_name: str,
     replica_pods: Sequence[str],
     peers: Sequence[str],
+    peer_replicas: Sequence[str] = (),
+    peer_services: Sequence[str] = (),
 ) -> dict[str, Any]:
     name = pod_name(infd.metadata.name, role.name, replica, pod)
     service = service_name(infd.metadata.name, role.name)
@@ -163,6 +167,7 @@ def render_pod(
         {"name": "SHORTHOP_PODS_PER_REPLICA", "value": str(shape.pods_per_replica)},
         {"name": "SHORTHOP_REPLICA_PODS", "value": ",".join(replica_pods)},
         {"name": "SHORTHOP_PEERS", "value": ",".join(peers)},
+        {"name": "SHORTHOP_PEER_SERVICES", "value": ",".join(peer_services)},
         {"name": "SHORTHOP_GPUS", "value": ",".join(map(str, gpus))},
         {"name": "SHORTHOP_TIER", "value": tier},
     ]
@@ -187,6 +192,8 @@ def render_pod(
         TIER_ANNOTATION: tier,
         live.PLANNED_NODE_ANNOTATION: node,
     }
+    if peer_replicas:
+        annotations[live.PEERS_ANNOTATION] = ",".join(peer_replicas)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -211,7 +218,9 @@ def render_plan_pods(
     scheduler_name: str,
 ) -> dict[PodKey, dict[str, Any]]:
     """The pods to create for ``keys`` of a feasible plan: each where the plan puts it, told the
-    pods of its replica and the leading pods of its peer replicas (``request.replica_peers``)."""
+    pods of its replica, the leading pods of its ``paired`` peer replicas
+    (``request.replica_peers``, which keeps the pairs existing replicas were told) and the
+    Services of the roles it exchanges ``all-to-all`` traffic with."""
     roles = {r.name: r for r in infd.spec.roles}
     shapes = {r.name: r for r in req.roles}
     by_key = {a.key: a for a in plan.assignments}
@@ -219,6 +228,13 @@ def render_plan_pods(
     for a in plan.assignments:
         members[(a.key.role, a.key.replica)].append(a.key)
     peers = replica_peers(req, members)
+    names = [r.name for r in req.roles]
+    services: dict[str, list[str]] = defaultdict(list)
+    for edge in req.traffic:
+        if edge.pattern is Pattern.ALL_TO_ALL:
+            source, target = names[edge.source], names[edge.target]
+            services[source].append(service_dns(infd, target))
+            services[target].append(service_dns(infd, source))
     pods: dict[PodKey, dict[str, Any]] = {}
     for key in keys:
         a, replica = by_key[key], (key.role, key.replica)
@@ -229,6 +245,8 @@ def render_plan_pods(
             scheduler_name=scheduler_name,
             replica_pods=names,
             peers=[dns_name(infd, r, rid, 0) for r, rid in peers.get(replica, [])],
+            peer_replicas=[f"{r}-{rid}" for r, rid in peers.get(replica, [])],
+            peer_services=sorted(set(services.get(key.role, []))),
         )  # fmt: skip
     return pods
 
@@ -259,6 +277,10 @@ def render_service(
             "ports": [{"name": "engine", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
+
+
+def service_dns(infd: models.InferenceDeployment, role: str) -> str:
+    return f"{service_name(infd.metadata.name, role)}.{infd.metadata.namespace}.svc"
 
 
 def dns_name(infd: models.InferenceDeployment, role: str, replica: int, pod: int) -> str:

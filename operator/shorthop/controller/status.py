@@ -1,8 +1,11 @@
 """The status an InferenceDeployment reports (pure).
 
 Built from what exists (the deployment's pods as the cluster sees them) and what was decided
-(the plan's reasons when it could not place). Includes the modeled KV-cache transfer time per
-prefill→decode peer pair:
+(the plan's reasons when it could not place). Cost and tiers come from ``objective`` (the same
+definitions as the plan's: for an ``all-to-all`` edge every pair of a source GPU and a target
+GPU, for a ``paired`` edge the GPUs of its peer pairs). Per traffic edge (``kvTraffic``), and
+per peer pair of ``paired`` edges (``kvTransfers``), the modeled KV-cache transfer time of a
+replica pair:
 
     time = bytesPerToken x tokens / (bandwidth per GPU of the pair's tier x min(|P|, |D|))
 
@@ -23,8 +26,8 @@ from typing import Any
 from shorthop.api import models
 from shorthop.placement import objective
 from shorthop.placement.admission import Exclusion
-from shorthop.placement.plan import Reason
-from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement.plan import EdgeTraffic, Reason
+from shorthop.placement.request import Request
 from shorthop.placement.triage import PlacedPod, PlacedReplica, PodState
 from shorthop.topology import levels
 from shorthop.topology.index import TopologyIndex
@@ -56,6 +59,39 @@ def kv_transfer_ms(
     """
     links = max(1, min(gpus_a, gpus_b))
     return bytes_per_token * tokens / (bandwidth(tier, tiers) * GB * links) * 1000
+
+
+def _ms(
+    spec: models.InferenceDeploymentSpec, tier: str, tiers: Sequence[str], edge: EdgeTraffic
+) -> float:
+    return kv_transfer_ms(
+        spec.kv_cache.bytes_per_token,
+        spec.kv_cache.tokens,
+        tier,
+        tiers,
+        edge.source_gpus,
+        edge.target_gpus,
+    )
+
+
+def _edge_json(
+    spec: models.InferenceDeploymentSpec, tiers: Sequence[str], edge: EdgeTraffic
+) -> dict[str, Any]:
+    """One traffic edge in the status: replica pairs per widest tier (every pair for
+    all-to-all, the peer pairs for paired), GPU pairs per tier, and the modeled KV transfer
+    time over those replica pairs (mean and worst)."""
+    pairs = sum(edge.replica_pairs.values())
+    times = {tier: _ms(spec, tier, tiers, edge) for tier in edge.replica_pairs}
+    mean = sum(n * times[t] for t, n in edge.replica_pairs.items()) / pairs if pairs else 0.0
+    return {
+        "from": edge.source,
+        "to": edge.target,
+        "pattern": edge.pattern,
+        "replicaPairs": dict(edge.replica_pairs),
+        "gpuPairs": dict(edge.gpu_pairs),
+        "meanModeledMs": round(mean, 4),
+        "worstModeledMs": round(max(times.values(), default=0.0), 4),
+    }
 
 
 def _now() -> str:
@@ -150,43 +186,23 @@ def compute(
                 {**entry, "pods": [{**p, "ready": False} for p in entry.get("pods") or []]}
             )
     replicas_json.sort(key=lambda r: (str(r.get("role")), str(r.get("replica", 0)).zfill(6)))
-    intra = sum(objective.intra_cost(index, s) for s in sets.values())
-    traffic = 0.0
-    counts: dict[int, int] = {}
-    transfers = []
+    ev = objective.evaluate_sets(index, request, sets)
     widest = max((objective.widest_tier(index, s) for s in sets.values()), default=None)
-    for edge in request.traffic:
-        source, target = request.roles[edge.source].name, request.roles[edge.target].name
-        s_ids = sorted(rid for role, rid in sets if role == source)
-        t_ids = sorted(rid for role, rid in sets if role == target)
-        for i, j in peer_pairs(len(s_ids), len(t_ids)):
-            a, b = sets[(source, s_ids[i])], sets[(target, t_ids[j])]
-            traffic += edge.weight * objective.between_cost(index, a, b)
-            pair_counts: dict[int, int] = {}
-            objective.tier_counts(index, a, b, pair_counts)
-            for t, n in pair_counts.items():
-                counts[t] = counts.get(t, 0) + n
-            pair_tier = max(pair_counts) if pair_counts else 0
-            widest = pair_tier if widest is None else max(widest, pair_tier)
-            ga, gb = sum(len(g) for g in a.values()), sum(len(g) for g in b.values())
+    transfers, traffic_json = [], []
+    for edge in ev.edges:
+        used = [index.tiers.index(t) for t in edge.gpu_pairs]
+        if used:
+            widest = max(used) if widest is None else max(widest, *used)
+        for s_id, t_id, tier in edge.peers:
             transfers.append(
                 {
-                    "prefill": f"{source}-{s_ids[i]}",
-                    "decode": f"{target}-{t_ids[j]}",
-                    "tier": index.tiers[pair_tier],
-                    "modeledMs": round(
-                        kv_transfer_ms(
-                            spec.kv_cache.bytes_per_token,
-                            spec.kv_cache.tokens,
-                            index.tiers[pair_tier],
-                            index.tiers,
-                            ga,
-                            gb,
-                        ),
-                        4,
-                    ),
+                    "prefill": f"{edge.source}-{s_id}",
+                    "decode": f"{edge.target}-{t_id}",
+                    "tier": tier,
+                    "modeledMs": round(_ms(spec, tier, index.tiers, edge), 4),
                 }
             )
+        traffic_json.append(_edge_json(spec, index.tiers, edge))
     complete = {
         key
         for key, members in per_replica.items()
@@ -248,13 +264,14 @@ def compute(
         "totalPods": total,
         "worstTier": index.tiers[widest] if widest is not None else None,
         "cost": {
-            "intraReplica": intra,
-            "traffic": round(traffic, 3),
+            "intraReplica": ev.cost.intra,
+            "traffic": round(ev.cost.traffic, 3),
             "fragmentation": 0.0,
-            "total": round(intra + traffic, 3),
+            "total": round(ev.cost.intra + ev.cost.traffic, 3),
         },
-        "tiers": {index.tiers[t]: n for t, n in sorted(counts.items()) if n},
+        "tiers": dict(ev.tiers),
         "kvTransfers": transfers,
+        "kvTraffic": traffic_json,
         "excludedNodes": exclusions_json(excluded),
         "message": message,
     }

@@ -1,36 +1,51 @@
 """The objective every placer is judged by, in this order (lexicographic):
 
-1. **intra-replica cost**: for every replica, the sum of hop distances over all pairs of its GPUs
-   (tensor/pipeline-parallel traffic stays inside a replica);
-2. **traffic cost**: for every traffic edge ``source -> target`` (default prefill -> decode, weight
-   1) and every peer pair of replicas (``request.peer_pairs``), ``weight`` x the sum of distances
-   over all GPU pairs between the two replicas (the KV cache moves between them);
+1. **intra-replica cost**: for every replica, the sum of hop distances over all unordered pairs of
+   its GPUs (tensor/pipeline-parallel traffic stays inside a replica);
+2. **traffic cost**: the sum over the traffic edges ``source -> target`` (default prefill ->
+   decode, weight 1) of each edge's cost, by its pattern (``request.Pattern``):
+
+   - ``all-to-all`` (default): ``weight`` x the **mean**, over every (source replica, target
+     replica) pair, of the sum of hop distances over all pairs (one GPU of each replica). With
+     ``S`` and ``T`` the GPUs of all source and all target replicas and ``nS``, ``nT`` the numbers
+     of replicas, that is ``weight x sum(d(a, b) for a in S for b in T) / (nS x nT)``; 0 when a
+     role has no replica;
+   - ``paired``: ``weight`` x the **sum**, over the peer pairs of the edge
+     (``request.replica_pairs``: each replica of the larger role has one peer, pairs made before
+     are kept), of the sum of hop distances over all pairs of their GPUs;
+
+   several edges (also between the same two roles) add up;
 3. **preferred node affinity** (higher is better): for every pod, the weights of the preferred
    terms of its role's template that its node matches (:func:`preference`); a preference never
    costs a tier or an NVLink pair, it only decides between placements of equal topology cost;
-4. **fragmentation**: GPUs left free on the nodes the plan touches, plus a hundredth of those left
-   free in the NVLink domains it touches (best fit: fill partly used nodes and domains first,
-   keep whole nodes and domains free for large replicas).
+4. **fragmentation** (:func:`fragmentation`): only breaks ties between plans equal in 1 to 3.
 
-Also counts traffic GPU pairs per tier (the plan's ``tiers``) and each replica's widest tier.
-Pure; used by the solver, the baselines, the exact solver and the benchmarks alike.
+Replica counts are those of the placement scored (a complete plan: the spec's). Traffic *tiers*
+follow the same definition: for an ``all-to-all`` edge, the GPU pairs of every (source replica,
+target replica) pair, i.e. every pair of a source GPU and a target GPU; for a ``paired`` edge,
+the GPU pairs of its peer pairs; the plan's ``tiers`` add them over edges. Sums over all pairs
+are computed per node and rolled up the domain tree (``pairsums``), never pair by pair.
+
+Pure; used by the solver, the baselines, the exact solver, the status and the benchmarks alike.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import subsets
-from shorthop.placement.plan import Assignment, Cost
-from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement import pairsums, subsets
+from shorthop.placement import tree as domain_tree
+from shorthop.placement.plan import Assignment, Cost, EdgeTraffic
+from shorthop.placement.request import Pattern, Request, replica_pairs
 from shorthop.topology.index import TopologyIndex
 
 GpuSet = dict[int, NDArray[np.intp]]  # row -> GPU indices on that node
+Replica = tuple[str, int]  # (role name, replica id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +53,7 @@ class Evaluation:
     cost: Cost
     tiers: dict[str, int]
     replica_tiers: dict[tuple[str, int], str]
+    edges: tuple[EdgeTraffic, ...] = field(default_factory=tuple)
 
 
 def gpu_set(placements: Iterable[tuple[int, Sequence[int]]]) -> GpuSet:
@@ -82,8 +98,25 @@ def intra_cost(index: TopologyIndex, s: GpuSet) -> int:
     return total
 
 
+def mass_of(index: TopologyIndex, s: GpuSet) -> pairsums.Mass:
+    return pairsums.mass(index, {row: _mask(g) for row, g in s.items()})
+
+
+def _mask(gpus: NDArray[np.intp] | Sequence[int]) -> int:
+    m = 0
+    for g in np.asarray(gpus).tolist():
+        m |= 1 << int(g)
+    return m
+
+
+SMALL_PAIRS = 16  # node pairs below which summing node pair by node pair is cheaper
+
+
 def between_cost(index: TopologyIndex, s: GpuSet, t: GpuSet) -> int:
-    """Sum of distances over all pairs (one GPU from each set)."""
+    """Sum of distances over all pairs (one GPU from each set; the sets share no GPU): node pair
+    by node pair for small sets, by per-domain sums (``pairsums``) for large ones."""
+    if len(s) * len(t) > SMALL_PAIRS:
+        return pairsums.pair_sums(index, mass_of(index, s), mass_of(index, t))[0]
     total = 0
     for a, ga in s.items():
         for b, gb in t.items():
@@ -96,15 +129,9 @@ def between_cost(index: TopologyIndex, s: GpuSet, t: GpuSet) -> int:
 
 def tier_counts(index: TopologyIndex, s: GpuSet, t: GpuSet, counts: dict[int, int]) -> None:
     """Add the tier of every pair between two sets to ``counts`` (tier index -> pairs)."""
-    for a, ga in s.items():
-        for b, gb in t.items():
-            if a == b:
-                nv = index.node_class(a).nvlink[np.ix_(ga, gb)]
-                counts[0] = counts.get(0, 0) + int(nv.sum())
-                counts[1] = counts.get(1, 0) + int(nv.size - nv.sum())
-            else:
-                tier = index.node_tier(a, b)
-                counts[tier] = counts.get(tier, 0) + len(ga) * len(gb)
+    _, tiers = pairsums.pair_sums(index, mass_of(index, s), mass_of(index, t))
+    for tier in np.flatnonzero(tiers).tolist():
+        counts[tier] = counts.get(tier, 0) + int(tiers[tier])
 
 
 def widest_tier(index: TopologyIndex, s: GpuSet) -> int:
@@ -127,22 +154,6 @@ def replica_sets(assignments: Iterable[Assignment]) -> dict[tuple[str, int], Gpu
     return {key: gpu_set(parts) for key, parts in grouped.items()}
 
 
-def traffic_pairs(
-    request: Request, replicas: Mapping[tuple[str, int], GpuSet]
-) -> list[tuple[tuple[str, int], tuple[str, int], float]]:
-    """Peer replica pairs per traffic edge, by replica rank."""
-    by_role: dict[str, list[int]] = defaultdict(list)
-    for role, replica in replicas:
-        by_role[role].append(replica)
-    out = []
-    for edge in request.traffic:
-        source, target = request.roles[edge.source].name, request.roles[edge.target].name
-        s_ids, t_ids = sorted(by_role.get(source, [])), sorted(by_role.get(target, []))
-        for i, j in peer_pairs(len(s_ids), len(t_ids)):
-            out.append(((source, s_ids[i]), (target, t_ids[j]), edge.weight))
-    return out
-
-
 def fragmentation(
     index: TopologyIndex, free_before: NDArray[np.uint64], assignments: Iterable[Assignment]
 ) -> float:
@@ -157,6 +168,133 @@ def fragmentation(
         for r in np.flatnonzero(np.isin(index.clique_of, list(cliques))):
             clique_left += (int(free_before[r]) & ~used.get(int(r), 0)).bit_count()
     return node_left + clique_left / 100
+
+
+def _merged(sets: Iterable[GpuSet]) -> GpuSet:
+    rows: dict[int, list[NDArray[np.intp]]] = defaultdict(list)
+    for s in sets:
+        for row, gpus in s.items():
+            rows[row].append(gpus)
+    return {row: np.sort(np.concatenate(parts)) for row, parts in rows.items()}
+
+
+def _home(index: TopologyIndex, s: GpuSet) -> tuple[int, int]:
+    """(layer, vertex) of the lowest domain holding every GPU of ``s`` (a node: its row)."""
+    tree = domain_tree.tree(index)
+    rows = sorted(s)
+    if len(rows) == 1:
+        return 0, rows[0]
+    for layer in range(1, tree.ancestor_at.shape[0]):
+        anc = tree.ancestor_at[layer, rows]
+        if anc[0] >= 0 and (anc == anc[0]).all():
+            return layer, int(anc[0])
+    return int(tree.layer[tree.root]), tree.root
+
+
+def _replica_pair_tiers(
+    index: TopologyIndex, sources: Sequence[GpuSet], targets: Sequence[GpuSet]
+) -> NDArray[np.int64]:
+    """Per tier: how many (source, target) replica pairs have it as their widest tier, counted
+    through each replica's lowest common domain (pairs inside one node GPU by GPU)."""
+    tree = domain_tree.tree(index)
+    out = np.zeros(len(index.tiers), dtype=np.int64)
+    if not sources or not targets:
+        return out
+    homes = [_home(index, s) for s in (*sources, *targets)]
+    side = np.array([0] * len(sources) + [1] * len(targets))
+    rep = np.array([min(s) for s in (*sources, *targets)], dtype=np.intp)
+    layers = np.array([layer for layer, _ in homes])
+    # Two replicas both on one node: NVLink-only or not, GPU by GPU.
+    on_node: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for i, (layer, v) in enumerate(homes):
+        if layer == 0:
+            on_node[v][side[i]].append(i)
+    everything = [*sources, *targets]
+    before = 0
+    for row, (ss, ts) in on_node.items():
+        nv = index.node_class(row).nvlink
+        for i in ss:
+            for j in ts:
+                gi, gj = everything[i][row], everything[j][row]
+                out[0 if nv[np.ix_(gi, gj)].all() else 1] += 1
+                before += 1
+    unique = -1 - np.arange(len(homes), dtype=np.int64)  # a key no other replica shares
+    key = np.where(layers == 0, rep, unique)
+    for layer in range(1, tree.ancestor_at.shape[0]):
+        anc = tree.ancestor_at[layer, rep]
+        key = np.where(layers <= layer, np.where(anc >= 0, anc, key), unique)
+        _, group = np.unique(key, return_inverse=True)
+        a = np.bincount(group, weights=side == 0)
+        b = np.bincount(group, weights=side == 1)
+        joined = int((a * b).sum())
+        out[tier_of_layer(layer)] += joined - before
+        before = joined
+    return out
+
+
+def tier_of_layer(layer: int) -> int:
+    """Tier index of pairs whose lowest common domain is at tree ``layer`` (>= 1)."""
+    return 2 if layer == domain_tree.CLIQUE_LAYER else layer + 1
+
+
+def _named(index: TopologyIndex, counts: NDArray[np.int64]) -> dict[str, int]:
+    return {index.tiers[t]: int(counts[t]) for t in np.flatnonzero(counts).tolist()}
+
+
+def edge_traffic(
+    index: TopologyIndex, request: Request, replicas: Mapping[Replica, GpuSet]
+) -> tuple[EdgeTraffic, ...]:
+    """Every traffic edge of ``request`` evaluated on the placed ``replicas`` (see the module
+    docstring for the definitions)."""
+    names = [r.name for r in request.roles]
+    by_role: dict[int, dict[int, GpuSet]] = defaultdict(dict)
+    for (role, rid), s in replicas.items():
+        if role in names and s:
+            by_role[names.index(role)][rid] = s
+    ids = {ri: sorted(sets) for ri, sets in by_role.items()}
+    pairs_of = replica_pairs(request, ids)
+    out = []
+    for e, edge in enumerate(request.traffic):
+        source, target = by_role.get(edge.source, {}), by_role.get(edge.target, {})
+        gpu_counts = np.zeros(len(index.tiers), dtype=np.int64)
+        replica_counts = np.zeros(len(index.tiers), dtype=np.int64)
+        peers: list[tuple[int, int, str]] = []
+        cost = 0.0
+        if edge.pattern is Pattern.ALL_TO_ALL:
+            if source and target:
+                total, gpu_counts = pairsums.pair_sums(
+                    index,
+                    mass_of(index, _merged(source.values())),
+                    mass_of(index, _merged(target.values())),
+                )
+                cost = edge.weight * total / (len(source) * len(target))
+                replica_counts = _replica_pair_tiers(
+                    index, list(source.values()), list(target.values())
+                )
+        else:
+            for s_id, t_id in pairs_of[e]:
+                a, b = source[s_id], target[t_id]
+                total, counts = pairsums.pair_sums(index, mass_of(index, a), mass_of(index, b))
+                cost += edge.weight * total
+                gpu_counts += counts
+                widest = int(np.flatnonzero(counts).max()) if counts.any() else 0
+                replica_counts[widest] += 1
+                peers.append((s_id, t_id, index.tiers[widest]))
+        out.append(
+            EdgeTraffic(
+                source=names[edge.source],
+                target=names[edge.target],
+                pattern=edge.pattern.value,
+                weight=edge.weight,
+                cost=cost,
+                gpu_pairs=_named(index, gpu_counts),
+                replica_pairs=_named(index, replica_counts),
+                peers=tuple(peers),
+                source_gpus=request.roles[edge.source].gpus_per_replica,
+                target_gpus=request.roles[edge.target].gpus_per_replica,
+            )
+        )
+    return tuple(out)
 
 
 def preference(
@@ -182,15 +320,30 @@ def evaluate(
     *,
     free_before: NDArray[np.uint64] | None = None,
 ) -> Evaluation:
-    """Cost, traffic tiers and replica tiers of a set of assignments."""
-    replicas = replica_sets(assignments)
-    intra = {key: intra_cost(index, s) for key, s in replicas.items()}
-    traffic = 0.0
-    counts: dict[int, int] = {}
-    for a, b, weight in traffic_pairs(request, replicas):
-        traffic += weight * between_cost(index, replicas[a], replicas[b])
-        tier_counts(index, replicas[a], replicas[b], counts)
+    """Cost, traffic tiers, replica tiers and per-edge traffic of a set of assignments."""
+    return evaluate_sets(
+        index, request, replica_sets(assignments), assignments, free_before=free_before
+    )
+
+
+def evaluate_sets(
+    index: TopologyIndex,
+    request: Request,
+    replicas: Mapping[Replica, GpuSet],
+    assignments: Sequence[Assignment] = (),
+    *,
+    free_before: NDArray[np.uint64] | None = None,
+) -> Evaluation:
+    """:func:`evaluate` over replica GPU sets (the status computes them from bound pods);
+    ``assignments`` only feed the fragmentation term (with ``free_before``)."""
+    intra = sum(intra_cost(index, s) for s in replicas.values() if s)
+    edges = edge_traffic(index, request, replicas)
+    traffic = sum(e.cost for e in edges)
+    counts: dict[str, int] = defaultdict(int)
+    for e in edges:
+        for tier, n in e.gpu_pairs.items():
+            counts[tier] += n
+    tiers = {t: counts[t] for t in index.tiers if counts.get(t)}
     frag = fragmentation(index, free_before, assignments) if free_before is not None else 0.0
-    tiers = {index.tiers[t]: n for t, n in sorted(counts.items()) if n}
-    widest = {key: index.tiers[widest_tier(index, s)] for key, s in replicas.items()}
-    return Evaluation(Cost(sum(intra.values()), traffic, frag), tiers, widest)
+    widest = {key: index.tiers[widest_tier(index, s)] for key, s in replicas.items() if s}
+    return Evaluation(Cost(intra, traffic, frag), tiers, widest, edges)

@@ -6,6 +6,8 @@ selectors, node affinity, host ports), so they compare honestly:
 
 - ``shorthop``: the solver (``solver.solve``);
 - ``first-fit``: each pod on the first node (row order) with enough free GPUs, lowest indices;
+- ``best-fit``: each pod on the node with the fewest free GPUs that still fits it (ties: row
+  order), lowest indices (kube-scheduler's MostAllocated / bin packing);
 - ``spread``: each pod on the node with the most free GPUs (kube-scheduler's LeastAllocated);
 - ``tas``: Kueue-TAS-like: all pods of a role in the lowest domain (node, NVLink domain, network
   levels) that fits them all, best fit, filled with the fewest sub-domains; lowest GPU indices;
@@ -87,6 +89,7 @@ class _Scratch:
             cost=dataclasses.replace(ev.cost, preference=liked),
             tiers=ev.tiers,
             replica_tiers=ev.replica_tiers,
+            traffic=ev.edges,
             strategy=name,
         )
 
@@ -130,6 +133,16 @@ class FirstFit:
 
     def place(self, snapshot: ClusterSnapshot, request: Request) -> Plan:
         return _per_pod(self.name, lambda s, ri, options: options[0])(snapshot, request)
+
+
+class BestFit:
+    name = "best-fit"
+
+    def place(self, snapshot: ClusterSnapshot, request: Request) -> Plan:
+        return _per_pod(
+            self.name,
+            lambda s, ri, options: min(options, key=lambda r: (s.free[r].bit_count(), r)),
+        )(snapshot, request)
 
 
 class Spread:
@@ -221,4 +234,4 @@ class TasLike:
 
 
 def all_placers(seed: int = 0) -> list[Placer]:
-    return [ShorthopPlacer(), FirstFit(), Spread(), TasLike(), RandomFit(seed)]
+    return [ShorthopPlacer(), FirstFit(), BestFit(), Spread(), TasLike(), RandomFit(seed)]

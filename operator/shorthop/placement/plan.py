@@ -2,7 +2,8 @@
 
 Frozen values; ``Plan.to_json`` is the ``shorthop plan --format json`` **contract** (keys
 ``feasible``, ``assignments[{role, replica, pod, node, gpus}]``, ``reasons``, ``cost``, ``tiers``;
-also ``exclusions``: per role, the nodes its scheduling rules left out, by rule).
+``traffic`` adds each traffic edge: its pattern, cost share, GPU and replica pairs per tier;
+``exclusions``: per role, the nodes its scheduling rules left out, by rule).
 Infeasibility is a value: ``feasible`` False with :class:`Reason` entries, never an exception.
 """
 
@@ -75,6 +76,41 @@ class Cost:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeTraffic:
+    """One traffic edge of a placement, evaluated (``objective.edge_traffic``): its share of the
+    traffic cost, the GPU pairs per tier it counts, and its replica pairs per widest tier; for a
+    ``paired`` edge also each peer pair."""
+
+    source: str
+    target: str
+    pattern: str  # request.Pattern value
+    weight: float
+    cost: float
+    gpu_pairs: dict[str, int]
+    replica_pairs: dict[str, int]
+    peers: tuple[tuple[int, int, str], ...] = ()  # paired: (source id, target id, widest tier)
+    source_gpus: int = 0  # GPUs per source replica (for modeled transfer times)
+    target_gpus: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "from": self.source,
+            "to": self.target,
+            "pattern": self.pattern,
+            "weight": self.weight,
+            "cost": round(self.cost, 3),
+            "gpuPairs": dict(self.gpu_pairs),
+            "replicaPairs": dict(self.replica_pairs),
+        }
+        if self.peers:
+            doc["peers"] = [
+                {"from": f"{self.source}-{s}", "to": f"{self.target}-{t}", "tier": tier}
+                for s, t, tier in self.peers
+            ]
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     feasible: bool
     assignments: tuple[Assignment, ...] = ()
@@ -82,6 +118,7 @@ class Plan:
     cost: Cost = field(default_factory=Cost)
     tiers: dict[str, int] = field(default_factory=dict)  # traffic GPU pairs per tier
     replica_tiers: dict[tuple[str, int], str] = field(default_factory=dict)
+    traffic: tuple[EdgeTraffic, ...] = ()  # per traffic edge
     domains: tuple[str, ...] = ()  # the domains chosen, for the explanation
     strategy: str = "shorthop"
     # Per role, the nodes its scheduling rules left out, by rule (``filters.CAUSES``).
@@ -107,6 +144,7 @@ class Plan:
                 f"{role}-{replica}": tier
                 for (role, replica), tier in sorted(self.replica_tiers.items())
             },
+            "traffic": [e.to_json() for e in self.traffic],
             "domains": list(self.domains),
             "strategy": self.strategy,
             "exclusions": {role: dict(causes) for role, causes in self.exclusions.items()},

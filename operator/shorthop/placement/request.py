@@ -7,15 +7,17 @@ the rule of :mod:`~shorthop.placement.occupancy` (init containers included), the
 counts the pod once it runs. Tier names in scopes are checked against the configured tiers here,
 so an unknown name is a :class:`~shorthop.errors.SpecError` naming the field; so are the
 template's scheduling rules (:mod:`~shorthop.placement.constraints`: node selector, node affinity,
-node name, host ports), which every plan must honour. Also defines the peer pairing between roles
-that carry traffic.
+node name, host ports), which every plan must honour. Also defines the traffic patterns between
+roles (:class:`Pattern`) and the stable pairing of replicas for ``paired`` edges
+(:func:`pairing`, :func:`replica_pairs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shorthop.api import models
@@ -47,25 +49,144 @@ class RoleRequest:
         return self.pods_per_replica * self.pod_gpus
 
 
+class Pattern(enum.StrEnum):
+    """Which replicas of two roles exchange traffic (``traffic[].pattern``).
+
+    ``ALL_TO_ALL`` (the default): any replica of the source role may send to any replica of the
+    target role (Dynamo's prefill queue, routers without a topology scorer), so the cost is the
+    mean over every (source replica, target replica) pair. ``PAIRED``: a router that pairs
+    replicas; each replica has one or more fixed peers (:func:`pairing`), told to its pods in
+    ``SHORTHOP_PEERS``.
+    """
+
+    ALL_TO_ALL = "all-to-all"
+    PAIRED = "paired"
+
+
 @dataclass(frozen=True, slots=True)
 class TrafficEdge:
     source: int  # role index
-    target: int
+    target: int  # role index, never ``source``
     weight: float
+    pattern: Pattern = Pattern.ALL_TO_ALL
+
+    def __post_init__(self) -> None:
+        if self.source == self.target:
+            raise ValueError("a traffic edge joins two different roles")
+
+
+Pair = tuple[int, int, int]  # (traffic edge index, source replica id, target replica id)
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A whole deployment to place (frozen; equal requests give equal plans)."""
+    """A whole deployment to place (frozen; equal requests give equal plans).
+
+    ``pairs`` are the peer pairs of ``paired`` edges made before (what existing pods were told):
+    :func:`replica_pairs` keeps those whose replicas still exist and pairs only the others.
+    """
 
     roles: tuple[RoleRequest, ...]
     traffic: tuple[TrafficEdge, ...] = ()
     required_scope: int | None = None  # tier index for the whole deployment
     preferred_scope: int | None = None
     name: str = "deployment"
+    pairs: tuple[Pair, ...] = ()
 
     def role_index(self, name: str) -> int:
         return next(i for i, r in enumerate(self.roles) if r.name == name)
+
+
+def pairing(
+    sources: Sequence[int], targets: Sequence[int], kept: Iterable[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """Stable peer pairs between the replica ids of two roles (a ``paired`` edge).
+
+    1. pairs in ``kept`` whose two replicas still exist stay (existing pairs never change);
+    2. the replicas left without a peer on both sides are paired with each other by rank
+       (:func:`peer_pairs`: every replica of the larger side gets one peer, spread evenly);
+    3. any replica still without a peer (one side had none left) takes the least-loaded replica
+       of the other role (fewest peers, then lowest id).
+
+    With nothing kept this is :func:`peer_pairs` over the ids. Sorted by (source, target).
+
+    >>> pairing([0, 1], [0, 1, 2, 3], kept=[(0, 0), (1, 1)])
+    [(0, 0), (0, 2), (1, 1), (1, 3)]
+    >>> pairing([0, 1], [0, 1, 2, 3])
+    [(0, 0), (0, 1), (1, 2), (1, 3)]
+    """
+    s_ids, t_ids = sorted(set(sources)), sorted(set(targets))
+    if not s_ids or not t_ids:
+        return []
+    s_set, t_set = set(s_ids), set(t_ids)
+    pairs = {(s, t) for s, t in kept if s in s_set and t in t_set}
+    load_s = dict.fromkeys(s_ids, 0)
+    load_t = dict.fromkeys(t_ids, 0)
+    for s, t in pairs:
+        load_s[s] += 1
+        load_t[t] += 1
+    free_s = [s for s in s_ids if not load_s[s]]
+    free_t = [t for t in t_ids if not load_t[t]]
+    if free_s and free_t:
+        for i, j in peer_pairs(len(free_s), len(free_t)):
+            pairs.add((free_s[i], free_t[j]))
+            load_s[free_s[i]] += 1
+            load_t[free_t[j]] += 1
+    for s in s_ids:
+        if not load_s[s]:
+            t = min(t_ids, key=lambda t: (load_t[t], t))
+            pairs.add((s, t))
+            load_s[s] += 1
+            load_t[t] += 1
+    for t in t_ids:
+        if not load_t[t]:
+            s = min(s_ids, key=lambda s: (load_s[s], s))
+            pairs.add((s, t))
+            load_s[s] += 1
+            load_t[t] += 1
+    return sorted(pairs)
+
+
+def replica_pairs(
+    request: Request, replicas: Mapping[int, Iterable[int]]
+) -> dict[int, list[tuple[int, int]]]:
+    """Per ``paired`` traffic edge (by index), its peer pairs (source id, target id) over the
+    replica ids present (``replicas``: role index -> ids), keeping ``request.pairs``."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for e, edge in enumerate(request.traffic):
+        if edge.pattern is not Pattern.PAIRED:
+            continue
+        kept = [(s, t) for edge_index, s, t in request.pairs if edge_index == e]
+        out[e] = pairing(
+            sorted(replicas.get(edge.source, ())), sorted(replicas.get(edge.target, ())), kept
+        )
+    return out
+
+
+def with_pairs(
+    request: Request, told: Mapping[tuple[str, int], Iterable[tuple[str, int]]]
+) -> Request:
+    """``request`` keeping the peer pairs existing replicas were told (replica -> its peers, by
+    role name and replica id), for every ``paired`` edge between their two roles.
+
+    >>> req = Request(roles=(RoleRequest("p", 2, 1, 1), RoleRequest("d", 4, 1, 1)),
+    ...               traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),))
+    >>> with_pairs(req, {("d", 1): [("p", 1)], ("p", 1): [("d", 1)]}).pairs
+    ((0, 1, 1),)
+    """
+    names = [r.name for r in request.roles]
+    pairs: set[Pair] = set()
+    for (role, rid), peers in told.items():
+        for peer_role, peer_id in peers:
+            for e, edge in enumerate(request.traffic):
+                if edge.pattern is not Pattern.PAIRED:
+                    continue
+                ends = (names[edge.source], names[edge.target])
+                if ends == (role, peer_role):
+                    pairs.add((e, rid, peer_id))
+                elif ends == (peer_role, role):
+                    pairs.add((e, peer_id, rid))
+    return dataclasses.replace(request, pairs=tuple(sorted(pairs)))
 
 
 def peer_pairs(source_replicas: int, target_replicas: int) -> list[tuple[int, int]]:
@@ -109,23 +230,25 @@ def pod_gpus(role: models.Role) -> int:
 def replica_peers(
     request: Request, replicas: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], list[tuple[str, int]]]:
-    """For each (role, replica), the replicas it exchanges traffic with, by :func:`peer_pairs`
-    over the replica ids present (by rank), both directions, in traffic-edge order.
+    """For each (role, replica), its peers over ``paired`` edges (:func:`replica_pairs` over the
+    replica ids present), both directions, in traffic-edge order. ``all-to-all`` edges name no
+    peers: every replica of the other role is one.
 
     >>> req = Request(roles=(RoleRequest("p", 2, 1, 1), RoleRequest("d", 1, 1, 1)),
-    ...               traffic=(TrafficEdge(0, 1, 1.0),))
+    ...               traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),))
     >>> replica_peers(req, [("p", 0), ("p", 3), ("d", 0)])[("d", 0)]
     [('p', 0), ('p', 3)]
     """
-    by_role: dict[str, list[int]] = defaultdict(list)
+    names = [r.name for r in request.roles]
+    by_role: dict[int, list[int]] = defaultdict(list)
     for role, replica in replicas:
-        by_role[role].append(replica)
+        if role in names:
+            by_role[names.index(role)].append(replica)
     peers: dict[tuple[str, int], list[tuple[str, int]]] = defaultdict(list)
-    for edge in request.traffic:
-        source, target = request.roles[edge.source].name, request.roles[edge.target].name
-        s_ids, t_ids = sorted(by_role.get(source, [])), sorted(by_role.get(target, []))
-        for i, j in peer_pairs(len(s_ids), len(t_ids)):
-            a, b = (source, s_ids[i]), (target, t_ids[j])
+    for e, pairs in replica_pairs(request, by_role).items():
+        edge = request.traffic[e]
+        for s, t in pairs:
+            a, b = (names[edge.source], s), (names[edge.target], t)
             peers[a].append(b)
             peers[b].append(a)
     return dict(peers)
@@ -155,7 +278,7 @@ def from_spec(
         )
     names = [r.name for r in roles]
     traffic = tuple(
-        TrafficEdge(names.index(t.from_), names.index(t.to), t.weight)
+        TrafficEdge(names.index(t.from_), names.index(t.to), t.weight, Pattern(t.pattern))
         for t in spec.effective_traffic()
     )
     return Request(

@@ -119,6 +119,23 @@ class ClusterSnapshot:
             array.setflags(write=False)
         return dataclasses.replace(self, free=free, free_counts=counts)
 
+    def with_released(
+        self, gpus: Mapping[int, int], pods: Mapping[int, tuple[int, int, int]]
+    ) -> ClusterSnapshot:
+        """This snapshot with some pods gone: their GPUs (row -> mask) free again and their CPU,
+        memory and pod slots (row -> (millicores, bytes, pods)) back in the headroom."""
+        free = self.free.copy()
+        counts = self.free_counts.copy()
+        headroom = self.headroom.copy()
+        for row, mask in gpus.items():
+            free[row] = np.uint64(int(free[row]) | mask)
+            counts[row] = int(free[row]).bit_count()
+        for row, back in pods.items():
+            headroom[row] += back
+        for array in (free, counts, headroom):
+            array.setflags(write=False)
+        return dataclasses.replace(self, free=free, free_counts=counts, headroom=headroom)
+
 
 @dataclass(frozen=True, slots=True)
 class Assumed:

@@ -55,6 +55,14 @@ class DomainTree:
             total += np.bincount(parents, weights=total[group], minlength=self.vertices)
         return total.astype(np.int64)
 
+    def rollup_vertices(self, values: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Like :meth:`rollup`, from a value at any vertex (``[vertices]``): each vertex gets its
+        own value plus the totals of its children."""
+        total = values.astype(np.float64)
+        for group, parents in zip(self.order, self.order_parent, strict=True):
+            total += np.bincount(parents, weights=total[group], minlength=self.vertices)
+        return total.astype(np.int64)
+
     def ancestors(self, v: int) -> list[int]:
         out = []
         p = int(self.parent[v])
@@ -62,6 +70,17 @@ class DomainTree:
             out.append(p)
             p = int(self.parent[p])
         return out
+
+    def holders(self, layer: int, row: int) -> frozenset[int]:
+        """The vertices of layer ``layer`` or finer that hold ``row`` (the row itself included):
+        a replica scoped to ``layer`` must have one of them in common over all its rows (an
+        NVLink domain that straddles racks holds a replica scoped to a rack, as its pairs are
+        NVLink pairs)."""
+        out = {row}
+        for v in self.ancestors(row):
+            if int(self.layer[v]) <= layer:
+                out.add(v)
+        return frozenset(out)
 
     def rows_under(self, v: int) -> list[int]:
         """The rows (nodes) under vertex ``v``, ``v`` itself when it is a row."""

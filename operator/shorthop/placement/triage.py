@@ -56,6 +56,7 @@ class PodState:
     template_hash: str | None
     failed_reason: str | None = None
     planned_node: str | None = None  # where shorthop planned it (set before binding)
+    peers: tuple[tuple[str, int], ...] = ()  # paired peers it was told (role, replica)
 
     @property
     def active(self) -> bool:
@@ -391,6 +392,15 @@ def anchor(
         dropped=tuple(dropped),
         sticky=sticky,
     )
+
+
+def told_peers(decision: Decision) -> dict[tuple[str, int], set[tuple[str, int]]]:
+    """The paired peers each replica that stays was told (its pods' peer annotation), so that
+    ``request.with_pairs`` keeps those pairs while both replicas exist."""
+    told: dict[tuple[str, int], set[tuple[str, int]]] = defaultdict(set)
+    for key, pod in [*decision.keep.items(), *decision.unbound.items()]:
+        told[(key.role, key.replica)].update(pod.peers)
+    return dict(told)
 
 
 def missing_pods(request: Request, present: Iterable[PodKey]) -> bool:

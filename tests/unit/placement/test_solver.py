@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import exact, placers, snapshot, solver
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Plan
-from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 from shorthop.topology import fake
 
 from tests import builders
@@ -171,16 +172,23 @@ def test_pod_larger_than_any_node_is_explained() -> None:
     )
 
 
-def test_prefill_lands_next_to_its_decode_peer_in_an_nvl72_rack() -> None:
+@pytest.mark.parametrize(
+    ("pattern", "pairs"),
+    [(Pattern.ALL_TO_ALL, 2 * 4 * 2 * 16), (Pattern.PAIRED, 2 * 4 * 16)],
+    ids=["all-to-all: every prefill GPU with every decode GPU", "paired: each peer pair"],
+)
+def test_prefill_lands_next_to_its_decode_peers_in_an_nvl72_rack(
+    pattern: Pattern, pairs: int
+) -> None:
     nodes = fake.nodes(fake.ClusterShape(nvl72_racks=2, hgx_units=1, nodes_per_unit=4))
     snap = snapshot.build(nodes, [], CONFIG)
     request = Request(
         roles=(RoleRequest("prefill", 2, 1, 4), RoleRequest("decode", 2, 4, 4, replica_scope=2)),
-        traffic=(TrafficEdge(0, 1, 1.0),),
+        traffic=(TrafficEdge(0, 1, 1.0, pattern),),
     )
     plan = solver.solve(snap, request)
     assert plan.feasible
-    assert plan.tiers == {"nvlink-domain": 2 * 4 * 16}
+    assert plan.tiers == {"nvlink-domain": pairs}
     assert all(t in ("nvlink-domain", "same-node-nvlink") for t in plan.replica_tiers.values())
 
 
@@ -198,3 +206,44 @@ def test_unusable_nodes_are_never_used() -> None:
     assert plan.feasible
     assert {a.node for a in plan.assignments} == {"ok"}
     assert not solver.solve(snap, Request(roles=(RoleRequest("decode", 3, 1, 1),))).feasible
+
+
+def test_a_rack_scoped_replica_may_span_racks_inside_one_nvlink_domain() -> None:
+    # Three trays of one NVLink clique in two racks: a rack-scoped replica of two 4-GPU pods fits
+    # only across the racks, over NVLink (every pair nvlink-domain, closer than rack).
+    nodes = [
+        builders.node_object("n0", "tray", 4, clique="k1", rack="r1", block="b1"),
+        builders.node_object("n1", "tray", 4, clique="k1", rack="r2", block="b1"),
+        builders.node_object("n2", "tray", 4, clique="k1", rack="r3", block="b2"),
+    ]
+    snap = snapshot.build(nodes, [], CONFIG)
+    rack = snap.index.tiers.index("rack")
+    request = Request(roles=(RoleRequest("prefill", 1, 2, 4, replica_scope=rack),))
+    best = exact.solve(snap, request)
+    plan = solver.solve(snap, request)
+    assert best.feasible
+    assert plan.feasible
+    assert plan.cost.key() == best.cost.key()
+    assert len({a.node for a in plan.assignments}) == 2
+
+
+def test_required_nvlink_domain_finds_the_domain_with_whole_pods_among_fragmented_ones() -> None:
+    # Twenty NVLink domains with 8 free GPUs in scraps of 2, and one (named last) with two whole
+    # free trays: only that one holds two 4-GPU pods, though all have as many free GPUs.
+    nodes, pods = [], []
+    for c in range(21):
+        for t in range(4):
+            name = f"k{c:02d}-t{t}"
+            nodes.append(builders.node_object(name, "tray", 4, clique=f"k{c:02d}", rack=f"r{c}"))
+            taken = [0, 1] if c < 20 else ([0, 1, 2, 3] if t >= 2 else [])
+            if taken:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, taken))
+    snap = snapshot.build(nodes, pods, CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 1, 4), RoleRequest("decode", 1, 1, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        required_scope=snap.index.tiers.index("nvlink-domain"),
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible, plan.reasons
+    assert {a.node for a in plan.assignments} == {"k20-t0", "k20-t1"}

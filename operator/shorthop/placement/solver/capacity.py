@@ -4,8 +4,9 @@ Per role, each node's capacity is the fewest of: free GPUs // GPUs per pod, CPU 
 headroom // the pod's requests, the pod slots left, and one pod when the role binds host ports;
 zero where the role may not go (its scheduling rules, scope); rolled up the domain tree with
 numpy. Per pod size ``q``, :meth:`Capacity.room` counts the whole-pod GPUs under every vertex,
-for the look-ahead. Both are cached and kept up to date by :meth:`Capacity.touch` after a commit
-or lift changes a few rows.
+for the look-ahead. Per replica shape, :meth:`Capacity.best` keeps every node's cheapest GPU
+subset for the whole replica (phase 2b's candidates, per node class). All are cached and kept up
+to date by :meth:`Capacity.touch` after a commit or lift changes a few rows.
 
 Called by ``state.State`` (which owns the arrays read here and calls ``touch``) and by the phase 2
 modules; reads the arrays it is given, never changes them.
@@ -18,8 +19,67 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from shorthop.placement import subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.request import Request
+from shorthop.topology.index import TopologyIndex
+
+Shape = tuple[int, int, bool]  # (role index, pods, NVLink-only subsets)
+
+
+class BestSubsets:
+    """Per node class, for every node of the class: the cheapest subset of its free GPUs for a
+    whole replica of ``pods`` pods (``masks``, -1 where it does not fit) and its internal cost
+    (``intra``, ``subsets.INF`` where it does not fit). Arrays are per class, aligned with
+    ``rows``; :meth:`update` recomputes a few rows after a commit."""
+
+    def __init__(
+        self,
+        index: TopologyIndex,
+        class_rows: list[NDArray[np.intp]],
+        free: NDArray[np.uint64],
+        fit: NDArray[np.int64],
+        shape: Shape,
+        q: int,
+    ) -> None:
+        self.index = index
+        self.pods, self.k, self.nvlink_only = shape[1], shape[1] * q, shape[2]
+        self.rows = class_rows
+        self.position = np.full(len(index.names), -1, dtype=np.int64)
+        self.masks: list[NDArray[np.int64]] = []
+        self.intra: list[NDArray[np.int64]] = []
+        for rows in class_rows:
+            self.position[rows] = np.arange(len(rows))
+            masks, intra = self._pick(rows, free, fit)
+            self.masks.append(masks)
+            self.intra.append(intra)
+
+    def _pick(
+        self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        if not rows.size:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        table = subsets.table(self.index.node_class(int(rows[0])), self.nvlink_only)
+        if table.exact:
+            masks, intra = table.pick_many(free[rows].astype(np.int64), self.k)
+        else:
+            picks = [table.pick(int(free[row]), self.k) for row in rows.tolist()]
+            masks = np.array([p[0] if p else -1 for p in picks], dtype=np.int64)
+            intra = np.array([p[1] if p else subsets.INF for p in picks], dtype=np.int64)
+        ok = (fit[rows] >= self.pods) & (masks >= 0)
+        return np.where(ok, masks, -1), np.where(ok, intra, subsets.INF)
+
+    def update(
+        self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
+    ) -> None:
+        for row in rows.tolist():
+            cls = int(self.index.class_of[row])
+            at = int(self.position[row])
+            if at < 0:
+                continue
+            one = np.array([row], dtype=np.intp)
+            masks, intra = self._pick(one, free, fit)
+            self.masks[cls][at], self.intra[cls][at] = masks[0], intra[0]
 
 
 class Capacity:
@@ -33,8 +93,16 @@ class Capacity:
         usable_any: NDArray[np.bool_],
         count: NDArray[np.int64],
         headroom: NDArray[np.int64],
+        free: NDArray[np.uint64],
+        class_rows: list[NDArray[np.intp]],
     ) -> None:
         self.tree = tree
+        self.free = free
+        self.class_rows = class_rows
+        self._best: dict[Shape, BestSubsets] = {}
+        # Per tree vertex: how many times GPUs under it changed hands in this run (caches of
+        # per-domain work, such as phase 2c's fills, are valid while it stays the same).
+        self.version = np.zeros(tree.vertices, dtype=np.int64)
         self.request = request
         self.usable = usable
         self.usable_any = usable_any
@@ -70,6 +138,19 @@ class Capacity:
         self.pods_fit(role_index)
         return self._fit[role_index][1]
 
+    def best(self, shape: Shape) -> BestSubsets:
+        """Every node's cheapest subset for a whole replica of ``shape`` (cached, kept current
+        by :meth:`touch`; callers must not modify it)."""
+        found = self._best.get(shape)
+        if found is None:
+            role = self.request.roles[shape[0]]
+            fit = self.pods_fit(shape[0])
+            found = BestSubsets(
+                self.tree.index, self.class_rows, self.free, fit, shape, role.pod_gpus
+            )
+            self._best[shape] = found
+        return found
+
     def room(self, q: int) -> NDArray[np.int64]:
         """GPUs under every tree vertex usable by pods of ``q`` GPUs (whole pods only)."""
         if q not in self._rooms:
@@ -90,6 +171,11 @@ class Capacity:
     def touch(self, rows: Sequence[int]) -> None:
         """Bring the cached capacities up to date after GPUs on ``rows`` changed hands."""
         idx = np.array(sorted(set(rows)), dtype=np.intp)
+        for row in idx.tolist():
+            self.version[row] += 1
+            for v in self.tree.ancestor_at[:, row].tolist():
+                if v >= 0:
+                    self.version[v] += 1
         for ri, (fit, cap) in self._fit.items():
             new = self._fit_rows(ri, idx)
             delta = new - fit[idx]
@@ -98,3 +184,5 @@ class Capacity:
         for q, room in self._rooms.items():
             new = np.where(self.usable_any[idx], (self.count[idx] // q) * q, 0)
             self._propagate(room, idx, new - room[idx])
+        for shape, best in self._best.items():
+            best.update(idx, self.free, self._fit[shape[0]][0])

@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import subsets
+from shorthop.placement import objective, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.score import rank, score_many
-from shorthop.placement.solver.state import Candidate, Key, Part, PeerSets, State
+from shorthop.placement.solver.state import Candidate, Key, Part, Partners, State, gpu_set_of
 
 EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
 BEST_FIT_CANDIDATES = 3
@@ -36,14 +36,15 @@ def multi_node(
     pods: int,
     fit: NDArray[np.int64],
     cap: NDArray[np.int64],
-    peer_sets: PeerSets,
+    partners: Partners,
     max_layer: int,
     best: Candidate | None,
 ) -> Candidate | None:
     """The best of ``best`` and every domain fill from the NVLink layer up to ``max_layer``."""
     r = state.replicas[key]
     q = state.request.roles[r.role].pod_gpus
-    aff = affinity(state, key, peer_sets)
+    aff = affinity(state, key, partners)
+    aff_any = bool(aff.any())
     scores = state.preference[r.role]
     liked = tree_preference(state, scores, fit) if scores is not None else None
     need = state.unplaced_peer_gpus(key)
@@ -62,37 +63,46 @@ def multi_node(
                 picks.append(group[np.lexsort((group, room[group]))][:BEST_FIT_CANDIDATES])
             if not picks or not picks[0].size:
                 picks.append(verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES])
-            if aff.any():
+            if aff_any:
                 picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
             verts = np.unique(np.concatenate(picks))
-        options, ties = [], []
+        options, ties, inner = [], [], []
+        cacheable = not state.replicas[key].fixed and not aff_any
         for v in verts.tolist():
-            rows_pods = fill_domain(state, v, pods, cap, fit, aff, q, liked)
-            parts = _subsets_on(state, key, rows_pods) if rows_pods else []
+            cache_key = (state.replicas[key].role, pods, v)
+            found = state.fills.get(cache_key) if cacheable else None
+            if found is not None and found[0] == state.capacity.version[v]:
+                parts, intra = found[1], found[2]
+            else:
+                rows_pods = fill_domain(state, v, pods, cap, fit, aff, q, liked)
+                parts = _subsets_on(state, key, rows_pods) if rows_pods else []
+                intra = objective.intra_cost(state.index, gpu_set_of(parts)) if parts else 0
+                if cacheable:
+                    state.fills[cache_key] = (int(state.capacity.version[v]), parts, intra)
             if parts:
                 options.append(parts)
                 ties.append(v)
-        for cand in score_many(state, key, options, peer_sets, ties):
+                inner.append(intra)
+        for cand in score_many(state, key, options, partners, ties, inner if cacheable else None):
             if best is None or rank(state, cand) < rank(state, best):
                 best = cand
     return best
 
 
-def affinity(state: State, key: Key, peer_sets: PeerSets) -> NDArray[np.float64]:
+def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
     """Per tree vertex: how many of the replica's peers' GPUs (weighted) and its own surviving
     GPUs (:data:`FIXED_AFFINITY` each) lie under it."""
     tree = state.tree
-    leaf = np.zeros(len(state.index.names), dtype=np.float64)
-    for s, weight in peer_sets:
-        for row, gpus in s.items():
-            leaf[row] += weight * len(gpus)
-    for _, row, mask in state.replicas[key].fixed:
-        leaf[row] += FIXED_AFFINITY * mask.bit_count()
-    return (
-        tree.rollup(leaf.astype(np.int64)).astype(np.float64)
-        if leaf.any()
-        else np.zeros(tree.vertices)
-    )
+    out = np.zeros(tree.vertices, dtype=np.float64)
+    for p in partners:
+        out += p.weight * p.summary.count
+    fixed = state.replicas[key].fixed
+    if fixed:
+        leaf = np.zeros(len(state.index.names), dtype=np.int64)
+        for _, row, mask in fixed:
+            leaf[row] += mask.bit_count()
+        out += FIXED_AFFINITY * tree.rollup(leaf)
+    return out
 
 
 def tree_preference(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.request import Pattern
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import candidates, explain, fill
 from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
@@ -29,10 +30,35 @@ def order(state: State) -> list[Key]:
             state.replicas,
             key=lambda k: (-roles[k[0]].pod_gpus, -roles[k[0]].gpus_per_replica, k),
         )
-    return sorted(
+    largest_first = sorted(
         state.replicas,
         key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
     )
+    if not any(e.pattern is Pattern.ALL_TO_ALL for e in state.request.traffic):
+        return largest_first
+    return interleaved(state, largest_first)
+
+
+def interleaved(state: State, keys: list[Key]) -> list[Key]:
+    """Roles in proportion: next always the role with the smallest share of its replicas
+    placed so far (ties: larger replicas first), so each replica of an ``all-to-all`` role
+    lands next to a mix of the roles it talks to, and the roles stay mixed domain by domain.
+
+    """
+    by_role: dict[int, list[Key]] = {}
+    for key in keys:
+        by_role.setdefault(key[0], []).append(key)
+    position = {ri: i for i, ri in enumerate(dict.fromkeys(k[0] for k in keys))}
+    taken = dict.fromkeys(by_role, 0)
+    out: list[Key] = []
+    while len(out) < len(keys):
+        ri = min(
+            (r for r in by_role if taken[r] < len(by_role[r])),
+            key=lambda r: (taken[r] / len(by_role[r]), position[r]),
+        )
+        out.append(by_role[ri][taken[ri]])
+        taken[ri] += 1
+    return out
 
 
 def greedy(state: State) -> None:
@@ -53,7 +79,7 @@ def place(state: State, key: Key) -> Candidate:
     # phase 2a: capacity, pods per node and rolled up per domain (kept current by every commit)
     fit = state.capacity.pods_fit(r.role)
     cap = state.capacity.rolled_up(r.role)
-    peer_sets = state.peer_sets(key)
+    partners = state.partners(key)
     scoped = role.replica_scope is not None
     max_layer = int(tree.layer[tree.root])
     if role.replica_scope is not None:
@@ -67,12 +93,12 @@ def place(state: State, key: Key) -> Candidate:
         cap = tree.rollup(fit)
     # phase 2b: single-node candidates
     best = candidates.single_node(
-        state, key, pods, fit, peer_sets, nvlink_only=role.replica_scope == 0
+        state, key, pods, fit, partners, nvlink_only=role.replica_scope == 0
     )
     scope_cap = int(cap[np.flatnonzero(tree.layer == max_layer)].max(initial=0))
     if pods > 1 and max_layer > domain_tree.NODE_LAYER:
         # phase 2c: multi-node candidates; phase 2d: the best of all, by score.rank
-        best = fill.multi_node(state, key, pods, fit, cap, peer_sets, max_layer, best)
+        best = fill.multi_node(state, key, pods, fit, cap, partners, max_layer, best)
     if best is None:
         raise Failure(explain.why(state, key, fit, scope_cap if scoped else None))
     return best

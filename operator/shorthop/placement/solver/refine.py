@@ -12,7 +12,8 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
-from shorthop.placement import objective
+import numpy as np
+
 from shorthop.placement.solver.greedy import order, place
 from shorthop.placement.solver.state import Failure, Key, State, Strategy
 
@@ -29,7 +30,7 @@ def refine(state: State) -> None:
         misses = 0
         moves: list[list[Key]] = []
         # phase 3a: one replica at a time, now that its peers are known
-        moves += [[key] for key in replicas if state.peers[key]]
+        moves += [[key] for key in replicas if state.has_traffic(key)]
         # phase 3b: a replica with all its peers, the hub first
         moves += [[key] + [p for p, _ in state.peers[key]] for key in replicas if state.peers[key]]
         for keys in moves:
@@ -46,13 +47,22 @@ def refine(state: State) -> None:
 
 
 def _close_enough(state: State, key: Key) -> bool:
-    """True when every GPU pair between ``key`` and its peers is already an NVLink pair
-    (same node over NVLink, or the same NVLink domain): no move can improve its traffic."""
+    """True when every GPU pair between ``key`` and its partners (peers, or the other role of
+    an all-to-all edge) is already an NVLink pair (same node over NVLink, or the same NVLink
+    domain): no move can improve its traffic."""
+    index = state.index
     mine = state.placed_set(key)
-    for peer, _ in state.peers[key]:
-        counts: dict[int, int] = {}
-        objective.tier_counts(state.index, mine, state.placed_set(peer), counts)
-        if any(n and tier not in (0, 2) for tier, n in counts.items()):
+    for p in state.partners(key):
+        rows = set(mine) | set(p.summary.masks)
+        cliques = {int(index.clique_of[r]) for r in rows}
+        if len(rows) == 1:
+            row = rows.pop()
+            gpus = np.array(
+                [g for g in range(index.gpus(row)) if p.summary.masks[row] >> g & 1], dtype=np.intp
+            )
+            if not index.node_class(row).nvlink[np.ix_(mine[row], gpus)].all():
+                return False
+        elif len(cliques) != 1 or cliques.pop() < 0:
             return False
     return True
 

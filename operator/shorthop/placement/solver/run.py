@@ -20,11 +20,13 @@ from numpy.typing import NDArray
 from shorthop.placement import filters, objective
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
-from shorthop.placement.request import Request
+from shorthop.placement.request import Pattern, Request
 from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.solver import home
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
+from shorthop.placement.solver.search import search, small
 from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
 
 STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
@@ -86,6 +88,7 @@ def _solve(
             holders = set.intersection(*(set(tree.ancestors(r)) | {r} for r in fixed_rows))
             verts = np.array([v for v in verts.tolist() if v in holders], dtype=np.int64)
         fitting = verts[free_under[verts] >= need] if verts.size else verts
+        fitting = fitting[_pods_fit_under(tree, snapshot, request, fixed, counts, fitting)]
         fitting = fitting[np.lexsort((fitting, free_under[fitting]))][
             : max(3, EVALUATE_ALL_BELOW // 4)
         ]
@@ -130,13 +133,13 @@ def _run(
     result is never worse than first-fit. Raises ``Failure`` when no strategy finds room."""
     failure: Failure | None = None
     for strategy in (Strategy.COST, Strategy.PACK, Strategy.FIRST_FIT):
-        attempt = State(snapshot, request, allowed, fixed, strategy)
         try:
-            greedy(attempt)
+            attempt = _construct(snapshot, request, allowed, fixed, strategy)
         except Failure as exc:
             failure = failure or exc
             continue
         refine(attempt)
+        search(attempt)
         if strategy is Strategy.FIRST_FIT:
             return attempt
         first = State(snapshot, request, allowed, fixed, Strategy.FIRST_FIT)
@@ -151,6 +154,71 @@ def _run(
         return attempt
     assert failure is not None
     raise failure
+
+
+def _construct(
+    snapshot: ClusterSnapshot,
+    request: Request,
+    allowed: NDArray[np.bool_] | None,
+    fixed: Fixed,
+    strategy: Strategy,
+) -> State:
+    """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
+    also inside its best homes (phase 1b), keeping the cheapest. The unrestricted greedy is
+    skipped when a home's plan reaches the intra floor. Raises ``Failure`` when nothing fits."""
+    starts: list[State] = []
+    attempt = State(snapshot, request, allowed, fixed, strategy)
+    if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
+        homes = [] if small(attempt) else home.candidates(attempt)
+        if homes:
+            floor = home.intra_floor(attempt)
+            base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
+            for v in homes:
+                inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
+                try:
+                    greedy(inside)
+                except Failure:
+                    continue
+                starts.append(inside)
+            if starts and min(s.total_cost() for s in starts)[0] == floor:
+                return min(starts, key=lambda s: s.total_cost())
+    try:
+        greedy(attempt)
+    except Failure:
+        if not starts:
+            raise
+    else:
+        starts.append(attempt)
+    return min(starts, key=lambda s: s.total_cost())
+
+
+def _pods_fit_under(
+    tree: domain_tree.DomainTree,
+    snapshot: ClusterSnapshot,
+    request: Request,
+    fixed: Fixed,
+    counts: NDArray[np.int64],
+    verts: NDArray[np.int64],
+) -> NDArray[np.bool_]:
+    """Of ``verts``, those with enough whole slots for the missing pods: per pod size ``q``,
+    every missing pod of ``q`` GPUs or more takes ``pod_gpus // q`` free ``q``-GPU slots of one
+    node (sizes are powers of two). Necessary, so no domain that could hold the deployment is
+    dropped; GPU counts alone let fragmented domains crowd out the ones that fit."""
+    ok = np.ones(len(verts), dtype=np.bool_)
+    if not verts.size:
+        return ok
+    kept: dict[str, int] = {}
+    for key in fixed:
+        kept[key.role] = kept.get(key.role, 0) + 1
+    missing = [
+        (r.pod_gpus, r.replicas * r.pods_per_replica - kept.get(r.name, 0)) for r in request.roles
+    ]
+    usable = snapshot.schedulable
+    for q in sorted({g for g, n in missing if g > 0 and n > 0}):
+        slots = tree.rollup(np.where(usable, counts // q, 0).astype(np.int64))
+        want = sum(n * (g // q) for g, n in missing if g >= q and n > 0)
+        ok &= slots[verts] >= want
+    return ok
 
 
 def _total_gpus(request: Request) -> int:
@@ -195,6 +263,7 @@ def _plan_from(
         ),
         tiers=ev.tiers,
         replica_tiers=ev.replica_tiers,
+        traffic=ev.edges,
         domains=tuple(domains),
         strategy=STRATEGY_NAME,
     )

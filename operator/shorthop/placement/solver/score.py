@@ -17,13 +17,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shorthop.placement import objective
+from shorthop.placement import objective, pairsums
+from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver import lookahead
 from shorthop.placement.solver.state import (
     Candidate,
     Key,
     Part,
-    PeerSets,
+    Partners,
     State,
     Strategy,
     gpu_set_of,
@@ -48,11 +49,13 @@ def score_many(
     state: State,
     key: Key,
     options: Sequence[Sequence[Part]],
-    peer_sets: PeerSets,
+    partners: Partners,
     ties: Sequence[int],
+    intra: Sequence[int] | None = None,
 ) -> list[Candidate]:
     """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
-    costed exactly; ``ties[i]`` breaks ties last. The look-ahead runs once for all of them."""
+    costed exactly; ``ties[i]`` breaks ties last; ``intra`` when the callers know each option's
+    intra cost already. The look-ahead runs once for all of them."""
     r = state.replicas[key]
     kept = [(row, mask) for _, row, mask in r.fixed]
     need = state.unplaced_peer_gpus(key)
@@ -67,25 +70,56 @@ def score_many(
             state, rows, masks, need, room, owner=owner, candidates=len(options)
         )
         ahead = np.round(estimates, 6)
+    traffic = np.zeros(len(options), dtype=np.float64)
+    if partners and options:
+        flat = [part for parts in options for part in parts]
+        rows = np.array([row for row, _ in flat], dtype=np.intp)
+        masks = np.array([mask for _, mask in flat], dtype=np.int64)
+        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+        per_part = np.zeros(len(flat), dtype=np.float64)
+        for p in partners:
+            per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
+        traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
     out = []
-    for parts, tie, estimate in zip(options, ties, ahead.tolist(), strict=True):
-        mine = gpu_set_of([*kept, *parts])
-        intra = objective.intra_cost(state.index, mine)
-        traffic = sum(w * objective.between_cost(state.index, mine, s) for s, w in peer_sets)
+    known = list(intra) if intra is not None else [None] * len(options)
+    for parts, tie, estimate, cost, given in zip(
+        options, ties, ahead.tolist(), traffic.tolist(), known, strict=True
+    ):
+        inner = (
+            given
+            if given is not None
+            else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
+        )
         frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
+        frag += _domain_left(state, parts)
         pref = state.preference_of(r.role, parts)
-        out.append(Candidate(intra, traffic, frag, tie, tuple(parts), estimate, pref))
+        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
     return out
 
 
 def best_of(
-    state: State, key: Key, options: list[list[Part]], peer_sets: PeerSets
+    state: State, key: Key, options: list[list[Part]], partners: Partners
 ) -> Candidate | None:
     """The best-ranked of ``options`` (empty options skipped), or None; the first of equals."""
     options = [parts for parts in options if parts]
     ties = [min(row for row, _ in parts) for parts in options]
     best = None
-    for cand in score_many(state, key, options, peer_sets, ties):
+    for cand in score_many(state, key, options, partners, ties):
         if best is None or rank(state, cand) < rank(state, best):
             best = cand
     return best
+
+
+def _domain_left(state: State, parts: Sequence[Part]) -> float:
+    """``State.domain_left`` over the NVLink domains ``parts`` touch (each counted once; plain
+    Python: a candidate touches a handful of nodes)."""
+    clique_of = state.tree.ancestor_at[domain_tree.CLIQUE_LAYER]
+    used: dict[int, int] = {}
+    for row, mask in parts:
+        c = int(clique_of[row])
+        if c >= 0:
+            used[c] = used.get(c, 0) + mask.bit_count()
+    if not used:
+        return 0.0
+    room = state.capacity.room(1)
+    return sum(max(int(room[c]) - n, 0) / 100 for c, n in sorted(used.items()))

@@ -8,8 +8,11 @@ scheduling rules (``placement.filters``); host ports of the plan's own pods narr
 pods are committed and widen it again when they are lifted.
 Every phase is a function over a ``State``: the candidates of phase 2b and 2c read it, and only
 :meth:`State.commit`, :meth:`State.lift` and :meth:`State.restore` change it. Also here: the
-strategy (:class:`Strategy`), the :class:`Candidate` value and the cost of what is placed so far
-(:meth:`State.group_cost`, with ``objective.intra_cost``, the one intra-replica cost).
+strategy (:class:`Strategy`), the :class:`Candidate` value, a replica's traffic *partners*
+(:meth:`State.partners`: each placed peer of a ``paired`` edge, or all placed GPUs of the other
+role of an ``all-to-all`` edge, weighted as the objective weighs them) and the cost of what is
+placed so far (:meth:`State.group_cost`, with ``objective.intra_cost``, the one intra-replica
+cost, and ``pairsums`` for traffic).
 
 Never imports other solver modules except ``capacity``; must not touch the snapshot it copies.
 """
@@ -23,10 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import filters, objective
+from shorthop.placement import filters, objective, pairsums
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import PodKey, Reason
-from shorthop.placement.request import Request, peer_pairs
+from shorthop.placement.request import Pattern, Request, TrafficEdge, replica_pairs
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.placement.solver.capacity import Capacity
 from shorthop.topology.index import TopologyIndex
@@ -35,7 +38,18 @@ Key = tuple[int, int]  # a replica: (role index, replica id)
 Part = tuple[int, int]  # GPUs on one node: (row, GPU mask)
 PodPart = tuple[int, int, int]  # one pod: (pod index, row, GPU mask)
 Fixed = Mapping[PodKey, tuple[int, Sequence[int]]]  # pod -> (row, GPU indices)
-PeerSets = list[tuple[objective.GpuSet, float]]  # placed peers of a replica, with traffic weights
+
+
+@dataclass(frozen=True, eq=False)
+class Partner:
+    """GPUs a replica exchanges traffic with, summarised per domain, and the weight of one GPU
+    pair (a ``paired`` peer: the edge's weight; an ``all-to-all`` role: weight / (nS x nT))."""
+
+    summary: pairsums.Summary
+    weight: float
+
+
+Partners = list[Partner]
 
 
 class Strategy(enum.Enum):
@@ -133,17 +147,44 @@ class State:
         self.preference = [f.preference for f in found]
         self.ports = filters.PlanPorts(request, rows)
         usable_any = np.logical_or.reduce(self.usable) if self.usable else allowed & False
-        self.capacity = Capacity(
-            self.tree, request, self.usable, usable_any, self.count, self.headroom
-        )
-        alive_rows = np.flatnonzero(self.index.alive)
+        alive_rows = np.flatnonzero(self.index.alive & usable_any)
         self.class_rows = [
             alive_rows[self.index.class_of[alive_rows] == c] for c in range(len(self.index.classes))
         ]
+        self.capacity = Capacity(
+            self.tree,
+            request,
+            self.usable,
+            usable_any,
+            self.count,
+            self.headroom,
+            self.free,
+            self.class_rows,
+        )
+        # phase 2c's domain fills per (role, pods, vertex): (vertex version, parts, intra)
+        self.fills: dict[tuple[int, int, int], tuple[int, list[Part], int]] = {}
         self.cursor: dict[int, int] = {}  # first-fit: per role, the first row that may have room
         self.min_up = min((int(c.up.min()) for c in self.index.classes), default=0)
         self.replicas = self._replicas(fixed)
         self.peers = self._peers()
+        # GPUs placed per role (row -> mask) and their summaries, rebuilt when a role changes.
+        self.role_masks: list[dict[int, int]] = [{} for _ in request.roles]
+        for r in self.replicas.values():
+            for _, row, mask in r.fixed:
+                self._add_role_gpus(r.role, row, mask)
+        self._summaries: dict[int, pairsums.Summary] = {}
+        self._peer_summaries: dict[Key, pairsums.Summary] = {}
+        self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
+        for r in self.replicas.values():
+            self.role_missing[r.role] += len(r.missing())
+        self.role_edges = [
+            [
+                (e.target if e.source == ri else e.source, self._pair_weight(e), e)
+                for e in request.traffic
+                if e.pattern is Pattern.ALL_TO_ALL and ri in (e.source, e.target)
+            ]
+            for ri in range(len(request.roles))
+        ]
         for r in self.replicas.values():
             for _, row, _ in r.fixed:
                 self.ports.add(r.role, row, 1)
@@ -175,15 +216,36 @@ class State:
         return out
 
     def _peers(self) -> dict[Key, list[tuple[Key, float]]]:
+        """Peers over ``paired`` edges (pairs made before are kept: ``request.pairs``)."""
         peers: dict[Key, list[tuple[Key, float]]] = {k: [] for k in self.replicas}
-        for edge in self.request.traffic:
-            s_ids = sorted(rid for ri, rid in self.replicas if ri == edge.source)
-            t_ids = sorted(rid for ri, rid in self.replicas if ri == edge.target)
-            for i, j in peer_pairs(len(s_ids), len(t_ids)):
-                a, b = (edge.source, s_ids[i]), (edge.target, t_ids[j])
+        ids: dict[int, list[int]] = {}
+        for ri, rid in self.replicas:
+            ids.setdefault(ri, []).append(rid)
+        for e, pairs in replica_pairs(self.request, ids).items():
+            edge = self.request.traffic[e]
+            for s, t in pairs:
+                a, b = (edge.source, s), (edge.target, t)
                 peers[a].append((b, edge.weight))
                 peers[b].append((a, edge.weight))
         return peers
+
+    def _pair_weight(self, edge: TrafficEdge) -> float:
+        """Weight of one GPU pair of an ``all-to-all`` edge: ``weight / (nS x nT)``."""
+        n_s = self.request.roles[edge.source].replicas
+        n_t = self.request.roles[edge.target].replicas
+        return edge.weight / (n_s * n_t) if n_s and n_t else 0.0
+
+    def _add_role_gpus(self, role: int, row: int, mask: int) -> None:
+        masks = self.role_masks[role]
+        masks[row] = masks.get(row, 0) | mask
+
+    def _drop_role_gpus(self, role: int, row: int, mask: int) -> None:
+        masks = self.role_masks[role]
+        left = masks.get(row, 0) & ~mask
+        if left:
+            masks[row] = left
+        else:
+            masks.pop(row, None)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -191,16 +253,39 @@ class State:
         r = self.replicas[key]
         return gpu_set_of([(row, mask) for _, row, mask in r.parts()])
 
-    def peer_sets(self, key: Key) -> PeerSets:
+    def role_summary(self, role: int) -> pairsums.Summary:
+        """The GPUs placed so far for ``role``, summarised per domain (cached until it changes)."""
+        found = self._summaries.get(role)
+        if found is None:
+            found = pairsums.Summary(self.index, pairsums.mass(self.index, self.role_masks[role]))
+            self._summaries[role] = found
+        return found
+
+    def partners(self, key: Key) -> Partners:
+        """Everything ``key`` exchanges traffic with that is placed already (see
+        :class:`Partner`): its placed ``paired`` peers, and per ``all-to-all`` edge the placed
+        GPUs of the other role."""
         out = []
         for peer, weight in self.peers[key]:
-            s = self.placed_set(peer)
-            if s:
-                out.append((s, weight))
+            r = self.replicas[peer]
+            if not r.parts():
+                continue
+            summary = self._peer_summaries.get(peer)
+            if summary is None:
+                masks: dict[int, int] = {}
+                for _, row, mask in r.parts():
+                    masks[row] = masks.get(row, 0) | mask
+                summary = pairsums.Summary(self.index, pairsums.mass(self.index, masks))
+                self._peer_summaries[peer] = summary
+            out.append(Partner(summary, weight))
+        for other, weight, _ in self.role_edges[key[0]]:
+            if self.role_masks[other] and weight:
+                out.append(Partner(self.role_summary(other), weight))
         return out
 
     def unplaced_peer_gpus(self, key: Key) -> tuple[int, int]:
-        """(GPUs, pod size) the peers of ``key`` that are not placed yet will need."""
+        """(GPUs, pod size) that the replicas ``key`` exchanges traffic with and that are not
+        placed yet will need."""
         need, q = 0, 0
         for peer, _ in self.peers[key]:
             r = self.replicas[peer]
@@ -208,30 +293,78 @@ class State:
                 role = self.request.roles[r.role]
                 need += role.gpus_per_replica
                 q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+        for other, _, _ in self.role_edges[key[0]]:
+            role = self.request.roles[other]
+            missing = self.role_missing[other]
+            if missing:
+                need += missing * role.pod_gpus
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
         return need, max(q, 1)
 
-    def group_cost(self, keys: Sequence[Key]) -> tuple[int, float]:
-        """Intra cost of ``keys`` plus the traffic of every peer pair touching them."""
-        sets: dict[Key, objective.GpuSet] = {}
-        intra = 0
+    def has_traffic(self, key: Key) -> bool:
+        return bool(self.peers[key]) or any(w for _, w, _ in self.role_edges[key[0]])
+
+    def _masses(self, keys: Sequence[Key]) -> dict[int, dict[int, int]]:
+        """GPUs of ``keys`` per role (row -> mask)."""
+        out: dict[int, dict[int, int]] = {}
         for k in keys:
-            sets[k] = self.placed_set(k)
-            intra += objective.intra_cost(self.index, sets[k])
-        seen: set[tuple[Key, Key]] = set()
+            for _, row, mask in self.replicas[k].parts():
+                masks = out.setdefault(k[0], {})
+                masks[row] = masks.get(row, 0) | mask
+        return out
+
+    def group_cost(self, keys: Sequence[Key]) -> tuple[int, float]:
+        """Intra cost of ``keys`` plus the traffic of every GPU pair touching them (peer pairs
+        of ``paired`` edges, pairs with the other role of ``all-to-all`` edges)."""
+        index = self.index
+        intra = sum(objective.intra_cost(index, self.placed_set(k)) for k in keys)
         traffic = 0.0
+        seen: set[tuple[Key, Key]] = set()
         for k in keys:
             for peer, weight in self.peers[k]:
                 pair = (min(k, peer), max(k, peer))
-                if pair in seen:
-                    continue
-                seen.add(pair)
-                a = sets.setdefault(k, self.placed_set(k))
-                b = sets.setdefault(peer, self.placed_set(peer))
-                traffic += weight * objective.between_cost(self.index, a, b)
+                if pair not in seen:
+                    seen.add(pair)
+                    a, b = self.placed_set(k), self.placed_set(peer)
+                    traffic += weight * objective.between_cost(index, a, b)
+        moved = self._masses(keys)
+        for e in self.request.traffic:
+            if e.pattern is not Pattern.ALL_TO_ALL:
+                continue
+            weight = self._pair_weight(e)
+            k_s, k_t = moved.get(e.source, {}), moved.get(e.target, {})
+            if not weight or not (k_s or k_t):
+                continue
+            # pairs (moved source, any target) + (any source, moved target) - (moved, moved)
+            total = self._to_role(k_s, e.target) + self._to_role(k_t, e.source)
+            if k_s and k_t:
+                total -= pairsums.pair_sums(
+                    index, pairsums.mass(index, k_s), pairsums.mass(index, k_t)
+                )[0]
+            traffic += weight * total
         return intra, round(traffic, 6)
+
+    def _to_role(self, masks: dict[int, int], role: int) -> float:
+        """Sum of distances from the GPUs ``masks`` (row -> mask) to every placed GPU of
+        ``role`` (which must not hold them)."""
+        if not masks or not self.role_masks[role]:
+            return 0.0
+        rows = np.array(sorted(masks), dtype=np.intp)
+        values = np.array([masks[r] for r in rows.tolist()], dtype=np.int64)
+        return float(pairsums.costs_to(self.index, self.role_summary(role), rows, values).sum())
 
     def total_cost(self) -> tuple[int, float]:
         return self.group_cost(list(self.replicas))
+
+    def domain_left(self, rows: NDArray[np.intp], used: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Fragmentation's domain term for taking ``used`` GPUs on each of ``rows``: the free
+        GPUs then left in the row's NVLink domain, a hundredth each (0 outside cliques), as
+        ``objective.fragmentation`` weighs them. Prefers partly used domains among candidates
+        equal in everything before, so whole domains stay free for large replicas."""
+        anc = self.tree.ancestor_at[domain_tree.CLIQUE_LAYER, rows]
+        room = self.capacity.room(1)
+        left = np.where(anc >= 0, room[np.maximum(anc, 0)] - used, 0)
+        return np.maximum(left, 0).astype(np.float64) / 100
 
     def preference_of(self, role: int, parts: Sequence[Part]) -> int:
         """Preferred node affinity weight of putting pods of ``role`` on ``parts``."""
@@ -257,7 +390,8 @@ class State:
         r = self.replicas[key]
         role = self.request.roles[r.role]
         q = role.pod_gpus
-        missing = iter(r.missing())
+        missing_now = r.missing()
+        missing = iter(missing_now)
         for row, mask in cand.rows:
             gpus = bits(mask)
             for start in range(0, len(gpus), q):
@@ -265,6 +399,7 @@ class State:
                 r.placed.append((next(missing), row, pod_mask))
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= len(gpus)
+            self._add_role_gpus(r.role, row, mask)
             pods_here = len(gpus) // q
             self.headroom[row] -= (
                 role.cpu_millis * pods_here,
@@ -273,6 +408,9 @@ class State:
             )
             self.ports.add(r.role, row, pods_here)
         self._ports_changed([row for row, _ in cand.rows])
+        self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] -= len(missing_now) - len(r.missing())
         self.capacity.touch([row for row, _ in cand.rows])
 
     def lift(self, key: Key) -> list[PodPart]:
@@ -286,7 +424,11 @@ class State:
             self.count[row] += mask.bit_count()
             self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
             self.ports.add(r.role, row, -1)
+            self._drop_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])
+        self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] += len(old)
         self.capacity.touch([row for _, row, _ in old])
         return old
 
@@ -299,5 +441,9 @@ class State:
             self.count[row] -= mask.bit_count()
             self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
             self.ports.add(r.role, row, 1)
+            self._add_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])
+        self._summaries.pop(r.role, None)
+        self._peer_summaries.pop(key, None)
+        self.role_missing[r.role] -= len(old)
         self.capacity.touch([row for _, row, _ in old])

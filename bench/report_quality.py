@@ -1,0 +1,365 @@
+"""Section 4 of ``benchmarks.md`` (placement quality) and its plots, from a ``QualityResult``.
+
+:func:`section` renders the whole section; :func:`write_section` replaces only that section in an
+existing ``benchmarks.md`` (``python -m bench --only quality``), stamping it with the machine,
+load and commit of the run that measured it, since the file's *Machine* table describes the run
+that wrote the other sections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from bench import common, stream
+from bench.fmt import TIER_COLORS, dur, num, save, status, table, times, yes
+from bench.quality import SHARE_TARGET, QualityResult
+from bench.settings import Settings
+
+HEADING = "## 4. Quality"
+SERIES = ("slots", "whole_domains", "stranded")
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+
+def plot_tiers(q: QualityResult, path: Path) -> None:
+    sizes = q.baselines
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.8), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        rows = [row for row in size.rows if row.feasible]
+        bottom = [0.0] * len(rows)
+        for tier in size.tiers:
+            share = [100 * row.tiers.get(tier, 0) / row.pairs if row.pairs else 0.0 for row in rows]
+            if any(share):
+                ax.bar(
+                    [row.strategy for row in rows],
+                    share,
+                    bottom=bottom,
+                    color=TIER_COLORS.get(tier, "#999999"),
+                    label=tier,
+                    edgecolor="white",
+                    lw=0.5,
+                )
+                bottom = [b + s for b, s in zip(bottom, share, strict=True)]
+        ax.set_title(f"{size.nodes:,} nodes, {size.occupancy:.0%} GPUs busy")
+        ax.set_ylabel("prefill↔decode GPU pairs, all-to-all (%)")
+        ax.set_ylim(0, 100)
+        ax.tick_params(axis="x", labelrotation=20)
+    handles, names = [], []
+    for ax in axes[0]:
+        for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    order = [t for t in TIER_COLORS if t in names] + [n for n in names if n not in TIER_COLORS]
+    fig.legend([handles[names.index(n)] for n in order], order, loc="center right", fontsize=9)
+    fig.suptitle("Tier of each KV-transfer GPU pair, per strategy (green = NVLink)")
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_stream(q: QualityResult, path: Path) -> None:
+    """Per stream: slots for the largest replica over time, one line per strategy."""
+    streams = q.streams
+    cols = min(3, len(streams))
+    rows = (len(streams) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, s in zip(axes.flat, streams, strict=False):
+        for run in s.runs:
+            ax.plot([m.slots for m in run.series], label=run.strategy, lw=1.2)
+        ax.set_title(f"{s.mix}, seed {s.seed} ({s.nodes} nodes)", fontsize=10)
+        ax.set_xlabel("event (one arrival, with the departures due)")
+        ax.set_ylabel("slots for a 4 × 4-GPU replica")
+    for ax in list(axes.flat)[len(streams) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Streams with departures: room left for the largest replica, per strategy")
+    save(fig, path)
+
+
+PLOTS = {"tiers": plot_tiers, "stream": plot_stream}
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def summary_rows(q: QualityResult) -> list[tuple[str, str, str]]:
+    """Rows of the report's *Summary: targets vs measured* table for this section."""
+    e = q.exact
+    rows = [
+        (
+            "Cost equal to the exact optimum on every small instance (both patterns)",
+            f"{e.equal:,} of {e.compared:,} equal over {len(e.shapes)} shape/pattern pairs; "
+            f"{len(e.gaps)} gaps or feasibility disagreements",
+            status(e.ok),
+        )
+    ]
+    checked = [r for r in q.nvlink if r.witness]
+    if checked:
+        low = min(r.share for r in checked)
+        rows.append(
+            (
+                f"KV pairs on NVLink ≥ {SHARE_TARGET:.0%} where a one-domain placement exists",
+                f"lowest {low:.1%} over {len(checked)} deployments",
+                status(low >= SHARE_TARGET),
+            )
+        )
+    if q.streams:
+        ok = all(_placed(s, "shorthop") >= _placed(s, "first-fit") for s in q.streams)
+        rows.append(
+            (
+                "Streams with departures: shorthop places ≥ first-fit",
+                ", ".join(
+                    f"{_placed(s, 'shorthop')} vs {_placed(s, 'first-fit')}" for s in q.streams
+                ),
+                status(ok),
+            )
+        )
+    return rows
+
+
+def _placed(s: stream.StreamResult, strategy: str) -> int:
+    return next(r.placed for r in s.runs if r.strategy == strategy)
+
+
+def _exact(q: QualityResult) -> str:
+    e = q.exact
+    rows = []
+    for s in e.shapes:
+        exact_s = sum(o.exact_s for o in s.outcomes)
+        slowest = max((o.exact_s for o in s.outcomes), default=0.0)
+        rows.append(
+            (
+                s.family,
+                s.pattern,
+                len(s.outcomes),
+                s.compared,
+                s.count("equal"),
+                s.count("gap"),
+                s.count("mismatch"),
+                s.count("infeasible"),
+                s.count("too-large") + s.count("timeout"),
+                f"{dur(exact_s)} / {dur(slowest)}",
+                dur(sum(o.shorthop_s for o in s.outcomes)),
+                yes(s.ok),
+            )
+        )
+    out = table(
+        (
+            "shape (family)",
+            "pattern",
+            "instances",
+            "compared (both feasible)",
+            "equal",
+            "gaps",
+            "feasibility disagreements or invalid plans",
+            "both infeasible",
+            "not finished by exact",
+            "exact time, total / slowest",
+            "shorthop time, total",
+            "0 gaps",
+        ),
+        rows,
+        "llrrrrrrrrrc",
+    )
+    if e.gaps:
+        out += "\n\nGaps (`bench.quality.exact_instance(family, pattern, seed)`):\n\n" + table(
+            ("family", "pattern", "seed", "shorthop (intra, traffic)", "exact (intra, traffic)"),
+            e.gaps,
+            "llrll",
+        )
+    return out
+
+
+def _baselines(q: QualityResult) -> str:
+    parts = []
+    for size in q.baselines:
+        tiers = [t for t in size.tiers if any(row.tiers.get(t) for row in size.rows)]
+        parts.append(
+            f"\n\n**{size.nodes:,} nodes** ({size.gpus:,} GPUs, {size.occupancy:.0%} busy, "
+            f"{size.free_gpus:,} free), deployment: {size.request}.\n\n"
+        )
+        shorthop = next((row for row in size.rows if row.strategy == "shorthop"), None)
+        rows: list[tuple[object, ...]] = []
+        for row in size.rows:
+            if not row.feasible:
+                rows.append((row.strategy, "infeasible", "", "", *[""] * len(tiers), "", ""))
+                continue
+            base = shorthop.intra + shorthop.traffic if shorthop and shorthop.feasible else 0
+            rows.append(
+                (
+                    row.strategy + ("" if row.valid else " **(INVALID)**"),
+                    num(row.intra),
+                    num(row.traffic),
+                    times((row.intra + row.traffic) / base) if base else "—",
+                    *[f"{row.tiers.get(t, 0):,}" for t in tiers],
+                    f"{row.nvlink_share:.0%}",
+                    dur(row.seconds),
+                )
+            )
+        header = ("strategy", "intra cost", "traffic cost", "intra + traffic vs shorthop")
+        parts.append(
+            table(
+                (*header, *[f"{t} pairs" for t in tiers], "KV pairs on NVLink", "planning time"),
+                rows,
+            )
+        )
+    return "".join(parts)
+
+
+def _streams(q: QualityResult) -> str:
+    parts = [
+        table(
+            ("shape", "prefill replica", "decode replica", "replicas per role"),
+            [
+                (name, common.shape(*p), common.shape(*d), f"{lo}–{hi}")
+                for name, p, d, (lo, hi) in stream.SHAPES
+            ],
+            "llll",
+        )
+    ]
+    for s in q.streams:
+        parts.append(
+            f"\n\n**{s.mix}, seed {s.seed}**: {s.nodes:,} nodes, {s.gpus:,} GPUs; "
+            f"{s.deployments} arrivals, each staying {s.lifetime[0]}–{s.lifetime[1]} events "
+            f"({', '.join(f'{n} {k}' for k, n in sorted(s.shapes.items()))}).\n\n"
+        )
+        rows = [
+            (
+                r.strategy,
+                f"{r.placed} / {s.deployments}",
+                f"{r.mean('slots'):.1f} / {r.low('slots'):.0f}",
+                f"{r.mean('whole_domains'):.1f}",
+                f"{r.mean('whole_nodes'):.1f}",
+                f"{r.mean('stranded'):.1f}",
+                f"{r.nvlink_share:.0%}",
+                yes(not r.invalid),
+                dur(r.seconds),
+            )
+            for r in s.runs
+        ]
+        parts.append(
+            table(
+                (
+                    "strategy",
+                    "deployments placed",
+                    "slots for the largest replica, mean / lowest",
+                    "whole NVLink domains free, mean",
+                    "whole nodes free, mean",
+                    "GPUs stranded (expected), mean",
+                    "KV pairs on NVLink",
+                    "every plan valid",
+                    "time",
+                ),
+                rows,
+            )
+        )
+    return "".join(parts)
+
+
+def _nvlink(q: QualityResult) -> str:
+    rows = [
+        (
+            f"{r.nodes:,}",
+            f"{r.occupancy:.0%}",
+            r.shape,
+            r.pattern,
+            r.gpus,
+            r.room,
+            "yes" if r.witness else "no",
+            f"{r.share:.1%}" if r.valid else "**NO** (invalid)",
+            "—" if r.ok is None else yes(r.ok),
+        )
+        for r in q.nvlink
+    ]
+    return table(
+        (
+            "nodes",
+            "GPUs busy",
+            "deployment",
+            "pattern",
+            "GPUs",
+            "NVLink domains passing the rolled-up check",
+            "one-domain placement found",
+            "shorthop: KV pairs on NVLink",
+            f"≥ {SHARE_TARGET:.0%}",
+        ),
+        rows,
+        "rrllrrcrc",
+    )
+
+
+def section(q: QualityResult, st: Settings, plots: dict[str, str], stamp: str = "") -> str:
+    """The whole quality section, from its heading to the end of subsection (d)."""
+    return f"""{HEADING}
+{stamp}
+The objective (`placement/objective.py`, docs/design.md): intra-replica cost first, then traffic
+cost (`all-to-all`: weight × the mean over every (source replica, target replica) pair of the sum
+of GPU-pair distances; `paired`: the sum over peer pairs), then preferred node affinity, then
+fragmentation. *KV pairs on NVLink*: the share of an edge's GPU pairs (all-to-all: every source
+GPU with every target GPU) on `same-node-nvlink` or `nvlink-domain`.
+
+### (a) Cost vs the exact optimum
+
+Per shape (`tests.builders.FAMILIES`: mixed HGX / NVL72-tray / PCIe nodes, background occupancy,
+1/2/4/8-GPU replicas of one or several pods, two or three roles, scopes) and traffic pattern,
+instances `bench.quality.exact_instance(family, pattern, seed)` for seeds 0, 1, 2, … until
+{st.exact_target:,} had a feasible optimum. `placement.exact` (branch and bound, distances GPU pair
+by GPU pair, written apart from the solver) against `solver.solve`: the (intra, traffic) key must
+be equal and both must agree on feasibility; exact's time limit {st.exact_limit_s:.0f} s.
+Run time {dur(q.exact.seconds)}.
+
+{_exact(q)}
+
+### (b) Against the baselines
+
+Every strategy plans the same request (all-to-all) on the same snapshot (seed {st.baseline_seed});
+costs from `placement.objective`. Planning time is one call, with the static state already built.
+
+![tier mix per strategy]({plots["tiers"]})
+{_baselines(q)}
+
+### (c) Streams with departures
+
+![streams]({plots["stream"]})
+
+`bench/stream.py`: one arrival per event (a shape drawn from the table, replicas per role drawn
+from its range, all-to-all prefill → decode), placed by each strategy on its own copy of the
+cluster (`SnapshotBuilder` fed the pod events); a deployment leaves after its drawn lifetime, one
+that does not fit is counted and dropped. After every event: *slots for the largest replica*
+(4 pods × 4 GPUs inside one NVLink domain: an NVL72 clique's whole 4-GPU pods ÷ 4, or a node's
+own); *whole NVLink domains free* (cliques and nodes outside cliques with every GPU free);
+*whole nodes free*; *GPUs stranded* (FGD, ATC'23: per shape, weighted by how often it is drawn,
+the free GPUs on nodes with fewer free than that shape's largest pod). Means are over the events.
+
+{_streams(q)}
+
+### (d) KV on NVLink where an NVLink-domain placement exists
+
+A one-domain placement *exists* when the solver finds a valid plan of the same request with
+`placement.required: nvlink-domain` (a witness); *rolled-up check*: NVLink domains with enough
+free GPUs and enough whole pods of each role's size (necessary, an upper bound). Where one
+exists, shorthop's plan of the unscoped request must put ≥ {SHARE_TARGET:.0%} of the KV GPU pairs on
+NVLink.
+
+{_nvlink(q)}
+"""
+
+
+def write_section(path: Path, q: QualityResult, st: Settings, stamp: str) -> Path:
+    """Replace the quality section of ``path`` (an existing ``benchmarks.md``) and its plots."""
+    text = path.read_text()
+    start = text.index(HEADING)
+    end = text.find("\n## ", start + len(HEADING))
+    images = path.parent / "bench"
+    images.mkdir(exist_ok=True)
+    links = {}
+    for name, draw in PLOTS.items():
+        draw(q, images / f"{name}.png")
+        links[name] = f"bench/{name}.png"
+    body = section(q, st, links, stamp)
+    path.write_text(text[:start] + body + (text[end:] if end >= 0 else ""))
+    return path

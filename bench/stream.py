@@ -1,0 +1,250 @@
+"""Streams of deployments that arrive and depart (issue K, item 4): what each strategy leaves
+free for large replicas over time.
+
+A stream is a sequence of events on one cluster: at every step one deployment arrives (a shape
+drawn from :data:`SHAPES`, replicas per role drawn from the shape's range, traffic prefill ->
+decode, ``all-to-all``) and is placed by the strategy; it departs after a lifetime drawn when it
+arrives (a departure frees its pods before the next arrival). Every strategy sees the same
+events; a deployment that does not fit is counted and skipped (it never departs). The cluster
+state is one :class:`~shorthop.placement.snapshot.SnapshotBuilder` fed pod events, as the
+operator's is.
+
+Measured after every event, per strategy (definitions written out here, independent of the
+solver's own):
+
+- **slots for the largest replica shape** of the stream (4 pods x 4 GPUs = 16 GPUs): how many
+  such replicas fit, each inside one NVLink domain (an NVL72-style clique: the sum over its
+  nodes of whole 4-GPU pods free, divided by 4; a node outside any clique: its own whole pods,
+  divided by 4);
+- **whole NVLink domains free**: cliques with every GPU free, plus nodes outside cliques with
+  every GPU free (an HGX node is an NVLink domain of its own); **whole nodes free**;
+- **GPUs stranded** (expected, FGD-style, ATC'23): for each shape of the stream, weighted by how
+  often it is drawn, the free GPUs on nodes with fewer free GPUs than that shape's largest pod;
+- **deployments placed**, and the **KV-on-NVLink share**: over every deployment placed, the
+  share of its traffic GPU pairs (all-to-all: every prefill GPU with every decode GPU) on
+  ``same-node-nvlink`` or ``nvlink-domain``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from shorthop.placement import placers
+from shorthop.placement import snapshot as snapshots
+from shorthop.placement.plan import Plan
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.topology import fake
+
+from bench import common
+from tests import builders
+
+Log = Callable[[str], None]
+NVLINK_TIERS = ("same-node-nvlink", "nvlink-domain")
+LARGEST = (4, 4)  # pods, GPUs per pod: the largest replica of the stream
+
+# (name, prefill (pods per replica, GPUs per pod), decode (pods, GPUs), replicas per role (lo, hi))
+SHAPES: tuple[tuple[str, tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
+    ("8B, TP1", (1, 1), (1, 1), (4, 16)),
+    ("70B, TP4", (1, 4), (1, 4), (2, 8)),
+    ("70B, TP4 prefill / TP8 decode", (1, 4), (2, 4), (2, 8)),
+    ("405B, TP8 prefill / TP16 decode", (2, 4), (4, 4), (1, 4)),
+    ("DeepSeek-V3, TP16", (4, 4), (4, 4), (1, 4)),
+)
+
+# Cluster mixes: (name, NVL72 racks, HGX units x nodes per unit, L40S nodes) per 1,000 nodes.
+MIXES: tuple[tuple[str, int, int, int, int], ...] = (
+    ("half NVL72, half HGX", 28, 16, 31, 0),
+    ("mostly NVL72", 44, 6, 34, 0),
+    ("HGX with PCIe nodes", 14, 22, 30, 88),
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    arrival: int  # step
+    departure: int  # step before which it leaves
+    shape: str
+    request: Request
+
+
+def events(count: int, seed: int, lifetime: tuple[int, int]) -> list[Event]:
+    """``count`` arrivals, one per step, each leaving after a lifetime drawn from ``lifetime``."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        name, (pp, pq), (dp, dq), (lo, hi) = rng.choice(SHAPES)
+        request = Request(
+            roles=(
+                RoleRequest("prefill", rng.randint(lo, hi), pp, pq),
+                RoleRequest("decode", rng.randint(lo, hi), dp, dq),
+            ),
+            traffic=(TrafficEdge(0, 1, 1.0),),
+            name=f"d{i:03d}",
+        )
+        out.append(Event(i, i + rng.randint(*lifetime), name, request))
+    return out
+
+
+def cluster(size: int, mix: int, seed: int) -> list[dict[str, Any]]:
+    """Nodes of one of :data:`MIXES`, scaled to about ``size`` nodes."""
+    _, racks, units, per_unit, l40s = MIXES[mix]
+    scale = size / 1000
+    shape = fake.ClusterShape(
+        nvl72_racks=max(1, round(racks * scale)),
+        hgx_units=max(1, round(units * scale)),
+        nodes_per_unit=per_unit,
+        l40s_nodes=round(l40s * scale),
+    )
+    return fake.nodes(shape, common.CONFIG, seed=seed)
+
+
+@dataclass
+class Measure:
+    """The cluster after one event."""
+
+    slots: int
+    whole_domains: int
+    whole_nodes: int
+    stranded: float
+    free: int
+
+
+def measure(snap: snapshots.ClusterSnapshot, weights: dict[int, float]) -> Measure:
+    """See the module docstring; ``weights``: largest pod size -> share of the stream's shapes."""
+    index = snap.index
+    rows = np.flatnonzero(index.alive & snap.schedulable)
+    free = snap.free_counts[rows]
+    total = np.array([index.gpus(int(r)) for r in rows], dtype=np.int64)
+    clique = index.clique_of[rows]
+    pods, q = LARGEST
+    whole_pods = free // q
+    slots = int((whole_pods[clique < 0] // pods).sum())
+    whole_domains = int(((free == total) & (clique < 0)).sum())
+    for c in np.unique(clique[clique >= 0]).tolist():
+        inside = clique == c
+        slots += int(whole_pods[inside].sum()) // pods
+        whole_domains += int((free[inside] == total[inside]).all())
+    stranded = sum(w * float(free[free < size].sum()) for size, w in weights.items())
+    return Measure(slots, whole_domains, int((free == total).sum()), stranded, int(free.sum()))
+
+
+@dataclass
+class StrategyRun:
+    strategy: str
+    placed: int = 0
+    failed: list[int] = field(default_factory=list)
+    pairs: int = 0
+    nvlink_pairs: int = 0
+    series: list[Measure] = field(default_factory=list)
+    seconds: float = 0.0
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def nvlink_share(self) -> float:
+        return self.nvlink_pairs / self.pairs if self.pairs else 0.0
+
+    def mean(self, attr: str) -> float:
+        values = [getattr(m, attr) for m in self.series]
+        return float(np.mean(values)) if values else 0.0
+
+    def low(self, attr: str) -> float:
+        values = [getattr(m, attr) for m in self.series]
+        return float(min(values)) if values else 0.0
+
+
+@dataclass
+class StreamResult:
+    mix: str
+    seed: int
+    nodes: int
+    gpus: int
+    deployments: int
+    lifetime: tuple[int, int]
+    shapes: dict[str, int]
+    runs: list[StrategyRun]
+
+
+def _pods(plan: Plan, namespace: str) -> list[dict[str, Any]]:
+    out = []
+    for a in plan.assignments:
+        pod = builders.gpu_pod(
+            f"{namespace}-{a.key.role}-{a.key.replica}-{a.key.pod}", a.node, list(a.gpus)
+        )
+        pod["metadata"]["namespace"] = namespace
+        out.append(pod)
+    return out
+
+
+def run_stream(
+    size: int, mix: int, seed: int, count: int, lifetime: tuple[int, int], *, log: Log = print
+) -> StreamResult:
+    """One stream, every strategy of ``placers.all_placers()`` plus best-fit."""
+    nodes = cluster(size, mix, seed)
+    stream = events(count, seed, lifetime)
+    counts: dict[str, int] = {}
+    weights: dict[int, float] = {}
+    for e in stream:
+        counts[e.shape] = counts.get(e.shape, 0) + 1
+        largest = max(r.pod_gpus for r in e.request.roles)
+        weights[largest] = weights.get(largest, 0.0) + 1 / len(stream)
+    runs = []
+    for placer in placers.all_placers(seed=seed):
+        started = time.perf_counter()
+        builder = snapshots.SnapshotBuilder(common.CONFIG)
+        for node in nodes:
+            builder.apply_node(None, node)
+        run = StrategyRun(placer.name)
+        alive: dict[int, list[dict[str, Any]]] = {}
+        for step, e in enumerate(stream):
+            for i in [i for i in alive if stream[i].departure <= step]:
+                for pod in alive.pop(i):
+                    builder.apply_pod("DELETED", pod)
+            snap = builder.freeze()
+            plan = placer.place(snap, e.request)
+            if plan.feasible:
+                problems = common.plan_problems(snap, e.request, plan)
+                if problems:
+                    run.invalid.append(f"{e.request.name}: {problems[0]}")
+                run.placed += 1
+                run.pairs += sum(plan.tiers.values())
+                run.nvlink_pairs += sum(plan.tiers.get(t, 0) for t in NVLINK_TIERS)
+                pods = _pods(plan, f"{placer.name}-{e.request.name}")
+                for pod in pods:
+                    builder.apply_pod("ADDED", pod)
+                alive[step] = pods
+            else:
+                run.failed.append(step)
+            run.series.append(measure(builder.freeze(), weights))
+        run.seconds = time.perf_counter() - started
+        runs.append(run)
+        log(
+            f"stream {MIXES[mix][0]} seed {seed} {placer.name}: {run.placed}/{count} placed, "
+            f"mean slots {run.mean('slots'):.1f}, NVLink {run.nvlink_share:.0%}"
+        )
+    return StreamResult(
+        mix=MIXES[mix][0],
+        seed=seed,
+        nodes=len(nodes),
+        gpus=sum(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in nodes),
+        deployments=count,
+        lifetime=lifetime,
+        shapes=counts,
+        runs=runs,
+    )
+
+
+def run(
+    size: int,
+    streams: tuple[tuple[int, int], ...],
+    count: int,
+    lifetime: tuple[int, int],
+    *,
+    log: Log = print,
+) -> list[StreamResult]:
+    """``streams``: (cluster mix, seed) pairs."""
+    return [run_stream(size, mix, seed, count, lifetime, log=log) for mix, seed in streams]

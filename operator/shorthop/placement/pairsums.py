@@ -1,0 +1,282 @@
+"""Sums over every GPU pair between two sets of GPUs, without enumerating the pairs.
+
+The all-to-all traffic of a deployment sums the distance of every (prefill GPU, decode GPU) pair:
+thousands of GPUs per role make millions of pairs. Distances decompose (``topology.index``)::
+
+    same node:                 class.dist[a, b]
+    same NVLink domain:        fab[a] + fab[b]
+    otherwise:                 up'(a) + up'(b) + 2 * H[lca]
+
+so a sum over all pairs needs only, per node, how many GPUs of each set it holds and the sums of
+their ``up'`` and ``fab``, rolled up the domain tree (``placement.tree``): pairs whose lowest
+common domain is a vertex ``v`` number ``A_v * B_v - sum over v's children of A_c * B_c``. Only
+pairs on one node are looked at GPU by GPU (one subset-table row per node).
+
+- :class:`Mass`: a GPU set summarised per node (rows, masks, counts, ``up'`` and ``fab`` sums);
+- :func:`pair_sums`: the distance sum and the GPU pairs per tier between two masses;
+- :class:`Summary` and :func:`costs_to`: one mass summarised per tree vertex, and the cost of
+  many candidate GPU sets (node, mask) against it at once (the solver's inner loop).
+
+Pure numpy over the index and its domain tree; callers: ``objective``, the solver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import subsets
+from shorthop.placement import tree as domain_tree
+from shorthop.topology.index import TIER_NVLINK_DOMAIN, TopologyIndex
+
+Ints = NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class GpuTerms:
+    """Per row and GPU index: ``up'`` (to the network, possibly through the NVLink fabric) and
+    ``fab`` (to the NVLink fabric; 0 outside cliques). Static per index (kept with it)."""
+
+    up: Ints  # [rows, width]
+    fab: Ints  # [rows, width]
+    width: int  # the most GPUs on any node
+
+    def sums(self, rows: NDArray[np.intp], masks: NDArray[np.int64]) -> tuple[Ints, Ints, Ints]:
+        """(GPU count, ``up'`` sum, ``fab`` sum) of GPUs ``masks[i]`` on ``rows[i]``."""
+        bitmat = (masks[:, None] >> np.arange(self.width)[None, :]) & 1
+        count: Ints = bitmat.sum(axis=1)
+        up: Ints = (bitmat * self.up[rows]).sum(axis=1)
+        fab: Ints = (bitmat * self.fab[rows]).sum(axis=1)
+        return count, up, fab
+
+
+def gpu_terms(index: TopologyIndex) -> GpuTerms:
+    """The :class:`GpuTerms` of ``index`` (built once, kept with the index)."""
+    return index.derived(_build_terms)
+
+
+def _build_terms(index: TopologyIndex) -> GpuTerms:
+    rows = len(index.names)
+    width = max((c.gpus for c in index.classes), default=1)
+    up = np.zeros((rows, width), dtype=np.int64)
+    fab = np.zeros((rows, width), dtype=np.int64)
+    alive = np.flatnonzero(index.alive)
+    for cls_id, cls in enumerate(index.classes):
+        members = alive[index.class_of[alive] == cls_id]
+        if members.size == 0:
+            continue
+        g = cls.gpus
+        clique = index.clique_of[members]
+        inside = clique >= 0
+        up[members, :g] = cls.up[None, :]
+        if inside.any():
+            exits = index.clique_exit[clique[inside]]
+            up[members[inside], :g] = np.minimum(cls.up[None, :], cls.fab[None, :] + exits[:, None])
+            fab[members[inside], :g] = cls.fab[None, :]
+    for array in (up, fab):
+        array.setflags(write=False)
+    return GpuTerms(up, fab, width)
+
+
+@dataclass(frozen=True, eq=False)
+class Mass:
+    """A set of GPUs summarised per node: distinct ``rows`` (sorted), their GPU ``masks``, and
+    per row the GPU count and the sums of ``up'`` and ``fab`` over those GPUs."""
+
+    rows: NDArray[np.intp]
+    masks: Ints
+    count: Ints
+    up: Ints
+    fab: Ints
+
+    @property
+    def gpus(self) -> int:
+        return int(self.count.sum())
+
+
+def mass(index: TopologyIndex, masks_by_row: dict[int, int]) -> Mass:
+    """The :class:`Mass` of GPUs given as row -> GPU mask (rows with an empty mask dropped)."""
+    items = sorted((r, m) for r, m in masks_by_row.items() if m)
+    rows = np.array([r for r, _ in items], dtype=np.intp)
+    masks = np.array([m for _, m in items], dtype=np.int64)
+    count, up, fab = gpu_terms(index).sums(rows, masks)
+    return Mass(rows, masks, count, up, fab)
+
+
+def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int]:
+    """(distance sum, NVLink pairs) over pairs of GPUs ``a`` x ``b`` (masks) on one node."""
+    cls = index.node_class(row)
+    ga = [g for g in range(cls.gpus) if a >> g & 1]
+    gb = [g for g in range(cls.gpus) if b >> g & 1]
+    if not ga or not gb:
+        return 0, 0
+    table = subsets.table(cls)
+    exact = table.exact
+    dist = int(table.to_gpu[a][gb].sum()) if exact else int(cls.dist[np.ix_(ga, gb)].sum())
+    return dist, int(cls.nvlink[np.ix_(ga, gb)].sum())
+
+
+def _h_of_layer(index: TopologyIndex, layer: int) -> int:
+    """``H`` of a network vertex at tree ``layer`` (>= 2; the root is ``levels + 2``)."""
+    return int(index.h[index.levels + 2 - layer])
+
+
+def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
+    """Sum of distances over every pair (one GPU of ``a``, one of ``b``) and the number of those
+    pairs per tier (an array indexed like ``index.tiers``). The sets must not share a GPU.
+
+    Examples
+    --------
+    >>> from shorthop.topology import fake, index
+    >>> idx = index.build_index(fake.topologies(fake.hgx_cluster(nodes=2)), fake.CONFIG)
+    >>> total, tiers = pair_sums(idx, mass(idx, {0: 0b11}), mass(idx, {0: 0b100, 1: 0b1}))
+    >>> total, tiers.tolist()  # 2 NVLink pairs (10 each) and 2 pairs across the rack (200)
+    (420, [2, 0, 0, 2, 0, 0, 0])
+
+    Notes
+    -----
+    O((rows of a + rows of b) x layers) numpy work plus one lookup per node holding both.
+    """
+    tiers = np.zeros(len(index.tiers), dtype=np.int64)
+    if not a.rows.size or not b.rows.size:
+        return 0, tiers
+    rows = np.union1d(a.rows, b.rows)
+    at_a = np.searchsorted(rows, a.rows)
+    at_b = np.searchsorted(rows, b.rows)
+    n = len(rows)
+    ac, bc = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    au, bu = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    af, bf = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    ac[at_a], au[at_a], af[at_a] = a.count, a.up, a.fab
+    bc[at_b], bu[at_b], bf[at_b] = b.count, b.up, b.fab
+    total = 0
+    # Pairs on one node, GPU by GPU.
+    both = np.intersect1d(a.rows, b.rows)
+    if both.size:
+        ma = dict(zip(a.rows.tolist(), a.masks.tolist(), strict=True))
+        mb = dict(zip(b.rows.tolist(), b.masks.tolist(), strict=True))
+        for row in both.tolist():
+            dist, nvlink = _same_node(index, row, ma[row], mb[row])
+            total += dist
+            tiers[0] += nvlink
+            tiers[1] += int(ma[row]).bit_count() * int(mb[row]).bit_count() - nvlink
+    tree = domain_tree.tree(index)
+    key = rows.astype(np.int64)
+    before = int((ac * bc).sum())
+    within_clique_up = 0
+    for layer in range(1, tree.ancestor_at.shape[0]):
+        anc = tree.ancestor_at[layer, rows]
+        key = np.where(anc >= 0, anc, key)
+        _, group = np.unique(key, return_inverse=True)
+        ga = np.bincount(group, weights=ac).astype(np.int64)
+        gb = np.bincount(group, weights=bc).astype(np.int64)
+        joined = int((ga * gb).sum())
+        new = joined - before  # pairs whose lowest common domain is at this layer
+        if layer == domain_tree.CLIQUE_LAYER:
+            gaf = np.bincount(group, weights=af).astype(np.int64)
+            gbf = np.bincount(group, weights=bf).astype(np.int64)
+            total += int((gaf * gb + ga * gbf).sum() - (af * bc + ac * bf).sum())
+            gau = np.bincount(group, weights=au).astype(np.int64)
+            gbu = np.bincount(group, weights=bu).astype(np.int64)
+            within_clique_up = int((gau * gb + ga * gbu).sum())
+            tiers[TIER_NVLINK_DOMAIN] += new
+        else:
+            total += 2 * _h_of_layer(index, layer) * new
+            tiers[layer + 1] += new
+        before = joined
+    total += int(au.sum() * bc.sum() + ac.sum() * bu.sum()) - within_clique_up
+    return total, tiers
+
+
+class Summary:
+    """One :class:`Mass` summarised per vertex of the domain tree: under every vertex, how many
+    of its GPUs and the sums of their ``up'`` and ``fab`` (dense arrays over the tree's vertices,
+    rows included), looked up for many candidate rows at once by :func:`costs_to`."""
+
+    def __init__(self, index: TopologyIndex, m: Mass) -> None:
+        self.index = index
+        self.mass = m
+        self.masks = dict(zip(m.rows.tolist(), m.masks.tolist(), strict=True))
+        self.total = (int(m.count.sum()), int(m.up.sum()))
+        tree = domain_tree.tree(index)
+        self.layers = tree.ancestor_at.shape[0]
+        v = tree.vertices
+        self.count = np.zeros(v, dtype=np.int64)
+        self.up = np.zeros(v, dtype=np.int64)
+        self.fab = np.zeros(v, dtype=np.int64)
+        if m.rows.size:
+            anc = tree.ancestor_at[1:, m.rows]  # each row's ancestors, layer by layer
+            inside = anc >= 0
+            where = np.concatenate([m.rows, anc[inside]])
+            for total, values in ((self.count, m.count), (self.up, m.up), (self.fab, m.fab)):
+                spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
+                np.add.at(total, where, spread)
+
+    def lookup(self, keys: Ints) -> tuple[Ints, Ints, Ints]:
+        """(count, up, fab) of the mass under each vertex of ``keys``."""
+        return self.count[keys], self.up[keys], self.fab[keys]
+
+
+def costs_to(
+    index: TopologyIndex, summary: Summary, rows: NDArray[np.intp], masks: Ints
+) -> NDArray[np.float64]:
+    """Per part ``i``: the sum of distances from the GPUs ``masks[i]`` on node ``rows[i]`` to
+    every GPU of ``summary``'s mass (which must not contain those GPUs).
+
+    Notes
+    -----
+    O(parts x layers) numpy work, plus one table lookup per part on a node the mass also uses.
+    """
+    out = np.zeros(len(rows), dtype=np.float64)
+    if not len(rows) or not summary.mass.rows.size:
+        return out
+    k, up, fab = gpu_terms(index).sums(rows, masks)
+    tree = domain_tree.tree(index)
+    key = rows.astype(np.int64)
+    c_prev, _, f_prev = summary.lookup(key)
+    cost = np.zeros(len(rows), dtype=np.int64)
+    c_clique, u_clique = c_prev, np.zeros(len(rows), dtype=np.int64)
+    for layer in range(1, summary.layers):
+        anc = tree.ancestor_at[layer, rows]
+        key = np.where(anc >= 0, anc, key)
+        c, u, f = summary.lookup(key)
+        new = c - c_prev
+        if layer == domain_tree.CLIQUE_LAYER:
+            cost += fab * new + k * (f - f_prev)
+            c_clique, u_clique = c, u
+        else:
+            cost += 2 * _h_of_layer(index, layer) * k * new
+        c_prev = c
+    total_count, total_up = summary.total
+    cost += up * (total_count - c_clique) + k * (total_up - u_clique)
+    out += cost
+    shared = np.flatnonzero(np.isin(rows, summary.mass.rows))
+    for i in shared.tolist():
+        row = int(rows[i])
+        out[i] += _same_node(index, row, int(masks[i]), summary.masks[row])[0]
+    return out
+
+
+def dense(index: TopologyIndex, rows: NDArray[np.intp], gpus: NDArray[np.intp]) -> Ints:
+    """The full distance matrix among a few GPUs (GPU ``gpus[i]`` of node ``rows[i]``), for
+    searches over small instances; equals ``index.distance`` entry by entry.
+
+    Notes
+    -----
+    O(n^2 x levels) numpy work.
+    """
+    terms = gpu_terms(index)
+    up = terms.up[rows, gpus]
+    fab = terms.fab[rows, gpus]
+    dom = index.dom[rows]
+    agree = ((dom[:, None, :] == dom[None, :, :]) & (dom[:, None, :] >= 0)).sum(axis=2)
+    out: Ints = up[:, None] + up[None, :] + 2 * index.h[agree]  # lca level + 1 = agreeing levels
+    clique = index.clique_of[rows]
+    same_clique = (clique[:, None] == clique[None, :]) & (clique[:, None] >= 0)
+    out = np.where(same_clique, fab[:, None] + fab[None, :], out)
+    for row in np.unique(rows).tolist():
+        at = np.flatnonzero(rows == row)
+        out[np.ix_(at, at)] = index.node_class(row).dist[np.ix_(gpus[at], gpus[at])]
+    return out

@@ -1,0 +1,132 @@
+"""Phase 1b, homes: domains that can hold the whole deployment at its least intra cost.
+
+With ``all-to-all`` traffic the traffic cost is the mean distance between the roles' GPUs, so
+it is decided less by where any one replica goes than by how far apart the replicas end up.
+Greedy places one replica at a time next to what is placed; when the cheapest spots for the
+large replicas (a free NVSwitch node, free trays of an NVL72 rack) are scattered, it follows them
+across the cluster. A *home* is chosen first, from rolled-up counts alone: a domain with a *slot*
+for every missing replica, with slack (a slot: the whole replica inside one NVLink domain, a node
+over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit no NVLink domain,
+room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
+NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
+places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
+home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
+home keeps the roles together).
+
+Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import subsets
+from shorthop.placement.solver.state import State
+
+HOMES = 2  # best-fitting homes tried
+
+
+def _least_intra(state: State, role: int) -> tuple[int | None, NDArray[np.int64]]:
+    """(the least intra cost a whole replica of ``role`` has on any one node, replicas per row
+    that get it); (None, zeros) when no node fits a whole replica."""
+    shape = state.request.roles[role]
+    rows = len(state.index.names)
+    per_row = np.zeros(rows, dtype=np.int64)
+    nvlink_only = shape.replica_scope == 0
+    best = state.capacity.best((role, shape.pods_per_replica, nvlink_only))
+    least = min((int(i.min()) for i in best.intra if i.size), default=int(subsets.INF))
+    if least >= subsets.INF:
+        return None, per_row
+    fit = state.capacity.pods_fit(role)
+    for cls_rows, intra in zip(best.rows, best.intra, strict=True):
+        hit = cls_rows[intra == least]
+        per_row[hit] = fit[hit] // shape.pods_per_replica
+    return least, per_row
+
+
+def intra_floor(state: State) -> int | None:
+    """A lower bound on the plan's intra cost that greedy reaches when every missing replica
+    gets a node at its role's least single-node cost (None when some role has no such node)."""
+    total = 0
+    least_of: dict[int, int | None] = {}
+    for key, r in state.replicas.items():
+        if r.fixed:
+            if r.missing():
+                return None
+            continue
+        if key[0] not in least_of:
+            least_of[key[0]] = _least_intra(state, key[0])[0]
+        least = least_of[key[0]]
+        if least is None:
+            return None
+        total += least
+    return total
+
+
+def _slots(state: State, role: int) -> NDArray[np.int64]:
+    """Per tree vertex: how many whole replicas of ``role`` fit inside one NVLink domain under it
+    (a node over NVLink alone, or the nodes of one NVL72-style clique); for a role whose
+    replicas fit in no NVLink domain, how many fit by pod capacity."""
+    tree = state.tree
+    shape = state.request.roles[role]
+    pods = shape.pods_per_replica
+    fit = state.capacity.pods_fit(role)
+    best = state.capacity.best((role, pods, True))
+    node_slots = np.zeros(len(state.index.names), dtype=np.int64)
+    for cls_rows, intra in zip(best.rows, best.intra, strict=True):
+        ok = cls_rows[intra < subsets.INF]
+        node_slots[ok] = fit[ok] // pods
+    values = np.zeros(tree.vertices, dtype=np.int64)
+    clique = state.index.clique_of
+    alone = clique < 0
+    values[: len(node_slots)][alone] = node_slots[alone]
+    members = np.flatnonzero(~alone & (fit > 0))
+    if members.size:
+        per_clique = np.bincount(clique[members], weights=fit[members]).astype(np.int64)
+        values[tree.clique_base : tree.clique_base + len(per_clique)] = per_clique // pods
+    slots = tree.rollup_vertices(values)
+    slots[: len(node_slots)] = node_slots  # a node alone: its own replicas only
+    if not slots[tree.root]:
+        return state.capacity.rolled_up(role) // pods
+    return slots
+
+
+def candidates(state: State) -> list[int]:
+    """Up to :data:`HOMES` vertices of the lowest layer (below the root) where every missing
+    replica has a slot and all missing GPUs fit, best fit first; empty when there is none."""
+    tree = state.tree
+    missing: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        if r.missing():
+            if r.fixed:
+                return []  # replicas being repaired stay where their pods are
+            missing[key[0]] = missing.get(key[0], 0) + 1
+    if not missing:
+        return []
+    fits = np.ones(tree.vertices, dtype=np.bool_)
+    need = 0
+    for role, n in missing.items():
+        # Slack: the other roles' pods take GPUs of the same nodes.
+        fits &= _slots(state, role) >= n + (n + 1) // 2
+        need += n * state.request.roles[role].gpus_per_replica
+    room = tree.rollup(np.where(state.capacity.usable_any, state.count, 0))
+    fits &= room >= need + need // 2
+    for layer in range(int(tree.layer[tree.root])):
+        verts = np.flatnonzero(fits & (tree.layer == layer))
+        if verts.size:
+            order = np.lexsort((verts, room[verts]))
+            return [int(v) for v in verts[order][:HOMES]]
+    return []
+
+
+def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:
+    """Mask of the rows under ``vertex``."""
+    tree = state.tree
+    layer = int(tree.layer[vertex])
+    if layer == 0:
+        mask = np.zeros(len(state.index.names), dtype=np.bool_)
+        mask[vertex] = True
+        return mask
+    out: NDArray[np.bool_] = tree.ancestor_at[layer] == vertex
+    return out

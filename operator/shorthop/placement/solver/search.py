@@ -1,0 +1,492 @@
+"""Phase 3c, exhaustive search on small instances: branch and bound over replicas.
+
+When an instance is small (few usable nodes and free GPUs, few pods to place), the heuristics'
+best plan is only a starting point: every placement of every replica is enumerated up to
+symmetry and the cheapest plan is proven, or found. Greedy can end in a basin no single move
+leaves (the large replicas fill the NVSwitch node and every small one crosses the network); the
+search does not care where greedy ended.
+
+Algorithm overview
+------------------
+1. The universe: the free GPUs of the nodes the deployment may use and the GPUs of the pods kept
+   (``fixed``), with their full distance matrix (``pairsums.dense``).
+2. Replicas with missing pods, largest first. A replica's *options* are all ways to put its
+   missing GPUs on nodes: per node a multiple of the pod size, within free GPUs, pod headroom
+   and its ``replicaScope``; GPUs that are twins (swapping them changes no distance) are taken
+   lowest first, and options that differ only by nodes interchangeable now (same class, NVLink
+   domain, network domains, free GPUs, headroom, none of the deployment's GPUs) are one.
+3. Depth first, cheapest option first. A GPU pair is costed when its second GPU is placed: the
+   replica's own pairs (intra), and its pairs with placed partner GPUs (peers of ``paired``
+   edges, the other role of ``all-to-all`` edges, weighted as the objective weighs them).
+4. A branch is cut when its cost plus a lower bound for the rest (each remaining replica's
+   cheapest intra cost at the start, and every traffic GPU pair still to come at the smallest
+   distance) cannot beat the best plan, the heuristics' plan to begin with.
+5. :data:`BUDGET` options scored at most; the best plan found stands (never worse than the
+   heuristics').
+
+Caller: ``run`` (after refinement). Changes the state only through ``State.lift``/``commit``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import product
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shorthop.placement import pairsums
+from shorthop.placement.solver.state import Candidate, Key, State
+from shorthop.topology.index import TopologyIndex
+
+SMALL_ROWS = 12  # usable nodes with free GPUs
+SMALL_GPUS = 96  # free GPUs on them
+SMALL_PODS = 14  # pods to place
+BUDGET = 60_000  # options scored, over the whole search
+EPS = 1e-7
+
+
+def twin_classes(index: TopologyIndex, row: int) -> list[int]:
+    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with)."""
+    cls = index.node_class(row)
+    up = pairsums.gpu_terms(index).up[row]
+    g = cls.gpus
+    label = list(range(g))
+    for i in range(g):
+        for j in range(i):
+            if label[j] == j and _twins(cls.dist, cls.nvlink, up, cls.fab, i, j):
+                label[i] = j
+                break
+    return label
+
+
+def _twins(
+    dist: NDArray[np.int64],
+    nv: NDArray[np.bool_],
+    up: NDArray[np.int64],
+    fab: NDArray[np.int64],
+    i: int,
+    j: int,
+) -> bool:
+    if up[i] != up[j] or fab[i] != fab[j]:
+        return False
+    rest = np.ones(dist.shape[0], dtype=np.bool_)
+    rest[[i, j]] = False
+    return bool((dist[i, rest] == dist[j, rest]).all() and (nv[i, rest] == nv[j, rest]).all())
+
+
+@dataclass
+class _Replica:
+    key: Key
+    role: int
+    k: int  # new GPUs
+    q: int
+    fixed: list[int]  # universe ids of its kept GPUs
+    scope_layer: int | None
+    nvlink_only: bool
+    anchor: frozenset[int] | None  # vertices holding its kept pods (``DomainTree.holders``)
+
+
+@dataclass
+class _Problem:
+    rows: list[int]
+    gpu_id: dict[tuple[int, int], int]  # (row, gpu) -> universe id
+    dist: NDArray[np.int64]
+    replicas: list[_Replica]
+    free: dict[int, int]  # row -> free mask
+    head: dict[int, list[int]]  # row -> [cpu, memory, pods]
+    gpu_of: list[tuple[int, int]]  # universe id -> (row, gpu)
+    placed: dict[Key, list[int]] = field(default_factory=dict)  # universe ids per replica
+    role_placed: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    on_row: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    scored: int = 0
+
+
+def small(state: State) -> bool:
+    """Whether the instance is small enough for the exhaustive search."""
+    missing = sum(r.pods - len(r.fixed) for r in state.replicas.values())
+    if not missing or missing > SMALL_PODS:
+        return False
+    usable = np.logical_or.reduce(state.usable)
+    rows = np.flatnonzero(usable & (state.snapshot.free_counts > 0))
+    return len(rows) <= SMALL_ROWS and int(state.snapshot.free_counts[rows].sum()) <= SMALL_GPUS
+
+
+def search(state: State) -> bool:
+    """Phase 3c: replace the state's placement by the optimum when the search finds a cheaper
+    one within its budget; True when it did."""
+    if not small(state):
+        return False
+    problem = _problem(state)
+    before = state.total_cost()
+    found = _Search(state, problem, before).run()
+    if found is None:
+        return False
+    olds = {key: state.lift(key) for key in found}
+    for key, ids in found.items():
+        masks: dict[int, int] = {}
+        for i in ids:
+            row, gpu = problem.gpu_of[i]
+            masks[row] = masks.get(row, 0) | 1 << gpu
+        state.commit(key, Candidate(0, 0.0, 0.0, 0, tuple(sorted(masks.items()))))
+    if state.total_cost() < before:
+        return True
+    for key, old in olds.items():  # never keep a plan that is not cheaper (a safety net)
+        state.lift(key)
+        state.restore(key, old)
+    return False
+
+
+def _problem(state: State) -> _Problem:
+    index, snap = state.index, state.snapshot
+    usable = np.logical_or.reduce(state.usable)
+    rows = [int(r) for r in np.flatnonzero(usable & (snap.free_counts > 0))]
+    gpus: list[tuple[int, int]] = []
+    for row in rows:
+        gpus += [(row, g) for g in range(index.gpus(row)) if int(snap.free[row]) >> g & 1]
+    for r in state.replicas.values():
+        for _, row, mask in r.fixed:
+            gpus += [(row, g) for g in range(64) if mask >> g & 1]
+    gpus = sorted(set(gpus))
+    gpu_id = {g: i for i, g in enumerate(gpus)}
+    dist = pairsums.dense(
+        index,
+        np.array([r for r, _ in gpus], dtype=np.intp),
+        np.array([g for _, g in gpus], dtype=np.intp),
+    )
+    tree = state.tree
+    replicas = []
+    for key, r in sorted(state.replicas.items()):
+        if r.pods == len(r.fixed):
+            continue
+        role = state.request.roles[r.role]
+        fixed = [gpu_id[(row, g)] for _, row, mask in r.fixed for g in range(64) if mask >> g & 1]
+        layer = tree.layer_of_tier(role.replica_scope) if role.replica_scope is not None else None
+        anchor = None
+        if layer is not None and r.fixed:
+            anchor = frozenset.intersection(*(tree.holders(layer, row) for _, row, _ in r.fixed))
+        replicas.append(
+            _Replica(
+                key,
+                r.role,
+                (r.pods - len(r.fixed)) * role.pod_gpus,
+                role.pod_gpus,
+                fixed,
+                layer,
+                role.replica_scope == 0,
+                anchor,
+            )
+        )
+    replicas.sort(key=lambda x: (-x.k, -x.q, x.key))
+    return _Problem(
+        rows=rows,
+        gpu_id=gpu_id,
+        dist=dist,
+        replicas=replicas,
+        free={row: int(snap.free[row]) for row in rows},
+        head={row: [int(v) for v in snap.headroom[row]] for row in rows},
+        gpu_of=gpus,
+    )
+
+
+class _Search:
+    def __init__(self, state: State, problem: _Problem, best: tuple[int, float]) -> None:
+        self.state = state
+        self.p = problem
+        self.best = best
+        self.best_plan: dict[Key, list[int]] | None = None
+        index = state.index
+        self.twins = {row: twin_classes(index, row) for row in problem.rows}
+        self.static = {
+            row: (
+                int(index.class_of[row]),
+                int(index.clique_of[row]),
+                tuple(index.dom[row].tolist()),
+                tuple(bool(u[row]) for u in state.usable),
+            )
+            for row in problem.rows
+        }
+        # Everything already placed for good: the GPUs of replicas with no missing pods, and
+        # the kept GPUs of the others; their pairs are a constant of every plan.
+        for key, r in state.replicas.items():
+            ids = [
+                problem.gpu_id[(row, g)]
+                for _, row, mask in r.fixed
+                for g in range(64)
+                if mask >> g & 1
+            ]
+            problem.placed[key] = list(ids)
+            problem.role_placed[r.role] += ids
+            for _, row, mask in r.fixed:
+                problem.on_row[row] += mask.bit_count()
+        self.base = self._base_cost()
+        off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
+        self.d_min = int(off.min()) if off.size else 0
+        self.order = problem.replicas
+        # traffic GPU pairs still to come, per (replica, partner) with their weights
+        self.root_intra = [self._cheapest_intra(x) for x in self.order]
+
+    # -- costs -------------------------------------------------------------------------------
+
+    def _partners(self, x: _Replica) -> list[tuple[list[int], float]]:
+        """Placed GPUs ``x`` exchanges traffic with, and the weight of one pair."""
+        out = []
+        for peer, weight in self.state.peers[x.key]:
+            out.append((self.p.placed[peer], weight))
+        for other, weight, _ in self.state.role_edges[x.role]:
+            if weight:
+                out.append((self.p.role_placed[other], weight))
+        return out
+
+    def _base_cost(self) -> tuple[int, float]:
+        """Pairs among GPUs placed for good (kept pods), counted once."""
+        d = self.p.dist
+        intra = 0
+        traffic = 0.0
+        for r in self.state.replicas.values():
+            ids = self.p.placed[(r.role, r.rid)]
+            intra += int(d[np.ix_(ids, ids)].sum()) // 2
+        seen: set[tuple[Key, Key]] = set()
+        for key in self.state.replicas:
+            for peer, weight in self.state.peers[key]:
+                pair = (min(key, peer), max(key, peer))
+                if pair not in seen:
+                    seen.add(pair)
+                    a, b = self.p.placed[key], self.p.placed[peer]
+                    traffic += weight * float(d[np.ix_(a, b)].sum())
+        for e in self.state.request.traffic:
+            for other, weight, edge in self.state.role_edges[e.source]:
+                if edge is e and weight:
+                    a, b = self.p.role_placed[e.source], self.p.role_placed[other]
+                    traffic += weight * float(d[np.ix_(a, b)].sum())
+        return intra, traffic
+
+    def _score(
+        self, x: _Replica, options: NDArray[np.intp]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """(intra, traffic) each option adds: its pairs with itself, the replica's kept GPUs
+        and the placed partner GPUs."""
+        d = self.p.dist
+        self.p.scored += len(options)
+        inner = d[options[:, :, None], options[:, None, :]].sum(axis=(1, 2)) // 2
+        if x.fixed:
+            inner = inner + d[options][:, :, x.fixed].sum(axis=(1, 2))
+        traffic = np.zeros(len(options), dtype=np.float64)
+        for ids, weight in self._partners(x):
+            if ids:
+                traffic += weight * d[options][:, :, ids].sum(axis=(1, 2))
+        return inner.astype(np.int64), traffic
+
+    def _cheapest_intra(self, x: _Replica) -> int:
+        options = self._options(x)
+        if not len(options):
+            return 0
+        d = self.p.dist
+        inner = d[options[:, :, None], options[:, None, :]].sum(axis=(1, 2)) // 2
+        if x.fixed:
+            inner = inner + d[options][:, :, x.fixed].sum(axis=(1, 2))
+        return int(inner.min())
+
+    def _traffic_bound(self, depth: int) -> float:
+        """Every traffic GPU pair not costed yet, at the smallest distance, weighted."""
+        state = self.state
+        pending = {x.key: x.k for x in self.order[depth:]}
+        total = 0.0
+        seen: set[tuple[Key, Key]] = set()
+        for x in self.order[depth:]:
+            for peer, weight in state.peers[x.key]:
+                pair = (min(x.key, peer), max(x.key, peer))
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                mine = len(self.p.placed[x.key]) + x.k
+                other = len(self.p.placed[peer]) + pending.get(peer, 0)
+                total += weight * (
+                    mine * other - len(self.p.placed[x.key]) * len(self.p.placed[peer])
+                )
+        role_pending: dict[int, int] = defaultdict(int)
+        for x in self.order[depth:]:
+            role_pending[x.role] += x.k
+        for e in state.request.traffic:
+            for other, weight, edge in state.role_edges[e.source]:
+                if edge is not e or not weight:
+                    continue
+                a_now, b_now = len(self.p.role_placed[e.source]), len(self.p.role_placed[other])
+                a_all, b_all = a_now + role_pending[e.source], b_now + role_pending[other]
+                total += weight * (a_all * b_all - a_now * b_now)
+        return total * self.d_min
+
+    # -- options -------------------------------------------------------------------------------
+
+    def _row_ok(self, x: _Replica, row: int) -> bool:
+        role = self.state.request.roles[x.role]
+        h = self.p.head[row]
+        return bool(
+            self.state.usable[x.role][row]
+            and self.p.free[row].bit_count() >= x.q
+            and h[2] >= 1
+            and h[0] >= role.cpu_millis
+            and h[1] >= role.memory_bytes
+        )
+
+    def _subsets(self, row: int, k: int) -> list[tuple[int, ...]]:
+        """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first)."""
+        by_class: dict[int, list[int]] = defaultdict(list)
+        free = self.p.free[row]
+        for g in range(self.state.index.gpus(row)):
+            if free >> g & 1:
+                by_class[self.twins[row][g]].append(g)
+        classes = sorted(by_class.values())
+        out = []
+        for counts in product(*(range(len(c) + 1) for c in classes)):
+            if sum(counts) == k:
+                out.append(
+                    tuple(sorted(g for c, n in zip(classes, counts, strict=True) for g in c[:n]))
+                )
+        return out
+
+    def _options(self, x: _Replica) -> NDArray[np.intp]:
+        """Every distinct way to place the replica's missing GPUs now, as universe ids."""
+        role = self.state.request.roles[x.role]
+        rows = [row for row in self.p.rows if self._row_ok(x, row)]
+        tree = self.state.tree
+        if x.nvlink_only:
+            fixed_rows = {self.p.gpu_of[i][0] for i in x.fixed}
+            rows = [row for row in rows if not fixed_rows or fixed_rows == {row}]
+        seen: set[tuple[object, ...]] = set()
+        out: list[list[int]] = []
+
+        def pods_room(row: int) -> int:
+            h = self.p.head[row]
+            n = min(self.p.free[row].bit_count() // x.q, h[2])
+            if role.cpu_millis:
+                n = min(n, h[0] // role.cpu_millis)
+            if role.memory_bytes:
+                n = min(n, h[1] // role.memory_bytes)
+            return n
+
+        def extend(
+            at: int,
+            left: int,
+            chosen: list[tuple[int, tuple[int, ...]]],
+            domain: frozenset[int] | None,
+        ) -> None:
+            if left == 0:
+                signature = tuple(
+                    sorted(
+                        (
+                            (0, self.static[r], self.p.free[r], tuple(self.p.head[r]))
+                            if self.p.on_row[r] == 0
+                            else (1, r),
+                            tuple(sorted(self.twins[r][g] for g in gs)),
+                        )
+                        for r, gs in chosen
+                    )
+                )
+                if signature not in seen:
+                    seen.add(signature)
+                    out.append([self.p.gpu_id[(r, g)] for r, gs in chosen for g in gs])
+                return
+            for i in range(at, len(rows)):
+                row = rows[i]
+                d = None
+                if x.scope_layer is not None:
+                    # Every row of the replica under one vertex of the scope's layer or finer.
+                    d = tree.holders(x.scope_layer, row)
+                    if x.anchor is not None:
+                        d &= x.anchor
+                    if domain is not None:
+                        d &= domain
+                    if not d:
+                        continue
+                most = min(pods_room(row), left // x.q)
+                least = left // x.q if x.nvlink_only else 1  # same-node-nvlink: one node
+                for pods in range(most, least - 1, -1):
+                    for gs in self._subsets(row, pods * x.q):
+                        if x.nvlink_only and not self._nvlink(row, gs, x):
+                            continue
+                        chosen.append((row, gs))
+                        extend(i + 1, left - pods * x.q, chosen, d)
+                        chosen.pop()
+
+        extend(0, x.k, [], None)
+        return np.array(out, dtype=np.intp).reshape(len(out), x.k)
+
+    def _nvlink(self, row: int, gpus: tuple[int, ...], x: _Replica) -> bool:
+        nv = self.state.index.node_class(row).nvlink
+        mine = list(gpus) + [self.p.gpu_of[i][1] for i in x.fixed]
+        return bool(nv[np.ix_(mine, mine)].all())
+
+    # -- search --------------------------------------------------------------------------------
+
+    def run(self) -> dict[Key, list[int]] | None:
+        base_intra, base_traffic = self.base
+        self.chosen: dict[Key, list[int]] = {}
+        self._dfs(0, base_intra, base_traffic)
+        return self.best_plan
+
+    def _better(self, intra: int, traffic: float) -> bool:
+        best_intra, best_traffic = self.best
+        return intra < best_intra or (intra == best_intra and traffic < best_traffic - EPS)
+
+    def _dfs(self, depth: int, intra: int, traffic: float) -> None:
+        if depth == len(self.order):
+            if self._better(intra, traffic):
+                self.best = (intra, round(traffic, 6))
+                self.best_plan = {k: list(v) for k, v in self.chosen.items()}
+            return
+        if self.p.scored > BUDGET:
+            return
+        x = self.order[depth]
+        options = self._options(x)
+        if not len(options):
+            return
+        add_intra, add_traffic = self._score(x, options)
+        rest_intra = sum(self.root_intra[depth + 1 :])
+        order = np.lexsort((add_traffic, add_intra))
+        for i in order.tolist():
+            new_intra = intra + int(add_intra[i])
+            new_traffic = traffic + float(add_traffic[i])
+            if new_intra + rest_intra > self.best[0]:
+                break  # sorted by intra: the rest are no better
+            ids = options[i].tolist()
+            self._place(x, ids)
+            bound = self._traffic_bound(depth + 1)
+            if self._better(new_intra + rest_intra, new_traffic + bound):
+                self.chosen[x.key] = ids
+                self._dfs(depth + 1, new_intra, new_traffic)
+                del self.chosen[x.key]
+            self._unplace(x, ids)
+            if self.p.scored > BUDGET:
+                return
+
+    def _place(self, x: _Replica, ids: list[int]) -> None:
+        role = self.state.request.roles[x.role]
+        for i in ids:
+            row, gpu = self.p.gpu_of[i]
+            self.p.free[row] &= ~(1 << gpu)
+            self.p.on_row[row] += 1
+        for row in {self.p.gpu_of[i][0] for i in ids}:
+            pods = sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q
+            h = self.p.head[row]
+            h[0] -= role.cpu_millis * pods
+            h[1] -= role.memory_bytes * pods
+            h[2] -= pods
+        self.p.placed[x.key] = self.p.placed[x.key] + ids
+        self.p.role_placed[x.role] = self.p.role_placed[x.role] + ids
+
+    def _unplace(self, x: _Replica, ids: list[int]) -> None:
+        role = self.state.request.roles[x.role]
+        for i in ids:
+            row, gpu = self.p.gpu_of[i]
+            self.p.free[row] |= 1 << gpu
+            self.p.on_row[row] -= 1
+        for row in {self.p.gpu_of[i][0] for i in ids}:
+            pods = sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q
+            h = self.p.head[row]
+            h[0] += role.cpu_millis * pods
+            h[1] += role.memory_bytes * pods
+            h[2] += pods
+        self.p.placed[x.key] = self.p.placed[x.key][: -len(ids)]
+        self.p.role_placed[x.role] = self.p.role_placed[x.role][: -len(ids)]

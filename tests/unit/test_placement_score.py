@@ -1,0 +1,77 @@
+"""The placement score (controller/score.py): a fresh plan with the deployment's own GPUs
+released, rate-limited to when free GPUs changed and the interval passed."""
+
+from __future__ import annotations
+
+from shorthop.controller import score
+from shorthop.placement import objective, snapshot
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
+from shorthop.topology import fake
+
+from tests import builders
+
+CONFIG = fake.CONFIG
+REQUEST = Request(
+    roles=(RoleRequest("prefill", 1, 1, 2), RoleRequest("decode", 1, 1, 2)),
+    traffic=(TrafficEdge(0, 1, 1.0, Pattern.ALL_TO_ALL),),
+)
+
+
+def _cluster(extra: list[dict] | None = None) -> snapshot.ClusterSnapshot:
+    nodes = [builders.node_object("a", "hgx", 8, rack="r1"), builders.node_object("b", "hgx", 8)]
+    # The deployment as churn left it: prefill on a, decode on b (traffic over the network).
+    pods = [builders.gpu_pod("p0", "a", [0, 1]), builders.gpu_pod("d0", "b", [0, 1])]
+    return snapshot.build(nodes, pods + (extra or []), CONFIG)
+
+
+def test_a_split_deployment_scores_worse_than_its_fresh_plan() -> None:
+    snap = _cluster()
+    own = {"p0": ("a", (0, 1), "prefill"), "d0": ("b", (0, 1), "decode")}
+    fresh = score.achievable(snap, REQUEST, own)
+    assert fresh is not None
+    # Fresh: both replicas on one NVSwitch node; the split one pays the network for 4 pairs.
+    together = snapshot.build(
+        [builders.node_object("a", "hgx", 8, rack="r1"), builders.node_object("b", "hgx", 8)],
+        [builders.gpu_pod("p0", "a", [0, 1]), builders.gpu_pod("d0", "a", [2, 3])],
+        CONFIG,
+    )
+    sets = {
+        ("prefill", 0): objective.gpu_set([(together.index.row_of["a"], [0, 1])]),
+        ("decode", 0): objective.gpu_set([(together.index.row_of["a"], [2, 3])]),
+    }
+    best = objective.evaluate_sets(together.index, REQUEST, sets).cost
+    assert fresh == best.intra + best.traffic
+    split = {
+        ("prefill", 0): objective.gpu_set([(snap.index.row_of["a"], [0, 1])]),
+        ("decode", 0): objective.gpu_set([(snap.index.row_of["b"], [0, 1])]),
+    }
+    now = objective.evaluate_sets(snap.index, REQUEST, split).cost
+    result = score.Score(now.intra + now.traffic, fresh, score.now())
+    assert result.ratio > 1.0
+    assert result.to_json()["ratio"] == round(result.ratio, 4)
+
+
+def test_no_room_for_a_fresh_plan_gives_none() -> None:
+    big = Request(roles=(RoleRequest("decode", 3, 1, 8),))
+    assert score.achievable(_cluster(), big, {}) is None
+
+
+def test_recomputed_only_after_the_interval_and_a_change_of_free_gpus() -> None:
+    clock = [0.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0])
+    snap = _cluster()
+    assert scores.due("ns/x", snap)
+    scores.record("ns/x", snap)
+    assert not scores.due("ns/x", snap)  # nothing changed, interval not passed
+    busier = _cluster([builders.gpu_pod("other", "b", [5])])
+    assert not scores.due("ns/x", busier)  # changed, but too soon
+    clock[0] = 61.0
+    assert not scores.due("ns/x", snap)  # due by time, but the same free GPUs
+    assert scores.due("ns/x", busier)
+    scores.forget("ns/x")
+    assert scores.due("ns/x", snap)
+
+
+def test_ratio_when_nothing_costs() -> None:
+    assert score.Score(0.0, 0.0, "").ratio == 1.0
+    assert score.Score(5.0, 0.0, "").ratio == 6.0
