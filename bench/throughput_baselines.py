@@ -396,6 +396,10 @@ def _gone(core: Any, namespace: str) -> None:
     tp._wait(f"the {namespace} pods to go", lambda: tp._bound(core, namespace)[0] == 0, 300, 0.5)
 
 
+def shorthop_namespace(binding: str) -> str:
+    return "shorthop" if binding == "device-plugin" else f"shorthop-{binding}"
+
+
 def _shorthop(
     local: Any,
     pids: dict[str, int],
@@ -413,7 +417,8 @@ def _shorthop(
     api = config.new_client_from_config(config_file=str(local.kubeconfig))
     api.configuration.connection_pool_maxsize = 32
     custom = client.CustomObjectsApi(api)
-    namespace = "shorthop" if binding == "device-plugin" else f"shorthop-{binding}"
+    namespace = shorthop_namespace(binding)
+    _namespace(client.CoreV1Api(api), namespace)
     operator = oh.OperatorProcess(local.kubeconfig, tmp / namespace, identity=f"bench-{binding}")
     operator.start()
     try:
@@ -465,7 +470,7 @@ def run(
             core.create_namespace(
                 client.V1Namespace(metadata=client.V1ObjectMeta(name="shorthop-system"))
             )
-            for ns in ("bare", "sts", "shorthop"):
+            for ns in ("bare", "sts"):
                 _namespace(core, ns)
 
             def ready() -> bool:
