@@ -338,7 +338,10 @@ def _timed(
         create()
         log(f"throughput: {name}: created in {time.monotonic() - started:.2f}s")
         bound_s = watcher.wait(f"{name}: every pod bound", 900) - started
-        running_s = watcher.wait(f"{name}: every pod Running", 300) - started
+        try:
+            running_s = watcher.wait(f"{name}: every pod Running", 300) - started
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; {_census(local, namespace)}") from None
         cpu, requests = Meter(local, pids).since(before)
     finally:
         watcher.close()
@@ -351,6 +354,21 @@ def _timed(
         f"Running in {running_s:.2f}s; CPU-s " + ", ".join(f"{p} {s:.1f}" for p, s in cpu.items())
     )
     return mode
+
+
+def _census(local: Any, namespace: str) -> str:
+    """What a mode that did not finish left: the pods by phase and node, and which control-plane
+    processes are alive."""
+    from kubernetes import client, config
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(local.kubeconfig)))
+    items = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
+    phases: dict[str, int] = {}
+    for pod in items:
+        bound = "bound" if pod["spec"].get("nodeName") else "unbound"
+        key = f"{(pod.get('status') or {}).get('phase')}/{bound}"
+        phases[key] = phases.get(key, 0) + 1
+    return f"{len(items)} pods in {namespace}: {phases}; processes alive: {local.running()}"
 
 
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
