@@ -248,6 +248,13 @@ def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
                     f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
                     f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
                 )
+    dra = (
+        " and in DRA mode (the same nodes again, their GPUs published as ResourceSlices as the "
+        "NVIDIA DRA driver does; per pod shorthop also creates a ResourceClaim and writes its "
+        "allocation; every claim checked allocated at the end)"
+        if r.mode("shorthop (DRA)")
+        else ""
+    )
     top = ""
     if shorthop:
         busiest = sorted(shorthop.requests.items(), key=lambda kv: -kv[1])[:8]
@@ -272,9 +279,10 @@ mode from the same empty nodes: **bare pods** created by a client and bound by k
 **StatefulSets**, one per role and group with podManagementPolicy Parallel and a headless
 Service each (what LeaderWorkerSet creates underneath), whose pods kube-controller-manager
 creates and kube-scheduler binds; **shorthop**, one InferenceDeployment per group, the operator
-(`shorthop run`, leading before the clock starts) creating and binding the pods in device-plugin
-mode. The client creates from 16 threads; the clock runs from the first create until a pod watch
-(its own process) saw every pod bound, then every pod Running.
+(`shorthop run`, a fresh one per binding mode, leading before the clock starts) creating and
+binding the pods, in device-plugin mode (`nvidia.com/gpu`, a bind is `pods/binding`){dra}. The
+client creates from 16 threads; the clock runs from the first create until a pod watch (its own
+process) saw every pod bound, then every pod Running.
 
 {table(("mode", "pods/s", "first create -> all bound", "-> all Running"), rows, "lrrr")}
 
