@@ -19,12 +19,29 @@ def section(tp: Throughput | None) -> str:
             f"{tp.scheduler_rate:.1f}",
         ),
         (
-            f"shorthop ({tp.deployments} InferenceDeployments of 8 pods)",
+            f"shorthop, device plugin ({tp.deployments} InferenceDeployments of 8 pods)",
             tp.pods,
             dur(tp.shorthop_seconds),
             f"{tp.shorthop_rate:.1f}",
         ),
     ]
+    dra = ""
+    if tp.dra_seconds and tp.dra_rate and tp.dra_running_seconds:
+        rows.append(
+            (
+                f"shorthop, DRA ({tp.deployments} InferenceDeployments of 8 pods)",
+                tp.pods,
+                dur(tp.dra_seconds),
+                f"{tp.dra_rate:.1f}",
+            )
+        )
+        dra = (
+            " *shorthop, DRA*: the same nodes with their GPUs published in ResourceSlices as the "
+            "NVIDIA DRA driver publishes them; per pod the operator also creates a ResourceClaim, "
+            "writes its allocation (the planned devices) and reads every claim once before the "
+            f"bind; every pod was Running {dur(tp.dra_running_seconds)} after the first create "
+            "and every claim allocated."
+        )
     return (
         "A private local control plane (kube-apiserver, etcd, kube-scheduler, "
         f"kube-controller-manager and kwok, built from source) with {tp.nodes:,} fake GPU nodes "
@@ -36,9 +53,11 @@ def section(tp: Throughput | None) -> str:
         "own, the same for both phases. Both phases start from the same empty nodes; every "
         f"shorthop pod was Running {dur(tp.shorthop_running_seconds)} after the first create. The "
         "operator is one Python process; the API server, etcd, kwok, the controllers and the "
-        "operator share the machine's cores.\n\n"
+        "operator share the machine's cores."
+        + dra
+        + "\n\n"
         + table(("who binds", "pods", "time to all bound", "pods/s"), rows, "lrrr")
-        + f"\n\nRatio shorthop / kube-scheduler: **{tp.ratio:.2f}×**."
+        + f"\n\nRatio shorthop (device plugin) / kube-scheduler: **{tp.ratio:.2f}×**."
         + ("" if tp.ratio >= 1.0 else "\n\n" + THROUGHPUT_GAP)
     )
 

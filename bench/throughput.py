@@ -1,23 +1,32 @@
-"""End-to-end throughput on a real API server: shorthop vs kube-scheduler (issue E).
+"""End-to-end throughput on a real API server: shorthop vs kube-scheduler (issue E), and shorthop
+in each of its binding modes.
 
 A private local control plane (built from source, see e2e/controlplane) with ``nodes`` fake GPU
-nodes (kwok; half GB200 NVL72 trays, half HGX H100 nodes). Two timed phases, in one run:
+nodes (kwok; half GB200 NVL72 trays, half HGX H100 nodes). Timed phases, in one run:
 
 1. **kube-scheduler**: ``pods`` plain pods of 4 GPUs are created by a client (16 threads, as fast
    as the API takes them); the clock runs from the first create until every pod has a node.
-2. **shorthop**: the operator (``shorthop run``, a local process) is running; ``pods / 8``
-   InferenceDeployments of 8 pods each (4 prefill x 1 pod + 2 decode x 2 pods, 4 GPUs per pod) are
-   created by a client (16 threads, as for the plain pods); the clock runs from the first create
-   until every pod is bound.
+2. **shorthop, one phase per binding mode** (``MODES``): the operator (``shorthop run``, a local
+   process started for the phase) is running; ``pods / 8`` InferenceDeployments of 8 pods each
+   (4 prefill x 1 pod + 2 decode x 2 pods, 4 GPUs per pod) are created by a client (16 threads,
+   as for the plain pods); the clock runs from the first create until every pod is bound.
+
+   - ``device-plugin``: the nodes advertise ``nvidia.com/gpu``; a bind is ``pods/binding``.
+   - ``dra``: the same nodes, their GPUs published instead as the NVIDIA DRA driver does (a
+     ResourceSlice per node, the ``gpu.nvidia.com`` DeviceClass); per pod shorthop also creates
+     a ResourceClaim, writes its allocation and reads every claim once before the bind
+     (``controller/dra.py``). Every claim is checked allocated at the end.
 
 Completion is seen by a pod watch in a process of its own (``BindWatch``), started before each
-phase's clock. Between the phases the plain pods are deleted and the cluster returns to empty.
-Both phases start from the same empty nodes. Result: pods bound per second for each, and their
-ratio.
+phase's clock. Between phases the cluster returns to empty (plain pods deleted, deployments and
+their pods and claims gone; for DRA the nodes are created again as DRA nodes). Every phase starts
+from the same empty nodes. Result: pods bound per second for each, and shorthop's ratio to
+kube-scheduler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import subprocess
@@ -38,14 +47,23 @@ Log = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[1]
 
 
+MODES = ("device-plugin", "dra")
+
+
 @dataclass(frozen=True)
 class Throughput:
     nodes: int
     pods: int
     deployments: int
     scheduler_seconds: float
-    shorthop_seconds: float
+    shorthop_seconds: float  # device-plugin mode
     shorthop_running_seconds: float
+    dra_seconds: float | None = None  # DRA mode (None: not measured)
+    dra_running_seconds: float | None = None
+
+    @property
+    def dra_rate(self) -> float | None:
+        return self.pods / self.dra_seconds if self.dra_seconds else None
 
     @property
     def scheduler_rate(self) -> float:
@@ -197,49 +215,176 @@ def deployment(name: str, namespace: str) -> dict[str, object]:
     }
 
 
-def run(nodes: int = 1000, pods: int = 512, *, log: Log = print) -> Throughput:
+@dataclass(frozen=True)
+class Phase:
+    """One shorthop phase: seconds from the first create to every pod bound, and to Running."""
+
+    bound_seconds: float
+    running_seconds: float
+
+
+def _create_nodes(kubeconfig: Path, objects: list[dict[str, Any]]) -> None:
+    for start in range(0, len(objects), 250):
+        chunk = fake.as_list(objects[start : start + 250])
+        _kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(chunk))
+
+
+def _ready_nodes(core: Any) -> int:
+    return sum(
+        1
+        for n in core.list_node().items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    )
+
+
+def _as_dra_nodes(kubeconfig: Path, core: Any, shape: fake.ClusterShape, log: Log) -> int:
+    """The same nodes again, their GPUs published as the NVIDIA DRA driver publishes them: the
+    device-plugin nodes are deleted (their status cannot be rewritten by an apply) and created
+    with no ``nvidia.com/gpu``, with one ResourceSlice each and the DeviceClass."""
+    dra_shape = dataclasses.replace(shape, dra=frozenset(fake.DRA_KINDS))
+    objects = fake.nodes(dra_shape)
+    log(f"throughput: the {len(objects)} nodes again, as DRA nodes")
+    core.delete_collection_node()
+    _wait("the device-plugin nodes to go", lambda: not core.list_node().items, 300, 0.5)
+    _create_nodes(kubeconfig, objects)
+    published = fake.resource_slices(objects)
+    for start in range(0, len(published), 250):
+        _kubectl(
+            kubeconfig, "apply", "-f", "-",
+            stdin=yaml.safe_dump(fake.as_list(published[start : start + 250])),
+        )  # fmt: skip
+    _kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(fake.device_class()))
+    _wait("kwok to mark the DRA nodes Ready", lambda: _ready_nodes(core) == len(objects), 300, 1.0)
+    return len(objects)
+
+
+def _check_claims(api: Any, namespace: str, pods: int) -> None:
+    """DRA mode: one claim per pod, each allocated and reserved."""
+    from kubernetes import client
+
+    items = json.loads(
+        client.ResourceV1Api(api)
+        .list_namespaced_resource_claim(namespace, _preload_content=False)
+        .data
+    )["items"]
+    done = [
+        c for c in items
+        if (c.get("status") or {}).get("allocation") and (c.get("status") or {}).get("reservedFor")
+    ]  # fmt: skip
+    if (len(items), len(done)) != (pods, pods):
+        raise RuntimeError(
+            f"{namespace}: expected {pods} claims, all allocated; found {len(items)}, "
+            f"{len(done)} allocated"
+        )
+
+
+def _shorthop_phase(
+    api: Any, kubeconfig: Path, workdir: Path, namespace: str, count: int, log: Log
+) -> Phase:
+    """A fresh operator; ``count`` deployments created at once; timed until all pods bound."""
+    from kubernetes import client
+
+    from tests import operator_harness as oh
+
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+
+    def account() -> bool:
+        listed = core.list_namespaced_service_account(namespace).items
+        return any(sa.metadata.name == "default" for sa in listed)
+
+    _wait(f"the default service account of {namespace}", account, 60)
+    operator = oh.OperatorProcess(kubeconfig, workdir, identity=f"bench-{namespace}").start()
+    try:
+        operator.wait_leading(timeout=120)
+        docs = fake.as_list(deployment(f"infd-{i:03d}", namespace) for i in range(count))
+        log(f"throughput: shorthop ({namespace}) placing {count} deployments ({count * 8} pods)")
+
+        def create(doc: dict[str, object]) -> None:
+            custom.create_namespaced_custom_object(
+                "shorthop.io", "v1alpha1", namespace, "inferencedeployments", doc
+            )
+
+        watcher = BindWatch(kubeconfig, namespace, count * 8)
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, docs["items"]))
+        log(f"throughput: {count} deployments created in {time.monotonic() - started:.2f}s")
+        bound_s = watcher.wait("shorthop to bind every pod", 900) - started
+        _check_bound(core, namespace, count * 8)
+
+        def running() -> bool:
+            items = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)[
+                "items"
+            ]
+            return len(items) == count * 8 and all(
+                p.get("status", {}).get("phase") == "Running" for p in items
+            )
+
+        running_s = _wait("every pod Running", running, 300) - started
+        samples = dict(
+            line.rsplit(" ", 1)
+            for line in operator.metrics().splitlines()
+            if line.startswith("shorthop_placement_latency_seconds_")
+        )
+        plans = float(samples.get("shorthop_placement_latency_seconds_count", 0))
+        planning = float(samples.get("shorthop_placement_latency_seconds_sum", 0))
+        log(f"throughput: {plans:.0f} plans took {planning:.2f}s of planning in all")
+        log(f"throughput: shorthop ({namespace}) {count * 8} pods in {bound_s:.2f}s")
+        return Phase(bound_s, running_s)
+    finally:
+        operator.stop()
+
+
+def _clear(api: Any, namespace: str) -> None:
+    """The phase's deployments deleted; done when their pods (and claims) are gone."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    client.CustomObjectsApi(api).delete_collection_namespaced_custom_object(
+        "shorthop.io", "v1alpha1", namespace, "inferencedeployments"
+    )
+    _wait(f"the {namespace} pods to go", lambda: _bound(core, namespace)[0] == 0, 300, 0.5)
+
+    def no_claims() -> bool:
+        listed = client.ResourceV1Api(api).list_namespaced_resource_claim(namespace)
+        return not listed.items
+
+    _wait(f"the {namespace} claims to go", no_claims, 300, 0.5)
+
+
+def run(
+    nodes: int = 1000, pods: int = 512, *, log: Log = print, modes: tuple[str, ...] = MODES
+) -> Throughput:
     from kubernetes import client, config
 
     from e2e.controlplane import cluster as controlplane
-    from tests import operator_harness as oh
 
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {MODES}")
     with tempfile.TemporaryDirectory(prefix="shorthop-throughput-") as tmp:
         local = controlplane.LocalCluster(Path(tmp) / "cluster", tie_to_parent=True)
         local.up()
-        operator: oh.OperatorProcess | None = None
         try:
             kubeconfig = local.kubeconfig
             api = config.new_client_from_config(config_file=str(kubeconfig))
             api.configuration.connection_pool_maxsize = 32
             core = client.CoreV1Api(api)
             _kubectl(kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
-            node_objects = fake.nodes(_shape(nodes))
+            shape = _shape(nodes)
+            node_objects = fake.nodes(shape)
             log(f"throughput: creating {len(node_objects)} fake GPU nodes")
-            for start in range(0, len(node_objects), 250):
-                _kubectl(
-                    kubeconfig,
-                    "apply",
-                    "-f",
-                    "-",
-                    stdin=yaml.safe_dump(fake.as_list(node_objects[start : start + 250])),
-                )
-            for ns in ("plain", "shorthop", "shorthop-system"):
+            _create_nodes(kubeconfig, node_objects)
+            for ns in ("plain", "shorthop-system"):  # the operator's Lease is in the second
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-
-            def accounts() -> bool:
-                return all(
-                    any(
-                        sa.metadata.name == "default"
-                        for sa in core.list_namespaced_service_account(ns).items
-                    )
-                    for ns in ("plain", "shorthop")
-                )
-
-            _wait("the default service accounts", accounts, 60)
-            _wait("kwok to mark nodes Ready", lambda: sum(
-                1 for n in core.list_node().items
-                if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-            ) == len(node_objects), 120, 1.0)  # fmt: skip
+            _wait("the default service account", lambda: any(
+                sa.metadata.name == "default"
+                for sa in core.list_namespaced_service_account("plain").items
+            ), 60)  # fmt: skip
+            _wait("kwok to mark nodes Ready",
+                  lambda: _ready_nodes(core) == len(node_objects), 120, 1.0)  # fmt: skip
 
             # Phase 1: kube-scheduler binds plain GPU pods.
             def plain(i: int) -> None:
@@ -267,60 +412,44 @@ def run(nodes: int = 1000, pods: int = 512, *, log: Log = print) -> Throughput:
             core.delete_collection_namespaced_pod("plain", grace_period_seconds=0)
             _wait("the plain pods to be gone", lambda: _bound(core, "plain")[0] == 0, 300, 0.5)
 
-            # Phase 2: shorthop places deployments of 8 pods.
-            operator = oh.OperatorProcess(
-                kubeconfig, Path(tmp) / "operator", identity="bench"
-            ).start()
-            operator.wait_leading(timeout=120)
+            # Phase 2: shorthop places deployments of 8 pods, per binding mode.
             count = pods // 8
-            docs = fake.as_list(deployment(f"infd-{i:03d}", "shorthop") for i in range(count))
-            log(f"throughput: shorthop placing {count} deployments ({count * 8} pods)")
-            custom = client.CustomObjectsApi(api)
-
-            def create(doc: dict[str, object]) -> None:
-                custom.create_namespaced_custom_object(
-                    "shorthop.io", "v1alpha1", "shorthop", "inferencedeployments", doc
+            found: dict[str, Phase] = {}
+            if "device-plugin" in modes:
+                found["device-plugin"] = _shorthop_phase(
+                    api, kubeconfig, Path(tmp) / "operator", "shorthop", count, log
                 )
-
-            watcher = BindWatch(kubeconfig, "shorthop", count * 8)
-            started = time.monotonic()
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(create, docs["items"]))
-            log(f"throughput: {count} deployments created in {time.monotonic() - started:.2f}s")
-            shorthop_s = watcher.wait("shorthop to bind every pod", 900) - started
-            _check_bound(core, "shorthop", count * 8)
-
-            def running() -> bool:
-                items = json.loads(
-                    core.list_namespaced_pod("shorthop", _preload_content=False).data
-                )["items"]
-                return len(items) == count * 8 and all(
-                    p.get("status", {}).get("phase") == "Running" for p in items
+                _clear(api, "shorthop")
+            if "dra" in modes:
+                _as_dra_nodes(kubeconfig, core, shape, log)
+                found["dra"] = _shorthop_phase(
+                    api, kubeconfig, Path(tmp) / "operator-dra", "shorthop-dra", count, log
                 )
-
-            running_s = _wait("every pod Running", running, 300) - started
-            samples = dict(
-                line.rsplit(" ", 1)
-                for line in operator.metrics().splitlines()
-                if line.startswith("shorthop_placement_latency_seconds_")
-            )
-            plans = float(samples.get("shorthop_placement_latency_seconds_count", 0))
-            planning = float(samples.get("shorthop_placement_latency_seconds_sum", 0))
-            log(f"throughput: {plans:.0f} plans took {planning:.2f}s of planning in all")
-            log(f"throughput: shorthop {count * 8} pods in {shorthop_s:.2f}s")
+                _check_claims(api, "shorthop-dra", count * 8)
+            plugin = found.get("device-plugin")
+            dra = found.get("dra")
             return Throughput(
-                len(node_objects), count * 8, count, scheduler_s, shorthop_s, running_s
+                len(node_objects),
+                count * 8,
+                count,
+                scheduler_s,
+                plugin.bound_seconds if plugin else float("nan"),
+                plugin.running_seconds if plugin else float("nan"),
+                dra.bound_seconds if dra else None,
+                dra.running_seconds if dra else None,
             )
         finally:
-            if operator is not None:
-                operator.stop()
             local.down()
 
 
 if __name__ == "__main__":
-    result = run(*(int(a) for a in sys.argv[1:3]))
+    # python -m bench.throughput [NODES [PODS [MODE,MODE]]]: e.g. `200 128 dra` for DRA alone.
+    chosen = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else MODES
+    result = run(*(int(a) for a in sys.argv[1:3]), modes=chosen)
+    dra_rate = f"{result.dra_rate:.1f} pods/s" if result.dra_rate else "not measured"
     print(
         f"nodes={result.nodes} pods={result.pods} "
         f"kube-scheduler={result.scheduler_rate:.1f} pods/s "
-        f"shorthop={result.shorthop_rate:.1f} pods/s ratio={result.ratio:.2f}"
+        f"shorthop(device-plugin)={result.shorthop_rate:.1f} pods/s ratio={result.ratio:.2f} "
+        f"shorthop(dra)={dra_rate}"
     )

@@ -2,8 +2,10 @@
 
 1. builds the control plane from source if needed, and starts it (state in ``.cluster/``);
 2. applies the InferenceDeployment CRD and creates a fake GPU cluster: two GB200 NVL72 racks,
-   two HGX H100 scalable units, four L40S nodes (kwok keeps them Ready), with some GPUs already
-   taken by background pods;
+   two HGX H100 scalable units whose GPUs the NVIDIA DRA driver publishes (a ResourceSlice per
+   node, as the driver does, and its ``gpu.nvidia.com`` DeviceClass), four L40S nodes (kwok keeps
+   them Ready), with some GPUs already taken by background pods (on the HGX nodes through
+   ResourceClaims);
 3. installs the Helm chart with ``replicaCount=0`` (no image can run on fake nodes: kwok would
    show the operator pods Running on a fake GPU node although nothing runs) and a ResourceQuota
    of zero pods in the release namespace, so that not even a ``helm upgrade`` that resets the
@@ -12,8 +14,9 @@
    pid goes into ``.cluster/extra-pids.json`` so that ``make cluster-down`` stops it with the
    cluster;
 4. applies ``docs/examples/deepseek-nvl72.yaml`` and ``docs/examples/llama-70b-h100.yaml``,
-   waits until both are Running, prints where every pod went, and draws the cluster with the
-   placement on it into ``docs/demo-topology.png``.
+   waits until both are Running, prints where every pod went (on the HGX nodes with the exact
+   devices of each pod's ResourceClaim), and draws the cluster with the placement on it into
+   ``docs/demo-topology.png``.
 
 Running it again reuses what is there (the cluster, the nodes, the release) and restarts the
 operator with a fresh token.
@@ -21,6 +24,7 @@ operator with a fresh token.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,6 +38,7 @@ from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
 from shorthop.topology import levels
 from shorthop.views import render
 
+from e2e import dra as fdra
 from e2e import fixtures as fx
 from e2e.controlplane import __main__ as cli
 from e2e.controlplane import build, cluster, components
@@ -87,15 +92,25 @@ def apply_crd(cluster_: kube.Cluster) -> None:
     cluster_.wait_established("inferencedeployments.shorthop.io")
 
 
-def create_nodes(cluster_: kube.Cluster) -> fx.GpuCluster:
-    gpus = fx.gpu_cluster(pool=None, background_namespace="background")
-    total = sum(int(n["status"]["allocatable"]["nvidia.com/gpu"]) for n in gpus.nodes)
+def create_nodes(cluster_: kube.Cluster) -> fdra.DraCluster:
+    shape = dataclasses.replace(fx.SHAPE, dra=frozenset({"hgx"}))
+    gpus = fdra.dra_cluster(
+        shape,
+        pool=None,
+        background_namespace="background",
+        occupancy=fx.BACKGROUND_OCCUPANCY,
+        busy=fx.BACKGROUND_NODES,
+        seed=7,
+    )
+    total = sum(int(n["metadata"]["labels"]["nvidia.com/gpu.count"]) for n in gpus.nodes)
+    held = sum(len(fdra.allocated_devices(c)) for c in gpus.background_claims)
     step(
         f"creating the fake GPU cluster: {len(gpus.nodes)} nodes, {total} GPUs "
-        f"(2 GB200 NVL72 racks, 2 HGX H100 units of 8 nodes, 4 L40S nodes); "
-        f"{len(gpus.background)} background pods take {gpus.background_gpus()} GPUs"
+        f"(2 GB200 NVL72 racks, 2 HGX H100 units of 8 nodes published through DRA, 4 L40S "
+        f"nodes); {len(gpus.background_pods) + len(gpus.plugin_pods)} background pods take "
+        f"{held + fdra.plugin_gpus(gpus)} GPUs"
     )
-    fx.create_gpu_cluster(cluster_, gpus)
+    fdra.create(cluster_, gpus)
     return gpus
 
 
@@ -214,10 +229,10 @@ def with_racks(table: str, rack: dict[str, str]) -> str:
     return "\n".join(body + lines[blank:-1])
 
 
-def report(cluster_: kube.Cluster, gpus: fx.GpuCluster) -> dict[str, dict[int, str]]:
+def report(cluster_: kube.Cluster, gpus: fdra.DraCluster) -> dict[str, dict[int, str]]:
     """Print the placements; return node -> GPU -> replica label for the picture."""
     show(cluster_, "get", "infd", "-n", USER_NAMESPACE, "-o", "wide")
-    rack = {node: labels.get(RACK, "") for node, labels in gpus.labels.items()}
+    rack = {n["metadata"]["name"]: n["metadata"]["labels"].get(RACK, "") for n in gpus.nodes}
     placement: dict[str, dict[int, str]] = {}
     for name, _ in EXAMPLES:
         body = oh.get_infd(cluster_, USER_NAMESPACE, name)
@@ -231,14 +246,26 @@ def report(cluster_: kube.Cluster, gpus: fx.GpuCluster) -> dict[str, dict[int, s
             for pod in replica["pods"]:
                 for gpu in pod["gpus"]:
                     placement.setdefault(pod["node"], {})[int(gpu)] = label
+    print("\n--- on the DRA nodes: each pod's ResourceClaim, allocated by shorthop ---")
+    show(cluster_, "get", "resourceclaims", "-n", USER_NAMESPACE)
+    for name, _ in EXAMPLES:
+        body = oh.get_infd(cluster_, USER_NAMESPACE, name)
+        for replica in body["status"]["replicas"]:
+            for pod in replica["pods"]:
+                if pod.get("devices"):
+                    print(f"  {pod['name']}: {pod['node']} {', '.join(pod['devices'])}")
     return placement
 
 
 def draw(cluster_: kube.Cluster, placement: dict[str, dict[int, str]]) -> None:
-    listed = json.loads(cluster_.kubectl("get", "nodes,pods", "-A", "-o", "json").stdout)
-    nodes = [o for o in listed["items"] if o["kind"] == "Node"]
-    pods = [o for o in listed["items"] if o["kind"] == "Pod"]
-    snap = snapshot.build(nodes, pods, levels.preset("plain"))
+    kinds = "nodes,pods,resourceslices,resourceclaims"
+    listed = json.loads(cluster_.kubectl("get", kinds, "-A", "-o", "json").stdout)
+    of = {k: [o for o in listed["items"] if o["kind"] == k] for k in
+          ("Node", "Pod", "ResourceSlice", "ResourceClaim")}  # fmt: skip
+    snap = snapshot.build(
+        of["Node"], of["Pod"], levels.preset("plain"),
+        resource_slices=of["ResourceSlice"], claims=of["ResourceClaim"],
+    )  # fmt: skip
     drawing = render.render(snap, str(PICTURE), placement=placement)
     width, height = render.pixel_size(drawing, str(PICTURE))
     step(

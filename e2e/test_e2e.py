@@ -528,8 +528,8 @@ def test_helm_uninstall_removes_the_charts_objects_but_keeps_the_crd(s: Scenario
         "configmap": 1,
         "service": 1,
         "poddisruptionbudget": 1,
-        "clusterrole": 2,
-        "clusterrolebinding": 2,
+        "clusterrole": 3,  # cluster-read, the writes, claim-binding (dra.enabled)
+        "clusterrolebinding": 3,
     }, installed
     s.operator.process.stop()  # its token dies with the ServiceAccount
     # A user's deployment that exists while the release goes (nobody places it: no operator).

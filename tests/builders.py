@@ -357,3 +357,171 @@ def quality_instance(
             name=f"{family}",
         ),
     )
+
+
+# -- Dynamic Resource Allocation objects ---------------------------------------------------------
+
+DRIVER = "gpu.nvidia.com"
+BUSES = ("1b", "43", "52", "61", "9d", "c3", "d1", "df")
+
+
+def dra_node(name: str, kind: str = "hgx", gpus: int = 8, **kwargs: Any) -> dict[str, Any]:
+    """A Node whose GPUs the NVIDIA DRA driver publishes: no ``nvidia.com/gpu`` resource."""
+    body = node_object(name, kind, gpus, **kwargs)
+    for part in ("allocatable", "capacity"):
+        body["status"][part].pop("nvidia.com/gpu", None)
+    return body
+
+
+def gpu_device(
+    index: int,
+    *,
+    name: str | None = None,
+    uuid: str | None = None,
+    product: str = "NVIDIA H100 80GB HBM3",
+    numa: int | None = None,
+    root: str | None = None,
+    kind: str = "gpu",
+    taints: list[dict[str, str]] | None = None,
+    bus: str | None = None,
+) -> dict[str, Any]:
+    """One device as the NVIDIA DRA driver publishes it (v1 shape)."""
+    attributes: dict[str, Any] = {
+        "type": {"string": kind},
+        "uuid": {"string": uuid or f"GPU-{index:08d}-0000-0000-0000-000000000000"},
+        "productName": {"string": product},
+        "architecture": {"string": "Hopper"},
+        "resource.kubernetes.io/pciBusID": {"string": bus or f"0000:{BUSES[index % 8]}:00.0"},
+    }
+    if numa is not None:
+        attributes["resource.kubernetes.io/numaNode"] = {"int": numa}
+    if root is not None:
+        attributes["resource.kubernetes.io/pcieRoot"] = {"string": root}
+    device: dict[str, Any] = {
+        "name": name or f"gpu-{index}",
+        "attributes": attributes,
+        "capacity": {"memory": {"value": "80Gi"}},
+    }
+    if taints:
+        device["taints"] = taints
+    return device
+
+
+def resource_slice(
+    node: str,
+    devices: list[dict[str, Any]],
+    *,
+    name: str | None = None,
+    pool: str | None = None,
+    generation: int = 1,
+    count: int = 1,
+    driver: str = DRIVER,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": name or f"{node}-{driver}"},
+        "spec": {
+            "driver": driver,
+            "nodeName": node,
+            "pool": {"name": pool or node, "generation": generation, "resourceSliceCount": count},
+            "devices": devices,
+        },
+    }
+
+
+def gpu_slice(node: str, gpus: int = 8, **kwargs: Any) -> dict[str, Any]:
+    """A node's whole slice: ``gpus`` H100s (NUMA by halves, a root complex per pair)."""
+    devices = [
+        gpu_device(i, numa=0 if i < gpus // 2 else 1, root=f"pci0000:{i // 2:02x}")
+        for i in range(gpus)
+    ]
+    return resource_slice(node, devices, **kwargs)
+
+
+def claim(
+    name: str,
+    allocated: list[tuple[str, str]] | None = None,
+    *,
+    owner: tuple[str, str] | None = None,
+    namespace: str = "default",
+    count: int = 1,
+    reserved: list[str] | None = None,
+    node: str | None = None,
+    driver: str = DRIVER,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    """A ResourceClaim; ``allocated`` lists (pool, device); ``owner`` is (pod name, pod uid)."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{name}"}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Pod", "name": owner[0], "uid": owner[1],
+             "controller": True}
+        ]  # fmt: skip
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    body: dict[str, Any] = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": meta,
+        "spec": {
+            "devices": {
+                "requests": [
+                    {"name": "gpus", "exactly": {"deviceClassName": DRIVER, "count": count}}
+                ]
+            }
+        },
+    }
+    if allocated:
+        allocation: dict[str, Any] = {
+            "devices": {
+                "results": [
+                    {"request": "gpus", "driver": driver, "pool": pool, "device": device}
+                    for pool, device in allocated
+                ]
+            }
+        }
+        if node:
+            allocation["nodeSelector"] = {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                ]
+            }
+        body["status"] = {
+            "allocation": allocation,
+            "reservedFor": [{"resource": "pods", "name": "x", "uid": u} for u in reserved or []],
+        }
+    return body
+
+
+def dra_pod(
+    name: str,
+    node: str | None,
+    gpus: list[int] | None,
+    claim_name: str,
+    *,
+    uid: str | None = None,
+    nominated: str | None = None,
+    phase: str = "Running",
+) -> dict[str, Any]:
+    """A pod using a ResourceClaim (shorthop's on a DRA node when ``gpus`` are annotated)."""
+    annotations = {"shorthop.io/gpus": ",".join(map(str, gpus))} if gpus else {}
+    spec: dict[str, Any] = {
+        "resourceClaims": [{"name": "gpus", "resourceClaimName": claim_name}],
+        "containers": [{"name": "c", "resources": {"claims": [{"name": "gpus"}]}}],
+    }
+    if node:
+        spec["nodeName"] = node
+    status: dict[str, Any] = {"phase": phase}
+    if nominated:
+        status["nominatedNodeName"] = nominated
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": "default", "uid": uid or f"uid-{name}",
+            "annotations": annotations,
+        },
+        "spec": spec,
+        "status": status,
+    }  # fmt: skip

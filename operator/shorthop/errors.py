@@ -7,6 +7,7 @@
     ├── ConfigError                a setting, preset or weight is invalid: names the setting
     ├── SnapshotError              a cluster snapshot file is not Kubernetes objects
     ├── TopologyError              a topology input (e.g. nvidia-smi text) cannot be used
+    ├── DeviceError                a ResourceSlice or ResourceClaim cannot be read: names the field
     └── KubeError                  a Kubernetes API call failed (``status``: HTTP status, 0 = none)
         ├── NoAnswer               no answer: connection refused or reset, the answer cut off
         ├── NotFound               404: the object does not exist (any more)
@@ -59,6 +60,11 @@ class SnapshotError(ShorthopError):
 
 class TopologyError(ShorthopError):
     """A topology input, such as ``nvidia-smi topo -m`` text, cannot be parsed."""
+
+
+class DeviceError(ShorthopError):
+    """A ResourceSlice or ResourceClaim (Dynamic Resource Allocation) has a field of the wrong
+    shape; the message names the field."""
 
 
 class KubeError(ShorthopError):

@@ -20,6 +20,10 @@ YAML file uses the same camelCase names as below::
     identity: my-pod                 # default: $POD_NAME, else the host name
     logFormat: json                  # or text
     faults: ""                       # crash points for fault-injection tests (controller.faults)
+    dra:                             # Dynamic Resource Allocation (exact GPUs)
+      enabled: true                  # where the server serves resource.k8s.io/v1
+      driver: gpu.nvidia.com         # whose ResourceSlices publish GPUs
+      deviceClass: gpu.nvidia.com    # the class shorthop's claims request
 
 The environment is read here and in ``cli.py`` only (``load``'s ``environ``), never at import
 time or deeper in the package.
@@ -39,6 +43,7 @@ from pydantic.alias_generators import to_camel
 
 from shorthop.errors import ConfigError
 from shorthop.topology import levels as topology_levels
+from shorthop.topology import slices
 from shorthop.topology.links import Weights
 
 ENV_PREFIX = "SHORTHOP_"
@@ -86,6 +91,20 @@ class TopologySettings(_Model):
         )
 
 
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class DraSettings(_Model):
+    """Dynamic Resource Allocation: on nodes whose GPUs the driver publishes in ResourceSlices,
+    shorthop allocates each pod a ResourceClaim of ``device_class`` with exactly the planned
+    devices. ``enabled`` False (or a server that does not serve ``resource.k8s.io/v1``) watches
+    no slices or claims: only device-plugin nodes are used."""
+
+    enabled: bool = True
+    driver: str = Field(default=slices.DEFAULT_DRIVER, pattern=_DNS_SUBDOMAIN, max_length=63)
+    device_class: str = Field(default=slices.DEFAULT_DRIVER, pattern=_DNS_SUBDOMAIN, max_length=253)
+
+
 class Settings(_Model):
     topology: TopologySettings = Field(default_factory=TopologySettings)
     scheduler_name: str = Field(default="shorthop", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -100,6 +119,7 @@ class Settings(_Model):
     lease_duration_seconds: float = Field(default=15.0, gt=1)
     renew_interval_seconds: float = Field(default=5.0, gt=0)
     faults: str = ""  # "point:count,..." for fault-injection tests; empty: none
+    dra: DraSettings = Field(default_factory=DraSettings)
 
 
 def _snake(name: str) -> str:
@@ -118,6 +138,9 @@ _ENV: dict[str, tuple[str, ...]] = {
     "IDENTITY": ("identity",),
     "LOG_FORMAT": ("logFormat",),
     "FAULTS": ("faults",),
+    "DRA_ENABLED": ("dra", "enabled"),
+    "DRA_DRIVER": ("dra", "driver"),
+    "DRA_DEVICE_CLASS": ("dra", "deviceClass"),
 }
 # Set by the Downward API in the chart; defaults below any explicit setting.
 _POD_DEFAULTS: dict[str, tuple[str, ...]] = {

@@ -1,8 +1,13 @@
-"""Read a cluster snapshot file: the Nodes and Pods that ``kubectl`` prints.
+"""Read a cluster snapshot file: the Nodes and Pods (and ResourceSlices and ResourceClaims) that
+``kubectl`` prints.
 
-Accepts what ``kubectl get nodes,pods -A -o yaml`` (or ``-o json``) writes, a ``List`` with
-``items``; a ``NodeList``/``PodList`` as the API returns it (items may omit ``kind``); or
-multi-document YAML of single objects. Kinds other than Node and Pod are skipped. Every problem
+Accepts what ``kubectl get nodes,pods -A -o yaml`` (or ``-o json``, or with
+``resourceslices,resourceclaims`` added) writes, a ``List`` with ``items``; a
+``NodeList``/``PodList``/``ResourceSliceList``... as the API returns it (items may omit
+``kind``); or multi-document YAML of single objects. ResourceSlices and ResourceClaims of any
+served version of ``resource.k8s.io`` (``v1``, ``v1beta2``, ``v1beta1``) are read, and one whose
+fields shorthop reads have the wrong shape is an error naming the object and the field. Other
+kinds are skipped. Every problem
 becomes a :class:`~shorthop.errors.SnapshotError` whose one-line message names the file, what is
 wrong and how to fix it; no traceback reaches the user. Callers: ``shorthop topology`` and
 ``shorthop plan``. Reads the file and nothing else; builds no snapshot itself (that is
@@ -14,22 +19,44 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shorthop.errors import SnapshotError
+from shorthop.errors import DeviceError, SnapshotError
+from shorthop.placement import devices
+from shorthop.topology import slices
 
-__all__ = ["load_objects", "parse_objects"]
+__all__ = ["ClusterObjects", "load_cluster", "load_objects", "parse_cluster", "parse_objects"]
 
 CAPTURE_HINT = "capture it with `kubectl get nodes,pods -A -o yaml > FILE`"
-UNCHANGED_HINT = "use the unchanged output of `kubectl get nodes,pods -A -o yaml`"
+DRA_GROUP = "resource.k8s.io"
+UNCHANGED_HINT = (
+    "use the unchanged output of `kubectl get nodes,pods,resourceslices,resourceclaims -A -o yaml`"
+)
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+@dataclass(frozen=True)
+class ClusterObjects:
+    """The objects of a snapshot file, by kind, in file order."""
+
+    nodes: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    resource_slices: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+
+
 def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Read the Node and Pod objects from a snapshot file.
+    """The Node and Pod objects of a snapshot file (see :func:`load_cluster`)."""
+    found = load_cluster(path)
+    return found.nodes, found.pods
+
+
+def load_cluster(path: str) -> ClusterObjects:
+    """Read the Node, Pod, ResourceSlice and ResourceClaim objects from a snapshot file.
 
     Parameters
     ----------
@@ -38,17 +65,18 @@ def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
     Returns
     -------
-    (nodes, pods) : tuple of lists of dict
+    ClusterObjects
         The objects in file order, as plain mappings with the API's camelCase keys.
 
     Raises
     ------
     SnapshotError
         The file is missing or unreadable, is not YAML/JSON, holds something other than
-        Kubernetes objects, holds a List without ``items``, or holds no Node at all.
+        Kubernetes objects, holds a List without ``items``, holds no Node at all, or holds a
+        ResourceSlice or ResourceClaim with a field of the wrong shape.
     """
     if path == "-":
-        return parse_objects(sys.stdin.read(), "<stdin>")
+        return parse_cluster(sys.stdin.read(), "<stdin>")
     file = Path(path)
     if not file.exists():
         raise SnapshotError(f"{path}: no such file; {CAPTURE_HINT}")
@@ -63,11 +91,18 @@ def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             f"{path}: cannot be read ({exc.strerror or exc}); check the path and that this user "
             f"may read it, or pipe the snapshot in with --cluster -"
         ) from None
-    return parse_objects(text, path)
+    return parse_cluster(text, path)
 
 
 def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split snapshot text into Nodes and Pods; ``source`` names it in error messages.
+    """Split snapshot text into Nodes and Pods (see :func:`parse_cluster`)."""
+    found = parse_cluster(text, source)
+    return found.nodes, found.pods
+
+
+def parse_cluster(text: str, source: str) -> ClusterObjects:
+    """Split snapshot text into Nodes, Pods, ResourceSlices and ResourceClaims; ``source`` names
+    it in error messages.
 
     Parameters
     ----------
@@ -78,12 +113,12 @@ def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[di
 
     Returns
     -------
-    (nodes, pods) : tuple of lists of dict
+    ClusterObjects
 
     Raises
     ------
     SnapshotError
-        As :func:`load_objects`, less the file-system cases.
+        As :func:`load_cluster`, less the file-system cases.
 
     Examples
     --------
@@ -93,6 +128,7 @@ def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[di
     """
     nodes: list[dict[str, Any]] = []
     pods: list[dict[str, Any]] = []
+    dra: dict[str, list[dict[str, Any]]] = {"ResourceSlice": [], "ResourceClaim": []}
     documents = 0
     for number, document in enumerate(_documents(text, source), start=1):
         documents += 1
@@ -102,6 +138,9 @@ def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[di
                 nodes.append(obj)
             elif kind == "Pod":
                 pods.append(obj)
+            elif isinstance(kind, str) and kind in dra and _dra_version(obj):
+                _check_dra(obj, str(kind), len(dra[str(kind)]) + 1, source)
+                dra[str(kind)].append(obj)
     if documents == 0:
         raise SnapshotError(f"{source}: is empty; {CAPTURE_HINT}")
     if not nodes:
@@ -112,7 +151,30 @@ def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[di
     for kind, objects in (("Node", nodes), ("Pod", pods)):
         for i, obj in enumerate(objects):
             _check_names(obj, f"{source}: {kind} #{i + 1}", namespaced=kind == "Pod")
-    return nodes, pods
+    return ClusterObjects(nodes, pods, dra["ResourceSlice"], dra["ResourceClaim"])
+
+
+def _dra_version(obj: Mapping[str, Any]) -> bool:
+    """A ResourceSlice/ResourceClaim of resource.k8s.io (items of a List may omit apiVersion)."""
+    version = obj.get("apiVersion")
+    return version is None or (isinstance(version, str) and version.startswith(f"{DRA_GROUP}/"))
+
+
+def _check_dra(obj: Mapping[str, Any], kind: str, number: int, source: str) -> None:
+    """Read the object as the snapshot builder will, so that a malformed one stops here with
+    its name and field rather than being skipped."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    label = f"{kind} {name}" if isinstance(name, str) and name else f"{kind} #{number}"
+    if isinstance(meta, Mapping) and isinstance(meta.get("namespace"), str) and name:
+        label = f"{kind} {meta['namespace']}/{name}"
+    try:
+        if kind == "ResourceSlice":
+            slices.read_slice(obj)
+        else:
+            devices.read_claim(obj)
+    except DeviceError as exc:
+        raise SnapshotError(f"{source}: {label}: {exc}; {UNCHANGED_HINT}") from None
 
 
 def _check_names(obj: Mapping[str, Any], where: str, *, namespaced: bool) -> None:
@@ -122,11 +184,11 @@ def _check_names(obj: Mapping[str, Any], where: str, *, namespaced: bool) -> Non
     if not isinstance(meta, Mapping) or not meta.get("name"):
         raise SnapshotError(f"{where} has no metadata.name; use the unchanged output of kubectl")
     fields = ("name", "namespace") if namespaced else ("name",)
-    for field in fields:
-        value = meta.get(field)
+    for key in fields:
+        value = meta.get(key)
         if value is not None and not (isinstance(value, str) and value):
             raise SnapshotError(
-                f"{where}: metadata.{field} must be a non-empty string, not "
+                f"{where}: metadata.{key} must be a non-empty string, not "
                 f"{type(value).__name__} {value!r:.40}; use the unchanged output of kubectl"
             )
 

@@ -126,6 +126,8 @@ def test_default_render_has_the_expected_objects(helm: Helm) -> None:
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",  # -claim-binding (dra.enabled)
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ConfigMap",
@@ -342,6 +344,31 @@ def test_rbac_is_least_privilege_in_shape(helm: Helm, values: list[str]) -> None
     assert {(g, r) for g, r, _ in _granted([role], "Role")} == {("coordination.k8s.io", "leases")}
 
 
+DRA_RULES = {
+    # Read cluster-wide: every slice, claim and class (busy devices are every claim's).
+    ("resource.k8s.io", "resourceslices", "list"), ("resource.k8s.io", "resourceslices", "watch"),
+    ("resource.k8s.io", "resourceclaims", "list"), ("resource.k8s.io", "resourceclaims", "watch"),
+    ("resource.k8s.io", "deviceclasses", "list"), ("resource.k8s.io", "deviceclasses", "watch"),
+    # Written where pods are: each pod's own claim and its status.
+    ("resource.k8s.io", "resourceclaims", "create"), ("resource.k8s.io", "resourceclaims", "get"),
+    ("resource.k8s.io", "resourceclaims", "delete"),
+    ("resource.k8s.io", "resourceclaims/status", "update"),
+    ("resource.k8s.io", "resourceclaims/binding", "update"),  # checked on 1.36+
+}  # fmt: skip
+
+
+def test_dra_grants_follow_dra_enabled(helm: Helm) -> None:
+    """Which of them the operator uses is measured in test_chart.py; here: dra.enabled=false
+    grants no resource.k8s.io rule at all, and the default adds exactly the DRA ones."""
+
+    def granted(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return _granted(docs, "ClusterRole") | _granted(docs, "Role")
+
+    on, off = granted(helm.template()), granted(helm.template("--set", "dra.enabled=false"))
+    assert not [g for g in off if g[0] == "resource.k8s.io"]
+    assert on - off == DRA_RULES
+
+
 def test_watching_namespaces_changes_bindings_not_rules(helm: Helm) -> None:
     everywhere, watched = helm.template(), helm.template("--set", "watchNamespaces={team-a}")
     for kind in ("ClusterRole", "Role"):
@@ -373,6 +400,7 @@ def test_all_namespaces_binds_the_cluster_role_cluster_wide(helm: Helm) -> None:
     assert _bindings(helm.template()) == {
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop"),
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
     }
 
@@ -383,6 +411,8 @@ def test_watched_namespaces_get_role_bindings_and_only_reads_stay_cluster_wide(
     docs = helm.template("--set", "watchNamespaces={team-a,team-b}")
     assert _bindings(docs) == {
         ("ClusterRoleBinding", None, "ClusterRole", "shorthop-cluster-read"),
+        # Kubernetes asks for resourceclaims/binding at the cluster scope (1.36+).
+        ("ClusterRoleBinding", None, "ClusterRole", "shorthop-claim-binding"),
         ("RoleBinding", "team-a", "ClusterRole", "shorthop"),
         ("RoleBinding", "team-b", "ClusterRole", "shorthop"),
         ("RoleBinding", NAMESPACE, "Role", "shorthop-leader-election"),
@@ -408,6 +438,7 @@ def test_rendered_config_is_what_the_operator_settings_accept(helm: Helm, tmp_pa
         "--set-json", f"topology.levels={json.dumps(levels)}",
         "--set-json", 'topology.nvlinkDomainKeys=["example.com/nvl"]',
         "--set-json", 'topology.weights={"nvlinkDomain":7,"uplinks":[300,100]}',
+        "--set", "dra.enabled=false,dra.driver=gpu.example.com,dra.deviceClass=whole.example.com",
     )  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(_one(docs, "ConfigMap")["data"]["config.yaml"])
@@ -426,6 +457,11 @@ def test_rendered_config_is_what_the_operator_settings_accept(helm: Helm, tmp_pa
     assert (loaded.metrics_port, loaded.health_port) == (9100, 8081)
     assert (loaded.lease_name, loaded.lease_namespace) == ("lead", NAMESPACE)
     assert loaded.log_format == "text"
+    assert (loaded.dra.enabled, loaded.dra.driver, loaded.dra.device_class) == (
+        False,
+        "gpu.example.com",
+        "whole.example.com",
+    )
 
 
 def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path) -> None:
@@ -442,6 +478,7 @@ def test_default_config_leaves_topology_to_the_preset(helm: Helm, tmp_path: Path
         "leaseName": "shorthop-leader",
         "leaseNamespace": NAMESPACE,
         "logFormat": "json",
+        "dra": {"enabled": True, "driver": "gpu.nvidia.com", "deviceClass": "gpu.nvidia.com"},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -485,13 +522,16 @@ def test_schema_enums_follow_the_code() -> None:
         (["--set-json", 'topology.levels=[{"name":"rack"}]'], ["/topology/levels/0", "missing property 'keys'"]),
         (["--set", "health.port=9090"], ["metrics.port and health.port must differ"]),
         (["--set", "serviceAccount.create=false"], ["serviceAccount.name"]),
+        (["--set", "dra.driver=GPU_driver"], ["/dra/driver", "does not match pattern"]),
+        (["--set-string", "dra.enabled=yes"], ["/dra/enabled", "want boolean"]),
+        (["--set", "dra.class=x"], ["/dra", "additional properties 'class' not allowed"]),
     ],
     ids=[
         "replicas-negative", "replicas-string", "unknown-preset", "metrics-port-range",
         "health-port-zero", "log-format", "pull-policy", "unknown-top-level-key",
         "unknown-metrics-key", "unknown-weight", "zero-weight", "duplicate-namespace",
         "bad-namespace", "bad-scheduler-name", "level-without-keys", "same-ports",
-        "no-service-account",
+        "no-service-account", "bad-dra-driver", "dra-enabled-string", "unknown-dra-key",
     ],
 )  # fmt: skip
 def test_bad_values_fail_naming_the_value(helm: Helm, values: list[str], words: list[str]) -> None:

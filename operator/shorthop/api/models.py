@@ -371,6 +371,10 @@ class PodPlacement(Model):
     name: str = Field(description="Pod name.")
     node: str = Field(description="Node the pod is bound to.")
     gpus: list[int] = Field(description="GPU indices on the node (NVML minor numbers).")
+    devices: list[str] | None = Field(
+        default=None,
+        description="On a node whose GPUs are allocated through Dynamic Resource Allocation: the devices of the pod's ResourceClaim, in the order of gpus.",
+    )
     tier: str = Field(description="Widest tier among this pod's GPU pairs with its replica peers.")
     ready: bool = Field(default=False, description="The pod's Ready condition.")
 

@@ -2,7 +2,11 @@
 
 Generates Node manifests (GB200 NVL72 racks, HGX units, L40S nodes) with GPU Feature Discovery and
 network labels in a chosen preset, optionally with background pods that occupy a share of the
-GPUs, and writes them as one ``List``. The output feeds ``shorthop topology``/``shorthop plan``,
+GPUs, and writes them as one ``List``. With ``--dra``, the chosen kinds of node publish their GPUs
+through Dynamic Resource Allocation instead of the device plugin: the List then also holds each
+such node's ResourceSlice (the NVIDIA DRA driver's format), the ``gpu.nvidia.com`` DeviceClass,
+and, with ``--occupancy``, allocated ResourceClaims with the background pods that use them.
+The output feeds ``shorthop topology``/``shorthop plan``,
 kwok and the demo. Registered by ``shorthop.cli``; the manifests come from
 ``shorthop.topology.fake``. Flag problems raise :class:`~shorthop.errors.SpecError` naming the
 flag.
@@ -71,6 +75,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=levels.DEFAULT_PRESET,
         help=f"network label scheme (default: {levels.DEFAULT_PRESET})",
     )
+    p.add_argument(
+        "--dra",
+        default="",
+        metavar="KINDS",
+        help=(
+            "node kinds whose GPUs the NVIDIA DRA driver publishes (no nvidia.com/gpu resource): "
+            f"a comma-separated subset of {','.join(fake.DRA_KINDS)}, or 'all' (default: none)"
+        ),
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--occupancy",
@@ -107,6 +120,16 @@ def shape_from(args: argparse.Namespace) -> fake.ClusterShape:
     ):
         if value < 1:
             raise SpecError(flag, f"must be 1 or more, got {value}")
+    dra = {k.strip() for k in str(args.dra).split(",") if k.strip()}
+    if dra == {"all"}:
+        dra = set(fake.DRA_KINDS)
+    unknown = sorted(dra - set(fake.DRA_KINDS))
+    if unknown:
+        raise SpecError(
+            "--dra",
+            f"{', '.join(map(repr, unknown))} is not a node kind; use a comma-separated subset of "
+            f"{', '.join(fake.DRA_KINDS)}, or all",
+        )
     if not 0.0 <= args.occupancy <= 1.0:
         raise SpecError("--occupancy", f"must be between 0 and 1, got {args.occupancy}")
     total = (
@@ -126,6 +149,7 @@ def shape_from(args: argparse.Namespace) -> fake.ClusterShape:
         nodes_per_unit=args.nodes_per_unit,
         hgx_product=args.hgx_product,
         l40s_nodes=args.l40s_nodes,
+        dra=frozenset(dra),
     )
 
 
@@ -141,9 +165,16 @@ def run(args: argparse.Namespace) -> int:
     node_objects = fake.nodes(shape, levels.preset(args.preset), seed=args.seed)
     objects: list[dict[str, Any]] = list(node_objects)
     pods: list[dict[str, Any]] = []
+    resource_slices = fake.resource_slices(node_objects, seed=args.seed)
+    if resource_slices:
+        objects += [fake.device_class(), *resource_slices]
     if args.occupancy > 0:
         pods = fake.background_pods(node_objects, args.occupancy, seed=args.seed)
-        objects += pods
+        claimed, claims = fake.background_claims(
+            node_objects, resource_slices, args.occupancy, seed=args.seed
+        )
+        pods += claimed
+        objects += [*claims, *pods]
     text = yaml.dump(fake.as_list(objects), Dumper=_DUMPER, sort_keys=False)
     if args.output == "-":
         sys.stdout.write(text)
@@ -153,9 +184,11 @@ def run(args: argparse.Namespace) -> int:
             out.write(text)
     except OSError as exc:
         raise SpecError("--output", f"cannot write {args.output} ({exc.strerror or exc})") from None
-    gpus = sum(int(n["status"]["allocatable"][labels.GPU_RESOURCE]) for n in node_objects)
+    gpus = sum(int(n["metadata"]["labels"][labels.COUNT]) for n in node_objects)
+    published = f", {len(resource_slices)} ResourceSlices" if resource_slices else ""
     print(
-        f"wrote {len(node_objects)} nodes ({gpus} GPUs) and {len(pods)} pods to {args.output}",
+        f"wrote {len(node_objects)} nodes ({gpus} GPUs){published} and {len(pods)} pods to "
+        f"{args.output}",
         file=sys.stderr,
     )
     return 0

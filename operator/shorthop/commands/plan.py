@@ -2,6 +2,12 @@
 
 ``shorthop plan --cluster SNAPSHOT.yaml --deployment INFD.yaml [--format json|table]`` prints a
 plan; exit status 0 when placed, 2 when infeasible (the JSON is still printed), 1 on bad input.
+
+The snapshot may hold ResourceSlices and ResourceClaims too (``kubectl get
+nodes,pods,resourceslices,resourceclaims -A -o yaml``): a node whose GPUs are in a slice of the
+DRA driver (``--dra-driver``, default ``gpu.nvidia.com``) is modelled from it, every device named
+in a claim's allocation is busy, and an assignment on such a node also lists its ``devices``
+(``{driver, pool, device}``, one per GPU, in the order of ``gpus``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 from shorthop import manifest, snapshotfile
 from shorthop.placement import placers, request, snapshot
 from shorthop.placement.plan import Plan
-from shorthop.topology import levels
+from shorthop.topology import levels, slices
 
 STRATEGIES = {p.name: p for p in placers.all_placers()}
 
@@ -25,12 +31,18 @@ def register(sub: Any) -> None:
         "--cluster",
         required=True,
         metavar="SNAPSHOT.yaml",
-        help="`kubectl get nodes,pods -A -o yaml` output",
+        help="`kubectl get nodes,pods,resourceslices,resourceclaims -A -o yaml` output",
     )
     p.add_argument(
         "--deployment", required=True, metavar="INFD.yaml", help="one InferenceDeployment manifest"
     )
     p.add_argument("--format", choices=("json", "table"), default="table")
+    p.add_argument(
+        "--dra-driver",
+        default=slices.DEFAULT_DRIVER,
+        metavar="DRIVER",
+        help=f"the DRA driver whose ResourceSlices publish GPUs (default {slices.DEFAULT_DRIVER})",
+    )
     p.add_argument(
         "--preset",
         choices=sorted(levels.PRESETS),
@@ -47,21 +59,28 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    nodes, pods = snapshotfile.load_objects(args.cluster)
+    found = snapshotfile.load_cluster(args.cluster)
     infd = manifest.load_deployment(args.deployment)
     config = levels.preset(args.preset)
-    snap = snapshot.build(nodes, pods, config)
+    snap = snapshot.build(
+        found.nodes,
+        found.pods,
+        config,
+        resource_slices=found.resource_slices,
+        claims=found.claims,
+        driver=args.dra_driver,
+    )
     req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
     started = time.perf_counter()
     plan = STRATEGIES[args.strategy].place(snap, req)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if args.format == "json":
-        doc = plan.to_json()
+        doc = plan.to_json(snap.node_devices)
         doc["deployment"] = f"{infd.metadata.namespace}/{infd.metadata.name}"
         doc["planningMs"] = round(elapsed_ms, 2)
         print(json.dumps(doc, indent=2))
     else:
-        print(render_table(plan, infd.metadata.name, elapsed_ms))
+        print(render_table(plan, infd.metadata.name, elapsed_ms, snap))
     return 0 if plan.feasible else 2
 
 
@@ -73,7 +92,9 @@ def _left_out(plan: Plan) -> list[str]:
     ]
 
 
-def render_table(plan: Plan, name: str, elapsed_ms: float) -> str:
+def render_table(
+    plan: Plan, name: str, elapsed_ms: float, snap: snapshot.ClusterSnapshot | None = None
+) -> str:
     left_out = _left_out(plan)
     if not plan.feasible:
         lines = [f"{name}: cannot be placed"]
@@ -81,9 +102,11 @@ def render_table(plan: Plan, name: str, elapsed_ms: float) -> str:
         if left_out:
             lines += ["nodes left out by the roles' scheduling rules:", *left_out]
         return "\n".join(lines)
-    rows = [("ROLE", "REPLICA", "POD", "NODE", "GPUS", "REPLICA TIER")]
+    dra = snap is not None and any(snap.node_devices(a.node) for a in plan.assignments)
+    rows = [("ROLE", "REPLICA", "POD", "NODE", "GPUS", "REPLICA TIER", *(("DEVICES",) * dra))]
     for a in sorted(plan.assignments, key=lambda a: a.key):
         tier = plan.replica_tiers.get((a.key.role, a.key.replica), "")
+        found = snap.node_devices(a.node) if snap is not None and dra else None
         rows.append(
             (
                 a.key.role,
@@ -92,6 +115,7 @@ def render_table(plan: Plan, name: str, elapsed_ms: float) -> str:
                 a.node,
                 ",".join(map(str, a.gpus)),
                 tier,
+                *((",".join(found.devices_of(a.gpus)) if found else "-",) * dra),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -14,8 +14,9 @@ A binder gets a created pod and its planned node and GPU indices, and answers wi
 Contracts: ``bind`` is idempotent (binding a pod already bound to the same node is ``SKIP``) and
 never raises for an API failure. :class:`BindingSubresourceBinder` uses ``pods/binding``, where
 the kubelet/device plugin picks the actual GPUs inside the node (the planned indices are
-advisory). A DRA binder that pins exact GPUs through ResourceClaims would implement the same
-protocol.
+advisory). ``controller.dra.ClaimBinder`` implements the same protocol for pods on DRA nodes
+(``PodRef.claim`` set): it allocates the pod's ResourceClaim to exactly the planned devices
+before binding.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class PodRef:
     namespace: str
     name: str
     uid: str | None = None
+    claim: str | None = None  # the ResourceClaim holding its GPUs (pods on DRA nodes)
 
 
 class Binder(Protocol):

@@ -4,8 +4,9 @@ The plan comes from the ``faults`` setting (environment variable ``SHORTHOP_FAUL
 the other settings by the CLI): ``"after-create:3"`` makes the process die (``os._exit(137)``,
 like SIGKILL: no clean-up, no lease release) the 3rd time the reconciler reaches the
 ``after-create`` point. Points: ``before-create``, ``after-create`` (created, not bound),
-``after-bind``, ``after-delete``, ``before-status``. Several may be given, comma-separated; a count
-defaults to 1.
+``after-claim`` (on a DRA node: the pod's ResourceClaim allocated and reserved, the pod not
+bound yet), ``after-bind``, ``after-delete``, ``before-status``. Several may be given,
+comma-separated; a count defaults to 1.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from collections.abc import Mapping
 
 from shorthop.errors import ConfigError
 
-POINTS = ("before-create", "after-create", "after-bind", "after-delete", "before-status")
+POINTS = (
+    "before-create",
+    "after-create",
+    "after-claim",
+    "after-bind",
+    "after-delete",
+    "before-status",
+)
 SETTING = "faults (SHORTHOP_FAULTS)"
 
 

@@ -49,13 +49,16 @@ POD: Projection = {
     "spec": {
         "nodeName": True,
         "hostNetwork": True,  # constraints.host_ports_of: container ports are host ports
+        "resourceClaims": True,  # occupancy.claim_names: the claims a DRA pod references
         "containers": [_CONTAINER],
         "initContainers": [_CONTAINER],
     },
     "status": {
         "phase": True,
         "reason": True,  # live.pod_record: why a pod failed (kubelet admission)
-        "conditions": True,  # live.pod_record: Ready
+        "conditions": True,  # live.pod_record: Ready; occupancy: PodScheduled Unschedulable
+        "nominatedNodeName": True,  # occupancy.pod_usage: where a scheduler is binding it
+        "resourceClaimStatuses": True,  # occupancy.claim_names: claims made from templates
     },
 }
 

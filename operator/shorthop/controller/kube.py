@@ -141,6 +141,23 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.resource = client.ResourceV1Api(api)
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def dra_resources(self) -> set[str] | None:
+        """The resources ``resource.k8s.io/v1`` serves (``resourceclaims/status`` for a
+        subresource), or None when the server does not serve that version: asked of the
+        server's discovery, never assumed from a version number."""
+        try:
+            response = self.resource.get_api_resources(_preload_content=False)
+            found = json.loads(_body(response))
+        except ApiException as exc:
+            error = api_error("discover resource.k8s.io/v1", exc)
+            if isinstance(error, errors.NotFound):
+                return None
+            raise error from None
+        return {str(r.get("name")) for r in found.get("resources") or [] if isinstance(r, dict)}
 
     # -- pods ------------------------------------------------------------------------------
 
@@ -202,6 +219,85 @@ class Kube:
             raise api_error(what, exc) from None
         if response.status not in (200, 201):
             raise KubeError(what, int(response.status), "unexpected status")
+
+    # -- resource claims (Dynamic Resource Allocation, resource.k8s.io/v1) ----------------
+
+    def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ResourceClaim as stored now, or None when there is none."""
+        try:
+            response = self.resource.read_namespaced_resource_claim(
+                name, namespace, _preload_content=False
+            )
+            found: dict[str, Any] = json.loads(_body(response))
+        except ApiException as exc:
+            error = api_error(f"get resourceclaim {namespace}/{name}", exc)
+            if isinstance(error, errors.NotFound):
+                return None
+            raise error from None
+        return found
+
+    def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        try:
+            response = self.resource.create_namespaced_resource_claim(
+                namespace, body, _preload_content=False
+            )
+            created: dict[str, Any] = json.loads(_body(response))
+        except ApiException as exc:
+            raise api_error(f"create resourceclaim {namespace}/{name}", exc) from None
+        return created
+
+    def update_claim_status(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the claim's status (its ``metadata.resourceVersion`` makes it conditional, as
+        kube-scheduler's update is): a :class:`~shorthop.errors.Conflict` when it changed."""
+        name = body["metadata"]["name"]
+        try:
+            response = self.resource.replace_namespaced_resource_claim_status(
+                name, namespace, body, _preload_content=False
+            )
+            updated: dict[str, Any] = json.loads(_body(response))
+        except ApiException as exc:
+            raise api_error(f"update status of resourceclaim {namespace}/{name}", exc) from None
+        return updated
+
+    def list_claims(self) -> list[dict[str, Any]]:
+        """Every ResourceClaim of the cluster as stored now: a list without a resourceVersion is
+        served from etcd (a consistent read, newer than anything this operator wrote before the
+        call), paged as the informers page theirs; the pages form one snapshot."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page: dict[str, Any] = {"limit": 500}
+            if token:
+                page["_continue"] = token
+            try:
+                response = self.resource.list_resource_claim_for_all_namespaces(
+                    _preload_content=False, **page
+                )
+                data = json.loads(_body(response))
+            except ApiException as exc:
+                raise api_error("list resourceclaims", exc) from None
+            items.extend(i for i in data.get("items") or [] if isinstance(i, dict))
+            token = str((data.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
+
+    def delete_claim(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Delete the claim (only the one of ``uid`` when given); done when it is gone."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
+        try:
+            _body(
+                self.resource.delete_namespaced_resource_claim(
+                    name, namespace, body=options, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            error = api_error(f"delete resourceclaim {namespace}/{name}", exc)
+            if isinstance(error, (errors.NotFound, errors.Conflict)):
+                return
+            raise error from None
 
     # -- nodes -----------------------------------------------------------------------------
 

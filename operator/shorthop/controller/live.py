@@ -1,8 +1,9 @@
 """The operator's live view of the cluster: watch events in, snapshots and pod records out.
 
-``LiveCluster`` feeds every node and pod event to one long-lived
+``LiveCluster`` feeds every node, pod, ResourceSlice and ResourceClaim event to one long-lived
 :class:`~shorthop.placement.snapshot.SnapshotBuilder` (the rules of what a pod takes and what a
-node offers live there, shared with ``shorthop plan``), and keeps what only the shell needs: the
+node offers live there, shared with ``shorthop plan``), keeps the DeviceClasses, and keeps what
+only the shell needs: the
 pod records the reconciler reads (by deployment and by node), which deployments an event
 concerns, and the expiry of *assumed* pods — pods the operator has just bound whose watch event
 has not arrived yet (as kube-scheduler does), so two reconciles in a row never hand out the same
@@ -15,14 +16,14 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shorthop.placement import occupancy, snapshot
+from shorthop.placement import devices, occupancy, snapshot
 from shorthop.placement.constraints import HostPort
 from shorthop.placement.triage import PodState
-from shorthop.topology import labels
+from shorthop.topology import labels, slices
 from shorthop.topology.levels import TopologyConfig
 
 DEPLOYMENT_LABEL = "shorthop.io/deployment"
@@ -40,7 +41,6 @@ class PodRecord(PodState):
     """One pod as the operator knows it: what triage reads, and where it belongs."""
 
     key: str  # namespace/name
-    namespace: str
     deployment: str | None  # namespace/name of the owning InferenceDeployment
     usage: occupancy.PodUsage  # what it takes on its node
 
@@ -105,6 +105,7 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
         failed_reason=_shared(status.get("reason")),
         planned_node=_shared(annotations.get(PLANNED_NODE_ANNOTATION)),
         peers=parse_peers(annotations.get(PEERS_ANNOTATION)),
+        claims=usage.claims,
         usage=usage,
     )
 
@@ -119,13 +120,23 @@ class NodeChange:
     deployments: frozenset[str] = frozenset()  # deployments with pods on the node
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimChange:
+    """What a ResourceClaim event changed."""
+
+    changed: bool  # a GPU of a known pool is concerned
+    freed: bool  # it holds fewer devices than before
+    deployment: str | None  # the deployment of the pod that owns it, if shorthop's
+
+
 class LiveCluster:
     """Mutable cluster state; see the module docstring."""
 
-    def __init__(self, config: TopologyConfig) -> None:
+    def __init__(self, config: TopologyConfig, *, driver: str = slices.DEFAULT_DRIVER) -> None:
         self.config = config
         self._lock = threading.RLock()
-        self._builder = snapshot.SnapshotBuilder(config)
+        self._builder = snapshot.SnapshotBuilder(config, driver=driver)
+        self._classes: dict[str, Mapping[str, Any]] = {}
         self._pods: dict[str, PodRecord] = {}
         self._by_deployment: dict[str, set[str]] = defaultdict(set)
         self._node_pods: dict[str, set[str]] = defaultdict(set)
@@ -136,8 +147,8 @@ class LiveCluster:
 
     def apply_node(self, event: str | None, body: Mapping[str, Any]) -> NodeChange:
         name = occupancy.node_name(body)
-        offer = None if event == "DELETED" else occupancy.node_offer(body, self.config)
         with self._lock:
+            offer = None if event == "DELETED" else self._builder.offer(body)
             if offer is not None and self._builder.node(name) == offer:
                 # A heartbeat (kubelet/kwok status every few seconds per node): nothing shorthop
                 # reads changed, so the cached snapshot stays valid.
@@ -178,6 +189,69 @@ class LiveCluster:
             self._builder.put_pod(record.usage)
         return record
 
+    def apply_slice(self, event: str | None, body: Mapping[str, Any]) -> list[NodeChange]:
+        """A ResourceSlice event: the nodes modelled again because of it."""
+        with self._lock:
+            changed = self._builder.apply_slice(event, body)
+            return [
+                NodeChange(
+                    name,
+                    not self._builder.usable(name),
+                    self._builder.free_count(name) > 0,
+                    frozenset(self.deployments_on(name)),
+                )
+                for name in changed
+            ]
+
+    def apply_claim(self, event: str | None, body: Mapping[str, Any]) -> ClaimChange:
+        meta = occupancy.as_map(body.get("metadata"))
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        with self._lock:
+            before = self._builder.claim(key)
+            changed = self._builder.apply_claim(event, body)
+            after = self._builder.claim(key)
+            record = after or before
+            pod = self._pods.get(record.holder) if record is not None else None
+            held = len(after.devices) if after else 0
+            return ClaimChange(
+                changed,
+                before is not None and held < len(before.devices),
+                pod.deployment if pod is not None else None,
+            )
+
+    def apply_device_class(self, event: str | None, body: Mapping[str, Any]) -> None:
+        name = str(occupancy.as_map(body.get("metadata")).get("name") or "")
+        with self._lock:
+            if event == "DELETED":
+                self._classes.pop(name, None)
+            else:
+                self._classes[name] = body
+
+    def device_class(self, name: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._classes.get(name)
+
+    def node_devices(self, node: str) -> slices.NodeDevices | None:
+        """The GPU index -> device map of a DRA node (None for other nodes)."""
+        with self._lock:
+            offer = self._builder.node(node)
+            topology = offer.parsed.topology if offer is not None else None
+            return topology.devices if topology is not None else None
+
+    def taken_by_others(self, pod_key: str, node: str, gpus: Sequence[int]) -> list[int]:
+        """The GPUs among ``gpus`` of a DRA node that someone other than the pod holds now (a
+        claim of another scheduler written since the plan, a pod it is binding there) or that
+        another scheduler's pending pods would take first."""
+        with self._lock:
+            held = self._builder.holders(node)
+            soon = set(self._builder.next_taken(node))
+            return [g for g in gpus if held.get(g, frozenset()) - {pod_key} or g in soon]
+
+    def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
+        """The ResourceClaims the pod owns."""
+        with self._lock:
+            return self._builder.claims_of(pod_key)
+
     def assume(
         self,
         key: str,
@@ -191,7 +265,7 @@ class LiveCluster:
         """Count GPUs (and host ports) as taken by a pod the operator is binding, until its
         event arrives."""
         with self._lock:
-            assumed = snapshot.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
+            assumed = occupancy.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
             self._builder.assume(key, assumed)
             self._assumed_until[key] = time.monotonic() + ASSUME_SECONDS
 
@@ -223,10 +297,17 @@ class LiveCluster:
             return self._pods.get(key)
 
     def assumed_gpus(self, key: str, node: str | None) -> tuple[int, ...]:
-        """The GPUs assumed for pod ``key`` on ``node`` (none when it has no assumption there)."""
+        """The GPUs held for pod ``key`` on ``node``: assumed for it, or held by its own
+        allocated ResourceClaims (a pod whose claim was written before a crash)."""
         with self._lock:
             entry = self._builder.assumed(key)
-            return entry.gpus if entry is not None and entry.node == node else ()
+            held = set(entry.gpus) if entry is not None and entry.node == node else set()
+            found = self.node_devices(node) if node is not None else None
+            if found is not None:
+                own = [c for c in self._builder.claims_of(key) if c.allocated]
+                gpus = devices.claim_gpus(found, own) if own else None
+                held.update(gpus or ())
+            return tuple(sorted(held))
 
     def deployments_on(self, node: str) -> set[str]:
         with self._lock:

@@ -4,7 +4,10 @@ kopf watches InferenceDeployments (in the configured namespaces, or all) and han
 the work queue (:mod:`~shorthop.controller.runtime` says why the rest of the runtime is written
 beside kopf). Nodes and pods are list-watched cluster-wide by two informer threads (foreign GPU
 pods in any namespace take capacity) that feed :class:`~shorthop.controller.live.LiveCluster` and
-wake the deployments an event concerns. A few workers drain the queue (a key is never
+wake the deployments an event concerns. Where the server serves ``resource.k8s.io/v1`` (asked of
+its discovery at start) and the ``dra`` setting allows it, ResourceSlices, ResourceClaims and
+DeviceClasses are list-watched too, and pods on DRA nodes are bound through
+:class:`~shorthop.controller.dra.ClaimBinder`. A few workers drain the queue (a key is never
 reconciled twice at once); planning is serialised by a lock and the plan's GPUs are assumed
 before it is released, so placements never race one another, while API calls run in parallel.
 Handlers are registered on the :class:`kopf.OperatorRegistry` that :meth:`Runtime.registry`
@@ -24,9 +27,9 @@ from typing import Any
 import kopf
 from kubernetes import client
 
+from shorthop import errors
 from shorthop.api import models
-from shorthop.controller import fields
-from shorthop.controller.binder import BindingSubresourceBinder
+from shorthop.controller import dra, fields
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
 from shorthop.controller.live import LiveCluster, PodRecord
@@ -85,16 +88,22 @@ class Runtime:
         self.api = api
         self.metrics = metrics
         self.kube = Kube(api)
-        self.live = LiveCluster(settings.topology.config())
+        self.live = LiveCluster(settings.topology.config(), driver=settings.dra.driver)
+        faults = Faults.parse(settings.faults)
+        self.binder = dra.ClaimBinder(
+            self.kube, self.live, device_class=settings.dra.device_class, faults=faults
+        )
         self.reconciler = Reconciler(
             self.kube,
             self.live,
-            BindingSubresourceBinder(self.kube),
+            self.binder,
             metrics,
             scheduler_name=settings.scheduler_name,
             service_port=settings.service_port,
-            faults=Faults.parse(settings.faults),
+            faults=faults,
+            claims=self.binder,
         )
+        self.dra = False  # decided at start, from the server's discovery
         self.queue: WorkQueue[str] = WorkQueue()
         self._stop = threading.Event()
         self._informers: list[Informer] = []
@@ -154,6 +163,26 @@ class Runtime:
             for key in self.live.deployments_on(record.node) - {record.deployment}:
                 self.queue.add_after_threadsafe(key, POD_EVENT_COALESCE)
 
+    def on_slice(self, event: str | None, body: Mapping[str, Any]) -> None:
+        for change in self.live.apply_slice(event, body):
+            if change.gone_or_unusable:
+                for key in change.deployments:
+                    self.queue.add_threadsafe(key)
+            if change.gained_capacity:
+                self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
+
+    def on_claim(self, event: str | None, body: Mapping[str, Any]) -> None:
+        change = self.live.apply_claim(event, body)
+        if change.freed:
+            # Devices came free (a pod finished, a claim was deallocated): placements waiting
+            # for GPUs may fit now; a claim of our own that lost its allocation is repaired.
+            if change.deployment:
+                self.queue.add_after_threadsafe(change.deployment, POD_EVENT_COALESCE)
+            self.queue.loop.call_soon_threadsafe(self._wake_unschedulable)
+
+    def on_device_class(self, event: str | None, body: Mapping[str, Any]) -> None:
+        self.live.apply_device_class(event, body)
+
     def on_deployment(self, event: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
@@ -184,6 +213,20 @@ class Runtime:
             ),
         ]
         started = time.monotonic()
+        self.dra = await asyncio.to_thread(self._dra_usable)
+        if self.dra:
+            resource = client.ResourceV1Api(self.api)
+            self._informers += [
+                Informer("resourceslices", resource.list_resource_slice, self.on_slice, self._stop),
+                Informer(
+                    "resourceclaims",
+                    resource.list_resource_claim_for_all_namespaces,
+                    self.on_claim,
+                    self._stop,
+                ),
+                Informer("deviceclasses", resource.list_device_class, self.on_device_class,
+                         self._stop),
+            ]  # fmt: skip
         for informer in self._informers:
             informer.start()
         for informer in self._informers:
@@ -203,6 +246,50 @@ class Runtime:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(WORKERS)]
         self._tasks.append(asyncio.create_task(self._resync()))
         self._tasks.append(asyncio.create_task(self._refresh_metrics()))
+
+    def _dra_usable(self) -> bool:
+        """Whether to use Dynamic Resource Allocation: allowed by the settings, served by the
+        server (``resource.k8s.io/v1`` with the resources shorthop uses, from its discovery),
+        and readable by this operator. Otherwise only device-plugin nodes are used: nodes whose
+        GPUs are published only in ResourceSlices then offer no GPU (safe: none is handed out)."""
+        if not self.settings.dra.enabled:
+            log.info("Dynamic Resource Allocation is off (dra.enabled is false)")
+            return False
+        try:
+            served = self.kube.dra_resources()
+        except errors.KubeError as exc:
+            log.warning("cannot discover resource.k8s.io/v1 (%s); DRA nodes are not used", exc)
+            return False
+        needed = {"resourceslices", "resourceclaims", "resourceclaims/status", "deviceclasses"}
+        if served is None or not needed <= served:
+            missing = sorted(needed - (served or set()))
+            log.info(
+                "the API server does not serve %s of resource.k8s.io/v1; DRA nodes are not used",
+                ", ".join(missing),
+            )
+            return False
+        resource = client.ResourceV1Api(self.api)
+        for what, call in (
+            ("resourceslices", resource.list_resource_slice),
+            ("resourceclaims", resource.list_resource_claim_for_all_namespaces),
+            ("deviceclasses", resource.list_device_class),
+        ):
+            try:
+                call(limit=1, _preload_content=False).data  # noqa: B018
+            except client.ApiException as exc:
+                log.warning(
+                    "may not list %s (HTTP %s); DRA nodes are not used: grant the chart's DRA "
+                    "rules (dra.enabled) or set dra.enabled to false",
+                    what,
+                    exc.status,
+                )
+                return False
+        log.info(
+            "Dynamic Resource Allocation on: GPUs of driver %s, claims of class %s",
+            self.settings.dra.driver,
+            self.settings.dra.device_class,
+        )
+        return True
 
     async def stop(self) -> None:
         for task in self._tasks:

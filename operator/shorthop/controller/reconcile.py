@@ -14,16 +14,18 @@ calls around them and writes status, events and metrics. One visit, in order:
    (``placement.ignored``) get one Warning event per generation; pods a kubelet rejected at
    admission exclude their node for their role (``placement.admission``), recorded in the status
    before anything else happens, with a Warning event;
-2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays);
-   delete those (force for pods on vanished or unusable nodes);
+2. ``placement.triage.decide``: which pods stay, which go and why (lost, surplus, stale, strays,
+   GPUs another claim holds too); delete those (force for pods on vanished or unusable nodes);
+   on DRA nodes, allocate again the ResourceClaim of a kept pod whose claim is missing;
 3. under the planning lock, on a fresh snapshot: ``triage.anchor`` (what stays fixed: kept pods,
    unbound pods whose GPUs are still free, sticky GPUs of replicas being replaced), then
    ``placement.solver.solve``; the new pods' GPUs are *assumed* before the lock is released so
    no other plan takes them;
-4. create and bind the new pods in parallel (``binder``); just before each bind the node as stored
-   now is checked against the role's rules again (labels may have changed since the plan); a
-   node that fails them, or a rejected bind, deletes the round's new pods (gang) and re-plans
-   later with backoff;
+4. create and bind the new pods in parallel (``binder``; on DRA nodes the pod references its
+   ResourceClaim, which ``controller.dra`` allocates before the bind); just before each bind the
+   node as stored now is checked against the role's rules again (labels may have changed since
+   the plan); a node that fails them, or a rejected bind, deletes the round's new pods (gang) and
+   re-plans later with backoff;
 5. ensure one headless Service per role; write the status if it changed; emit events and metrics.
 
 After binding, the deployment's visits wait until the watch shows those binds
@@ -37,7 +39,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from typing import Any
 
 from shorthop import manifest
 from shorthop.api import models
-from shorthop.controller import messages, render, rules, score, status
+from shorthop.controller import dra, gauges, messages, render, rules, score, status
 from shorthop.controller.binder import BindCode, Binder, PodRef
 from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
@@ -59,7 +60,6 @@ from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
 from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
-from shorthop.views import summary
 
 log = logging.getLogger("shorthop.reconcile")
 COMPONENT = "shorthop"
@@ -100,10 +100,12 @@ class Reconciler:
         service_port: int = render.SERVICE_PORT,
         workers: int = 64,
         faults: Faults | None = None,
+        claims: dra.ClaimBinder | None = None,
     ) -> None:
         self.kube = kube
         self.live = live
         self.binder = binder
+        self.claims = claims  # repairs the ResourceClaims of bound pods on DRA nodes
         self.metrics = metrics
         self.scheduler_name = scheduler_name
         self.service_port = service_port
@@ -114,9 +116,8 @@ class Reconciler:
         self._place_lock = threading.Lock()
         self._events: dict[tuple[str, str, str], float] = {}
         self._services: set[tuple[str, str]] = set()
-        self._tier_pods: dict[str, Counter[str]] = {}
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
-        self._metrics_lock = threading.Lock()  # a refresh clears and refills the gauges
+        self.gauges = gauges.Gauges(metrics)
         self.expectations = Expectations(on_expire=live.forget)
         self.scores = score.Scores()
 
@@ -153,6 +154,7 @@ class Reconciler:
             req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
             for i, (role, shape) in enumerate(zip(infd.spec.roles, req.roles, strict=True)):
                 render.check_template(role, i, shape)
+                dra.check_template(role, i)
         except SpecError as exc:
             self.metrics.errors.labels(reason="invalid-spec").inc()
             if old.get("message") != str(exc):
@@ -177,6 +179,7 @@ class Reconciler:
             log.info("deleted %s/%s: %s", namespace, pod.name, removal.why)
         if decision.repairs:
             self._event(body, "Repairing", "; ".join(sorted(set(decision.repairs))), warning=True)
+        self._repair_claims(body, namespace, decision, snap.unclaimed)
         if decision.scaled_away:
             message = messages.scaled_down(infd, decision)
             log.info("%s: %s", key, message)
@@ -278,7 +281,7 @@ class Reconciler:
         )
         self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
-        self._count_tiers(key, new_status)
+        self.gauges.count_tiers(key, new_status)
         return outcome
 
     def _score(
@@ -349,6 +352,11 @@ class Reconciler:
         pods = render.render_plan_pods(
             infd, uid, req, plan, new, scheduler_name=self.scheduler_name
         )
+        for a in plan.assignments:
+            found = self.live.node_devices(a.node) if a.key in pods else None
+            if found is not None:
+                # A DRA node: the pod takes its GPUs through a ResourceClaim (controller.dra).
+                pods[a.key] = dra.attach_claim(pods[a.key], found.devices_of(a.gpus))
         jobs: list[tuple[Assignment, dict[str, Any] | None, PodState | None]] = [
             (a, pods.get(a.key), anchors.bind.get(a.key))
             for a in plan.assignments
@@ -387,8 +395,10 @@ class Reconciler:
         # created are kept and bound then.
         bound = [r for r in results if r.code == BindCode.BOUND]
         self.expectations.expect(key, {r.key: r.uid for r in bound if r.uid})
-        failed = any(r.code == BindCode.ERROR for r in results)
-        return sum(1 for r in bound if r.created), failed
+        failed = [r for r in results if r.code == BindCode.ERROR]
+        for r in failed:
+            log.warning("binding %s: %s", r.key, r.message)
+        return sum(1 for r in bound if r.created), bool(failed)
 
     def _assume(
         self,
@@ -426,6 +436,11 @@ class Reconciler:
         name = pod["metadata"]["name"] if pod is not None else unbound.name  # type: ignore[union-attr]
         key = f"{ns}/{name}"
         uid = unbound.uid if unbound is not None else None
+        claims = (
+            [c["resourceClaimName"] for c in pod["spec"].get("resourceClaims") or []]
+            if pod is not None
+            else list(unbound.claims if unbound is not None else ())
+        )
         created = False
         if pod is not None:
             self.faults.point("before-create")
@@ -439,8 +454,9 @@ class Reconciler:
                     return _Attempt(key, None, False, BindCode.ERROR, f"{name} still exists")
                 raise
         self.faults.point("after-create")
+        claim = dra.claim_name(name) if dra.claim_name(name) in claims else None
         result = rules.recheck(role, a.node, nodes) or self.binder.bind(
-            PodRef(ns, name, uid), a.node, a.gpus
+            PodRef(ns, name, uid, claim), a.node, a.gpus
         )
         self.faults.point("after-bind")
         self.metrics.binds.labels(result=result.code.value).inc()
@@ -449,6 +465,31 @@ class Reconciler:
             if not created:
                 self.kube.delete_pod(ns, name, force=True)
         return _Attempt(key, uid, created, result.code, result.message)
+
+    def _repair_claims(
+        self,
+        body: Mapping[str, Any],
+        namespace: str,
+        decision: triage.Decision,
+        unclaimed: frozenset[str],
+    ) -> None:
+        """Bound pods on DRA nodes whose ResourceClaim is missing or not allocated get it
+        allocated again to their GPUs (idempotent: a claim the cache has not shown yet is found
+        allocated); a pod whose GPUs are taken meanwhile is deleted and placed again."""
+        if self.claims is None or not unclaimed:
+            return
+        for p in decision.keep.values():
+            if f"{namespace}/{p.name}" not in unclaimed or not p.node or not p.exact:
+                continue
+            claim = dra.claim_name(p.name) if dra.claim_name(p.name) in p.claims else None
+            if claim is None:
+                continue
+            result = self.claims.ensure(PodRef(namespace, p.name, p.uid, claim), p.node, p.exact)
+            if result.code == BindCode.CONFLICT:
+                self.kube.delete_pod(namespace, p.name, force=True, uid=p.uid)
+                self._event(body, "Repairing", f"pod {p.name}: {result.message}", warning=True)
+            elif result.code == BindCode.ERROR:
+                log.warning("repairing the claim of %s/%s: %s", namespace, p.name, result.message)
 
     # -- step 1: what the templates' scheduling rules leave out -------------------------------
 
@@ -522,27 +563,11 @@ class Reconciler:
         except KubeError as exc:
             log.warning("could not post event %s: %s", reason, exc)
 
-    def _count_tiers(self, key: str, new: Mapping[str, Any]) -> None:
-        counts: Counter[str] = Counter()
-        for replica in new.get("replicas") or []:
-            counts[str(replica.get("tier"))] += len(replica.get("pods") or [])
-        self._tier_pods[key] = counts
-        self._publish_tiers()
-
-    def _publish_tiers(self) -> None:
-        total: Counter[str] = Counter()
-        for counts in self._tier_pods.values():
-            total.update(counts)
-        self.metrics.pods_per_tier.clear()
-        for tier, n in total.items():
-            self.metrics.pods_per_tier.labels(tier=tier).set(n)
-
     def _forget(self, key: str) -> None:
         self.expectations.forget(key)
         self._warned.pop(key, None)
         self.unschedulable.discard(key)
-        self._tier_pods.pop(key, None)
-        self._publish_tiers()
+        self.gauges.forget(key)
         self.metrics.unschedulable.set(len(self.unschedulable))
         namespace, _, name = key.partition("/")
         for component in ("intra", "traffic", "achievable"):
@@ -553,36 +578,5 @@ class Reconciler:
             self.metrics.score.remove(namespace, name)
 
     def publish_cluster_metrics(self) -> None:
-        """Free and stranded GPUs per NVLink domain (``views.summary``), node label issues.
-        Called after node and pod changes (debounced) and at every resync."""
-        snap = self.live.snapshot()
-        smallest = min(
-            (
-                r.gpus_per_pod or r.gpus_per_replica
-                for body in list(self.deployments.values())
-                for r in _roles(body)
-            ),
-            default=1,
-        )
-        domains = summary.nvlink_capacity(snap, smallest)
-        with self._metrics_lock:
-            self.metrics.free_gpus.clear()
-            self.metrics.stranded.clear()
-            for domain in domains:
-                self.metrics.free_gpus.labels(nvlink_domain=domain.name).set(domain.free)
-                self.metrics.stranded.labels(nvlink_domain=domain.name).set(domain.stranded)
-        issues: Counter[tuple[str, str]] = Counter()
-        for issue in self.live.issues():
-            if issue.severity == "warning":
-                issues[(issue.field, str(issue.excluded).lower())] += 1
-        with self._metrics_lock:
-            self.metrics.node_issues.clear()
-            for (field, excluded), n in issues.items():
-                self.metrics.node_issues.labels(field=field, excluded=excluded).set(n)
-
-
-def _roles(body: Mapping[str, Any]) -> list[models.Role]:
-    try:
-        return list(manifest.parse_deployment(body).spec.roles)
-    except SpecError:
-        return []
+        """Called after node and pod changes (debounced) and at every resync."""
+        self.gauges.publish_cluster(self.live, list(self.deployments.values()))

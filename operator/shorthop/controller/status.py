@@ -160,14 +160,7 @@ def compute(
                 "replica": rid,
                 "tier": tier,
                 "pods": [
-                    {
-                        "name": p.name,
-                        "node": p.node,
-                        "gpus": list(p.exact or ()),
-                        "tier": tier,
-                        "ready": p.ready,
-                    }
-                    for p in sorted(members, key=lambda p: p.pod or 0)
+                    _pod_entry(index, p, tier) for p in sorted(members, key=lambda p: p.pod or 0)
                 ],
             }
         )
@@ -275,6 +268,22 @@ def compute(
         "excludedNodes": exclusions_json(excluded),
         "message": message,
     }
+
+
+def _pod_entry(index: TopologyIndex, pod: PodState, tier: str) -> dict[str, Any]:
+    """One pod of ``status.replicas[].pods``; on a DRA node with the names of its devices."""
+    entry: dict[str, Any] = {
+        "name": pod.name,
+        "node": pod.node,
+        "gpus": list(pod.exact or ()),
+        "tier": tier,
+        "ready": pod.ready,
+    }
+    topology = index.topologies[index.row_of[str(pod.node)]]
+    found = topology.devices if topology is not None else None
+    if found is not None and all(g < len(found.names) for g in pod.exact or ()):
+        entry["devices"] = list(found.devices_of(pod.exact or ()))
+    return entry
 
 
 def placed_replicas(old: Mapping[str, Any]) -> tuple[PlacedReplica, ...]:

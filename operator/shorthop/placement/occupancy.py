@@ -16,6 +16,9 @@ Rules
   alike, and for a role's pod template as for a running pod.
 - **A pod occupies its node** when it has ``spec.nodeName`` and is not ``Succeeded`` or
   ``Failed``: it takes one pod slot, its CPU and memory, and its GPUs.
+- **DRA pods**: a pod that references ResourceClaims (``spec.resourceClaims``), requests no
+  ``nvidia.com/gpu`` and carries shorthop's annotation is one shorthop bound on a DRA node: it
+  takes the annotated GPUs (its claim holds the same devices; see ``placement.devices``).
 - **Which GPUs**: a pod carrying shorthop's annotation (``shorthop.io/gpus: "0,1,2,3"``) with as
   many indices as it requests, all below the node's GPU count, takes exactly those; any other GPU
   pod takes a count, capped at the node's GPU count, from the highest indices still free once the
@@ -39,7 +42,7 @@ from typing import Any
 
 from shorthop import quantity
 from shorthop.placement import constraints
-from shorthop.topology import labels
+from shorthop.topology import labels, slices
 from shorthop.topology.levels import TopologyConfig
 
 GPU_ANNOTATION = "shorthop.io/gpus"
@@ -182,6 +185,12 @@ class PodUsage:
     cpu_millis: int
     memory_bytes: int
     host_ports: tuple[constraints.HostPort, ...] = ()
+    uid: str = ""
+    claims: tuple[str, ...] = ()  # names of the ResourceClaims it references
+    # An unbound pod with claims that a scheduler is binding to this node (the scheduler sets
+    # status.nominatedNodeName before it writes the claims' allocations).
+    nominated: str | None = None
+    unschedulable: bool = False  # PodScheduled False, reason Unschedulable: no scheduler fits it
 
     def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
         """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
@@ -189,6 +198,18 @@ class PodUsage:
         if exact is not None and len(exact) == self.gpus and max(exact) < node_gpus:
             return exact
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    """GPUs, CPU and memory held for a pod whose bind has not been seen yet (the operator bound
+    it; the snapshot counts it until its watch event arrives)."""
+
+    node: str
+    gpus: tuple[int, ...]
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    host_ports: tuple[constraints.HostPort, ...] = ()
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:
@@ -201,17 +222,48 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
     meta, spec, status = (as_map(pod.get(k)) for k in ("metadata", "spec", "status"))
     node = spec.get("nodeName")
     gpus, cpu, memory = requests(spec)
+    exact = parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, "")))
+    claims = claim_names(pod)
+    if gpus == 0 and claims and exact is not None:
+        gpus = len(exact)  # a DRA pod: its GPUs come through its claim
+    nominated = status.get("nominatedNodeName") if claims and not node else None
+    unschedulable = any(
+        isinstance(c, Mapping)
+        and c.get("type") == "PodScheduled"
+        and c.get("status") == "False"
+        and c.get("reason") == "Unschedulable"
+        for c in as_list(status.get("conditions"))
+    )
     return PodUsage(
         key=pod_key(pod) if key is None else key,
         # One string per node, shared by its pods' records (100,000 pods, 10,000 nodes).
         node=sys.intern(str(node)) if node else None,
         active=status.get("phase") not in _DONE,
         gpus=gpus,
-        exact=parse_gpu_annotation(str(as_map(meta.get("annotations")).get(GPU_ANNOTATION, ""))),
+        exact=exact,
         cpu_millis=cpu,
         memory_bytes=memory,
         host_ports=constraints.host_ports_of(spec),
+        uid=str(meta.get("uid") or ""),
+        claims=claims,
+        nominated=str(nominated) if nominated else None,
+        unschedulable=unschedulable and bool(claims) and not node,
     )
+
+
+def claim_names(pod: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ResourceClaims a pod uses: named ones (``resourceClaimName``), and those made from a
+    template for it (``status.resourceClaimStatuses``)."""
+    names = []
+    for entry in as_list(as_map(pod.get("spec")).get("resourceClaims")):
+        name = as_map(entry).get("resourceClaimName")
+        if isinstance(name, str) and name:
+            names.append(name)
+    for entry in as_list(as_map(pod.get("status")).get("resourceClaimStatuses")):
+        name = as_map(entry).get("resourceClaimName")
+        if isinstance(name, str) and name:
+            names.append(name)
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,15 +293,17 @@ def node_name(node: Mapping[str, Any]) -> str:
     return str(as_map(node.get("metadata")).get("name") or "?")
 
 
-def node_offer(node: Mapping[str, Any], config: TopologyConfig) -> NodeOffer:
-    """Parse one Node object."""
+def node_offer(
+    node: Mapping[str, Any], config: TopologyConfig, inventory: slices.Inventory | None = None
+) -> NodeOffer:
+    """Parse one Node object (with its ResourceSlice inventory on a DRA node)."""
     allocatable = as_map(as_map(node.get("status")).get("allocatable"))
 
     def amount(name: str, milli: bool = False) -> int:
         value = allocatable.get(name, DEFAULT_ALLOCATABLE[name])
         return quantity.parse(value, milli=milli) or 0
 
-    parsed = labels.parse_node(node, config)
+    parsed = labels.parse_node(node, config, inventory)
     allocatable_amounts = (amount("cpu", milli=True), amount("memory"), amount("pods"))
     return NodeOffer(parsed, allocatable_amounts, labels_of(node))
 

@@ -3,14 +3,18 @@
 Frozen values; ``Plan.to_json`` is the ``shorthop plan --format json`` **contract** (keys
 ``feasible``, ``assignments[{role, replica, pod, node, gpus}]``, ``reasons``, ``cost``, ``tiers``;
 ``traffic`` adds each traffic edge: its pattern, cost share, GPU and replica pairs per tier;
-``exclusions``: per role, the nodes its scheduling rules left out, by rule).
+``exclusions``: per role, the nodes its scheduling rules left out, by rule; an assignment on a
+DRA node also has ``devices``: ``{driver, pool, device}`` per GPU, in the order of ``gpus``).
 Infeasibility is a value: ``feasible`` False with :class:`Reason` entries, never an exception.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from shorthop.topology.slices import NodeDevices
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -124,19 +128,30 @@ class Plan:
     # Per role, the nodes its scheduling rules left out, by rule (``filters.CAUSES``).
     exclusions: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(
+        self, node_devices: Callable[[str], NodeDevices | None] | None = None
+    ) -> dict[str, Any]:
+        """The JSON form; ``node_devices`` (node -> its DRA index map, or None) adds the
+        ``devices`` of assignments on DRA nodes."""
+        assignments = []
+        for a in sorted(self.assignments, key=lambda a: a.key):
+            entry: dict[str, Any] = {
+                "role": a.key.role,
+                "replica": a.key.replica,
+                "pod": a.key.pod,
+                "node": a.node,
+                "gpus": list(a.gpus),
+            }
+            found = node_devices(a.node) if node_devices is not None else None
+            if found is not None:
+                entry["devices"] = [
+                    {"driver": found.driver, "pool": found.pool, "device": device}
+                    for device in found.devices_of(a.gpus)
+                ]
+            assignments.append(entry)
         return {
             "feasible": self.feasible,
-            "assignments": [
-                {
-                    "role": a.key.role,
-                    "replica": a.key.replica,
-                    "pod": a.key.pod,
-                    "node": a.node,
-                    "gpus": list(a.gpus),
-                }
-                for a in sorted(self.assignments, key=lambda a: a.key)
-            ],
+            "assignments": assignments,
             "reasons": [r.message() for r in self.reasons],
             "cost": self.cost.to_json(),
             "tiers": dict(self.tiers),

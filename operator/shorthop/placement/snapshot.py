@@ -28,10 +28,9 @@ mark the nodes they touch; :meth:`~SnapshotBuilder.freeze` recomputes those rows
 node-level parts (taints, unavailable, issues) until a node changes, and returns the same object
 while nothing changed (a node heartbeat changes nothing shorthop reads).
 
-Dynamic Resource Allocation slots in the same way: a ResourceSlice or ResourceClaim event is
-parsed into a pure record, stored by key, and marks the nodes it touches; the per-node
-recomputation then folds it in with the pods (devices named in claims' allocations are busy
-exact GPUs; slices give a node's device list).
+Dynamic Resource Allocation slots in the same way: slice and claim events mark the nodes they
+touch, and :class:`~shorthop.placement.drastate.DraState` (its docstring has the rules) says
+which GPUs of a DRA node are busy and which of shorthop's pods are in trouble there.
 
 Pure: no I/O, no clock, not thread-safe (``controller.live`` locks around it).
 """
@@ -40,17 +39,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import constraints, occupancy
+from shorthop.placement import constraints, devices, occupancy
 from shorthop.placement.constraints import HostPort, LabelTable
-from shorthop.placement.occupancy import Toleration
-from shorthop.topology import labels
+from shorthop.placement.drastate import DraState
+from shorthop.placement.occupancy import Assumed, Toleration
+from shorthop.topology import labels, slices
 from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
@@ -87,6 +87,16 @@ class ClusterSnapshot:
     overcommitted: Mapping[str, int] = field(default_factory=dict)  # node -> GPUs bound beyond
     node_labels: LabelTable = field(default_factory=lambda: LabelTable((), ()))
     host_ports: Mapping[int, tuple[HostPort, ...]] = field(default_factory=dict)  # rows with any
+    # DRA nodes (pod keys, namespace/name): see placement.drastate.
+    contested: frozenset[str] = frozenset()
+    mismatched: frozenset[str] = frozenset()
+    unclaimed: frozenset[str] = frozenset()
+
+    def node_devices(self, node: str | None) -> slices.NodeDevices | None:
+        """The GPU index -> device map of a DRA node (None elsewhere)."""
+        row = self.index.row_of.get(str(node)) if node is not None else None
+        topology = self.index.topologies[row] if row is not None else None
+        return topology.devices if topology is not None else None
 
     def usable_rows(self, tolerations: tuple[Toleration, ...] = ()) -> NDArray[np.bool_]:
         """Rows a pod with these tolerations may use."""
@@ -108,44 +118,31 @@ class ClusterSnapshot:
     def with_taken(self, taken: Mapping[int, int]) -> ClusterSnapshot:
         """This snapshot with more GPUs marked used (row -> mask): pods kept on GPUs the cache
         still shows free (unbound pods, sticky placements)."""
-        if not taken:
-            return self
-        free = self.free.copy()
-        counts = self.free_counts.copy()
-        for row, mask in taken.items():
-            free[row] = np.uint64(int(free[row]) & ~mask)
-            counts[row] = int(free[row]).bit_count()
-        for array in (free, counts):
-            array.setflags(write=False)
-        return dataclasses.replace(self, free=free, free_counts=counts)
+        return self._with_free(taken, lambda free, mask: free & ~mask) if taken else self
 
     def with_released(
         self, gpus: Mapping[int, int], pods: Mapping[int, tuple[int, int, int]]
     ) -> ClusterSnapshot:
         """This snapshot with some pods gone: their GPUs (row -> mask) free again and their CPU,
         memory and pod slots (row -> (millicores, bytes, pods)) back in the headroom."""
-        free = self.free.copy()
-        counts = self.free_counts.copy()
         headroom = self.headroom.copy()
-        for row, mask in gpus.items():
-            free[row] = np.uint64(int(free[row]) | mask)
-            counts[row] = int(free[row]).bit_count()
         for row, back in pods.items():
             headroom[row] += back
-        for array in (free, counts, headroom):
+        headroom.setflags(write=False)
+        released = self._with_free(gpus, lambda free, mask: free | mask)
+        return dataclasses.replace(released, headroom=headroom)
+
+    def _with_free(
+        self, masks: Mapping[int, int], combine: Callable[[int, int], int]
+    ) -> ClusterSnapshot:
+        free = self.free.copy()
+        counts = self.free_counts.copy()
+        for row, mask in masks.items():
+            free[row] = np.uint64(combine(int(free[row]), mask))
+            counts[row] = int(free[row]).bit_count()
+        for array in (free, counts):
             array.setflags(write=False)
-        return dataclasses.replace(self, free=free, free_counts=counts, headroom=headroom)
-
-
-@dataclass(frozen=True, slots=True)
-class Assumed:
-    """GPUs, CPU and memory held for a pod whose bind has not been seen yet."""
-
-    node: str
-    gpus: tuple[int, ...]
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    host_ports: tuple[HostPort, ...] = ()
+        return dataclasses.replace(self, free=free, free_counts=counts)
 
 
 _NodeParts = tuple[
@@ -162,9 +159,17 @@ class SnapshotBuilder:
     the rows they need up to date.
     """
 
-    def __init__(self, config: TopologyConfig, *, index: IndexBuilder | None = None) -> None:
+    def __init__(
+        self,
+        config: TopologyConfig,
+        *,
+        index: IndexBuilder | None = None,
+        driver: str = slices.DEFAULT_DRIVER,
+    ) -> None:
         self.config = config
+        self.driver = driver
         self._index = index or IndexBuilder(config)
+        self._dra = DraState(driver)
         self._nodes: dict[str, occupancy.NodeOffer] = {}
         self._pods: dict[str, occupancy.PodUsage] = {}
         self._assumed: dict[str, Assumed] = {}
@@ -191,7 +196,43 @@ class SnapshotBuilder:
         reads changed (a status heartbeat)."""
         if event == "DELETED":
             return self.remove_node(occupancy.node_name(node))
-        return self.put_node(occupancy.node_offer(node, self.config))
+        return self.put_node(self.offer(node))
+
+    def offer(self, node: Mapping[str, Any]) -> occupancy.NodeOffer:
+        """What a Node object offers, with the ResourceSlices seen for it."""
+        inventory = self._dra.slices.inventory(occupancy.node_name(node))
+        return occupancy.node_offer(node, self.config, inventory)
+
+    def apply_slice(self, event: str | None, obj: Mapping[str, Any]) -> set[str]:
+        """A ResourceSlice was listed, added, modified or deleted; returns the nodes whose
+        model changed. One that cannot be read makes its pool unusable (an issue says why)."""
+        touched = self._dra.put_slice(event, obj)
+        return {n for n in sorted(touched) if self._remodel(n)}
+
+    def apply_claim(self, event: str | None, obj: Mapping[str, Any]) -> bool:
+        """A ResourceClaim was listed, added, modified or deleted; False when no GPU of a known
+        node is concerned."""
+        nodes = self._dra.put_claim(event, obj)
+        for node in nodes or ():
+            self._touch(node)
+        return bool(nodes)
+
+    def claim(self, key: str) -> devices.ClaimRecord | None:
+        return self._dra.claims.get(key)
+
+    def claims_of(self, pod_key: str) -> list[devices.ClaimRecord]:
+        """The claims a pod owns."""
+        return self._dra.claims.of_holder(pod_key)
+
+    def holders(self, name: str) -> Mapping[int, frozenset[str]]:
+        """Who holds each busy GPU of a DRA node now (pods, claims, assumptions)."""
+        self._flush()
+        return self._dra.holders(name)
+
+    def next_taken(self, name: str) -> list[int]:
+        """GPUs another scheduler's pending pods would take first on a DRA node."""
+        self._flush()
+        return self._dra.next_taken(name)
 
     def put_node(self, offer: occupancy.NodeOffer) -> bool:
         name = offer.name
@@ -205,6 +246,15 @@ class SnapshotBuilder:
             self._index.upsert(offer.parsed.topology)
         self._node_changed(name)
         return True
+
+    def _remodel(self, name: str) -> bool:
+        """Model a known node again after its slices changed."""
+        offer = self._nodes.get(name)
+        facts = offer.parsed.facts if offer is not None else None
+        if offer is None or facts is None:
+            return False
+        parsed = labels.derive(facts, self.config, self._dra.slices.inventory(name))
+        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable, offer.node_labels))
 
     def remove_node(self, name: str) -> bool:
         """Its pods stay known: they still exist in the API (and must be cleaned up)."""
@@ -235,6 +285,8 @@ class SnapshotBuilder:
         if usage.node:
             self._node_pods[usage.node].add(key)
             self._touch(usage.node)
+        for node in self._dra.nominate(old, usage):
+            self._touch(node)
         return True
 
     def remove_pod(self, key: str) -> bool:
@@ -245,6 +297,8 @@ class SnapshotBuilder:
         if old.node:
             self._node_pods[old.node].discard(key)
             self._touch(old.node)
+        for node in self._dra.nominate(old, None):
+            self._touch(node)
         return True
 
     def assume(self, key: str, assumed: Assumed) -> None:
@@ -311,6 +365,9 @@ class SnapshotBuilder:
             unavailable=unavailable,
             free_counts=counts,
             overcommitted=dict(self._overcommit),
+            contested=self._dra.flagged(0),
+            mismatched=self._dra.flagged(1),
+            unclaimed=self._dra.flagged(2),
             node_labels=self._label_table(index),
             host_ports={
                 index.row_of[n]: ports for n, ports in self._ports.items() if n in index.row_of
@@ -347,6 +404,7 @@ class SnapshotBuilder:
             self._foreign[row] = 0
             self._headroom[row] = 0
         self._overcommit.pop(name, None)
+        self._dra.forget_node(name)
 
     def _grow(self) -> None:
         size = self._index.size
@@ -369,18 +427,26 @@ class SnapshotBuilder:
         self._dirty.clear()
 
     def _recompute(self, name: str) -> None:
-        """Free GPUs, headroom, foreign count and overcommit of one node from its pods."""
+        """Free GPUs, headroom, foreign count and overcommit of one node from its pods (and, on
+        a DRA node, its claims)."""
         row = self._index.row(name)
         offer = self._nodes.get(name)
         if row is None or offer is None or offer.parsed.topology is None:
             self._overcommit.pop(name, None)
+            self._dra.forget_node(name)
             return
-        gpus = offer.parsed.topology.gpus
+        topology = offer.parsed.topology
+        gpus = topology.gpus
         mask = (1 << gpus) - 1
         cpu, memory, slots = offer.allocatable
         counted = 0
         bound = 0  # GPUs requested by the node's active pods and assumed ones
-        for key in self._node_pods.get(name, ()):
+        node_devices = topology.devices
+        # GPU -> holders, and shorthop's pods holding GPUs through claims: on DRA nodes only.
+        held: dict[int, set[str]] | None = defaultdict(set) if node_devices else None
+        claimed: list[occupancy.PodUsage] = []
+        on_node = self._node_pods.get(name, set())
+        for key in on_node:
             pod = self._pods[key]
             if not pod.active:
                 continue
@@ -391,17 +457,28 @@ class SnapshotBuilder:
             exact = pod.exact_on(gpus)
             if exact is not None:
                 mask &= ~mask_of(exact)
+                if held is not None:
+                    for g in exact:
+                        held[g].add(key)
+                    if pod.claims:
+                        claimed.append(pod)
             else:
                 # A pod cannot hold more GPUs than its node has.
                 counted += min(pod.gpus, gpus)
-        on_node = self._node_pods.get(name, set())
         for key in self._node_assumed.get(name, ()):
             if key in on_node:
                 continue  # seen bound here: counted above
-            held = self._assumed[key]
-            mask &= ~mask_of(held.gpus)
-            bound += len(held.gpus)
-            cpu, memory, slots = cpu - held.cpu_millis, memory - held.memory_bytes, slots - 1
+            assumed = self._assumed[key]
+            mask &= ~mask_of(assumed.gpus)
+            if held is not None:
+                for g in assumed.gpus:
+                    held[g].add(key)
+            bound += len(assumed.gpus)
+            cpu, memory, slots = cpu - assumed.cpu_millis, memory - assumed.memory_bytes, slots - 1
+        if node_devices is not None and held is not None:
+            mask = self._dra.fold(name, node_devices, mask, held, claimed)
+        else:
+            self._dra.forget_node(name)
         # Counted pods take the highest free indices, after the exact ones are marked.
         left = counted
         for g in range(gpus - 1, -1, -1):
@@ -410,13 +487,17 @@ class SnapshotBuilder:
             if mask >> g & 1:
                 mask &= ~(1 << g)
                 left -= 1
-        if bound > gpus:
-            self._overcommit[name] = bound - gpus
+        # On a DRA node exact GPUs are counted once whoever holds them (a pod and its claim,
+        # two claims); two holders of one GPU are reported as contested instead.
+        over = bound - gpus if held is None else len(held) + counted - gpus
+        if over > 0:
+            self._overcommit[name] = over
         else:
             self._overcommit.pop(name, None)
         usable = offer.usable
-        self._free[row] = np.uint64(mask if usable else 0)
-        self._counts[row] = mask.bit_count() if usable else 0
+        free = mask if usable and (node_devices is None or node_devices.complete) else 0
+        self._free[row] = np.uint64(free)
+        self._counts[row] = free.bit_count()
         self._foreign[row] = counted
         # Requests summed over pods may pass an int64 (Python ints until here).
         self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
@@ -481,18 +562,28 @@ def build(
     config: TopologyConfig,
     *,
     builder: IndexBuilder | None = None,
+    resource_slices: Iterable[Mapping[str, Any]] = (),
+    claims: Iterable[Mapping[str, Any]] = (),
+    driver: str = slices.DEFAULT_DRIVER,
 ) -> ClusterSnapshot:
-    """A snapshot from Node and Pod objects: a cold :class:`SnapshotBuilder` fed every object
-    once. Pass a long-lived index ``builder`` to update its index incrementally instead of
-    building a new one (the benchmarks do); nodes it holds that are not in ``nodes`` leave it.
-    A later object of the same name replaces an earlier one; a pod without a name is its own."""
+    """A snapshot from Node and Pod objects (and ResourceSlices and ResourceClaims): a cold
+    :class:`SnapshotBuilder` fed every object once. Pass a long-lived index ``builder`` to update
+    its index incrementally instead of building a new one (the benchmarks do); nodes it holds
+    that are not in ``nodes`` leave it. A later object of the same name replaces an earlier one;
+    a pod without a name is its own."""
     nodes = [n for n in nodes if isinstance(n, Mapping)]
     if builder is not None:
         for name in builder.node_names() - {occupancy.node_name(n) for n in nodes}:
             builder.remove(name)
-    snapshot = SnapshotBuilder(config, index=builder)
+    snapshot = SnapshotBuilder(config, index=builder, driver=driver)
+    for obj in resource_slices:
+        if isinstance(obj, Mapping):
+            snapshot.apply_slice(None, obj)
     for node in nodes:
         snapshot.apply_node(None, node)
+    for obj in claims:
+        if isinstance(obj, Mapping):
+            snapshot.apply_claim(None, obj)
     for i, pod in enumerate(pods):
         if not isinstance(pod, Mapping):
             continue

@@ -2,7 +2,9 @@
 
 For a node class with at most ``EXACT_LIMIT`` GPUs, every subset's internal cost (sum of pair
 distances) is precomputed once, and for every free-GPU mask and size ``k`` the cheapest subset of
-the free GPUs (ties: lowest mask). A lookup is then one array access, and the solver can score
+the free GPUs (ties: the highest mask, leaving the lowest GPUs to allocators that take devices in
+order, as kube-scheduler's DRA allocator does). A lookup is then one array access, and the solver
+can score
 every candidate node of a class at once with numpy fancy indexing. Larger nodes fall back to a
 greedy choice. Tables are cached per :class:`~shorthop.topology.index.NodeClass` (classes are
 shared across index generations), built on first use.
@@ -56,7 +58,7 @@ class SubsetTable:
             candidates = masks[(self.popcount == k) & (cost < INF)]
             if candidates.size == 0:
                 continue
-            candidates = candidates[np.lexsort((candidates, cost[candidates]))]
+            candidates = candidates[np.lexsort((-candidates, cost[candidates]))]
             fits = (candidates[None, :] & ~masks[:, None]) == 0  # [free mask, candidate]
             has = fits.any(axis=1)
             first = fits.argmax(axis=1)
@@ -87,10 +89,10 @@ class SubsetTable:
         if len(avail) < k:
             return None
         dist = self.cls.dist
-        chosen = [min(avail, key=lambda i: (int(dist[i, avail].sum()), i))]
+        chosen = [min(avail, key=lambda i: (int(dist[i, avail].sum()), -i))]
         while len(chosen) < k:
             rest = [i for i in avail if i not in chosen]
-            chosen.append(min(rest, key=lambda i: (int(dist[i, chosen].sum()), i)))
+            chosen.append(min(rest, key=lambda i: (int(dist[i, chosen].sum()), -i)))
         mask = sum(1 << i for i in chosen)
         cost = int(dist[np.ix_(chosen, chosen)].sum()) // 2
         return mask, cost

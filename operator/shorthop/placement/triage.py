@@ -57,6 +57,8 @@ class PodState:
     failed_reason: str | None = None
     planned_node: str | None = None  # where shorthop planned it (set before binding)
     peers: tuple[tuple[str, int], ...] = ()  # paired peers it was told (role, replica)
+    namespace: str = ""
+    claims: tuple[str, ...] = ()  # ResourceClaims it references (pods on DRA nodes)
 
     @property
     def active(self) -> bool:
@@ -191,6 +193,20 @@ def decide(
             repairs.append(f"node {p.node} is unavailable; re-placing its pods")
             continue
         (keep if p.node else unbound)[key] = p
+    # On a DRA node: a GPU of ours that another claim holds too (a race with another
+    # scheduler), or our claim holding other devices than planned (a device vanished from the
+    # slice): move the pod and re-plan it; its claim goes with it.
+    for k, p in sorted(keep.items(), key=lambda kp: kp[1].name):
+        pod_key = f"{p.namespace}/{p.name}"
+        if pod_key in snapshot.contested:
+            why = f"a GPU of it on {p.node} is allocated to another ResourceClaim too"
+        elif pod_key in snapshot.mismatched:
+            why = f"its ResourceClaim does not hold the devices planned on {p.node}"
+        else:
+            continue
+        del keep[k]
+        removals.append(Removal(p, True, why))
+        repairs.append(f"pod {p.name}: {why}; re-placing it")
     # A node where more GPUs are bound than it has (a bind raced with another scheduler):
     # move our newest pods off it and re-plan them.
     crowded: dict[str, int] = {}

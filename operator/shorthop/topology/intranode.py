@@ -18,12 +18,14 @@ Presets (by ``nvidia.com/gpu.product``):
   assumed to cross CPU sockets (``SYS``), the conservative choice.
 
 A node annotation ``shorthop.io/nvidia-smi-topo`` with real ``nvidia-smi topo -m`` output
-overrides the preset for that node (see :func:`model_from_matrix`).
+overrides the preset for that node (see :func:`model_from_matrix`). On a node whose GPUs are
+published in a ResourceSlice (Dynamic Resource Allocation) the slice's ``pcieRoot`` and
+``numaNode`` attributes refine a PCIe preset (see :func:`with_device_layout`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shorthop.topology import smi
 from shorthop.topology.links import LinkKind
@@ -151,6 +153,49 @@ def preset_for(
     if any(marker in upper for marker in known_pcie):
         return pcie_model(gpus, numa), True
     return pcie_model(gpus, numa), False
+
+
+def with_device_layout(
+    model: IntraNodeModel,
+    roots: tuple[str | None, ...] | None,
+    numa: tuple[int, ...] | None,
+) -> IntraNodeModel:
+    """A preset refined by what a ResourceSlice says of each GPU: its PCIe root complex
+    (``resource.kubernetes.io/pcieRoot``) and NUMA node (``resource.kubernetes.io/numaNode``).
+
+    NVLink in the preset stays (a slice says nothing of NVLink); the NUMA split is replaced when
+    every GPU's is known. Where the preset has only PCIe between two GPUs, the pair is ``PHB``
+    under one root complex (its path reaches at most the host bridge; a PCIe switch below it
+    would make it closer, which a slice does not say), ``NODE`` across root complexes of one
+    NUMA node, and ``SYS`` across NUMA nodes or where either is unknown.
+
+    >>> m = with_device_layout(pcie_model(4), ("pci0000:00",) * 2 + ("pci0000:80",) * 2,
+    ...                        (0, 0, 1, 1))
+    >>> [kind.value for _, _, kind in m.pairs]
+    ['phb', 'sys', 'sys', 'sys', 'sys', 'phb']
+    """
+    if numa is not None and len(numa) != model.gpus:
+        numa = None
+    if roots is not None and (len(roots) != model.gpus or not any(roots)):
+        roots = None
+    if roots is None and numa is None:
+        return model
+    nvlink = {(i, j) for i, j, kind in model.pairs if kind == LinkKind.NVLINK}
+    if model.nvswitch or (nvlink and roots is None):
+        return replace(model, numa=numa if numa is not None else model.numa)
+    pairs = []
+    for i in range(model.gpus):
+        for j in range(i + 1, model.gpus):
+            if (i, j) in nvlink:
+                pairs.append((i, j, LinkKind.NVLINK))
+            elif roots is not None and roots[i] is not None and roots[i] == roots[j]:
+                pairs.append((i, j, LinkKind.PHB))
+            elif numa is not None and numa[i] == numa[j]:
+                pairs.append((i, j, LinkKind.NODE))
+            else:
+                pairs.append((i, j, LinkKind.SYS))
+    name = model.name if nvlink or model.nvlink_domain else "pcie-roots"
+    return replace(model, name=name, pairs=tuple(pairs), numa=numa if numa else model.numa)
 
 
 _RELATION_KIND = {

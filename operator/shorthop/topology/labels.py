@@ -7,6 +7,12 @@ domain, place in the network) or ``None`` when the node is left out, its :class:
 never raise: the node is left out or modelled conservatively and the issue says which label and
 how to fix it. Callers: ``graph``/``index`` builders, ``placement.snapshot``, the controller.
 
+Dynamic Resource Allocation: a node whose GPUs a DRA driver publishes in a ResourceSlice (its
+:class:`~shorthop.topology.slices.Inventory`, passed in by the snapshot builder) is a *DRA node*:
+its GPUs are the slice's devices (no ``nvidia.com/gpu`` allocatable is needed), its
+``NodeTopology.devices`` maps GPU indices to device names, and labels that disagree with the slice
+are reported (see :func:`derive`).
+
 GPU sharing and MIG: nodes whose GPUs are shared (``nvidia.com/gpu.sharing-strategy`` of
 ``time-slicing``/``mps``, or ``nvidia.com/gpu.replicas`` > 1) or partitioned (MIG) are left out,
 because shorthop places whole GPUs and such nodes advertise slices.
@@ -14,13 +20,14 @@ because shorthop places whole GPUs and such nodes advertise slices.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from shorthop.errors import TopologyError
-from shorthop.topology import hardware, intranode, smi
+from shorthop.topology import hardware, intranode, slices, smi
 from shorthop.topology.levels import TopologyConfig
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -91,6 +98,20 @@ class NodeTopology:
     memory_mib: int | None = None
     family: str | None = None
     machine: str | None = None
+    devices: slices.NodeDevices | None = None  # a DRA node: GPU index -> device
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """The parts of a Node that :func:`derive` reads (labels and annotations it uses, the GPU
+    allocatable, the state)."""
+
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    allocatable_gpus: Any
+    mig_resources: bool
+    state: NodeState
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,7 @@ class ParsedNode:
     topology: NodeTopology | None
     state: NodeState
     issues: tuple[NodeIssue, ...]
+    facts: NodeFacts | None = None
 
 
 def _int(value: Any) -> int | None:
@@ -165,8 +187,46 @@ def parse_state(node: Mapping[str, Any]) -> NodeState:
     )
 
 
-def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
-    """Parse one Node object.
+def node_facts(node: Mapping[str, Any], config: TopologyConfig) -> NodeFacts:
+    """What :func:`derive` reads of a Node: kept by the snapshot builder so that a node can be
+    modelled again when its ResourceSlices change, without keeping the whole object."""
+    meta = _mapping(node.get("metadata"))
+    keys = _read_keys(config)
+    labels = {
+        str(k): str(v)
+        for k, v in _mapping(meta.get("labels")).items()
+        if str(k).startswith("nvidia.com/") or k in keys
+    }
+    annotations = {
+        str(k): str(v)
+        for k, v in _mapping(meta.get("annotations")).items()
+        if k in (SMI_ANNOTATION, TOPOLOGY_ANNOTATION, NUMA_KEY)
+    }
+    allocatable = _mapping(_mapping(node.get("status")).get("allocatable"))
+    return NodeFacts(
+        name=str(meta.get("name") or "?"),
+        labels=labels,
+        annotations=annotations,
+        allocatable_gpus=allocatable.get(GPU_RESOURCE),
+        mig_resources=any(str(k).startswith("nvidia.com/mig-") for k in allocatable),
+        state=parse_state(node),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _read_keys(config: TopologyConfig) -> frozenset[str]:
+    keys = {NUMA_KEY, *config.nvlink_domain_keys}
+    for level in config.levels:
+        keys.update(level.keys)
+    return frozenset(keys)
+
+
+def parse_node(
+    node: Mapping[str, Any],
+    config: TopologyConfig,
+    inventory: slices.Inventory | None = None,
+) -> ParsedNode:
+    """Parse one Node object (with the node's ResourceSlice inventory, if it has one).
 
     Parameters
     ----------
@@ -174,6 +234,9 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
         The Node as the API returns it (camelCase keys).
     config : TopologyConfig
         Which labels hold the network levels and the NVLink domain.
+    inventory : slices.Inventory, optional
+        The devices the node publishes in its pool of the configured DRA driver: the node's
+        GPUs are then those devices (a *DRA node*), see :func:`derive`.
 
     Returns
     -------
@@ -190,12 +253,24 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
     >>> p.topology.gpus, p.topology.model.name
     (8, 'hgx-nvswitch')
     """
-    meta = _mapping(node.get("metadata"))
-    name = str(meta.get("name") or "?")
-    labels = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
-    annotations = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
-    allocatable = _mapping(_mapping(node.get("status")).get("allocatable"))
-    state = parse_state(node)
+    return derive(node_facts(node, config), config, inventory)
+
+
+def derive(
+    facts: NodeFacts, config: TopologyConfig, inventory: slices.Inventory | None = None
+) -> ParsedNode:
+    """The node's topology from its facts and, on a DRA node, its inventory.
+
+    A device-plugin node's GPU count is its ``nvidia.com/gpu`` allocatable (with
+    ``nvidia.com/gpu.count`` when it is lower). A DRA node's GPUs are the whole GPUs (devices
+    of ``type`` gpu) in its inventory, indexed by :func:`~shorthop.topology.slices.order_gpus`;
+    labels that disagree with them (count, product) are reported, the slice wins. Its PCIe
+    roots and NUMA nodes refine the product preset; an ``nvidia-smi`` matrix still overrides it.
+    """
+    name = facts.name
+    labels = facts.labels
+    annotations = facts.annotations
+    state = facts.state
     issues: list[NodeIssue] = []
 
     def issue(
@@ -204,12 +279,20 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
         issues.append(NodeIssue(name, field, problem, fix, excluded, severity))
 
     def left_out() -> ParsedNode:
-        return ParsedNode(name, None, state, tuple(issues))
+        return ParsedNode(name, None, state, tuple(issues), facts)
 
     clique = next((labels[k] for k in config.nvlink_domain_keys if labels.get(k)), None)
-    raw_alloc = allocatable.get(GPU_RESOURCE)
+    raw_alloc = facts.allocatable_gpus
     product = labels.get(PRODUCT, "")
-    if raw_alloc is None and not product:
+    if inventory is not None and inventory.problem:
+        issue(
+            f"ResourceSlice pool {inventory.driver}/{inventory.pool}",
+            inventory.problem,
+            "check the DRA driver on this node; its GPUs are not used until the pool is whole",
+            excluded=True,
+        )
+        return left_out()
+    if raw_alloc is None and not product and inventory is None:
         if clique:
             issue(
                 config.nvlink_domain_keys[0],
@@ -227,7 +310,7 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
             )
         return left_out()
 
-    if "-MIG-" in product.upper() or any(str(k).startswith("nvidia.com/mig-") for k in allocatable):
+    if "-MIG-" in product.upper() or facts.mig_resources:
         issue(
             MIG_STRATEGY,
             f"shows MIG partitions ({labels.get(MIG_STRATEGY, 'mig')})",
@@ -248,65 +331,65 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
         )
         return left_out()
 
-    allocatable_gpus = _int(raw_alloc) if raw_alloc is not None else None
-    if raw_alloc is not None and allocatable_gpus is None:
-        issue(
-            f"status.allocatable[{GPU_RESOURCE}]",
-            f"is {raw_alloc!r}, not a whole number",
-            "check the NVIDIA device plugin on this node",
-            excluded=True,
-        )
-        return left_out()
-    label_count = _int(labels.get(COUNT)) if COUNT in labels else None
-    if COUNT in labels and label_count is None:
-        issue(
-            COUNT,
-            f"is {labels[COUNT]!r}, not a number",
-            "GPU Feature Discovery writes an integer; relabel the node",
-            excluded=allocatable_gpus is None,
-        )
-        if allocatable_gpus is None:
+    if inventory is not None:
+        found = _dra_gpus(facts, inventory, issue)
+        if found is None:
             return left_out()
-    if allocatable_gpus is None:
-        issue(
-            f"status.allocatable[{GPU_RESOURCE}]",
-            "is absent",
-            "install the NVIDIA device plugin so the node advertises nvidia.com/gpu",
-            excluded=True,
-        )
-        return left_out()
-    if allocatable_gpus <= 0:
-        issue(
-            f"status.allocatable[{GPU_RESOURCE}]",
-            "is 0",
-            "no GPU can be placed here",
-            excluded=True,
-            severity="info",
-        )
-        return left_out()
-    gpus = allocatable_gpus
-    if label_count is not None and label_count != allocatable_gpus:
-        gpus = min(label_count, allocatable_gpus)
-        issue(
-            COUNT,
-            f"says {label_count} GPUs but {allocatable_gpus} are allocatable",
-            f"using {gpus}; check for unhealthy GPUs or a stale label",
-            excluded=False,
-        )
-    if gpus <= 0:
-        # gpu.count says 0 (every GPU unhealthy, or a stale label): nothing to model. A 0-GPU node
-        # in the index broke every snapshot built over it (found by chaos/test_fuzz.py).
-        issue(COUNT, "is 0", "no GPU can be placed here", excluded=True, severity="info")
-        return left_out()
+        gpus, product = len(found), product or _sanitise(found[0].product or "")
+    else:
+        counted = _plugin_gpus(facts, issue)
+        if counted is None:
+            return left_out()
+        gpus = counted
     if gpus > MAX_GPUS_PER_NODE:
+        field = f"status.allocatable[{GPU_RESOURCE}]" if inventory is None else "ResourceSlice"
         issue(
-            f"status.allocatable[{GPU_RESOURCE}]",
+            field,
             f"is {gpus}; shorthop models at most {MAX_GPUS_PER_NODE} GPUs per node",
             "check the NVIDIA device plugin and the gpu.count label on this node",
             excluded=True,
         )
         return left_out()
 
+    published = None
+    if TOPOLOGY_ANNOTATION in annotations:
+        try:
+            published = hardware.decode(annotations[TOPOLOGY_ANNOTATION])
+        except TopologyError as exc:
+            issue(
+                TOPOLOGY_ANNOTATION,
+                f"cannot be read ({exc})",
+                "check the shorthop node agent on this node (or remove the annotation)",
+                excluded=False,
+            )
+    devices: slices.NodeDevices | None = None
+    roots: tuple[str | None, ...] | None = None
+    slice_numa: tuple[int, ...] | None = None
+    if inventory is not None:
+        ordered, basis = slices.order_gpus(
+            [d for d in inventory.devices if d.whole_gpu],
+            published.uuids if published is not None else None,
+        )
+        devices = slices.node_devices(inventory, ordered, basis)
+        if not inventory.complete:
+            issue(
+                f"ResourceSlice pool {inventory.driver}/{inventory.pool}",
+                "is incomplete: the driver is replacing its slices (a newer generation)",
+                "no GPU of this node is handed out until every slice of the new generation is "
+                "published; pods already there stay",
+                excluded=False,
+                severity="info",
+            )
+        roots = tuple(d.pcie_root for d in ordered)
+        known_numa = [d.numa for d in ordered if d.numa is not None]
+        slice_numa = tuple(known_numa) if len(known_numa) == gpus else None
+        if published is not None and basis != "node agent UUIDs":
+            issue(
+                TOPOLOGY_ANNOTATION,
+                "lists GPU UUIDs that are not the devices of the node's ResourceSlice",
+                f"GPU indices follow the {basis} order; restart the node agent",
+                excluded=False,
+            )
     if not product:
         issue(PRODUCT, "is missing", "run GPU Feature Discovery on this node", excluded=False)
         product = "unknown"
@@ -325,7 +408,11 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
                 excluded=False,
             )
 
+    if numa is None:
+        numa = slice_numa
     model, known = intranode.preset_for(product, gpus, numa)
+    if devices is not None:
+        model = intranode.with_device_layout(model, roots, numa)
     if not known:
         issue(
             PRODUCT,
@@ -334,17 +421,6 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
             "add an nvidia-smi topology annotation for an exact model",
             excluded=False,
         )
-    published = None
-    if TOPOLOGY_ANNOTATION in annotations:
-        try:
-            published = hardware.decode(annotations[TOPOLOGY_ANNOTATION])
-        except TopologyError as exc:
-            issue(
-                TOPOLOGY_ANNOTATION,
-                f"cannot be read ({exc})",
-                "check the shorthop node agent on this node (or remove the annotation)",
-                excluded=False,
-            )
     matrix: smi.TopoMatrix | None = None
     if SMI_ANNOTATION in annotations:
         try:
@@ -392,5 +468,122 @@ def parse_node(node: Mapping[str, Any], config: TopologyConfig) -> ParsedNode:
         memory_mib=_int(labels.get(MEMORY)),
         family=labels.get(FAMILY),
         machine=labels.get(MACHINE),
+        devices=devices,
     )
-    return ParsedNode(name, topology, state, tuple(issues))
+    return ParsedNode(name, topology, state, tuple(issues), facts)
+
+
+def _plugin_gpus(facts: NodeFacts, issue: Any) -> int | None:
+    """A device-plugin node's GPU count: allocatable ``nvidia.com/gpu``, lowered to
+    ``nvidia.com/gpu.count`` when that says fewer; None when the node is left out."""
+    labels, raw_alloc = facts.labels, facts.allocatable_gpus
+    allocatable_gpus = _int(raw_alloc) if raw_alloc is not None else None
+    if raw_alloc is not None and allocatable_gpus is None:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            f"is {raw_alloc!r}, not a whole number",
+            "check the NVIDIA device plugin on this node",
+            excluded=True,
+        )
+        return None
+    label_count = _int(labels.get(COUNT)) if COUNT in labels else None
+    if COUNT in labels and label_count is None:
+        issue(
+            COUNT,
+            f"is {labels[COUNT]!r}, not a number",
+            "GPU Feature Discovery writes an integer; relabel the node",
+            excluded=allocatable_gpus is None,
+        )
+        if allocatable_gpus is None:
+            return None
+    if allocatable_gpus is None:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            "is absent",
+            "install the NVIDIA device plugin so the node advertises nvidia.com/gpu, "
+            "or the NVIDIA DRA driver so it publishes its GPUs in a ResourceSlice",
+            excluded=True,
+        )
+        return None
+    if allocatable_gpus <= 0:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            "is 0",
+            "no GPU can be placed here",
+            excluded=True,
+            severity="info",
+        )
+        return None
+    gpus = allocatable_gpus
+    if label_count is not None and label_count != allocatable_gpus:
+        gpus = min(label_count, allocatable_gpus)
+        issue(
+            COUNT,
+            f"says {label_count} GPUs but {allocatable_gpus} are allocatable",
+            f"using {gpus}; check for unhealthy GPUs or a stale label",
+            excluded=False,
+        )
+    if gpus <= 0:
+        # gpu.count says 0 (every GPU unhealthy, or a stale label): nothing to model. A 0-GPU node
+        # in the index broke every snapshot built over it (found by chaos/test_fuzz.py).
+        issue(COUNT, "is 0", "no GPU can be placed here", excluded=True, severity="info")
+        return None
+    return gpus
+
+
+def _sanitise(product: str) -> str:
+    """A product name as GPU Feature Discovery labels it (``NVIDIA H100 80GB HBM3`` ->
+    ``NVIDIA-H100-80GB-HBM3``)."""
+    return "-".join(product.split())
+
+
+def _dra_gpus(
+    facts: NodeFacts, inventory: slices.Inventory, issue: Any
+) -> list[slices.Device] | None:
+    """A DRA node's GPUs: the whole GPUs of its inventory. Labels that disagree are reported
+    and the slice wins; None when the node is left out (no whole GPU)."""
+    where = f"ResourceSlice pool {inventory.driver}/{inventory.pool}"
+    gpus = [d for d in inventory.devices if d.whole_gpu]
+    if not gpus:
+        issue(
+            where,
+            f"lists no whole GPU (a device of type {slices.GPU_TYPE!r}) among "
+            f"{len(inventory.devices)} devices",
+            "shorthop places whole GPUs; MIG-only or passthrough-only GPUs are not used",
+            excluded=True,
+            severity="info",
+        )
+        return None
+    label_count = _int(facts.labels.get(COUNT)) if COUNT in facts.labels else None
+    if COUNT in facts.labels and label_count != len(gpus):
+        issue(
+            COUNT,
+            f"says {facts.labels[COUNT]} GPUs but {where} publishes {len(gpus)}",
+            f"using the {len(gpus)} published devices; check for unhealthy GPUs or a stale label",
+            excluded=False,
+        )
+    if facts.allocatable_gpus is not None:
+        issue(
+            f"status.allocatable[{GPU_RESOURCE}]",
+            f"is {facts.allocatable_gpus!r} while {where} publishes the GPUs too",
+            "run either the NVIDIA device plugin or the DRA driver for a node's GPUs; shorthop "
+            "allocates the devices and counts the device plugin's pods as well",
+            excluded=False,
+        )
+    labelled = facts.labels.get(PRODUCT)
+    products = sorted({_sanitise(d.product) for d in gpus if d.product})
+    if len(products) > 1:
+        issue(
+            where,
+            f"lists GPUs of several products ({', '.join(products)})",
+            "shorthop models one product per node; using the first",
+            excluded=False,
+        )
+    if labelled and products and _sanitise(labelled).upper() != products[0].upper():
+        issue(
+            PRODUCT,
+            f"is {labelled!r} but {where} says {products[0]!r}",
+            "check GPU Feature Discovery on this node; using the label for the preset",
+            excluded=False,
+        )
+    return gpus

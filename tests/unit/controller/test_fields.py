@@ -96,6 +96,9 @@ def test_a_projected_pod_reads_as_the_whole_one(rng: random.Random) -> None:
     projected = fields.pods(pod)
     assert live.pod_record(projected) == live.pod_record(pod)
     assert occupancy.pod_usage(projected) == occupancy.pod_usage(pod)
+    # The same pod before a scheduler bound it (what DRA reads of pods other schedulers place).
+    pod["spec"].pop("nodeName", None)
+    assert occupancy.pod_usage(fields.pods(pod)) == occupancy.pod_usage(pod)
 
 
 @settings(max_examples=60)
@@ -111,7 +114,13 @@ def test_what_shorthop_does_not_read_is_left_out() -> None:
     projected = fields.pods(pod)
     assert "managedFields" in pod["metadata"]
     assert "managedFields" not in projected["metadata"]
-    assert set(projected["spec"]) <= {"nodeName", "hostNetwork", "containers", "initContainers"}
+    assert set(projected["spec"]) <= {
+        "nodeName",
+        "hostNetwork",
+        "resourceClaims",
+        "containers",
+        "initContainers",
+    }
     assert all(
         set(c) <= {"resources", "ports", "restartPolicy"} for c in projected["spec"]["containers"]
     )

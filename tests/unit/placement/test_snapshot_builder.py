@@ -1,7 +1,7 @@
-"""The snapshot builder: any sequence of node and pod events (and assumed pods) applied
-incrementally gives the same snapshot as a cold build from the final objects (Kueue's invariant
-for its TAS snapshot), and the one rule of what a pod takes holds for ``shorthop plan`` and the
-operator alike."""
+"""The snapshot builder: any sequence of node, pod, ResourceSlice and ResourceClaim events (and
+assumed pods) applied incrementally gives the same snapshot as a cold build from the final objects
+(Kueue's invariant for its TAS snapshot), and the one rule of what a pod takes holds for
+``shorthop plan`` and the operator alike."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import occupancy, snapshot
 from shorthop.placement.constraints import HostPort
-from shorthop.placement.snapshot import Assumed, ClusterSnapshot, SnapshotBuilder
+from shorthop.placement.occupancy import Assumed
+from shorthop.placement.snapshot import ClusterSnapshot, SnapshotBuilder
 from shorthop.topology import fake
 
 from tests import builders
@@ -24,6 +25,8 @@ from tests.hypothesis_profiles import examples
 CONFIG = fake.CONFIG
 NODES = ("n0", "n1", "n2", "n3")
 PODS = ("p0", "p1", "p2", "p3")
+SLICES = tuple(f"{n}-{part}" for n in NODES for part in "ab")
+CLAIMS = ("c0", "c1", "c2", "c3")
 # Sequences are cheap (objects come from fixed tables), so many of them; long ones are wanted.
 SEQUENCES = settings(
     max_examples=examples(2000), suppress_health_check=[HealthCheck.data_too_large]
@@ -35,7 +38,7 @@ SEQUENCES = settings(
 
 
 def _topology(rng: random.Random) -> dict[str, Any]:
-    kind = rng.choice(["hgx", "tray", "pcie", "cpu-only"])
+    kind = rng.choice(["hgx", "tray", "pcie", "cpu-only", "dra", "dra"])
     return {
         "kind": kind,
         "gpus": rng.randint(1, 4 if kind == "tray" else 8),
@@ -51,6 +54,11 @@ def _node(rng: random.Random, name: str, topology: dict[str, Any]) -> dict[str, 
         body = builders.node_object(name, ready=rng.random() < 0.7)
         del body["metadata"]["labels"]["nvidia.com/gpu.product"]
         del body["status"]["allocatable"]["nvidia.com/gpu"]
+        return body
+    if topology["kind"] == "dra":
+        # GPUs in a ResourceSlice (if one names the node); labels may disagree with it.
+        body = builders.dra_node(name, rng.choice(["hgx", "pcie"]), topology["gpus"])
+        body["status"]["conditions"][0]["status"] = rng.choice(["True", "True", "False"])
         return body
     taints = [
         {"key": rng.choice("ab"), "value": "v", "effect": effect}
@@ -85,6 +93,59 @@ def _variants(rng: random.Random, name: str) -> list[dict[str, Any]]:
     return [_node(rng, name, t) for t in [_topology(rng) for _ in range(6)] for _ in range(6)]
 
 
+def _slice(rng: random.Random, name: str) -> dict[str, Any]:
+    """One slice of a node's pool: whole or half of a pool, of two generations, tainted or MIG
+    devices, another driver's, or one that cannot be read."""
+    node = name.rpartition("-")[0]
+    gpus = rng.randint(1, 8)
+    devices = [
+        builders.gpu_device(
+            i,
+            numa=rng.choice([None, i % 2]),
+            root=rng.choice([None, f"pci0000:{i // 2:02x}"]),
+            taints=[{"key": "xid", "effect": "NoSchedule"}] if rng.random() < 0.1 else None,
+        )
+        for i in range(gpus)
+    ]
+    if rng.random() < 0.2:
+        mig = builders.gpu_device(0, name="gpu-0-mig-1g.10gb-0", kind="mig")
+        mig["attributes"]["parentUUID"] = devices[0]["attributes"]["uuid"]
+        devices.append(mig)
+    half = rng.random() < 0.3
+    if half:  # the pool is split over two slices (a, b): each lists its half of the devices
+        part = name.endswith("-b")
+        devices = [d for i, d in enumerate(devices) if (i % 2 == 1) == part]
+    body = builders.resource_slice(
+        node,
+        devices,
+        name=name,
+        generation=rng.choice([1, 1, 2]),
+        count=2 if half else 1,
+        driver=rng.choice([builders.DRIVER] * 5 + ["nic.example.com"]),
+    )
+    if rng.random() < 0.05:
+        body["spec"]["devices"] = "broken"
+    return body
+
+
+def _claim(rng: random.Random, name: str) -> dict[str, Any]:
+    """A claim allocated to devices of any node's pool (some not published), owned by a pod or
+    not, being deleted, or not allocated yet."""
+    allocated = [
+        (rng.choice(NODES), f"gpu-{rng.randint(0, 9)}") for _ in range(rng.choice([0, 1, 1, 2, 4]))
+    ]
+    owner = rng.choice([None, *((p, f"uid-{p}") for p in PODS)])
+    return builders.claim(
+        name,
+        sorted(set(allocated)),
+        owner=owner,
+        count=rng.randint(1, 4),
+        reserved=[owner[1]] if owner and rng.random() < 0.8 else [],
+        node=rng.choice([None, *NODES]),
+        deleting=rng.random() < 0.1,
+    )
+
+
 def _resources(gpus: int, cpu: str | None) -> dict[str, Any]:
     resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
     if cpu is not None:
@@ -94,6 +155,18 @@ def _resources(gpus: int, cpu: str | None) -> dict[str, Any]:
 
 def _pod(rng: random.Random, name: str) -> dict[str, Any]:
     """A pod anywhere (a known node, an unknown one, unbound) with any GPU claim."""
+    if rng.random() < 0.3:
+        # A pod using a ResourceClaim: shorthop's (GPUs annotated) or another scheduler's,
+        # bound or nominated to a node.
+        node = rng.choice([*NODES, None])
+        return builders.dra_pod(
+            name,
+            node,
+            rng.choice([None, sorted(rng.sample(range(8), rng.randint(1, 4)))]),
+            rng.choice(CLAIMS),
+            nominated=None if node else rng.choice([None, *NODES]),
+            phase=rng.choice(["Running", "Pending", "Succeeded"]),
+        )
     gpus = rng.randint(0, 10)
     exact = rng.choice(
         [None, None, [0, 1], sorted(rng.sample(range(10), rng.randint(1, 9))), list(range(gpus))]
@@ -123,11 +196,15 @@ def _pod(rng: random.Random, name: str) -> dict[str, Any]:
 _RNG = random.Random(20261128)
 NODE_VARIANTS = {n: _variants(_RNG, n) for n in NODES}
 POD_VARIANTS = {p: [_pod(_RNG, p) for _ in range(80)] for p in PODS}
+SLICE_VARIANTS = {s: [_slice(_RNG, s) for _ in range(24)] for s in SLICES}
+CLAIM_VARIANTS = {c: [_claim(_RNG, c) for _ in range(40)] for c in CLAIMS}
 
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # node, node-deleted, pod, pod-deleted, assume, forget, freeze
+    # node, node-deleted, pod, pod-deleted, slice, slice-deleted, claim, claim-deleted,
+    # assume, forget, freeze
+    kind: str
     name: str = ""
     body: dict[str, Any] = field(default_factory=dict)
     assumed: Assumed | None = None
@@ -135,7 +212,10 @@ class Event:
 
 ASSUMED_GPUS = ((), (0,), (0, 1), (6, 7), (2, 3, 4, 5))
 ASSUMED_PORTS = ((), (HostPort(8000),), (HostPort(9000, "UDP"),))
-KINDS = ("node", "node", "node-deleted", "pod", "pod", "pod", "pod-deleted", "assume", "forget")
+KINDS = (
+    "node", "node", "node-deleted", "pod", "pod", "pod", "pod-deleted", "assume", "forget",
+    "slice", "slice", "slice-deleted", "claim", "claim", "claim-deleted",
+)  # fmt: skip
 
 
 def event(code: int) -> Event:
@@ -145,6 +225,15 @@ def event(code: int) -> Event:
         return Event("freeze")
     code, which = divmod(code, 24)
     node, pod = NODES[which % len(NODES)], PODS[which % len(PODS)]
+    name, claim = SLICES[which % len(SLICES)], CLAIMS[which % len(CLAIMS)]
+    if KINDS[kind] == "slice":
+        return Event("slice", name, SLICE_VARIANTS[name][code % len(SLICE_VARIANTS[name])])
+    if KINDS[kind] == "slice-deleted":
+        return Event("slice-deleted", name)
+    if KINDS[kind] == "claim":
+        return Event("claim", claim, CLAIM_VARIANTS[claim][code % len(CLAIM_VARIANTS[claim])])
+    if KINDS[kind] == "claim-deleted":
+        return Event("claim-deleted", claim)
     if KINDS[kind] == "node":
         return Event("node", node, NODE_VARIANTS[node][code % len(NODE_VARIANTS[node])])
     if KINDS[kind] == "pod":
@@ -167,10 +256,24 @@ class Final:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     assumed: dict[str, Assumed] = field(default_factory=dict)
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, event: Event, live: SnapshotBuilder) -> None:
         key = f"default/{event.name}"
-        if event.kind == "node":
+        if event.kind == "slice":
+            self.slices[event.name] = event.body
+            live.apply_slice("MODIFIED", event.body)
+        elif event.kind == "slice-deleted":
+            self.slices.pop(event.name, None)
+            live.apply_slice("DELETED", {"metadata": {"name": event.name}})
+        elif event.kind == "claim":
+            self.claims[event.name] = event.body
+            live.apply_claim("MODIFIED", event.body)
+        elif event.kind == "claim-deleted":
+            self.claims.pop(event.name, None)
+            live.apply_claim("DELETED", {"metadata": {"name": event.name, "namespace": "default"}})
+        elif event.kind == "node":
             self.nodes[event.name] = event.body
             live.apply_node("MODIFIED", event.body)
         elif event.kind == "node-deleted":
@@ -178,7 +281,7 @@ class Final:
             live.apply_node("DELETED", {"metadata": {"name": event.name}})
         elif event.kind == "pod":
             self.pods[event.name] = event.body
-            if event.body["spec"]["nodeName"]:
+            if event.body["spec"].get("nodeName"):
                 self.assumed.pop(key, None)  # seen bound: no longer assumed
             live.apply_pod("MODIFIED", event.body)
         elif event.kind == "pod-deleted":
@@ -197,8 +300,12 @@ class Final:
 
     def cold(self) -> ClusterSnapshot:
         builder = SnapshotBuilder(CONFIG)
+        for body in self.slices.values():
+            builder.apply_slice(None, body)
         for body in self.nodes.values():
             builder.apply_node(None, body)
+        for body in self.claims.values():
+            builder.apply_claim(None, body)
         for body in self.pods.values():
             builder.apply_pod(None, body)
         for key, held in self.assumed.items():
@@ -217,6 +324,7 @@ def by_node(snap: ClusterSnapshot) -> dict[str, tuple[Any, ...]]:
             bool(snap.schedulable[row]),
             int(snap.foreign[row]),
             snap.taints.get(row, ()),
+            snap.index.topologies[row],
             dict(snap.node_labels.of(row)),
             snap.host_ports.get(row, ()),
         )
@@ -229,6 +337,9 @@ def assert_same(incremental: ClusterSnapshot, cold: ClusterSnapshot) -> None:
     assert incremental.unavailable == cold.unavailable
     assert incremental.issues == cold.issues
     assert dict(incremental.overcommitted) == dict(cold.overcommitted)
+    assert incremental.contested == cold.contested
+    assert incremental.mismatched == cold.mismatched
+    assert incremental.unclaimed == cold.unclaimed
     # Rows of nodes that left the index offer nothing.
     gone = ~incremental.index.alive
     assert not incremental.schedulable[gone].any()
@@ -257,9 +368,14 @@ def test_events_applied_incrementally_give_the_cold_build(
             live.freeze()
     assert_same(live.freeze(), final.cold())
     if not final.assumed:
-        assert_same(
-            live.freeze(), snapshot.build(final.nodes.values(), final.pods.values(), CONFIG)
+        cold = snapshot.build(
+            final.nodes.values(),
+            final.pods.values(),
+            CONFIG,
+            resource_slices=final.slices.values(),
+            claims=final.claims.values(),
         )
+        assert_same(live.freeze(), cold)
 
 
 # -- the rule, case by case ------------------------------------------------------------------

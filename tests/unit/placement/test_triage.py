@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from shorthop.placement import constraints, filters, snapshot
+from shorthop.placement import constraints, filters, occupancy, snapshot
 from shorthop.placement.constraints import HostPort
 from shorthop.placement.plan import PodKey
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
@@ -424,7 +424,7 @@ def test_an_unbound_pod_keeps_the_host_port_its_own_assumption_holds() -> None:
     builder.apply_node(None, builders.node_object("a"))
     port = HostPort(8000)
     builder.assume(
-        f"default/{pod('r', 0).name}", snapshot.Assumed("a", (0, 1, 2, 3), host_ports=(port,))
+        f"default/{pod('r', 0).name}", occupancy.Assumed("a", (0, 1, 2, 3), host_ports=(port,))
     )
     snap = builder.freeze()
     rules = constraints.parse(

@@ -4,8 +4,9 @@ Lists in pages of ``page`` objects (``limit``/``continue``, as client-go's refle
 initial list; raw JSON, no model deserialisation), hands every object to ``on_event``, then
 watches from the list's resourceVersion with bookmarks; on ``410 Gone`` (an expired watch, or a
 page token that expired mid-list) or a dropped connection it lists again and reports objects
-that vanished in between as ``DELETED``. Callers: the operator (nodes, pods). ``synced`` is set
-after the first complete list.
+that vanished in between as ``DELETED``. Callers: the operator (nodes, pods, and with Dynamic
+Resource Allocation resourceslices, resourceclaims, deviceclasses). ``synced`` is set after the
+first complete list.
 
 Options every informer gets, so that one cluster of 10,000 nodes and 100,000 pods costs a bounded
 amount of memory (docs/benchmarks.md, footprint):
@@ -41,6 +42,7 @@ from shorthop import errors
 from shorthop.controller import kube
 
 log = logging.getLogger("shorthop.informer")
+PAGE = 500  # objects per list call, as client-go's reflector pages its initial list
 Handler = Callable[[str | None, Mapping[str, Any]], None]
 PAGE = 500  # objects per list call (client-go's reflector uses the same page size)
 WATCH_SECONDS = 300  # the server ends each watch after this; the informer resumes it
