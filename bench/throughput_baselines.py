@@ -12,7 +12,8 @@ once per mode, one mode after the other, every mode starting from the same empty
   manager creates the pods, kube-scheduler binds them;
 - ``shorthop``: per group one InferenceDeployment (``bench.throughput.deployment``); the operator
   (``shorthop run``, started for the mode, leading before the clock starts) creates and binds
-  the pods in device-plugin mode.
+  the pods, once per binding mode of ``bench.throughput.MODES``: device plugin, then DRA (the
+  nodes replaced by DRA nodes, a ResourceClaim per pod; every claim checked allocated).
 
 The client creates the objects from 16 threads, as fast as the API server takes them. The clock
 runs from the first create until a pod watch (a process of its own, the same in every mode) has
@@ -53,7 +54,7 @@ PROCESSES = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-schedule
 ROLES = (("prefill", 4), ("decode", 4))
 GPUS_PER_POD = 4
 IMAGE = "vllm/vllm-openai:v0.11.0"
-SHORTHOP_MODES = ("device-plugin",)
+SHORTHOP_MODES = tp.MODES  # device-plugin, then DRA
 
 
 @dataclass(frozen=True)
@@ -527,11 +528,19 @@ def run(
             apps.delete_collection_namespaced_stateful_set("sts")
             _gone(core, "sts")
 
-            # (c) shorthop, per binding mode, each with an operator of its own.
+            # (c) shorthop, per binding mode (bench.throughput.MODES), each with an operator of
+            # its own; the DRA mode replaces the nodes by DRA nodes (bench.throughput), so it
+            # runs last, after the device-plugin mode's deployments and pods are gone.
             for binding in SHORTHOP_MODES:
+                namespace = shorthop_namespace(binding)
+                if binding == "dra":
+                    tp._as_dra_nodes(kubeconfig, core, tp._shape(nodes), log)
                 result.modes.append(
                     _shorthop(local, pids, binding, groups, Path(tmp), log, profile)
                 )
+                if binding == "dra":
+                    tp._check_claims(api, namespace, groups * 8)
+                tp._clear(api, namespace)
         finally:
             local.down()
     result.load_after = common.load()

@@ -29,7 +29,7 @@ def test_quick_side_by_side_writes_its_section_only(tmp_path: Path) -> None:
     assert text.startswith(before)
     assert "<!-- section scale-throughput: begin -->" in text
     assert "**Quick run**" in text
-    for mode in ("bare pods", "StatefulSets", "shorthop (device plugin)"):
+    for mode in ("bare pods", "StatefulSets", "shorthop (device plugin)", "shorthop (DRA)"):
         row = re.search(rf"^\| {re.escape(mode)} \| ([0-9.]+) \|", text, flags=re.M)
         assert row is not None, mode
         assert float(row.group(1)) > 0
