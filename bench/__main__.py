@@ -147,10 +147,6 @@ def _scale(
     return sections
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _quality(settings: Settings, log: Callable[[str], None]) -> quality.QualityResult:
     return quality.run(
         exact_target=settings.exact_target,
@@ -165,3 +161,7 @@ def _quality(settings: Settings, log: Callable[[str], None]) -> quality.QualityR
         nvlink_occupancies=settings.nvlink_occupancies,
         log=log,
     )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
