@@ -4,8 +4,8 @@ Without ``--out`` the report goes to ``docs/benchmarks.md`` and the plots to ``d
 ``make bench`` runs this. ``--quick`` uses tiny sizes (seconds; the smoke test uses it) and should
 never be committed: its figures say nothing about the targets. ``--only quality`` runs only the
 quality benchmarks and replaces only that section of an existing report (stamped with its own
-machine, load and commit); ``--only footprint`` runs only the named scale parts
-(``bench/report_scale.py``) and regenerates only their sections.
+machine, load and commit); ``--only footprint`` (or ``scale-throughput``) runs only the named
+scale parts (``bench/report_scale.py``) and regenerates only their sections.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from bench import (
     report_quality,
     report_scale,
     throughput,
+    throughput_baselines,
     topology,
 )
 from bench.fmt import dur
 from bench.footprint import Log
 from bench.settings import FULL, QUICK, Settings
 
-SCALE_PARTS = ("footprint",)
+SCALE_PARTS = ("footprint", "scale-throughput")
 QUALITY = "quality"
 
 
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     if not args.quick:
-        report_scale.write(args.out, _scale(SCALE_PARTS, args.quick, command, log))
+        parts = [p for p in SCALE_PARTS if not (args.no_cluster and p == "scale-throughput")]
+        report_scale.write(args.out, _scale(parts, args.quick, command, log))
     log(f"wrote {path}")
     return 0
 
@@ -137,6 +139,11 @@ def _scale(
         before = common.load()
         found = footprint.run(footprint.QUICK if quick else footprint.FootprintSettings(), log=log)
         sections["footprint"] = report_scale.footprint(found, command, before)
+    if "scale-throughput" in parts:
+        before = common.load()
+        nodes, pods = (60, 32) if quick else (FULL.throughput_nodes, FULL.throughput_pods)
+        side = throughput_baselines.run(nodes, pods, log=log)
+        sections["scale-throughput"] = report_scale.side_by_side(side, command, before)
     return sections
 
 

@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench import common
+from bench.fmt import dur, num, table
 from bench.footprint import Footprint
-from bench.report import dur, num, table
+from bench.throughput_baselines import PROCESSES, SideBySide
 
+VERBS = ("GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE")
+SHORTHOP = "shorthop (device plugin)"
 RSS_TARGET_MB = 300.0  # ARCHITECTURE.md section 7: "operator RSS <= 300 MB" (10^6 bytes)
 P99_TARGET_S = 5.0
 
@@ -188,3 +191,113 @@ def _probe(f: Footprint) -> str:
         f"same bytes (same objects, same paging, same watch events) at a fraction of the cost; "
         f"it does not check what the real one would (admission, validation, authorization)."
     )
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}×"
+
+
+def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
+    """The side-by-side throughput section: pods/s, CPU and requests per pod for each mode."""
+    m = common.machine()
+    quick = (
+        ""
+        if r.pods >= 512
+        else "\n**Quick run** (reduced size): these figures say nothing about the goals.\n"
+    )
+    rows = [
+        (mode.name, f"{mode.rate:.1f}", dur(mode.bound_s), dur(mode.running_s)) for mode in r.modes
+    ]
+    cpu_rows = []
+    for mode in r.modes:
+        cells = [mode.cpu_per_pod_ms(p) for p in PROCESSES]
+        total = sum(c for c in cells if c is not None)
+        cpu_rows.append(
+            (mode.name, *("-" if c is None else f"{c:.1f}" for c in cells), f"{total:.1f}")
+        )
+    req_rows = []
+    for mode in r.modes:
+        per = mode.requests_per_pod()
+        others = sum(n for verb, n in per.items() if verb not in VERBS)
+        req_rows.append(
+            (mode.name, *(f"{per.get(v, 0.0):.2f}" for v in VERBS), f"{others:.2f}",
+             f"{sum(per.values()):.2f}")
+        )  # fmt: skip
+    shorthop, sts, bare = r.mode(SHORTHOP), r.mode("StatefulSets"), r.mode("bare pods")
+    lines = []
+    if shorthop and sts:
+        ratio = shorthop.rate / sts.rate
+        lines.append(
+            f"`shorthop / StatefulSets: {ratio:.2f}×` (goal ≥ 1.00×: "
+            f"{'met' if ratio >= 1 else '**missed**'})"
+        )
+    others = [m for m in r.modes if m.name.startswith("shorthop") and m is not shorthop]
+    for mode in [shorthop, *others] if shorthop else others:
+        label = "shorthop" if mode is shorthop else mode.name
+        if sts and mode is not shorthop:
+            lines.append(f"`{label} / StatefulSets: {mode.rate / sts.rate:.2f}×`")
+        if bare:
+            lines.append(f"`{label} / bare pods: {mode.rate / bare.rate:.2f}×`")
+        op = mode.cpu_per_pod_ms("operator")
+        for base in (sts, bare):
+            ks = base.cpu_per_pod_ms("kube-scheduler") if base else None
+            if op is not None and ks and base:
+                what = "operator" if mode is shorthop else f"operator in {mode.name}"
+                lines.append(
+                    f"`{what} / kube-scheduler CPU per pod: {op / ks:.2f}×` "
+                    f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
+                    f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
+                )
+    dra = (
+        " and in DRA mode (the same nodes again, their GPUs published as ResourceSlices as the "
+        "NVIDIA DRA driver does; per pod shorthop also creates a ResourceClaim and writes its "
+        "allocation; every claim checked allocated at the end)"
+        if r.mode("shorthop (DRA)")
+        else ""
+    )
+    top = ""
+    if shorthop:
+        busiest = sorted(shorthop.requests.items(), key=lambda kv: -kv[1])[:8]
+        top = (
+            "Busiest requests in the shorthop mode, per pod: "
+            + ", ".join(
+                f"{verb} {res or '(none)'} {n / shorthop.pods:.2f}" for (verb, res), n in busiest
+            )
+            + "."
+        )
+    return f"""## 7. Throughput side by side: bare pods, StatefulSets, shorthop (issue L)
+{quick}
+Written by `{command}` (bench/throughput_baselines.py, bench/report_scale.py) on {m["cpu"]},
+{m["cores"]} cores, at commit {m["commit"]}, {m["date"]}; load average (1/5/15 min)
+{load_before} before the run and {r.load_after} after it (other work on the machine shares the
+cores: wall-clock figures move with it, CPU-seconds much less).
+
+**What runs.** One local control plane (kube-apiserver, etcd, kube-controller-manager,
+kube-scheduler built from source; kwok for {r.nodes:,} fake GPU nodes). The same {r.pods:,} pods
+of 4 GPUs ({r.pods // 8} groups of 4 prefill + 2×2 decode pods) are placed once per mode, each
+mode from the same empty nodes: **bare pods** created by a client and bound by kube-scheduler;
+**StatefulSets**, one per role and group with podManagementPolicy Parallel and a headless
+Service each (what LeaderWorkerSet creates underneath), whose pods kube-controller-manager
+creates and kube-scheduler binds; **shorthop**, one InferenceDeployment per group, the operator
+(`shorthop run`, a fresh one per binding mode, leading before the clock starts) creating and
+binding the pods, in device-plugin mode (`nvidia.com/gpu`, a bind is `pods/binding`){dra}. The
+client creates from 16 threads; the clock runs from the first create until a pod watch (its own
+process) saw every pod bound, then every pod Running.
+
+{table(("mode", "pods/s", "first create -> all bound", "-> all Running"), rows, "lrrr")}
+
+{chr(10).join(f"- {line}" for line in lines)}
+
+**CPU per pod** (ms; `/proc/<pid>/stat` user + system time of each process, read before and
+after the mode, divided by the pods; includes the background such as kwok's node heartbeats):
+
+{table(("mode", *PROCESSES, "total"), cpu_rows, "l" + "r" * (len(PROCESSES) + 1))}
+
+**API requests per pod by verb** (`apiserver_request_total` from the API server's `/metrics`,
+read before and after the mode; every client, the watch that times the mode and kwok included):
+
+{table(("mode", *VERBS, "other", "total"), req_rows, "l" + "r" * (len(VERBS) + 2))}
+
+{top} Where the operator's CPU goes: `python -m bench.throughput_baselines NODES PODS FILE`
+repeats the run with py-spy sampling the operator and prints its hottest functions.
+"""

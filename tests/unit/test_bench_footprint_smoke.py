@@ -47,5 +47,5 @@ def test_only_rejects_an_unknown_part(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "--only takes footprint" in done.stderr
+    assert "--only takes quality, footprint, scale-throughput" in done.stderr
     assert not (tmp_path / "benchmarks.md").exists()

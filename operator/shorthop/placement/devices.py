@@ -25,7 +25,7 @@ from typing import Any
 
 from shorthop.errors import DeviceError
 from shorthop.placement.occupancy import PodUsage
-from shorthop.topology.slices import NodeDevices
+from shorthop.topology.slices import NodeDevices, field_list, field_map
 
 MAX_DEVICES_PER_NODE = 64  # what a request in All mode may take on one node (see labels)
 # Set by whoever allocates a claim; the resourceclaim controller in kube-controller-manager
@@ -64,22 +64,6 @@ class ClaimRecord:
         return bool(self.devices)
 
 
-def _map(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise DeviceError(f"{where} is a {type(value).__name__}, not a mapping")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise DeviceError(f"{where} is a {type(value).__name__}, not a list")
-    return value
-
-
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise DeviceError(f"{where} is {value!r}; expected a name")
@@ -89,12 +73,14 @@ def _text(value: Any, where: str) -> str:
 def selected_node(selector: Any, where: str = "status.allocation.nodeSelector") -> str | None:
     """The node an allocation's node selector pins, when it names exactly one by
     ``metadata.name`` (what kube-scheduler writes for node-local devices)."""
-    terms = _list(_map(selector, where).get("nodeSelectorTerms"), f"{where}.nodeSelectorTerms")
+    terms = field_list(
+        field_map(selector, where).get("nodeSelectorTerms"), f"{where}.nodeSelectorTerms"
+    )
     names: set[str] = set()
     for t, term in enumerate(terms):
         at = f"{where}.nodeSelectorTerms[{t}].matchFields"
-        for r, raw in enumerate(_list(_map(term, at).get("matchFields"), at)):
-            req = _map(raw, f"{at}[{r}]")
+        for r, raw in enumerate(field_list(field_map(term, at).get("matchFields"), at)):
+            req = field_map(raw, f"{at}[{r}]")
             values = req.get("values")
             if (
                 req.get("key") == "metadata.name"
@@ -121,23 +107,23 @@ def read_claim(obj: Mapping[str, Any]) -> ClaimRecord:
     >>> c.holder, [r.device for r in c.devices]
     ('claim:ns/c', ['gpu-3'])
     """
-    meta = _map(obj.get("metadata"), "metadata")
+    meta = field_map(obj.get("metadata"), "metadata")
     name = _text(meta.get("name"), "metadata.name")
     namespace = str(meta.get("namespace") or "default")
     key = f"{namespace}/{name}"
     owner, owner_uid = None, None
-    for i, raw in enumerate(_list(meta.get("ownerReferences"), "metadata.ownerReferences")):
-        ref = _map(raw, f"metadata.ownerReferences[{i}]")
+    for i, raw in enumerate(field_list(meta.get("ownerReferences"), "metadata.ownerReferences")):
+        ref = field_map(raw, f"metadata.ownerReferences[{i}]")
         if ref.get("kind") == "Pod" and ref.get("controller") is True:
             owner, owner_uid = str(ref.get("name")), str(ref.get("uid") or "") or None
-    status = _map(obj.get("status"), "status")
-    allocation = _map(status.get("allocation"), "status.allocation")
+    status = field_map(obj.get("status"), "status")
+    allocation = field_map(status.get("allocation"), "status.allocation")
     where = "status.allocation.devices.results"
-    results = _list(_map(allocation.get("devices"), "status.allocation.devices").get("results"),
-                    where)  # fmt: skip
+    found = field_map(allocation.get("devices"), "status.allocation.devices")
+    results = field_list(found.get("results"), where)
     devices = []
     for i, raw in enumerate(results):
-        result = _map(raw, f"{where}[{i}]")
+        result = field_map(raw, f"{where}[{i}]")
         if result.get("adminAccess") is True:
             continue  # not counted as allocated by the scheduler either
         devices.append(
@@ -148,11 +134,13 @@ def read_claim(obj: Mapping[str, Any]) -> ClaimRecord:
             )
         )
     reserved = tuple(
-        str(_map(r, f"status.reservedFor[{i}]").get("uid") or "")
-        for i, r in enumerate(_list(status.get("reservedFor"), "status.reservedFor"))
+        str(field_map(r, f"status.reservedFor[{i}]").get("uid") or "")
+        for i, r in enumerate(field_list(status.get("reservedFor"), "status.reservedFor"))
     )
-    requests = _list(
-        _map(_map(obj.get("spec"), "spec").get("devices"), "spec.devices").get("requests"),
+    requests = field_list(
+        field_map(field_map(obj.get("spec"), "spec").get("devices"), "spec.devices").get(
+            "requests"
+        ),
         "spec.devices.requests",
     )
     return ClaimRecord(
@@ -182,13 +170,13 @@ def _count(request: Mapping[str, Any], where: str) -> int:
 def _wanted(raw: Any, where: str) -> int:
     """Devices one request asks for, in any served version: ``exactly`` (v1, v1beta2),
     the request itself (v1beta1), or the largest of its ``firstAvailable`` alternatives."""
-    request = _map(raw, where)
+    request = field_map(raw, where)
     if "exactly" in request:
-        return _count(_map(request["exactly"], f"{where}.exactly"), f"{where}.exactly")
-    alternatives = _list(request.get("firstAvailable"), f"{where}.firstAvailable")
+        return _count(field_map(request["exactly"], f"{where}.exactly"), f"{where}.exactly")
+    alternatives = field_list(request.get("firstAvailable"), f"{where}.firstAvailable")
     if alternatives:
         return max(
-            _count(_map(a, f"{where}.firstAvailable[{i}]"), f"{where}.firstAvailable[{i}]")
+            _count(field_map(a, f"{where}.firstAvailable[{i}]"), f"{where}.firstAvailable[{i}]")
             for i, a in enumerate(alternatives)
         )
     return _count(request, where)

@@ -129,7 +129,8 @@ class NodeDevices:
 # -- reading objects ----------------------------------------------------------------------------
 
 
-def _map(value: Any, where: str) -> Mapping[str, Any]:
+def field_map(value: Any, where: str) -> Mapping[str, Any]:
+    """A field that must be a mapping (absent: empty); else a DeviceError naming ``where``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -137,7 +138,8 @@ def _map(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def field_list(value: Any, where: str) -> list[Any]:
+    """A field that must be a list (absent: empty); else a DeviceError naming ``where``."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -174,7 +176,7 @@ def _whole(value: Any, where: str, default: int | None = None) -> int:
 
 def _attribute(value: Any, where: str) -> Any:
     """The value of one DeviceAttribute (``{string: x}``, ``{int: 1}``, ``{ints: [1]}``...)."""
-    attr = _map(value, where)
+    attr = field_map(value, where)
     for kind in ("string", "int", "bool", "version", "strings", "ints", "bools", "versions"):
         if kind in attr:
             return attr[kind]
@@ -214,13 +216,13 @@ def _capacity_bytes(capacity: Mapping[str, Any], where: str) -> int | None:
 
 
 def _device(raw: Any, where: str) -> Device:
-    body = _map(raw, where)
+    body = field_map(raw, where)
     name = _name(body.get("name"), f"{where}.name")
     # v1beta1 nests attributes and capacity under `basic`.
-    holder = _map(body.get("basic"), f"{where}.basic") if "basic" in body else body
-    attrs = _map(holder.get("attributes"), f"{where}.attributes")
-    capacity = _map(holder.get("capacity"), f"{where}.capacity")
-    taints = _list(body.get("taints") or holder.get("taints"), f"{where}.taints")
+    holder = field_map(body.get("basic"), f"{where}.basic") if "basic" in body else body
+    attrs = field_map(holder.get("attributes"), f"{where}.attributes")
+    capacity = field_map(holder.get("capacity"), f"{where}.capacity")
+    taints = field_list(body.get("taints") or holder.get("taints"), f"{where}.taints")
     return Device(
         name=name,
         kind=_attr_text(attrs, "type", where),
@@ -254,15 +256,15 @@ def read_slice(obj: Mapping[str, Any]) -> SliceRecord:
     >>> s.node, s.pool, [d.name for d in s.devices if d.whole_gpu]
     ('n1', 'n1', ['gpu-0'])
     """
-    meta = _map(obj.get("metadata"), "metadata")
+    meta = field_map(obj.get("metadata"), "metadata")
     name = _name(meta.get("name"), "metadata.name")
-    spec = _map(obj.get("spec"), "spec")
+    spec = field_map(obj.get("spec"), "spec")
     driver = _name(spec.get("driver"), "spec.driver")
-    pool = _map(spec.get("pool"), "spec.pool")
+    pool = field_map(spec.get("pool"), "spec.pool")
     pool_name = _name(pool.get("name"), "spec.pool.name")
     devices = tuple(
         _device(d, f"spec.devices[{i}]")
-        for i, d in enumerate(_list(spec.get("devices"), "spec.devices"))
+        for i, d in enumerate(field_list(spec.get("devices"), "spec.devices"))
     )
     return SliceRecord(
         name=name,
