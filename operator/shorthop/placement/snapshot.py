@@ -68,10 +68,9 @@ def mask_of(gpus: Iterable[int]) -> int:
 
 
 def bits(mask: int) -> tuple[int, ...]:
-    """The GPU indices set in ``mask``, ascending (bits from ``MAX_GPUS_PER_NODE`` up ignored)."""
     m = int(mask) & _ALL_GPUS
     out = []
-    while m:  # one step per set bit, not per possible GPU: the solver's inner loops call this
+    while m:  # ascending set bits, one step each (not one per possible GPU): solver inner loops
         low = m & -m
         out.append(low.bit_length() - 1)
         m ^= low
