@@ -296,20 +296,22 @@ class Reconciler:
         """``status.placementScore``: recomputed for a fully placed, idle deployment when
         ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
         snap = self.live.snapshot()
-        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap)):
-            if old.get("placementScore"):
-                new["placementScore"] = old["placementScore"]
-            return
         own = {
             p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
             for p in self.live.pods_of(key)
             if p.node and p.exact and p.role and p.active and not p.deleting
         }
+        current = float(new.get("cost", {}).get("total", 0.0))
+        # A scale or a repair changes the deployment: its score is due at once, not a minute on.
+        placement = repr((new.get("observedGeneration"), sorted(own.values())))
+        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap, placement)):
+            if old.get("placementScore"):
+                new["placementScore"] = old["placementScore"]
+            return
         fresh = score.achievable(snap, req, own)
-        self.scores.record(key, snap)
+        self.scores.record(key, snap, placement)
         if fresh is None:
             return
-        current = float(new.get("cost", {}).get("total", 0.0))
         result = score.Score(current, fresh, score.now())
         fresh_json = result.to_json()
         kept = old.get("placementScore") or {}

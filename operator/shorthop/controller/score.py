@@ -6,7 +6,9 @@ see when churn has left them far from what is achievable.
 A fresh plan is a full solve, so it is not made on every visit: :class:`Scores` lets one through
 for a deployment only when it is fully placed and idle (the caller checks), at most once per
 ``interval_s``, and only when the cluster's free GPUs changed since the last one (a fingerprint
-of the snapshot's free-GPU bitsets). The first visit after a start computes it once.
+of the snapshot's free-GPU bitsets). The first visit after a start computes it once, and so does
+the first visit after the deployment itself changed (its spec's generation or where its pods run:
+a scale or a repair), so ``current`` is never the cost of a placement that is gone.
 """
 
 from __future__ import annotations
@@ -60,20 +62,23 @@ class Scores:
     ) -> None:
         self.interval_s = interval_s
         self._clock = clock
-        self._last: dict[str, tuple[float, str]] = {}
+        self._last: dict[str, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
 
-    def due(self, key: str, snap: ClusterSnapshot) -> bool:
+    def due(self, key: str, snap: ClusterSnapshot, placement: str = "") -> bool:
+        """``placement``: what the deployment is and where it runs (any change is due now)."""
         with self._lock:
             last = self._last.get(key)
         if last is None:
             return True
-        at, seen = last
+        at, seen, placed = last
+        if placed != placement:
+            return True
         return self._clock() - at >= self.interval_s and fingerprint(snap) != seen
 
-    def record(self, key: str, snap: ClusterSnapshot) -> None:
+    def record(self, key: str, snap: ClusterSnapshot, placement: str = "") -> None:
         with self._lock:
-            self._last[key] = (self._clock(), fingerprint(snap))
+            self._last[key] = (self._clock(), fingerprint(snap), placement)
 
     def forget(self, key: str) -> None:
         with self._lock:
