@@ -54,7 +54,7 @@ from shorthop.controller.live import LiveCluster
 from shorthop.controller.runtime.expectations import Expectations
 from shorthop.errors import Conflict, KubeError, SpecError
 from shorthop.metrics import Metrics
-from shorthop.placement import admission, filters, request, solver, triage
+from shorthop.placement import admission, filters, nearby, request, solver, triage
 from shorthop.placement.admission import Exclusion
 from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
@@ -216,7 +216,8 @@ class Reconciler:
                         "%s: pods back on their previous GPUs: %s", key, sorted(anchors.sticky)
                     )
                 started = time.perf_counter()
-                plan = solver.solve(snap.with_taken(anchors.taken), req, fixed=dict(anchors.fixed))
+                planned_on = snap.with_taken(anchors.taken)
+                plan = solver.solve(planned_on, req, fixed=dict(anchors.fixed))
                 solved = time.perf_counter()
                 self.metrics.latency.observe(solved - started)
                 if plan.feasible:
@@ -240,6 +241,10 @@ class Reconciler:
                     outcome = Outcome(retry=True)
                 elif created:
                     self._event(body, "Placed", messages.placed(created, plan), warning=False)
+                    far = nearby.away(planned_on, req, plan.assignments, anchors.fixed)
+                    if far is not None:
+                        log.info("%s: %s", key, far.message())
+                        self._event(body, "PlacedAway", far.message(), warning=True)
                     log.info(
                         "%s: %s",
                         key,
