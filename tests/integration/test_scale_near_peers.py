@@ -188,6 +188,8 @@ def test_paired_scale_out_keeps_pairs_and_lands_in_the_rack(
         now = _placed(cluster, ns)
         assert set(_cliques(cluster, {node for _, node, _ in now.values()}).values()) == {home}
         assert set(after.values()) == {"nvlink-domain"}
+        assert status["placedAway"] == ""
+        assert not [e for e in oh.events(cluster, ns, "llm") if e.reason == "PlacedAway"]
         tiers = _replica_tiers(status)
         for replica, tier in tiers_before.items():
             assert tiers[replica] == tier, (replica, tiers)
@@ -300,6 +302,8 @@ def test_scale_out_with_no_room_in_the_rack_says_why(
         assert "decode-2" in event.message
         assert "decode-3" in event.message
         assert "0 GPUs free" in event.message, event.message
+        # The status says it too, as long as it holds.
+        assert status["placedAway"] == event.message
 
 
 def test_pairs_survive_scale_down_a_restart_and_scale_up(

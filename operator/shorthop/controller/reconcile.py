@@ -120,6 +120,7 @@ class Reconciler:
         self.gauges = gauges.Gauges(metrics)
         self.expectations = Expectations(on_expire=live.forget)
         self.scores = score.Scores()
+        self.away: dict[str, str] = {}  # key -> status.placedAway of its last placement
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class Reconciler:
             message = messages.scaled_down(infd, decision)
             log.info("%s: %s", key, message)
             self._event(body, "ScaledDown", message, warning=False)
+            self.away[key] = ""  # the replicas placed away may be gone; a new plan says again
         # 3. plan what is missing
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if decision.terminating else None)
@@ -242,6 +244,7 @@ class Reconciler:
                 elif created:
                     self._event(body, "Placed", messages.placed(created, plan), warning=False)
                     far = nearby.away(planned_on, req, plan.assignments, anchors.fixed)
+                    self.away[key] = far.message() if far is not None else ""
                     if far is not None:
                         log.info("%s: %s", key, far.message())
                         self._event(body, "PlacedAway", far.message(), warning=True)
@@ -283,6 +286,7 @@ class Reconciler:
             reasons=reasons,
             pending=pending,
             excluded=excluded,
+            placed_away=self.away.pop(key, None),
         )
         self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
@@ -581,6 +585,7 @@ class Reconciler:
             with contextlib.suppress(KeyError):
                 self.metrics.cost.remove(namespace, name, component)
         self.scores.forget(key)
+        self.away.pop(key, None)
         with contextlib.suppress(KeyError):
             self.metrics.score.remove(namespace, name)
 
