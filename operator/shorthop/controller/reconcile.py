@@ -224,6 +224,10 @@ class Reconciler:
                 self.metrics.latency.observe(solved - started)
                 if plan.feasible:
                     self._assume(infd, req, plan.assignments, decision)
+                    if not decision.present():  # a fresh plan: the score needs no second solve
+                        self.scores.planned(key, snap, plan.cost.intra + plan.cost.traffic)
+                    else:  # a repair or a scale: the score is recomputed once it settles
+                        self.scores.forget(key)
             if not plan.feasible:
                 reasons = list(plan.reasons)
                 if key not in self.unschedulable:
@@ -305,20 +309,19 @@ class Reconciler:
         """``status.placementScore``: recomputed for a fully placed, idle deployment when
         ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
         snap = self.live.snapshot()
-        own = {
-            p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
-            for p in self.live.pods_of(key)
-            if p.node and p.exact and p.role and p.active and not p.deleting
-        }
+        own = score.own_pods(self.live.pods_of(key))
         current = float(new.get("cost", {}).get("total", 0.0))
         # A scale or a repair changes the deployment: its score is due at once, not a minute on.
         placement = repr((new.get("observedGeneration"), sorted(own.values())))
-        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap, placement)):
-            if old.get("placementScore"):
-                new["placementScore"] = old["placementScore"]
-            return
-        fresh = score.achievable(snap, req, own)
-        self.scores.record(key, snap, placement)
+        ready = idle and new.get("phase") == "Running"
+        fresh = self.scores.take_planned(key, placement) if ready else None
+        if fresh is None:
+            if not (ready and self.scores.due(key, snap, placement)):
+                if old.get("placementScore"):
+                    new["placementScore"] = old["placementScore"]
+                return
+            fresh = score.achievable(snap, req, own)
+            self.scores.record(key, snap, placement)
         if fresh is None:
             return
         result = score.Score(current, fresh, score.now())
