@@ -102,3 +102,15 @@ def test_a_plan_of_the_whole_deployment_is_its_first_score() -> None:
     scores.forget("ns/x")  # a repair before the score was written drops it
     assert scores.take_planned("ns/x") is None
     assert scores.due("ns/x", snap)
+
+
+def test_the_planned_score_is_of_the_placement_it_was_taken_for() -> None:
+    clock = [0.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0])
+    snap = _cluster()
+    scores.planned("ns/x", snap, 42.0)
+    assert scores.take_planned("ns/x", "gen 1: pods on a") == 42.0
+    # The next visit sees the same deployment: no second solve ...
+    assert not scores.due("ns/x", snap, "gen 1: pods on a")
+    # ... until it is scaled or repaired.
+    assert scores.due("ns/x", snap, "gen 2: pods on a and b")
