@@ -8,7 +8,8 @@ across the cluster. A *home* is chosen first, from rolled-up counts alone: a dom
 for every missing replica, with slack (a slot: the whole replica inside one NVLink domain, a node
 over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit no NVLink domain,
 room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
-NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
+NVLink domains upward; the tightest fit without slack (so a partly used domain is tried before
+an empty one) and the best fits of the lowest layer that has any are returned, and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
 home keeps the roles together).
@@ -93,8 +94,9 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
 
 
 def candidates(state: State) -> list[int]:
-    """Up to :data:`HOMES` vertices of the lowest layer (below the root) where every missing
-    replica has a slot and all missing GPUs fit, best fit first; empty when there is none."""
+    """The tightest vertex (below the root) where every missing replica has a slot and all
+    missing GPUs fit, then up to :data:`HOMES` of the lowest layer where they fit with slack,
+    best fit first; empty when there is none."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
@@ -105,19 +107,29 @@ def candidates(state: State) -> list[int]:
     if not missing:
         return []
     fits = np.ones(tree.vertices, dtype=np.bool_)
+    tight = np.ones(tree.vertices, dtype=np.bool_)
     need = 0
     for role, n in missing.items():
+        slots = _slots(state, role)
         # Slack: the other roles' pods take GPUs of the same nodes.
-        fits &= _slots(state, role) >= n + (n + 1) // 2
+        fits &= slots >= n + (n + 1) // 2
+        tight &= slots >= n
         need += n * state.request.roles[role].gpus_per_replica
     room = tree.rollup(np.where(state.capacity.usable_any, state.count, 0))
     fits &= room >= need + need // 2
+    tight &= room >= need
+    out: list[int] = []
     for layer in range(int(tree.layer[tree.root])):
-        verts = np.flatnonzero(fits & (tree.layer == layer))
+        verts = np.flatnonzero(tight & (tree.layer == layer))
+        if verts.size and not out:
+            # The tightest fit without slack first: greedy may fail in it (it is skipped
+            # then), but where it succeeds as cheaply it keeps roomier domains whole.
+            out.append(int(verts[np.lexsort((verts, room[verts]))][0]))
+        verts = verts[fits[verts]]
         if verts.size:
             order = np.lexsort((verts, room[verts]))
-            return [int(v) for v in verts[order][:HOMES]]
-    return []
+            return out + [int(v) for v in verts[order][:HOMES] if int(v) != out[0]][:HOMES]
+    return out
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:

@@ -181,7 +181,7 @@ def _construct(
                     continue
                 starts.append(inside)
             if starts and min(s.total_cost() for s in starts)[0] == floor:
-                return min(starts, key=lambda s: s.total_cost())
+                return min(starts, key=_start_rank)
     try:
         greedy(attempt)
     except Failure:
@@ -189,7 +189,38 @@ def _construct(
             raise
     else:
         starts.append(attempt)
-    return min(starts, key=lambda s: s.total_cost())
+    return min(starts, key=_start_rank)
+
+
+def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:
+    """Starts compare by (intra, traffic) cost, then by what they take of the cluster's whole
+    units (``wholes_taken``): equal plans keep the one that leaves more free for large replicas."""
+    return state.total_cost(), wholes_taken(state)
+
+
+def wholes_taken(state: State) -> tuple[int, int, float]:
+    """What the pods placed in ``state`` take of the cluster's whole units, fewest first: the
+    NVLink domains that were entirely free (an NVL72-style clique, or a node outside any clique),
+    then the nodes that were entirely free, then the free GPUs left on the nodes touched plus a
+    hundredth of those left in the cliques touched (``objective.fragmentation``)."""
+    index = state.index
+    before = state.snapshot.free_counts
+    rows = sorted({row for r in state.replicas.values() for _, row, _ in r.placed})
+    if not rows:
+        return 0, 0, 0.0
+    total = np.array([index.gpus(row) for row in rows], dtype=np.int64)
+    whole = before[rows] == total
+    clique = index.clique_of[rows]
+    domains = int((whole & (clique < 0)).sum())
+    clique_left = 0
+    for c in np.unique(clique[clique >= 0]).tolist():
+        members = np.flatnonzero(index.clique_of == c)
+        free = before[members]
+        if all(int(free[i]) == index.gpus(int(m)) for i, m in enumerate(members.tolist())):
+            domains += 1
+        clique_left += int(state.count[members].sum())
+    node_left = int(state.count[rows].sum())
+    return domains, int(whole.sum()), node_left + clique_left / 100
 
 
 def _pods_fit_under(
