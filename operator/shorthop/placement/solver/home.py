@@ -8,11 +8,12 @@ across the cluster. A *home* is chosen first, from rolled-up counts alone: a dom
 for every missing replica, with slack (a slot: the whole replica inside one NVLink domain, a node
 over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit no NVLink domain,
 room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
-NVLink domains upward; the tightest fit without slack (so a partly used domain is tried before
-an empty one) and the best fits of the lowest layer that has any are returned, and ``run``
+NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together).
+home keeps the roles together). Beside them, the tightest fit without slack: a partly used
+domain that holds the deployment as cheaply as an empty one is then tried too, and ``run``
+prefers it at equal cost (it never stops the unrestricted greedy from running).
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
 """
@@ -93,19 +94,20 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
     return slots
 
 
-def candidates(state: State) -> list[int]:
-    """The tightest vertex (below the root) where every missing replica has a slot and all
-    missing GPUs fit, then up to :data:`HOMES` of the lowest layer where they fit with slack,
-    best fit first; empty when there is none."""
+def candidates(state: State) -> tuple[int | None, list[int]]:
+    """(the tightest vertex below the root where every missing replica has a slot and all
+    missing GPUs fit, None when it is among the others; up to :data:`HOMES` vertices of the
+    lowest layer where they fit with slack, best fit first). None and empty when a replica being
+    repaired keeps pods (it stays where they are) or nothing is missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
         if r.missing():
             if r.fixed:
-                return []  # replicas being repaired stay where their pods are
+                return None, []  # replicas being repaired stay where their pods are
             missing[key[0]] = missing.get(key[0], 0) + 1
     if not missing:
-        return []
+        return None, []
     fits = np.ones(tree.vertices, dtype=np.bool_)
     tight = np.ones(tree.vertices, dtype=np.bool_)
     need = 0
@@ -118,18 +120,18 @@ def candidates(state: State) -> list[int]:
     room = tree.rollup(np.where(state.capacity.usable_any, state.count, 0))
     fits &= room >= need + need // 2
     tight &= room >= need
-    out: list[int] = []
+    tightest: int | None = None
     for layer in range(int(tree.layer[tree.root])):
         verts = np.flatnonzero(tight & (tree.layer == layer))
-        if verts.size and not out:
-            # The tightest fit without slack first: greedy may fail in it (it is skipped
-            # then), but where it succeeds as cheaply it keeps roomier domains whole.
-            out.append(int(verts[np.lexsort((verts, room[verts]))][0]))
+        if verts.size and tightest is None:
+            # Without slack greedy may fail in it (the start is skipped then); where it
+            # succeeds as cheaply it leaves roomier domains whole.
+            tightest = int(verts[np.lexsort((verts, room[verts]))][0])
         verts = verts[fits[verts]]
         if verts.size:
-            order = np.lexsort((verts, room[verts]))
-            return out + [int(v) for v in verts[order][:HOMES] if int(v) != out[0]][:HOMES]
-    return out
+            best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
+            return (None if tightest in best else tightest), best
+    return tightest, []
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:

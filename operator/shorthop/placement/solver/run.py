@@ -164,24 +164,26 @@ def _construct(
     strategy: Strategy,
 ) -> State:
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
-    also inside its best homes (phase 1b), keeping the cheapest. The unrestricted greedy is
-    skipped when a home's plan reaches the intra floor. Raises ``Failure`` when nothing fits."""
+    also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
+    unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
+    home alone never skips it, so adding it never makes the start costlier). Raises ``Failure``
+    when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        homes = [] if small(attempt) else home.candidates(attempt)
-        if homes:
-            floor = home.intra_floor(attempt)
-            base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
-            for v in homes:
-                inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
-                try:
-                    greedy(inside)
-                except Failure:
-                    continue
-                starts.append(inside)
-            if starts and min(s.total_cost() for s in starts)[0] == floor:
-                return min(starts, key=_start_rank)
+        tightest, homes = (None, []) if small(attempt) else home.candidates(attempt)
+        base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
+        tight_start: list[State] = []
+        for v in ([] if tightest is None else [tightest]) + homes:
+            inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
+            try:
+                greedy(inside)
+            except Failure:
+                continue
+            (tight_start if v == tightest else starts).append(inside)
+        if starts and min(s.total_cost() for s in starts)[0] == home.intra_floor(attempt):
+            return min(tight_start + starts, key=_start_rank)
+        starts = tight_start + starts
     try:
         greedy(attempt)
     except Failure:
