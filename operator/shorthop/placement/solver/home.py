@@ -11,8 +11,9 @@ room for their pods) and enough GPUs for all of them. Homes are searched layer b
 NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together). Beside them, the tightest fit without slack: a partly used
-domain that holds the deployment as cheaply as an empty one is then tried too, and ``run``
+home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
+without slack: a partly used domain that holds the deployment as cheaply as an empty one is
+then tried too, and ``run``
 prefers it at equal cost (it never stops the unrestricted greedy from running).
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
@@ -24,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import subsets
+from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
 
 HOMES = 2  # best-fitting homes tried
@@ -95,10 +97,10 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
 
 
 def candidates(state: State) -> tuple[int | None, list[int]]:
-    """(the tightest vertex below the root where every missing replica has a slot and all
-    missing GPUs fit, None when it is among the others; up to :data:`HOMES` vertices of the
-    lowest layer where they fit with slack, best fit first). None and empty when a replica being
-    repaired keeps pods (it stays where they are) or nothing is missing."""
+    """(the tightest NVLink domain or node where every missing replica has a slot and all
+    missing GPUs fit, None when there is none or it is among the others; up to :data:`HOMES`
+    vertices of the lowest layer where they fit with slack, best fit first). None and empty when
+    a replica being repaired keeps pods (it stays where they are) or nothing is missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
@@ -123,9 +125,11 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
     tightest: int | None = None
     for layer in range(int(tree.layer[tree.root])):
         verts = np.flatnonzero(tight & (tree.layer == layer))
-        if verts.size and tightest is None:
-            # Without slack greedy may fail in it (the start is skipped then); where it
-            # succeeds as cheaply it leaves roomier domains whole.
+        if verts.size and tightest is None and layer <= domain_tree.CLIQUE_LAYER:
+            # One NVLink domain (or node): without slack greedy may fail in it (the start is
+            # skipped then); where it succeeds as cheaply it leaves roomier domains whole.
+            # Not tried above NVLink domains, where an extra start costs a greedy run over many
+            # nodes and seldom ties on traffic.
             tightest = int(verts[np.lexsort((verts, room[verts]))][0])
         verts = verts[fits[verts]]
         if verts.size:
