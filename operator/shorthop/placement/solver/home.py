@@ -98,9 +98,10 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
 
 def candidates(state: State) -> tuple[int | None, list[int]]:
     """(the tightest NVLink domain or node where every missing replica has a slot and all
-    missing GPUs fit, None when there is none or it is among the others; up to :data:`HOMES`
-    vertices of the lowest layer where they fit with slack, best fit first). None and empty when
-    a replica being repaired keeps pods (it stays where they are) or nothing is missing."""
+    missing GPUs fit, None when there is none, it is among the others or the best of those is
+    partly used already; up to :data:`HOMES` vertices of the lowest layer where they fit with
+    slack, best fit first). None and empty when a replica being repaired keeps pods (it stays
+    where they are) or nothing is missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
@@ -134,8 +135,18 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
         verts = verts[fits[verts]]
         if verts.size:
             best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
-            return (None if tightest in best else tightest), best
+            if tightest in best or not _entirely_free(state, best[0]):
+                return None, best  # the best fit with slack already spares whole domains
+            return tightest, best
     return tightest, []
+
+
+def _entirely_free(state: State, vertex: int) -> bool:
+    """Whether every GPU of the usable nodes under ``vertex`` is free."""
+    index = state.index
+    total = np.array([c.gpus for c in index.classes], dtype=np.int64)[index.class_of]
+    under = rows_of(state, vertex) & state.capacity.usable_any
+    return bool((state.count[under] == total[under]).all())
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:
