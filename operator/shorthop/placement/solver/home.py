@@ -11,7 +11,10 @@ room for their pods) and enough GPUs for all of them. Homes are searched layer b
 NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together).
+home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
+without slack: a partly used domain that holds the deployment as cheaply as an empty one is
+then tried too, and ``run``
+prefers it at equal cost (it never stops the unrestricted greedy from running).
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
 """
@@ -22,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import subsets
+from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
 
 HOMES = 2  # best-fitting homes tried
@@ -92,32 +96,57 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
     return slots
 
 
-def candidates(state: State) -> list[int]:
-    """Up to :data:`HOMES` vertices of the lowest layer (below the root) where every missing
-    replica has a slot and all missing GPUs fit, best fit first; empty when there is none."""
+def candidates(state: State) -> tuple[int | None, list[int]]:
+    """(the tightest NVLink domain or node where every missing replica has a slot and all
+    missing GPUs fit, None when there is none, it is among the others or the best of those is
+    partly used already; up to :data:`HOMES` vertices of the lowest layer where they fit with
+    slack, best fit first). None and empty when a replica being repaired keeps pods (it stays
+    where they are) or nothing is missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
         if r.missing():
             if r.fixed:
-                return []  # replicas being repaired stay where their pods are
+                return None, []  # replicas being repaired stay where their pods are
             missing[key[0]] = missing.get(key[0], 0) + 1
     if not missing:
-        return []
+        return None, []
     fits = np.ones(tree.vertices, dtype=np.bool_)
+    tight = np.ones(tree.vertices, dtype=np.bool_)
     need = 0
     for role, n in missing.items():
+        slots = _slots(state, role)
         # Slack: the other roles' pods take GPUs of the same nodes.
-        fits &= _slots(state, role) >= n + (n + 1) // 2
+        fits &= slots >= n + (n + 1) // 2
+        tight &= slots >= n
         need += n * state.request.roles[role].gpus_per_replica
     room = tree.rollup(np.where(state.capacity.usable_any, state.count, 0))
     fits &= room >= need + need // 2
+    tight &= room >= need
+    tightest: int | None = None
     for layer in range(int(tree.layer[tree.root])):
-        verts = np.flatnonzero(fits & (tree.layer == layer))
+        verts = np.flatnonzero(tight & (tree.layer == layer))
+        if verts.size and tightest is None and layer <= domain_tree.CLIQUE_LAYER:
+            # One NVLink domain (or node): without slack greedy may fail in it (the start is
+            # skipped then); where it succeeds as cheaply it leaves roomier domains whole.
+            # Not tried above NVLink domains, where an extra start costs a greedy run over many
+            # nodes and seldom ties on traffic.
+            tightest = int(verts[np.lexsort((verts, room[verts]))][0])
+        verts = verts[fits[verts]]
         if verts.size:
-            order = np.lexsort((verts, room[verts]))
-            return [int(v) for v in verts[order][:HOMES]]
-    return []
+            best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
+            if tightest in best or not _entirely_free(state, best[0]):
+                return None, best  # the best fit with slack already spares whole domains
+            return tightest, best
+    return tightest, []
+
+
+def _entirely_free(state: State, vertex: int) -> bool:
+    """Whether every GPU of the usable nodes under ``vertex`` is free."""
+    index = state.index
+    total = np.array([c.gpus for c in index.classes], dtype=np.int64)[index.class_of]
+    under = rows_of(state, vertex) & state.capacity.usable_any
+    return bool((state.count[under] == total[under]).all())
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:

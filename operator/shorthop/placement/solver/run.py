@@ -164,24 +164,26 @@ def _construct(
     strategy: Strategy,
 ) -> State:
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
-    also inside its best homes (phase 1b), keeping the cheapest. The unrestricted greedy is
-    skipped when a home's plan reaches the intra floor. Raises ``Failure`` when nothing fits."""
+    also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
+    unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
+    home alone never skips it, so adding it never makes the start costlier). Raises ``Failure``
+    when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        homes = [] if small(attempt) else home.candidates(attempt)
-        if homes:
-            floor = home.intra_floor(attempt)
-            base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
-            for v in homes:
-                inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
-                try:
-                    greedy(inside)
-                except Failure:
-                    continue
-                starts.append(inside)
-            if starts and min(s.total_cost() for s in starts)[0] == floor:
-                return min(starts, key=lambda s: s.total_cost())
+        tightest, homes = (None, []) if small(attempt) else home.candidates(attempt)
+        base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
+        tight_start: list[State] = []
+        for v in ([] if tightest is None else [tightest]) + homes:
+            inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
+            try:
+                greedy(inside)
+            except Failure:
+                continue
+            (tight_start if v == tightest else starts).append(inside)
+        if starts and min(s.total_cost() for s in starts)[0] == home.intra_floor(attempt):
+            return min(tight_start + starts, key=_start_rank)
+        starts = tight_start + starts
     try:
         greedy(attempt)
     except Failure:
@@ -189,7 +191,38 @@ def _construct(
             raise
     else:
         starts.append(attempt)
-    return min(starts, key=lambda s: s.total_cost())
+    return min(starts, key=_start_rank)
+
+
+def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:
+    """Starts compare by (intra, traffic) cost, then by what they take of the cluster's whole
+    units (``wholes_taken``): equal plans keep the one that leaves more free for large replicas."""
+    return state.total_cost(), wholes_taken(state)
+
+
+def wholes_taken(state: State) -> tuple[int, int, float]:
+    """What the pods placed in ``state`` take of the cluster's whole units, fewest first: the
+    NVLink domains that were entirely free (an NVL72-style clique, or a node outside any clique),
+    then the nodes that were entirely free, then the free GPUs left on the nodes touched plus a
+    hundredth of those left in the cliques touched (``objective.fragmentation``)."""
+    index = state.index
+    before = state.snapshot.free_counts
+    rows = sorted({row for r in state.replicas.values() for _, row, _ in r.placed})
+    if not rows:
+        return 0, 0, 0.0
+    total = np.array([index.gpus(row) for row in rows], dtype=np.int64)
+    whole = before[rows] == total
+    clique = index.clique_of[rows]
+    domains = int((whole & (clique < 0)).sum())
+    clique_left = 0
+    for c in np.unique(clique[clique >= 0]).tolist():
+        members = np.flatnonzero(index.clique_of == c)
+        free = before[members]
+        if all(int(free[i]) == index.gpus(int(m)) for i, m in enumerate(members.tolist())):
+            domains += 1
+        clique_left += int(state.count[members].sum())
+    node_left = int(state.count[rows].sum())
+    return domains, int(whole.sum()), node_left + clique_left / 100
 
 
 def _pods_fit_under(
