@@ -72,6 +72,18 @@ def test_recomputed_only_after_the_interval_and_a_change_of_free_gpus() -> None:
     assert scores.due("ns/x", snap)
 
 
+def test_recomputed_at_once_when_the_deployment_itself_changed() -> None:
+    clock = [0.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0])
+    snap = _cluster()
+    scores.record("ns/x", snap, "gen 1: pods on a")
+    assert not scores.due("ns/x", snap, "gen 1: pods on a")
+    # A scale (or a repair) moved its pods: due before the interval, on the same free GPUs.
+    assert scores.due("ns/x", snap, "gen 2: pods on a and b")
+    scores.record("ns/x", snap, "gen 2: pods on a and b")
+    assert not scores.due("ns/x", snap, "gen 2: pods on a and b")
+
+
 def test_ratio_when_nothing_costs() -> None:
     assert score.Score(0.0, 0.0, "").ratio == 1.0
     assert score.Score(5.0, 0.0, "").ratio == 6.0
@@ -90,3 +102,15 @@ def test_a_plan_of_the_whole_deployment_is_its_first_score() -> None:
     scores.forget("ns/x")  # a repair before the score was written drops it
     assert scores.take_planned("ns/x") is None
     assert scores.due("ns/x", snap)
+
+
+def test_the_planned_score_is_of_the_placement_it_was_taken_for() -> None:
+    clock = [0.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0])
+    snap = _cluster()
+    scores.planned("ns/x", snap, 42.0)
+    assert scores.take_planned("ns/x", "gen 1: pods on a") == 42.0
+    # The next visit sees the same deployment: no second solve ...
+    assert not scores.due("ns/x", snap, "gen 1: pods on a")
+    # ... until it is scaled or repaired.
+    assert scores.due("ns/x", snap, "gen 2: pods on a and b")

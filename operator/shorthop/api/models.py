@@ -513,6 +513,14 @@ class InferenceDeploymentStatus(Model):
         description="Nodes left out for a role after their kubelet rejected a pod of it.",
     )
     placement_score: PlacementScore | None = None
+    placed_away: str = Field(
+        default="",
+        description=(
+            "Why the replicas added last (scale-out, a replica replaced whole) were placed "
+            "outside the domain where the deployment runs: the replicas, the domain, the GPUs "
+            "free there for the role and those needed; empty when they were placed there."
+        ),
+    )
     message: str = Field(
         default="", description="Why the phase is what it is, naming the field to fix."
     )

@@ -54,7 +54,7 @@ from shorthop.controller.live import LiveCluster
 from shorthop.controller.runtime.expectations import Expectations
 from shorthop.errors import Conflict, KubeError, SpecError
 from shorthop.metrics import Metrics
-from shorthop.placement import admission, filters, request, solver, triage
+from shorthop.placement import admission, filters, nearby, request, solver, triage
 from shorthop.placement.admission import Exclusion
 from shorthop.placement.plan import Assignment, Plan, Reason
 from shorthop.placement.request import RoleRequest
@@ -120,6 +120,7 @@ class Reconciler:
         self.gauges = gauges.Gauges(metrics)
         self.expectations = Expectations(on_expire=live.forget)
         self.scores = score.Scores()
+        self.away: dict[str, str] = {}  # key -> status.placedAway of its last placement
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class Reconciler:
             message = messages.scaled_down(infd, decision)
             log.info("%s: %s", key, message)
             self._event(body, "ScaledDown", message, warning=False)
+            self.away[key] = ""  # the replicas placed away may be gone; a new plan says again
         # 3. plan what is missing
         reasons: list[Reason] = []
         outcome = Outcome(after=1.0 if decision.terminating else None)
@@ -216,7 +218,8 @@ class Reconciler:
                         "%s: pods back on their previous GPUs: %s", key, sorted(anchors.sticky)
                     )
                 started = time.perf_counter()
-                plan = solver.solve(snap.with_taken(anchors.taken), req, fixed=dict(anchors.fixed))
+                planned_on = snap.with_taken(anchors.taken)
+                plan = solver.solve(planned_on, req, fixed=dict(anchors.fixed))
                 solved = time.perf_counter()
                 self.metrics.latency.observe(solved - started)
                 if plan.feasible:
@@ -244,6 +247,11 @@ class Reconciler:
                     outcome = Outcome(retry=True)
                 elif created:
                     self._event(body, "Placed", messages.placed(created, plan), warning=False)
+                    far = nearby.away(planned_on, req, plan.assignments, anchors.fixed)
+                    self.away[key] = far.message() if far is not None else ""
+                    if far is not None:
+                        log.info("%s: %s", key, far.message())
+                        self._event(body, "PlacedAway", far.message(), warning=True)
                     log.info(
                         "%s: %s",
                         key,
@@ -282,6 +290,7 @@ class Reconciler:
             reasons=reasons,
             pending=pending,
             excluded=excluded,
+            placed_away=self.away.pop(key, None),
         )
         self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)
@@ -300,23 +309,21 @@ class Reconciler:
         """``status.placementScore``: recomputed for a fully placed, idle deployment when
         ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
         snap = self.live.snapshot()
+        own = score.own_pods(self.live.pods_of(key))
+        current = float(new.get("cost", {}).get("total", 0.0))
+        # A scale or a repair changes the deployment: its score is due at once, not a minute on.
+        placement = repr((new.get("observedGeneration"), sorted(own.values())))
         ready = idle and new.get("phase") == "Running"
-        fresh = self.scores.take_planned(key) if ready else None
+        fresh = self.scores.take_planned(key, placement) if ready else None
         if fresh is None:
-            if not (ready and self.scores.due(key, snap)):
+            if not (ready and self.scores.due(key, snap, placement)):
                 if old.get("placementScore"):
                     new["placementScore"] = old["placementScore"]
                 return
-            own = {
-                p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
-                for p in self.live.pods_of(key)
-                if p.node and p.exact and p.role and p.active and not p.deleting
-            }
             fresh = score.achievable(snap, req, own)
-            self.scores.record(key, snap)
+            self.scores.record(key, snap, placement)
         if fresh is None:
             return
-        current = float(new.get("cost", {}).get("total", 0.0))
         result = score.Score(current, fresh, score.now())
         fresh_json = result.to_json()
         kept = old.get("placementScore") or {}
@@ -581,6 +588,7 @@ class Reconciler:
             with contextlib.suppress(KeyError):
                 self.metrics.cost.remove(namespace, name, component)
         self.scores.forget(key)
+        self.away.pop(key, None)
         with contextlib.suppress(KeyError):
             self.metrics.score.remove(namespace, name)
 

@@ -9,7 +9,9 @@ for a deployment only when it is fully placed and idle (the caller checks), at m
 of the snapshot's free-GPU bitsets). The first visit after a start computes it once. A plan of
 the whole deployment from nothing (no pod of it present) *is* a fresh plan on the cluster of that
 moment: :meth:`Scores.planned` keeps its cost as the achievable one and starts the interval, so
-a newly placed deployment costs one solve, not two.
+a newly placed deployment costs one solve, not two. The first visit after the deployment itself
+changed (its spec's generation or where its pods run: a scale or a repair) recomputes it too,
+whatever the interval, so ``current`` is never the cost of a placement that is gone.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import datetime
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shorthop.placement import solver
 from shorthop.placement.request import Request
 from shorthop.placement.snapshot import ClusterSnapshot, mask_of
+from shorthop.placement.triage import PodState
 
 INTERVAL_S = 60.0
 
@@ -63,38 +66,56 @@ class Scores:
     ) -> None:
         self.interval_s = interval_s
         self._clock = clock
-        self._last: dict[str, tuple[float, str]] = {}
+        self._last: dict[str, tuple[float, str, str]] = {}  # time, free GPUs, placement
         self._planned: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def due(self, key: str, snap: ClusterSnapshot) -> bool:
+    def due(self, key: str, snap: ClusterSnapshot, placement: str = "") -> bool:
+        """``placement``: what the deployment is and where it runs (any change is due now)."""
         with self._lock:
             last = self._last.get(key)
         if last is None:
             return True
-        at, seen = last
+        at, seen, placed = last
+        if placed != placement:
+            return True
         return self._clock() - at >= self.interval_s and fingerprint(snap) != seen
 
-    def record(self, key: str, snap: ClusterSnapshot) -> None:
+    def record(self, key: str, snap: ClusterSnapshot, placement: str = "") -> None:
         with self._lock:
-            self._last[key] = (self._clock(), fingerprint(snap))
+            self._last[key] = (self._clock(), fingerprint(snap), placement)
 
     def planned(self, key: str, snap: ClusterSnapshot, cost: float) -> None:
         """A plan of the whole deployment was just made on ``snap`` (none of its pods present):
         its ``cost`` (intra + traffic) is the achievable one until the next recompute."""
         with self._lock:
-            self._last[key] = (self._clock(), fingerprint(snap))
+            self._last[key] = (self._clock(), fingerprint(snap), "")
             self._planned[key] = cost
 
-    def take_planned(self, key: str) -> float | None:
-        """The cost :meth:`planned` kept for ``key`` (once: later scores are recomputed)."""
+    def take_planned(self, key: str, placement: str = "") -> float | None:
+        """The cost :meth:`planned` kept for ``key`` (once: later scores are recomputed), for
+        the deployment as ``placement`` describes it (what it is and where it runs now)."""
         with self._lock:
-            return self._planned.pop(key, None)
+            cost = self._planned.pop(key, None)
+            last = self._last.get(key)
+            if cost is not None and last is not None:
+                self._last[key] = (last[0], last[1], placement)
+            return cost
 
     def forget(self, key: str) -> None:
         with self._lock:
             self._last.pop(key, None)
             self._planned.pop(key, None)
+
+
+def own_pods(pods: Iterable[PodState]) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    """The deployment's placed pods as :func:`achievable` releases them (and as the placement
+    that makes a score due when it changes): pod name -> (node, GPUs, role)."""
+    return {
+        p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
+        for p in pods
+        if p.node and p.exact and p.role and p.active and not p.deleting
+    }
 
 
 def achievable(

@@ -127,9 +127,12 @@ def compute(
     reasons: Sequence[Reason] = (),
     pending: str = "",
     excluded: Sequence[Exclusion] = (),
+    placed_away: str | None = None,
 ) -> dict[str, Any]:
     """The status for the current state; ``reasons`` non-empty means the last plan failed;
-    ``excluded``: the nodes left out per role after kubelet rejections (kept as they are)."""
+    ``excluded``: the nodes left out per role after kubelet rejections (kept as they are);
+    ``placed_away``: why the last new replicas are outside the deployment's domain ("": they
+    are not; None: no new placement, the old value stays)."""
     spec = infd.spec
     # Counted, not enumerated: up to 1024 x 4096 pods per role pass the schema.
     total = sum(r.replicas * r.pods_per_replica for r in request.roles)
@@ -266,6 +269,7 @@ def compute(
         "kvTransfers": transfers,
         "kvTraffic": traffic_json,
         "excludedNodes": exclusions_json(excluded),
+        "placedAway": old.get("placedAway", "") if placed_away is None else placed_away,
         "message": message,
     }
 
