@@ -72,14 +72,13 @@ class BestSubsets:
     def update(
         self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
     ) -> None:
-        for row in rows.tolist():
-            cls = int(self.index.class_of[row])
-            at = int(self.position[row])
-            if at < 0:
-                continue
-            one = np.array([row], dtype=np.intp)
-            masks, intra = self._pick(one, free, fit)
-            self.masks[cls][at], self.intra[cls][at] = masks[0], intra[0]
+        rows = rows[self.position[rows] >= 0]
+        classes = self.index.class_of[rows]
+        for cls in np.unique(classes).tolist():  # one vectorised pick per node class
+            some = rows[classes == cls]
+            masks, intra = self._pick(some, free, fit)
+            at = self.position[some]
+            self.masks[cls][at], self.intra[cls][at] = masks, intra
 
 
 class Capacity:

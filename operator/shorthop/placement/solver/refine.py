@@ -52,17 +52,22 @@ def _close_enough(state: State, key: Key) -> bool:
     domain): no move can improve its traffic."""
     index = state.index
     mine = state.placed_set(key)
+    mine_rows = np.array(sorted(mine), dtype=np.intp)
     for p in state.partners(key):
-        rows = set(mine) | set(p.summary.masks)
-        cliques = {int(index.clique_of[r]) for r in rows}
-        if len(rows) == 1:
-            row = rows.pop()
+        other = p.summary.mass.rows
+        if mine_rows.size == 1 and other.size == 1 and other[0] == mine_rows[0]:
+            row = int(mine_rows[0])
             gpus = np.array(
                 [g for g in range(index.gpus(row)) if p.summary.masks[row] >> g & 1], dtype=np.intp
             )
             if not index.node_class(row).nvlink[np.ix_(mine[row], gpus)].all():
                 return False
-        elif len(cliques) != 1 or cliques.pop() < 0:
+            continue
+        # Several nodes: all of them in one NVLink domain (whole arrays: a role has many rows).
+        clique = index.clique_of[mine_rows[0]]
+        if clique < 0 or (index.clique_of[mine_rows] != clique).any():
+            return False
+        if (index.clique_of[other] != clique).any():
             return False
     return True
 
@@ -70,6 +75,7 @@ def _close_enough(state: State, key: Key) -> bool:
 def _move(state: State, keys: list[Key]) -> bool:
     """Lift ``keys`` and place them again in that order; keep the result if it is cheaper."""
     before = state.group_cost(keys)
+    caches = state.caches()
     olds = [state.lift(k) for k in keys]
     placed: list[Key] = []
     try:
@@ -84,4 +90,5 @@ def _move(state: State, keys: list[Key]) -> bool:
         state.lift(k)
     for k, old in zip(keys, olds, strict=True):
         state.restore(k, old)
+    state.reuse(caches)  # every GPU is back where it was: so are the summaries
     return False

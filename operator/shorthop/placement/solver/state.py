@@ -105,6 +105,10 @@ class Candidate:
         )
 
 
+# State.caches: per-role summaries, per-replica peer summaries, the total cost (or None)
+Caches = tuple[dict[int, pairsums.Summary], dict[Key, pairsums.Summary], tuple[int, float] | None]
+
+
 class Failure(Exception):
     """A replica found no room; carries the reason (``explain``). Caught inside the solver:
     ``solve`` returns it as an infeasible plan."""
@@ -422,6 +426,19 @@ class State:
         self._total = None
         self.role_missing[r.role] -= len(missing_now) - len(r.missing())
         self.capacity.touch([row for row, _ in cand.rows])
+
+    def caches(self) -> Caches:
+        """The cached summaries and total cost as they are now, for :meth:`reuse`."""
+        return dict(self._summaries), dict(self._peer_summaries), self._total
+
+    def reuse(self, caches: Caches) -> None:
+        """Take back :meth:`caches` taken before lifts that were all restored since (the GPUs
+        are where they were then, so are the summaries; they are never changed in place)."""
+        self._summaries, self._peer_summaries, self._total = (
+            dict(caches[0]),
+            dict(caches[1]),
+            caches[2],
+        )
 
     def lift(self, key: Key) -> list[PodPart]:
         """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""
