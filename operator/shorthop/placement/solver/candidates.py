@@ -50,6 +50,8 @@ def single_node(
     best: Candidate | None = None
     scores = state.preference[r.role]
     table_of = state.capacity.best((r.role, pods, nvlink_only))
+    # Per node class: the nodes whose cheapest subset is as cheap inside as the class allows.
+    groups: list[tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64], int]] = []
     for cls_id, class_rows in enumerate(table_of.rows):
         if class_rows.size == 0:
             continue
@@ -58,32 +60,56 @@ def single_node(
         if low_intra >= subsets.INF:
             continue
         at = np.flatnonzero(all_intra == low_intra)
-        cand, masks = class_rows[at], table_of.masks[cls_id][at]
-        intra = all_intra[at]
-        table = subsets.table(state.index.classes[cls_id], nvlink_only)
-        if len(cand) > TIE_LIMIT and partners:
-            prox = _proximity(state, cand, partners)
-            near = prox == prox.min()
+        groups.append((class_rows[at], table_of.masks[cls_id][at], all_intra[at], cls_id))
+    if not groups:
+        return None
+    # Traffic only grows with the tier: among equally cheap nodes of a class, the farther ones
+    # cannot win on traffic (the nearness of every class's nodes in one call).
+    crowded = [i for i, g in enumerate(groups) if len(g[0]) > TIE_LIMIT] if partners else []
+    if crowded:
+        prox = _proximity(state, np.concatenate([groups[i][0] for i in crowded]), partners)
+        start = 0
+        for i in crowded:
+            cand, masks, intra, cls_id = groups[i]
+            mine = prox[start : start + len(cand)]
+            start += len(cand)
+            near = mine == mine.min()
             cand, masks, intra = cand[near], masks[near], intra[near]
-        if len(cand) > TIE_LIMIT and partners and not need[0]:
-            # Equally near: traffic differs only by per-GPU uplinks; keep the preferred nodes,
-            # then the best fits.
-            dislike = -scores[cand] if scores is not None else np.zeros(len(cand), np.int64)
-            keep = np.lexsort((cand, state.count[cand], dislike))[:TIE_LIMIT]
-            cand, masks, intra = cand[keep], masks[keep], intra[keep]
-        traffic = np.round(traffic_many(state, cand, masks, partners), 6)
-        ahead = np.round(lookahead.estimate(state, cand, masks, need, room, table=table), 6)
-        frag = (state.count[cand] - k).astype(np.float64)
-        frag += state.domain_left(cand, np.full(len(cand), k, dtype=np.int64))
-        pref = scores[cand] * pods if scores is not None else None
-        liked = () if pref is None else (-pref,)  # no preferred terms: one sort key fewer
+            if len(cand) > TIE_LIMIT and not need[0]:
+                # Equally near: traffic differs only by per-GPU uplinks; keep the preferred
+                # nodes, then the best fits.
+                dislike = -scores[cand] if scores is not None else np.zeros(len(cand), np.int64)
+                keep = np.lexsort((cand, state.count[cand], dislike))[:TIE_LIMIT]
+                cand, masks, intra = cand[keep], masks[keep], intra[keep]
+            groups[i] = (cand, masks, intra, cls_id)
+    # Every measure is per node: one call over the candidates of all classes, split after.
+    cand = np.concatenate([g[0] for g in groups])
+    masks = np.concatenate([g[1] for g in groups])
+    intra = np.concatenate([g[2] for g in groups])
+    nearest = np.concatenate(
+        [
+            lookahead.nearest_free(
+                state, g[0], g[1], subsets.table(state.index.classes[g[3]], nvlink_only)
+            )
+            for g in groups
+        ]
+    )
+    traffic = np.round(traffic_many(state, cand, masks, partners), 6)
+    ahead = np.round(lookahead.estimate(state, cand, masks, need, room, nearest=nearest), 6)
+    frag = (state.count[cand] - k).astype(np.float64)
+    frag += state.domain_left(cand, np.full(len(cand), k, dtype=np.int64))
+    pref = scores[cand] * pods if scores is not None else None
+    start = 0
+    for g in groups:
+        part = slice(start, start + len(g[0]))
+        start += len(g[0])
+        liked = () if pref is None else (-pref[part],)  # no preferred terms: one key fewer
         keys = (
-            (cand, frag, *liked, ahead, traffic, intra)
+            (cand[part], frag[part], *liked, ahead[part], traffic[part], intra[part])
             if state.strategy is not Strategy.PACK
-            else (cand, *liked, ahead, traffic, intra, frag)
+            else (cand[part], *liked, ahead[part], traffic[part], intra[part], frag[part])
         )
-        order = np.lexsort(keys)
-        i = int(order[0])
+        i = part.start + int(np.lexsort(keys)[0])
         found = Candidate(
             int(intra[i]),
             float(traffic[i]),

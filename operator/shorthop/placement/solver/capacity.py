@@ -72,13 +72,23 @@ class BestSubsets:
     def update(
         self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
     ) -> None:
-        rows = rows[self.position[rows] >= 0]
-        classes = self.index.class_of[rows]
-        for cls in np.unique(classes).tolist():  # one vectorised pick per node class
-            some = rows[classes == cls]
-            masks, intra = self._pick(some, free, fit)
-            at = self.position[some]
-            self.masks[cls][at], self.intra[cls][at] = masks, intra
+        # A handful of rows per commit: plain Python per row (what _pick does for many).
+        for row in rows.tolist():
+            at = int(self.position[row])
+            if at < 0:
+                continue
+            cls = int(self.index.class_of[row])
+            table = subsets.table(self.index.node_class(row), self.nvlink_only)
+            if not table.exact:
+                pick = table.pick(int(free[row]), self.k)
+            elif self.k > table.gpus:
+                pick = None
+            else:
+                mask = int(table.best[self.k, int(free[row])])
+                pick = (mask, int(table.best_cost[self.k, int(free[row])])) if mask >= 0 else None
+            if pick is None or int(fit[row]) < self.pods:
+                pick = (-1, int(subsets.INF))
+            self.masks[cls][at], self.intra[cls][at] = pick
 
 
 class Capacity:
