@@ -22,6 +22,7 @@ Pure numpy over the index and its domain tree; callers: ``objective``, the solve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,6 +217,46 @@ class Summary:
             for total, values in ((self.count, m.count), (self.up, m.up), (self.fab, m.fab)):
                 spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
                 np.add.at(total, where, spread)
+
+    def refreshed(self, rows: Iterable[int], now: Mapping[int, int]) -> Summary:
+        """A new summary of the same set after the GPUs on ``rows`` became ``now[row]`` (a mask;
+        absent: none): the per-vertex sums change only along those rows' ancestors, in exact
+        integers, so the result equals a summary built afresh. This one is left unchanged."""
+        index = self.index
+        terms = gpu_terms(index)
+        tree = domain_tree.tree(index)
+        out = Summary.__new__(Summary)
+        out.index, out.layers = index, self.layers
+        out.masks = dict(self.masks)
+        out.count, out.up, out.fab = self.count.copy(), self.up.copy(), self.fab.copy()
+        out.held = self.held.copy()
+        for row in rows:
+            old, new = self.masks.get(row, 0), now.get(row, 0)
+            if old == new:
+                continue
+            up, fab = terms.up[row].tolist(), terms.fab[row].tolist()
+            gone, came = old & ~new, new & ~old
+            d_up = sum(up[g] for g in range(terms.width) if came >> g & 1) - sum(
+                up[g] for g in range(terms.width) if gone >> g & 1
+            )
+            d_fab = sum(fab[g] for g in range(terms.width) if came >> g & 1) - sum(
+                fab[g] for g in range(terms.width) if gone >> g & 1
+            )
+            d_count = new.bit_count() - old.bit_count()
+            for v in [row, *tree.ancestor_at[1:, row].tolist()]:
+                if v >= 0:
+                    out.count[v] += d_count
+                    out.up[v] += d_up
+                    out.fab[v] += d_fab
+            out.held[row] = new != 0
+            if new:
+                out.masks[row] = new
+            else:
+                out.masks.pop(row, None)
+        out.mass = mass(index, out.masks)
+        out.masks = dict(zip(out.mass.rows.tolist(), out.mass.masks.tolist(), strict=True))
+        out.total = (int(out.mass.count.sum()), int(out.mass.up.sum()))
+        return out
 
 
 def costs_to(
