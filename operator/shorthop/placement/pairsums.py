@@ -198,7 +198,7 @@ class Summary:
 
     def __init__(self, index: TopologyIndex, m: Mass) -> None:
         self.index = index
-        self.mass = m
+        self._mass: Mass | None = m
         self.masks = dict(zip(m.rows.tolist(), m.masks.tolist(), strict=True))
         self.total = (int(m.count.sum()), int(m.up.sum()))
         tree = domain_tree.tree(index)
@@ -218,6 +218,13 @@ class Summary:
                 spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
                 np.add.at(total, where, spread)
 
+    @property
+    def mass(self) -> Mass:
+        """The summarised set per node (built on first use after :meth:`refreshed`)."""
+        if self._mass is None:
+            self._mass = mass(self.index, self.masks)
+        return self._mass
+
     def refreshed(self, rows: Iterable[int], now: Mapping[int, int]) -> Summary:
         """A new summary of the same set after the GPUs on ``rows`` became ``now[row]`` (a mask;
         absent: none): the per-vertex sums change only along those rows' ancestors, in exact
@@ -230,6 +237,7 @@ class Summary:
         out.masks = dict(self.masks)
         out.count, out.up, out.fab = self.count.copy(), self.up.copy(), self.fab.copy()
         out.held = self.held.copy()
+        total_count, total_up = self.total
         for row in rows:
             old, new = self.masks.get(row, 0), now.get(row, 0)
             if old == new:
@@ -243,6 +251,7 @@ class Summary:
                 fab[g] for g in range(terms.width) if gone >> g & 1
             )
             d_count = new.bit_count() - old.bit_count()
+            total_count, total_up = total_count + d_count, total_up + d_up
             for v in [row, *tree.ancestor_at[1:, row].tolist()]:
                 if v >= 0:
                     out.count[v] += d_count
@@ -253,9 +262,8 @@ class Summary:
                 out.masks[row] = new
             else:
                 out.masks.pop(row, None)
-        out.mass = mass(index, out.masks)
-        out.masks = dict(zip(out.mass.rows.tolist(), out.mass.masks.tolist(), strict=True))
-        out.total = (int(out.mass.count.sum()), int(out.mass.up.sum()))
+        out._mass = None
+        out.total = (total_count, total_up)
         return out
 
 
@@ -270,7 +278,7 @@ def costs_to(
     O(parts x layers) numpy work, plus one table lookup per part on a node the mass also uses.
     """
     out = np.zeros(len(rows), dtype=np.float64)
-    if not len(rows) or not summary.mass.rows.size:
+    if not len(rows) or not summary.masks:
         return out
     k, up, fab = gpu_terms(index).sums(rows, masks)
     tree = domain_tree.tree(index)
