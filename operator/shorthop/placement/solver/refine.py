@@ -12,6 +12,8 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from shorthop.placement.solver.greedy import order, place
@@ -73,18 +75,25 @@ def _close_enough(state: State, key: Key) -> bool:
 
 
 def _move(state: State, keys: list[Key]) -> bool:
-    """Lift ``keys`` and place them again in that order; keep the result if it is cheaper."""
+    """Lift ``keys`` and place them again in that order; keep the result if it is cheaper.
+    When every replica lands on exactly the GPUs it had, the state is the one it started from
+    and so is its cost: the move fails without being costed (mostly: a local optimum)."""
     before = state.group_cost(keys)
     caches = state.caches()
     olds = [state.lift(k) for k in keys]
     placed: list[Key] = []
+    unchanged = True
     try:
-        for k in keys:
-            state.commit(k, place(state, k))
+        for k, old in zip(keys, olds, strict=True):
+            cand = place(state, k)
+            unchanged = unchanged and _gpus(cand.rows) == _gpus((row, m) for _, row, m in old)
+            if unchanged and len(keys) == 1:
+                break  # the one replica back where it was: nothing to commit or cost
+            state.commit(k, cand)
             placed.append(k)
     except Failure:
         pass
-    if len(placed) == len(keys) and state.group_cost(keys) < before:
+    if len(placed) == len(keys) and not unchanged and state.group_cost(keys) < before:
         return True
     for k in placed:
         state.lift(k)
@@ -92,3 +101,11 @@ def _move(state: State, keys: list[Key]) -> bool:
         state.restore(k, old)
     state.reuse(caches)  # every GPU is back where it was: so are the summaries
     return False
+
+
+def _gpus(parts: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """GPUs as row -> mask."""
+    out: dict[int, int] = {}
+    for row, mask in parts:
+        out[row] = out.get(row, 0) | mask
+    return out
