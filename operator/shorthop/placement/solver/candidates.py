@@ -86,14 +86,16 @@ def single_node(
     cand = np.concatenate([g[0] for g in groups])
     masks = np.concatenate([g[1] for g in groups])
     intra = np.concatenate([g[2] for g in groups])
-    nearest = np.concatenate(
-        [
-            lookahead.nearest_free(
-                state, g[0], g[1], subsets.table(state.index.classes[g[3]], nvlink_only)
-            )
-            for g in groups
-        ]
-    )
+    nearest = None  # read by the look-ahead only when peers are still to come
+    if need[0]:
+        nearest = np.concatenate(
+            [
+                lookahead.nearest_free(
+                    state, g[0], g[1], subsets.table(state.index.classes[g[3]], nvlink_only)
+                )
+                for g in groups
+            ]
+        )
     traffic = np.round(traffic_many(state, cand, masks, partners), 6)
     ahead = np.round(lookahead.estimate(state, cand, masks, need, room, nearest=nearest), 6)
     frag = (state.count[cand] - k).astype(np.float64)
