@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from shorthop.placement.solver.greedy import order, place
-from shorthop.placement.solver.state import Failure, Key, State, Strategy
+from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
 
 REFINE_PASSES = 2
 REFINE_PATIENCE = 4  # stop a pass after this many moves in a row that did not help
@@ -77,11 +77,13 @@ def _close_enough(state: State, key: Key) -> bool:
 def _move(state: State, keys: list[Key]) -> bool:
     """Lift ``keys`` and place them again in that order; keep the result if it is cheaper.
     When every replica lands on exactly the GPUs it had, the state is the one it started from
-    and so is its cost: the move fails without being costed (mostly: a local optimum)."""
-    before = state.group_cost(keys)
+    and so is its cost: the move fails without being costed (mostly: a local optimum). Else
+    the new cost is taken, the old placement put back and costed, and the new one made again
+    when cheaper (commits are deterministic)."""
     caches = state.caches()
     olds = [state.lift(k) for k in keys]
     placed: list[Key] = []
+    chosen: list[Candidate] = []
     unchanged = True
     try:
         for k, old in zip(keys, olds, strict=True):
@@ -91,16 +93,22 @@ def _move(state: State, keys: list[Key]) -> bool:
                 break  # the one replica back where it was: nothing to commit or cost
             state.commit(k, cand)
             placed.append(k)
+            chosen.append(cand)
     except Failure:
         pass
-    if len(placed) == len(keys) and not unchanged and state.group_cost(keys) < before:
-        return True
+    after = state.group_cost(keys) if len(placed) == len(keys) and not unchanged else None
     for k in placed:
         state.lift(k)
     for k, old in zip(keys, olds, strict=True):
         state.restore(k, old)
     state.reuse(caches)  # every GPU is back where it was: so are the summaries
-    return False
+    if after is None or not after < state.group_cost(keys):
+        return False
+    for k in keys:
+        state.lift(k)
+    for k, cand in zip(keys, chosen, strict=True):
+        state.commit(k, cand)
+    return True
 
 
 def _gpus(parts: Iterable[tuple[int, int]]) -> dict[int, int]:
