@@ -64,16 +64,13 @@ def single_node(
     if not groups:
         return None
     # Traffic only grows with the tier: among equally cheap nodes of a class, the farther ones
-    # cannot win on traffic (the nearness of every class's nodes in one call).
+    # cannot win on traffic (:func:`_nearest`).
     crowded = [i for i, g in enumerate(groups) if len(g[0]) > TIE_LIMIT] if partners else []
     if crowded:
-        prox = _proximity(state, np.concatenate([groups[i][0] for i in crowded]), partners)
-        start = 0
+        held = _held(state, partners)
         for i in crowded:
             cand, masks, intra, cls_id = groups[i]
-            mine = prox[start : start + len(cand)]
-            start += len(cand)
-            near = mine == mine.min()
+            near = _nearest(state, cand, held)
             cand, masks, intra = cand[near], masks[near], intra[near]
             if len(cand) > TIE_LIMIT and not need[0]:
                 # Equally near: traffic differs only by per-GPU uplinks; keep the preferred
@@ -185,26 +182,24 @@ def _near_fixed(
     return best_of(state, key, options, partners)
 
 
-def _proximity(state: State, rows: NDArray[np.intp], partners: Partners) -> NDArray[np.int64]:
-    """Per row: the finest layer at which it shares a domain with a placed peer (node 0,
-    NVLink domain 1, ...). Traffic only grows with the tier, so among equally cheap
-    candidates the farther ones cannot win on traffic."""
-    layers = state.tree.ancestor_at.shape[0]
-    prox = np.full(len(rows), layers, dtype=np.int64)
-    # Finest layer first; a row leaves the search at its first hit (the root hits them all).
-    left = np.arange(len(rows))
-    for layer in range(layers):
-        anc = state.tree.ancestor_at[layer][rows[left]]
-        safe = np.maximum(anc, 0)
-        hit = np.zeros(len(left), dtype=np.bool_)
-        for p in partners:
-            hit |= p.summary.count[safe] > 0
-        hit &= anc >= 0
-        prox[left[hit]] = layer
-        left = left[~hit]
-        if left.size == 0:
-            break
-    return prox
+def _held(state: State, partners: Partners) -> NDArray[np.bool_]:
+    """Per tree vertex: whether a placed partner GPU lies under it."""
+    held = np.zeros(state.tree.vertices, dtype=np.bool_)
+    for p in partners:
+        held |= p.summary.count > 0
+    return held
+
+
+def _nearest(state: State, rows: NDArray[np.intp], held: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Which of ``rows`` share a domain with a placed partner (``held``, from :func:`_held`)
+    at the finest layer where any of them does (node 0, NVLink domain 1, ...). Traffic only
+    grows with the tier, so among equally cheap candidates the farther ones cannot win."""
+    for layer in range(state.tree.ancestor_at.shape[0]):
+        anc = state.tree.ancestor_at[layer][rows]
+        hit: NDArray[np.bool_] = held[np.maximum(anc, 0)] & (anc >= 0)
+        if hit.any():
+            return hit
+    return np.ones(len(rows), dtype=np.bool_)
 
 
 def traffic_many(
