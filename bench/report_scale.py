@@ -248,6 +248,7 @@ def side_by_side(r: SideBySide, command: str, load_before: str) -> str:
                     f"(operator {op:.1f} ms per pod; kube-scheduler {ks:.1f} ms per pod in the "
                     f"{base.name} mode; goal ≤ 1.00×: {'met' if op <= ks else '**missed**'})"
                 )
+    lines += [f"`shorthop ({m})`: not measured in this run: {why}" for m, why in r.failed.items()]
     dra = (
         " and in DRA mode (the same nodes again, their GPUs published as ResourceSlices as the "
         "NVIDIA DRA driver does; per pod shorthop also creates a ResourceClaim and writes its "

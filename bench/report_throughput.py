@@ -42,6 +42,8 @@ def section(tp: Throughput | None) -> str:
             f"bind; every pod was Running {dur(tp.dra_running_seconds)} after the first create "
             "and every claim allocated."
         )
+    elif tp.dra_failure:
+        dra = f" *shorthop, DRA*: not measured in this run: {tp.dra_failure}."
     return (
         "A private local control plane (kube-apiserver, etcd, kube-scheduler, "
         f"kube-controller-manager and kwok, built from source) with {tp.nodes:,} fake GPU nodes "

@@ -60,6 +60,7 @@ class Throughput:
     shorthop_running_seconds: float
     dra_seconds: float | None = None  # DRA mode (None: not measured)
     dra_running_seconds: float | None = None
+    dra_failure: str | None = None  # why the DRA mode has no figure (it did not converge)
 
     @property
     def dra_rate(self) -> float | None:
@@ -420,12 +421,18 @@ def run(
                     api, kubeconfig, Path(tmp) / "operator", "shorthop", count, log
                 )
                 _clear(api, "shorthop")
+            dra_failure = None
             if "dra" in modes:
-                _as_dra_nodes(kubeconfig, core, shape, log)
-                found["dra"] = _shorthop_phase(
-                    api, kubeconfig, Path(tmp) / "operator-dra", "shorthop-dra", count, log
-                )
-                _check_claims(api, "shorthop-dra", count * 8)
+                try:
+                    _as_dra_nodes(kubeconfig, core, shape, log)
+                    found["dra"] = _shorthop_phase(
+                        api, kubeconfig, Path(tmp) / "operator-dra", "shorthop-dra", count, log
+                    )
+                    _check_claims(api, "shorthop-dra", count * 8)
+                except RuntimeError as exc:  # reported as not measured, with why; the rest stands
+                    found.pop("dra", None)
+                    dra_failure = str(exc)
+                    log(f"throughput: DRA mode not measured: {exc}")
             plugin = found.get("device-plugin")
             dra = found.get("dra")
             return Throughput(
@@ -437,6 +444,7 @@ def run(
                 plugin.running_seconds if plugin else float("nan"),
                 dra.bound_seconds if dra else None,
                 dra.running_seconds if dra else None,
+                dra_failure,
             )
         finally:
             local.down()

@@ -61,3 +61,20 @@ def test_request_counts_sum_codes_and_keep_subresources_apart() -> None:
         'apiserver_requested_deprecated_apis{resource="pods",verb="POST"} 9\n'
     )
     assert request_counts(metrics) == {("POST", "pods"): 7.0, ("POST", "pods/binding"): 4.0}
+
+
+def test_a_mode_that_did_not_converge_is_reported_with_why_and_the_rest_stands() -> None:
+    from bench import report_scale, report_throughput
+    from bench.throughput import Throughput
+    from bench.throughput_baselines import Mode, SideBySide
+
+    cpu = {"kube-scheduler": 1.0}
+    side = SideBySide(nodes=10, pods=8, modes=[Mode("bare pods", 8, 1.0, 2.0, cpu, {})])
+    side.failed["dra"] = "timed out waiting for kwok to mark the DRA nodes Ready"
+    text = report_scale.side_by_side(side, "python -m bench", "0.1 / 0.1 / 0.1")
+    assert "`shorthop (dra)`: not measured in this run: timed out waiting for kwok" in text
+    assert re.search(r"^\| bare pods \| 8\.0 \|", text, flags=re.M)
+    tp = Throughput(10, 8, 1, 1.0, 2.0, 3.0, dra_failure="timed out waiting for x")
+    five = report_throughput.section(tp)
+    assert "*shorthop, DRA*: not measured in this run: timed out waiting for x." in five
+    assert "shorthop, DRA (" not in five  # no row for it

@@ -75,3 +75,18 @@ def test_recomputed_only_after_the_interval_and_a_change_of_free_gpus() -> None:
 def test_ratio_when_nothing_costs() -> None:
     assert score.Score(0.0, 0.0, "").ratio == 1.0
     assert score.Score(5.0, 0.0, "").ratio == 6.0
+
+
+def test_a_plan_of_the_whole_deployment_is_its_first_score() -> None:
+    clock = [0.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0])
+    snap = _cluster()
+    assert scores.take_planned("ns/x") is None
+    scores.planned("ns/x", snap, 42.0)
+    assert not scores.due("ns/x", snap)  # the plan started the interval: no second solve
+    assert scores.take_planned("ns/x") == 42.0
+    assert scores.take_planned("ns/x") is None  # used once; later scores are recomputed
+    scores.planned("ns/x", snap, 7.0)
+    scores.forget("ns/x")  # a repair before the score was written drops it
+    assert scores.take_planned("ns/x") is None
+    assert scores.due("ns/x", snap)

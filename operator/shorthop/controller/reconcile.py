@@ -221,6 +221,10 @@ class Reconciler:
                 self.metrics.latency.observe(solved - started)
                 if plan.feasible:
                     self._assume(infd, req, plan.assignments, decision)
+                    if not decision.present():  # a fresh plan: the score needs no second solve
+                        self.scores.planned(key, snap, plan.cost.intra + plan.cost.traffic)
+                    else:  # a repair or a scale: the score is recomputed once it settles
+                        self.scores.forget(key)
             if not plan.feasible:
                 reasons = list(plan.reasons)
                 if key not in self.unschedulable:
@@ -296,17 +300,20 @@ class Reconciler:
         """``status.placementScore``: recomputed for a fully placed, idle deployment when
         ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
         snap = self.live.snapshot()
-        if not (idle and new.get("phase") == "Running" and self.scores.due(key, snap)):
-            if old.get("placementScore"):
-                new["placementScore"] = old["placementScore"]
-            return
-        own = {
-            p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
-            for p in self.live.pods_of(key)
-            if p.node and p.exact and p.role and p.active and not p.deleting
-        }
-        fresh = score.achievable(snap, req, own)
-        self.scores.record(key, snap)
+        ready = idle and new.get("phase") == "Running"
+        fresh = self.scores.take_planned(key) if ready else None
+        if fresh is None:
+            if not (ready and self.scores.due(key, snap)):
+                if old.get("placementScore"):
+                    new["placementScore"] = old["placementScore"]
+                return
+            own = {
+                p.name: (str(p.node), tuple(p.exact or ()), str(p.role))
+                for p in self.live.pods_of(key)
+                if p.node and p.exact and p.role and p.active and not p.deleting
+            }
+            fresh = score.achievable(snap, req, own)
+            self.scores.record(key, snap)
         if fresh is None:
             return
         current = float(new.get("cost", {}).get("total", 0.0))

@@ -6,7 +6,10 @@ see when churn has left them far from what is achievable.
 A fresh plan is a full solve, so it is not made on every visit: :class:`Scores` lets one through
 for a deployment only when it is fully placed and idle (the caller checks), at most once per
 ``interval_s``, and only when the cluster's free GPUs changed since the last one (a fingerprint
-of the snapshot's free-GPU bitsets). The first visit after a start computes it once.
+of the snapshot's free-GPU bitsets). The first visit after a start computes it once. A plan of
+the whole deployment from nothing (no pod of it present) *is* a fresh plan on the cluster of that
+moment: :meth:`Scores.planned` keeps its cost as the achievable one and starts the interval, so
+a newly placed deployment costs one solve, not two.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Scores:
         self.interval_s = interval_s
         self._clock = clock
         self._last: dict[str, tuple[float, str]] = {}
+        self._planned: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def due(self, key: str, snap: ClusterSnapshot) -> bool:
@@ -75,9 +79,22 @@ class Scores:
         with self._lock:
             self._last[key] = (self._clock(), fingerprint(snap))
 
+    def planned(self, key: str, snap: ClusterSnapshot, cost: float) -> None:
+        """A plan of the whole deployment was just made on ``snap`` (none of its pods present):
+        its ``cost`` (intra + traffic) is the achievable one until the next recompute."""
+        with self._lock:
+            self._last[key] = (self._clock(), fingerprint(snap))
+            self._planned[key] = cost
+
+    def take_planned(self, key: str) -> float | None:
+        """The cost :meth:`planned` kept for ``key`` (once: later scores are recomputed)."""
+        with self._lock:
+            return self._planned.pop(key, None)
+
     def forget(self, key: str) -> None:
         with self._lock:
             self._last.pop(key, None)
+            self._planned.pop(key, None)
 
 
 def achievable(
