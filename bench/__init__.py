@@ -9,6 +9,8 @@ One module per benchmark family; each says what it measures in its docstring:
 - ``networkx_reference``: the same greedy objective computed with NetworkX shortest paths;
 - ``quality``: cost vs the exact optimum on small instances, cost and tier mix vs the baselines,
   and a stream of deployments that measures how each strategy strands free GPUs;
+- ``plan_identity``: the solver's plans on a fixed corpus, dumped and compared between two
+  commits (a speed change must leave every plan byte-identical);
 - ``report``: writes ``docs/benchmarks.md`` and the PNG plots under ``docs/bench/``.
 
 ``python -m bench`` runs everything (``--quick`` for tiny sizes, ``--out DIR`` for another output

@@ -22,6 +22,7 @@ Pure numpy over the index and its domain tree; callers: ``objective``, the solve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,7 +198,7 @@ class Summary:
 
     def __init__(self, index: TopologyIndex, m: Mass) -> None:
         self.index = index
-        self.mass = m
+        self._mass: Mass | None = m
         self.masks = dict(zip(m.rows.tolist(), m.masks.tolist(), strict=True))
         self.total = (int(m.count.sum()), int(m.up.sum()))
         tree = domain_tree.tree(index)
@@ -217,6 +218,54 @@ class Summary:
                 spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
                 np.add.at(total, where, spread)
 
+    @property
+    def mass(self) -> Mass:
+        """The summarised set per node (built on first use after :meth:`refreshed`)."""
+        if self._mass is None:
+            self._mass = mass(self.index, self.masks)
+        return self._mass
+
+    def refreshed(self, rows: Iterable[int], now: Mapping[int, int]) -> Summary:
+        """A new summary of the same set after the GPUs on ``rows`` became ``now[row]`` (a mask;
+        absent: none): the per-vertex sums change only along those rows' ancestors, in exact
+        integers, so the result equals a summary built afresh. This one is left unchanged."""
+        index = self.index
+        terms = gpu_terms(index)
+        tree = domain_tree.tree(index)
+        out = Summary.__new__(Summary)
+        out.index, out.layers = index, self.layers
+        out.masks = dict(self.masks)
+        out.count, out.up, out.fab = self.count.copy(), self.up.copy(), self.fab.copy()
+        out.held = self.held.copy()
+        total_count, total_up = self.total
+        for row in rows:
+            old, new = self.masks.get(row, 0), now.get(row, 0)
+            if old == new:
+                continue
+            up, fab = terms.up[row].tolist(), terms.fab[row].tolist()
+            gone, came = old & ~new, new & ~old
+            d_up = sum(up[g] for g in range(terms.width) if came >> g & 1) - sum(
+                up[g] for g in range(terms.width) if gone >> g & 1
+            )
+            d_fab = sum(fab[g] for g in range(terms.width) if came >> g & 1) - sum(
+                fab[g] for g in range(terms.width) if gone >> g & 1
+            )
+            d_count = new.bit_count() - old.bit_count()
+            total_count, total_up = total_count + d_count, total_up + d_up
+            for v in [row, *tree.ancestor_at[1:, row].tolist()]:
+                if v >= 0:
+                    out.count[v] += d_count
+                    out.up[v] += d_up
+                    out.fab[v] += d_fab
+            out.held[row] = new != 0
+            if new:
+                out.masks[row] = new
+            else:
+                out.masks.pop(row, None)
+        out._mass = None
+        out.total = (total_count, total_up)
+        return out
+
 
 def costs_to(
     index: TopologyIndex, summary: Summary, rows: NDArray[np.intp], masks: Ints
@@ -229,7 +278,7 @@ def costs_to(
     O(parts x layers) numpy work, plus one table lookup per part on a node the mass also uses.
     """
     out = np.zeros(len(rows), dtype=np.float64)
-    if not len(rows) or not summary.mass.rows.size:
+    if not len(rows) or not summary.masks:
         return out
     k, up, fab = gpu_terms(index).sums(rows, masks)
     tree = domain_tree.tree(index)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shorthop.placement import objective, snapshot
+from shorthop.placement import objective, pairsums, snapshot
 from shorthop.placement.plan import Assignment, PodKey
 from shorthop.topology import fake
 from shorthop.topology.index import TopologyIndex, build_index
@@ -141,3 +141,31 @@ def test_fragmentation_counts_gpus_left_free_where_the_plan_went(case: tuple) ->
     in_domains = [r for r in range(len(index.names)) if int(index.clique_of[r]) in domains]
     expected = sum(left(r) for r in rows) + sum(left(r) for r in in_domains) / 100
     assert objective.fragmentation(index, snap.free, assignments) == pytest.approx(expected)
+
+
+def as_masks(gpus: list[Gpu]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for row, g in gpus:
+        out[row] = out.get(row, 0) | 1 << g
+    return out
+
+
+@settings(max_examples=examples(150))
+@given(index_and_sets())
+def test_a_refreshed_summary_equals_one_built_afresh(case: tuple) -> None:
+    # The solver moves a role's summary from one GPU set to the next (State.role_summary);
+    # here from s to t, and from t to s and to nothing, via every changed row.
+    index, s, t = case
+    for before, after in ((s, t), (t, s), (s + t, [])):
+        old = pairsums.Summary(index, pairsums.mass(index, as_masks(before)))
+        now = as_masks(after)
+        rows = set(as_masks(before)) | set(now)
+        got = old.refreshed(rows, now)
+        fresh = pairsums.Summary(index, pairsums.mass(index, now))
+        assert got.masks == fresh.masks
+        assert got.total == fresh.total
+        for name in ("count", "up", "fab", "held"):
+            assert np.array_equal(getattr(got, name), getattr(fresh, name)), name
+        for name in ("rows", "masks", "count", "up", "fab"):
+            assert np.array_equal(getattr(got.mass, name), getattr(fresh.mass, name)), name
+        assert old.masks == as_masks(before)  # the summary it came from is unchanged

@@ -50,6 +50,8 @@ def single_node(
     best: Candidate | None = None
     scores = state.preference[r.role]
     table_of = state.capacity.best((r.role, pods, nvlink_only))
+    # Per node class: the nodes whose cheapest subset is as cheap inside as the class allows.
+    groups: list[tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64], int]] = []
     for cls_id, class_rows in enumerate(table_of.rows):
         if class_rows.size == 0:
             continue
@@ -58,32 +60,55 @@ def single_node(
         if low_intra >= subsets.INF:
             continue
         at = np.flatnonzero(all_intra == low_intra)
-        cand, masks = class_rows[at], table_of.masks[cls_id][at]
-        intra = all_intra[at]
-        table = subsets.table(state.index.classes[cls_id], nvlink_only)
-        if len(cand) > TIE_LIMIT and partners:
-            prox = _proximity(state, cand, partners)
-            near = prox == prox.min()
+        groups.append((class_rows[at], table_of.masks[cls_id][at], all_intra[at], cls_id))
+    if not groups:
+        return None
+    # Traffic only grows with the tier: among equally cheap nodes of a class, the farther ones
+    # cannot win on traffic (:func:`_nearest`).
+    crowded = [i for i, g in enumerate(groups) if len(g[0]) > TIE_LIMIT] if partners else []
+    if crowded:
+        held = _held(state, partners)
+        for i in crowded:
+            cand, masks, intra, cls_id = groups[i]
+            near = _nearest(state, cand, held)
             cand, masks, intra = cand[near], masks[near], intra[near]
-        if len(cand) > TIE_LIMIT and partners and not need[0]:
-            # Equally near: traffic differs only by per-GPU uplinks; keep the preferred nodes,
-            # then the best fits.
-            dislike = -scores[cand] if scores is not None else np.zeros(len(cand), np.int64)
-            keep = np.lexsort((cand, state.count[cand], dislike))[:TIE_LIMIT]
-            cand, masks, intra = cand[keep], masks[keep], intra[keep]
-        traffic = np.round(traffic_many(state, cand, masks, partners), 6)
-        ahead = np.round(lookahead.estimate(state, cand, masks, need, room, table=table), 6)
-        frag = (state.count[cand] - k).astype(np.float64)
-        frag += state.domain_left(cand, np.full(len(cand), k, dtype=np.int64))
-        pref = scores[cand] * pods if scores is not None else None
-        liked = () if pref is None else (-pref,)  # no preferred terms: one sort key fewer
-        keys = (
-            (cand, frag, *liked, ahead, traffic, intra)
-            if state.strategy is not Strategy.PACK
-            else (cand, *liked, ahead, traffic, intra, frag)
+            if len(cand) > TIE_LIMIT and not need[0]:
+                # Equally near: traffic differs only by per-GPU uplinks; keep the preferred
+                # nodes, then the best fits.
+                dislike = -scores[cand] if scores is not None else np.zeros(len(cand), np.int64)
+                keep = np.lexsort((cand, state.count[cand], dislike))[:TIE_LIMIT]
+                cand, masks, intra = cand[keep], masks[keep], intra[keep]
+            groups[i] = (cand, masks, intra, cls_id)
+    # Every measure is per node: one call over the candidates of all classes, split after.
+    cand = np.concatenate([g[0] for g in groups])
+    masks = np.concatenate([g[1] for g in groups])
+    intra = np.concatenate([g[2] for g in groups])
+    nearest = None  # read by the look-ahead only when peers are still to come
+    if need[0]:
+        nearest = np.concatenate(
+            [
+                lookahead.nearest_free(
+                    state, g[0], g[1], subsets.table(state.index.classes[g[3]], nvlink_only)
+                )
+                for g in groups
+            ]
         )
-        order = np.lexsort(keys)
-        i = int(order[0])
+    traffic = np.round(traffic_many(state, cand, masks, partners), 6)
+    ahead = np.round(lookahead.estimate(state, cand, masks, need, room, nearest=nearest), 6)
+    frag = (state.count[cand] - k).astype(np.float64)
+    frag += state.domain_left(cand, np.full(len(cand), k, dtype=np.int64))
+    pref = scores[cand] * pods if scores is not None else None
+    start = 0
+    for g in groups:
+        part = slice(start, start + len(g[0]))
+        start += len(g[0])
+        liked = () if pref is None else (-pref[part],)  # no preferred terms: one key fewer
+        keys = (
+            (cand[part], frag[part], *liked, ahead[part], traffic[part], intra[part])
+            if state.strategy is not Strategy.PACK
+            else (cand[part], *liked, ahead[part], traffic[part], intra[part], frag[part])
+        )
+        i = part.start + int(np.lexsort(keys)[0])
         found = Candidate(
             int(intra[i]),
             float(traffic[i]),
@@ -157,26 +182,24 @@ def _near_fixed(
     return best_of(state, key, options, partners)
 
 
-def _proximity(state: State, rows: NDArray[np.intp], partners: Partners) -> NDArray[np.int64]:
-    """Per row: the finest layer at which it shares a domain with a placed peer (node 0,
-    NVLink domain 1, ...). Traffic only grows with the tier, so among equally cheap
-    candidates the farther ones cannot win on traffic."""
-    layers = state.tree.ancestor_at.shape[0]
-    prox = np.full(len(rows), layers, dtype=np.int64)
-    # Finest layer first; a row leaves the search at its first hit (the root hits them all).
-    left = np.arange(len(rows))
-    for layer in range(layers):
-        anc = state.tree.ancestor_at[layer][rows[left]]
-        safe = np.maximum(anc, 0)
-        hit = np.zeros(len(left), dtype=np.bool_)
-        for p in partners:
-            hit |= p.summary.count[safe] > 0
-        hit &= anc >= 0
-        prox[left[hit]] = layer
-        left = left[~hit]
-        if left.size == 0:
-            break
-    return prox
+def _held(state: State, partners: Partners) -> NDArray[np.bool_]:
+    """Per tree vertex: whether a placed partner GPU lies under it."""
+    held = np.zeros(state.tree.vertices, dtype=np.bool_)
+    for p in partners:
+        held |= p.summary.count > 0
+    return held
+
+
+def _nearest(state: State, rows: NDArray[np.intp], held: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Which of ``rows`` share a domain with a placed partner (``held``, from :func:`_held`)
+    at the finest layer where any of them does (node 0, NVLink domain 1, ...). Traffic only
+    grows with the tier, so among equally cheap candidates the farther ones cannot win."""
+    for layer in range(state.tree.ancestor_at.shape[0]):
+        anc = state.tree.ancestor_at[layer][rows]
+        hit: NDArray[np.bool_] = held[np.maximum(anc, 0)] & (anc >= 0)
+        if hit.any():
+            return hit
+    return np.ones(len(rows), dtype=np.bool_)
 
 
 def traffic_many(

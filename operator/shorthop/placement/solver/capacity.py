@@ -72,14 +72,23 @@ class BestSubsets:
     def update(
         self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
     ) -> None:
+        # A handful of rows per commit: plain Python per row (what _pick does for many).
         for row in rows.tolist():
-            cls = int(self.index.class_of[row])
             at = int(self.position[row])
             if at < 0:
                 continue
-            one = np.array([row], dtype=np.intp)
-            masks, intra = self._pick(one, free, fit)
-            self.masks[cls][at], self.intra[cls][at] = masks[0], intra[0]
+            cls = int(self.index.class_of[row])
+            table = subsets.table(self.index.node_class(row), self.nvlink_only)
+            if not table.exact:
+                pick = table.pick(int(free[row]), self.k)
+            elif self.k > table.gpus:
+                pick = None
+            else:
+                mask = int(table.best[self.k, int(free[row])])
+                pick = (mask, int(table.best_cost[self.k, int(free[row])])) if mask >= 0 else None
+            if pick is None or int(fit[row]) < self.pods:
+                pick = (-1, int(subsets.INF))
+            self.masks[cls][at], self.intra[cls][at] = pick
 
 
 class Capacity:
@@ -111,7 +120,7 @@ class Capacity:
         self._fit: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         self._rooms: dict[int, NDArray[np.int64]] = {}
 
-    def _fit_rows(self, role_index: int, rows: NDArray[np.intp] | slice) -> NDArray[np.int64]:
+    def _fit_rows(self, role_index: int, rows: slice) -> NDArray[np.int64]:
         role = self.request.roles[role_index]
         head = self.headroom[rows]
         fit = self.count[rows] // role.pod_gpus
@@ -157,32 +166,46 @@ class Capacity:
             self._rooms[q] = self.tree.rollup(np.where(self.usable_any, (self.count // q) * q, 0))
         return self._rooms[q]
 
-    def _propagate(
-        self, totals: NDArray[np.int64], rows: NDArray[np.intp], delta: NDArray[np.int64]
-    ) -> None:
-        # A handful of rows change per commit: plain loops beat numpy's fancy indexing here.
-        ancestors = self.tree.ancestor_at
-        for row, d in zip(rows.tolist(), delta.tolist(), strict=True):
-            if d:
-                for v in ancestors[:, row].tolist():
-                    if v >= 0:
-                        totals[v] += d
+    def _fit_row(self, role_index: int, row: int) -> int:
+        """:meth:`_fit_rows` of one row in plain Python (a commit changes a handful)."""
+        if not self.usable[role_index][row]:
+            return 0
+        role = self.request.roles[role_index]
+        cpu, memory, pods = (int(v) for v in self.headroom[row].tolist())
+        fit: int = int(self.count[row]) // role.pod_gpus
+        if role.cpu_millis > 0:
+            fit = min(fit, cpu // role.cpu_millis)
+        if role.memory_bytes > 0:
+            fit = min(fit, memory // role.memory_bytes)
+        fit = min(fit, pods)
+        if role.constraints.host_ports:
+            fit = min(fit, 1)
+        return max(fit, 0)
 
     def touch(self, rows: Sequence[int]) -> None:
-        """Bring the cached capacities up to date after GPUs on ``rows`` changed hands."""
+        """Bring the cached capacities up to date after GPUs on ``rows`` changed hands (a
+        handful of rows per commit: plain loops beat numpy's fancy indexing here)."""
         idx = np.array(sorted(set(rows)), dtype=np.intp)
-        for row in idx.tolist():
+        ancestors = self.tree.ancestor_at
+        chains = {row: [v for v in ancestors[:, row].tolist() if v >= 0] for row in idx.tolist()}
+        for row, chain in chains.items():
             self.version[row] += 1
-            for v in self.tree.ancestor_at[:, row].tolist():
-                if v >= 0:
-                    self.version[v] += 1
+            for v in chain:
+                self.version[v] += 1
         for ri, (fit, cap) in self._fit.items():
-            new = self._fit_rows(ri, idx)
-            delta = new - fit[idx]
-            fit[idx] = new
-            self._propagate(cap, idx, delta)
+            for row, chain in chains.items():
+                new = self._fit_row(ri, row)
+                delta = new - int(fit[row])
+                if delta:
+                    fit[row] = new
+                    for v in chain:
+                        cap[v] += delta
         for q, room in self._rooms.items():
-            new = np.where(self.usable_any[idx], (self.count[idx] // q) * q, 0)
-            self._propagate(room, idx, new - room[idx])
+            for row, chain in chains.items():
+                new = (int(self.count[row]) // q) * q if self.usable_any[row] else 0
+                delta = new - int(room[row])
+                if delta:
+                    for v in chain:
+                        room[v] += delta
         for shape, best in self._best.items():
             best.update(idx, self.free, self._fit[shape[0]][0])

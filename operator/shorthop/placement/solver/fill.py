@@ -67,7 +67,11 @@ def multi_node(
                 picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
             verts = np.unique(np.concatenate(picks))
         options, ties, inner = [], [], []
-        cacheable = not state.replicas[key].fixed and not aff_any
+        # A fill reads only the domain's own subtree: capacities, free GPUs (both covered by
+        # the vertex's version) and the affinity. Without paired peers the affinity is the
+        # other roles' GPUs, the same for every replica of the role and covered by the version
+        # too; a paired peer's or surviving pods' affinity is the replica's own.
+        cacheable = not state.replicas[key].fixed and (not aff_any or not state.peers[key])
         for v in verts.tolist():
             cache_key = (state.replicas[key].role, pods, v)
             found = state.fills.get(cache_key) if cacheable else None

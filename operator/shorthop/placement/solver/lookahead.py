@@ -42,7 +42,7 @@ def estimate(
     *,
     owner: NDArray[np.intp] | None = None,
     candidates: int | None = None,
-    table: subsets.SubsetTable | None = None,
+    nearest: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Per candidate: the estimated traffic to the peers still to come.
 
@@ -61,9 +61,10 @@ def estimate(
         ``i`` (every candidate one node).
     candidates : int, optional
         How many candidates ``owner`` numbers (default: one more than its largest value).
-    table : SubsetTable, optional
-        Only when every candidate is one node of that class: the peers' GPUs on the candidate's
-        own node are then costed exactly (nearest free GPU), else at the NVLink-domain distance.
+    nearest : array, optional
+        Only when every candidate is one node: per candidate, :func:`nearest_free` (NaN where
+        its class has no subset table); the peers' GPUs on the candidate's own node are then
+        costed exactly (nearest free GPU), else at the NVLink-domain distance.
 
     Returns
     -------
@@ -96,13 +97,10 @@ def estimate(
     covered = np.minimum(gpus, leftover)  # peers' GPUs that fit on the candidate's own nodes
     distance = [layer_distance(state, layer) for layer in range(state.tree.ancestor_at.shape[0])]
     score = np.zeros(n, dtype=np.float64)
-    if owner is None and table is not None and table.exact:
-        free = state.free[rows].astype(np.int64) & ~masks
-        per_gpu = table.to_gpu[masks].astype(np.float64)
-        bit = (free[:, None] >> np.arange(table.gpus)[None, :]) & 1
-        best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
-        best = np.where(np.isfinite(best), best, 0.0)
-        score += best * covered
+    if owner is None and nearest is not None:
+        exact = ~np.isnan(nearest)
+        apart = covered * k * distance[domain_tree.CLIQUE_LAYER]  # classes with no table
+        score += np.where(exact, np.where(exact, nearest, 0.0) * covered, apart)
     else:
         score += covered * k * distance[domain_tree.CLIQUE_LAYER]
     left = _room_left(state, rows, taken, room, owner, n)
@@ -112,6 +110,22 @@ def estimate(
         covered = reach
     total: NDArray[np.float64] = score + (gpus - covered) * k * distance[-1] * 2
     return total
+
+
+def nearest_free(
+    state: State, rows: NDArray[np.intp], masks: NDArray[np.int64], table: subsets.SubsetTable
+) -> NDArray[np.float64]:
+    """Per single-node candidate of ``table``'s class: the distance sum from its GPUs ``masks``
+    to the nearest GPU left free on its node (0 when none is; NaN for every candidate when
+    the class has no exact table)."""
+    if not table.exact:
+        return np.full(len(rows), np.nan)
+    free = state.free[rows].astype(np.int64) & ~masks
+    per_gpu = table.to_gpu[masks].astype(np.float64)
+    bit = (free[:, None] >> np.arange(table.gpus)[None, :]) & 1
+    best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
+    out: NDArray[np.float64] = np.where(np.isfinite(best), best, 0.0)
+    return out
 
 
 NO_DOMAIN = np.int64(-(1 << 62))  # room left where a candidate has no domain at a layer

@@ -12,10 +12,12 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from shorthop.placement.solver.greedy import order, place
-from shorthop.placement.solver.state import Failure, Key, State, Strategy
+from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
 
 REFINE_PASSES = 2
 REFINE_PATIENCE = 4  # stop a pass after this many moves in a row that did not help
@@ -52,36 +54,66 @@ def _close_enough(state: State, key: Key) -> bool:
     domain): no move can improve its traffic."""
     index = state.index
     mine = state.placed_set(key)
+    mine_rows = np.array(sorted(mine), dtype=np.intp)
     for p in state.partners(key):
-        rows = set(mine) | set(p.summary.masks)
-        cliques = {int(index.clique_of[r]) for r in rows}
-        if len(rows) == 1:
-            row = rows.pop()
+        other = p.summary.mass.rows
+        if mine_rows.size == 1 and other.size == 1 and other[0] == mine_rows[0]:
+            row = int(mine_rows[0])
             gpus = np.array(
                 [g for g in range(index.gpus(row)) if p.summary.masks[row] >> g & 1], dtype=np.intp
             )
             if not index.node_class(row).nvlink[np.ix_(mine[row], gpus)].all():
                 return False
-        elif len(cliques) != 1 or cliques.pop() < 0:
+            continue
+        # Several nodes: all of them in one NVLink domain (whole arrays: a role has many rows).
+        clique = index.clique_of[mine_rows[0]]
+        if clique < 0 or (index.clique_of[mine_rows] != clique).any():
+            return False
+        if (index.clique_of[other] != clique).any():
             return False
     return True
 
 
 def _move(state: State, keys: list[Key]) -> bool:
-    """Lift ``keys`` and place them again in that order; keep the result if it is cheaper."""
-    before = state.group_cost(keys)
+    """Lift ``keys`` and place them again in that order; keep the result if it is cheaper.
+    When every replica lands on exactly the GPUs it had, the state is the one it started from
+    and so is its cost: the move fails without being costed (mostly: a local optimum). Else
+    the new cost is taken, the old placement put back and costed, and the new one made again
+    when cheaper (commits are deterministic)."""
+    caches = state.caches()
     olds = [state.lift(k) for k in keys]
     placed: list[Key] = []
+    chosen: list[Candidate] = []
+    unchanged = True
     try:
-        for k in keys:
-            state.commit(k, place(state, k))
+        for k, old in zip(keys, olds, strict=True):
+            cand = place(state, k)
+            unchanged = unchanged and _gpus(cand.rows) == _gpus((row, m) for _, row, m in old)
+            if unchanged and len(keys) == 1:
+                break  # the one replica back where it was: nothing to commit or cost
+            state.commit(k, cand)
             placed.append(k)
+            chosen.append(cand)
     except Failure:
         pass
-    if len(placed) == len(keys) and state.group_cost(keys) < before:
-        return True
+    after = state.group_cost(keys) if len(placed) == len(keys) and not unchanged else None
     for k in placed:
         state.lift(k)
     for k, old in zip(keys, olds, strict=True):
         state.restore(k, old)
-    return False
+    state.reuse(caches)  # every GPU is back where it was: so are the summaries
+    if after is None or not after < state.group_cost(keys):
+        return False
+    for k in keys:
+        state.lift(k)
+    for k, cand in zip(keys, chosen, strict=True):
+        state.commit(k, cand)
+    return True
+
+
+def _gpus(parts: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """GPUs as row -> mask."""
+    out: dict[int, int] = {}
+    for row, mask in parts:
+        out[row] = out.get(row, 0) | mask
+    return out

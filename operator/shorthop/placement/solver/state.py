@@ -105,6 +105,15 @@ class Candidate:
         )
 
 
+# State.caches: per-role summaries, per-replica peer summaries, the total cost (or None)
+Caches = tuple[
+    dict[int, pairsums.Summary],
+    dict[int, set[int]],
+    dict[Key, pairsums.Summary],
+    tuple[int, float] | None,
+]
+
+
 class Failure(Exception):
     """A replica found no room; carries the reason (``explain``). Caught inside the solver:
     ``solve`` returns it as an infeasible plan."""
@@ -173,6 +182,7 @@ class State:
             for _, row, mask in r.fixed:
                 self._add_role_gpus(r.role, row, mask)
         self._summaries: dict[int, pairsums.Summary] = {}
+        self._stale: dict[int, set[int]] = {}  # per role: rows changed since its summary
         self._peer_summaries: dict[Key, pairsums.Summary] = {}
         self._total: tuple[int, float] | None = None  # total_cost until commit/lift/restore
         self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
@@ -257,8 +267,12 @@ class State:
     def role_summary(self, role: int) -> pairsums.Summary:
         """The GPUs placed so far for ``role``, summarised per domain (cached until it changes)."""
         found = self._summaries.get(role)
+        stale = self._stale.pop(role, None)
         if found is None:
             found = pairsums.Summary(self.index, pairsums.mass(self.index, self.role_masks[role]))
+            self._summaries[role] = found
+        elif stale:
+            found = found.refreshed(stale, self.role_masks[role])
             self._summaries[role] = found
         return found
 
@@ -417,11 +431,31 @@ class State:
             )
             self.ports.add(r.role, row, pods_here)
         self._ports_changed([row for row, _ in cand.rows])
-        self._summaries.pop(r.role, None)
+        self._changed(r.role, [row for row, _ in cand.rows])
         self._peer_summaries.pop(key, None)
         self._total = None
         self.role_missing[r.role] -= len(missing_now) - len(r.missing())
         self.capacity.touch([row for row, _ in cand.rows])
+
+    def _changed(self, role: int, rows: Sequence[int]) -> None:
+        """GPUs of ``role`` changed on ``rows``: its summary is brought up to date when read."""
+        if role in self._summaries:
+            self._stale.setdefault(role, set()).update(rows)
+
+    def caches(self) -> Caches:
+        """The cached summaries and total cost as they are now, for :meth:`reuse`."""
+        stale = {role: set(rows) for role, rows in self._stale.items()}
+        return dict(self._summaries), stale, dict(self._peer_summaries), self._total
+
+    def reuse(self, caches: Caches) -> None:
+        """Take back :meth:`caches` taken before lifts that were all restored since (the GPUs
+        are where they were then, so are the summaries; they are never changed in place)."""
+        self._summaries, self._peer_summaries, self._total = (
+            dict(caches[0]),
+            dict(caches[2]),
+            caches[3],
+        )
+        self._stale = {role: set(rows) for role, rows in caches[1].items()}
 
     def lift(self, key: Key) -> list[PodPart]:
         """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""
@@ -436,7 +470,7 @@ class State:
             self.ports.add(r.role, row, -1)
             self._drop_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])
-        self._summaries.pop(r.role, None)
+        self._changed(r.role, [row for _, row, _ in old])
         self._peer_summaries.pop(key, None)
         self._total = None
         self.role_missing[r.role] += len(old)
@@ -454,7 +488,7 @@ class State:
             self.ports.add(r.role, row, 1)
             self._add_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])
-        self._summaries.pop(r.role, None)
+        self._changed(r.role, [row for _, row, _ in old])
         self._peer_summaries.pop(key, None)
         self._total = None
         self.role_missing[r.role] -= len(old)

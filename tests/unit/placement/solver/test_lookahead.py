@@ -122,7 +122,8 @@ def test_with_a_subset_table_peers_on_the_same_node_cost_their_real_distance() -
     table = subsets.table(snap.index.node_class(row))
     rows, masks = np.array([row], dtype=np.intp), np.array([0b1], dtype=np.int64)
     room = state.capacity.room(1)
-    exact = lookahead.estimate(state, rows, masks, (1, 1), room, table=table)
+    near = lookahead.nearest_free(state, rows, masks, table)
+    exact = lookahead.estimate(state, rows, masks, (1, 1), room, nearest=near)
     plain = lookahead.estimate(state, rows, masks, (1, 1), room)
     nearest = min(int(snap.index.node_class(row).dist[0, g]) for g in range(1, 8))
     assert exact.tolist() == [float(nearest)]
