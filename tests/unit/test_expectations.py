@@ -69,7 +69,7 @@ def test_a_visit_before_the_watch_shows_the_binds_binds_nothing_again() -> None:
         live.apply_pod("ADDED", pod)
     again = reconciler.reconcile("ns/d")
     assert len(kube.bound) == 2, "the pods were bound a second time"
-    assert kube.creates() == ["d-r-0-0", "d-r-1-0"], "a pod was created (or tried) again"
+    assert sorted(kube.creates()) == ["d-r-0-0", "d-r-1-0"], "a pod was created (or tried) again"
     assert not kube.deleted
     assert again.after is not None, "no fallback visit was scheduled"
     assert again.after > 0
@@ -92,18 +92,22 @@ def test_a_pod_deleted_before_it_was_seen_is_replaced_after_the_expectation_expi
     clock = SteppedClock()
     reconciler.expectations.clock = clock
     reconciler.reconcile("ns/d")
-    assert kube.creates() == ["d-r-0-0", "d-r-1-0"]
+    assert sorted(kube.creates()) == ["d-r-0-0", "d-r-1-0"]
     # Someone deleted d-r-1-0 at once; the watch only ever shows d-r-0-0, bound.
     first = copy.deepcopy(kube.created["d-r-0-0"])
     first["spec"]["nodeName"] = "n1"
     live.apply_pod("ADDED", first)
     kube.remove_by_someone_else("d-r-1-0")
     assert reconciler.reconcile("ns/d").after is not None
-    assert kube.creates() == ["d-r-0-0", "d-r-1-0"], "re-created before the expectation expired"
+    assert sorted(kube.creates()) == ["d-r-0-0", "d-r-1-0"], (
+        "re-created before the expectation expired"
+    )
     clock.now += reconciler.expectations.expire_seconds
     reconciler.reconcile("ns/d")
     assert sorted(kube.created) == ["d-r-0-0", "d-r-1-0"], "the missing pod was not re-created"
-    assert kube.creates() == ["d-r-0-0", "d-r-1-0", "d-r-1-0"], "only the missing pod is created"
+    assert sorted(kube.creates()) == ["d-r-0-0", "d-r-1-0", "d-r-1-0"], (
+        "only the missing pod is created"
+    )
 
 
 def test_an_expired_expectation_reports_the_pods_never_seen() -> None:
