@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     }
     settings = settings_module.load(config_file=args.config, overrides=overrides)
     _logging(settings.log_format)
+    from shorthop.controller.runtime import memory
+
+    memory.limit_arenas()  # before any thread starts: see runtime/memory.py
     return asyncio.run(main(settings, kubeconfig=args.kubeconfig))
 
 

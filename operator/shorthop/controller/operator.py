@@ -34,6 +34,7 @@ from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
 from shorthop.controller.live import LiveCluster, PodRecord
 from shorthop.controller.reconcile import Outcome, Reconciler
+from shorthop.controller.runtime import memory
 from shorthop.controller.runtime.informer import Informer
 from shorthop.controller.runtime.workqueue import WorkQueue
 from shorthop.errors import KubeError
@@ -233,6 +234,7 @@ class Runtime:
             await asyncio.to_thread(informer.synced.wait)
         self.live.synced.set()
         self.synced = True
+        memory.trim()  # the parsed list pages are garbage now
         log.info(
             "caches synced in %.2fs: %d nodes in the topology, %d pods (%d list calls)",
             time.monotonic() - started,
