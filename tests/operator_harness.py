@@ -173,6 +173,22 @@ def ensure_namespace(cluster: kube.Cluster, name: str) -> None:
         cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
 
+@contextlib.contextmanager
+def leading_operator(
+    cluster: kube.Cluster, workdir: Path, prefix: str
+) -> Iterator[OperatorProcess]:
+    """A real operator (identity ``<prefix>-<random>``) that holds the lease; stopped on exit."""
+    ensure_namespace(cluster, "shorthop-system")
+    op = OperatorProcess(
+        cluster.kubeconfig, workdir, identity=f"{prefix}-{uuid.uuid4().hex[:4]}"
+    ).start()
+    try:
+        op.wait_leading()
+        yield op
+    finally:
+        op.stop()
+
+
 def pool_nodes(pool: str, shape: fake.ClusterShape, *, taint: bool = True) -> list[dict[str, Any]]:
     """Fake GPU nodes of ``shape`` named and labelled for one test (``<pool>-...``), tainted so
     only deployments that tolerate the pool use them."""

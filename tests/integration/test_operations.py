@@ -6,7 +6,6 @@ fields it writes (``managedFields``)."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -35,17 +34,10 @@ def operator(
     cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump(changed)
     )
-    oh.ensure_namespace(cluster, "shorthop-system")
-    op = oh.OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        identity=f"ops-{uuid.uuid4().hex[:4]}",
-    ).start()
     try:
-        op.wait_leading()
-        yield op
+        with oh.leading_operator(cluster, tmp_path_factory.mktemp("operator"), "ops") as op:
+            yield op
     finally:
-        op.stop()
         cluster.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", "-", input=crd.render()
         )

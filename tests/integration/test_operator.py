@@ -4,7 +4,6 @@ races with kube-scheduler, clean-up, restarts, HA fail-over, invalid specs, metr
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,8 @@ NVL = fake.ClusterShape(nvl72_racks=2, trays_per_rack=6, hgx_units=1, nodes_per_
 def operator(
     cluster: kube.Cluster, infd_crd: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[oh.OperatorProcess]:
-    oh.ensure_namespace(cluster, "shorthop-system")
-    op = oh.OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        identity=f"it-{uuid.uuid4().hex[:4]}",
-    ).start()
-    try:
-        op.wait_leading()
+    with oh.leading_operator(cluster, tmp_path_factory.mktemp("operator"), "it") as op:
         yield op
-    finally:
-        op.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ real operator against the real API server, for both traffic patterns (issue 15, 
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,17 +35,8 @@ ROLES = [("prefill", 2, 4, 4), ("decode", 2, 8, 4)]  # decode: 2 pods of 4 GPUs 
 def operator(
     cluster: kube.Cluster, infd_crd: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[oh.OperatorProcess]:
-    oh.ensure_namespace(cluster, "shorthop-system")
-    op = oh.OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        identity=f"sc-{uuid.uuid4().hex[:4]}",
-    ).start()
-    try:
-        op.wait_leading()
+    with oh.leading_operator(cluster, tmp_path_factory.mktemp("operator"), "sc") as op:
         yield op
-    finally:
-        op.stop()
 
 
 @pytest.fixture

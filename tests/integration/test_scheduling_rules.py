@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,17 +36,8 @@ MIXED = (
 def operator(
     cluster: kube.Cluster, infd_crd: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[oh.OperatorProcess]:
-    oh.ensure_namespace(cluster, "shorthop-system")
-    op = oh.OperatorProcess(
-        cluster.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        identity=f"rules-{uuid.uuid4().hex[:4]}",
-    ).start()
-    try:
-        op.wait_leading()
+    with oh.leading_operator(cluster, tmp_path_factory.mktemp("operator"), "rules") as op:
         yield op
-    finally:
-        op.stop()
 
 
 @pytest.fixture
