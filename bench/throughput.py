@@ -17,7 +17,7 @@ nodes (kwok; half GB200 NVL72 trays, half HGX H100 nodes). Timed phases, in one 
      a ResourceClaim, writes its allocation and reads every claim once before the bind
      (``controller/dra.py``). Every claim is checked allocated at the end.
 
-Completion is seen by a pod watch in a process of its own (``BindWatch``), started before each
+Completion is seen by a pod watch in a process of its own (``PhaseWatch``), started before each
 phase's clock. Between phases the cluster returns to empty (plain pods deleted, deployments and
 their pods and claims gone; for DRA the nodes are created again as DRA nodes). Every phase starts
 from the same empty nodes. Result: pods bound per second for each, and shorthop's ratio to
@@ -122,9 +122,9 @@ def _check_bound(core: object, namespace: str, pods: int) -> None:
         raise RuntimeError(f"{namespace}: expected {pods} pods, all bound; found {found}")
 
 
-class BindWatch:
-    """Notes when ``target`` pods of a namespace have a node, from a list-and-watch in a process
-    of its own.
+class PhaseWatch:
+    """Notes when ``target`` pods of a namespace have a node and when all are Running, from a
+    list-and-watch in a process of its own.
 
     A watch costs the API server one encoding per pod change; listing the namespace every 0.1 s
     instead cost it more for shorthop's pods, which carry more fields. In a thread of this
@@ -144,13 +144,15 @@ class BindWatch:
             raise RuntimeError(f"the {namespace} pod watch did not start")
 
     def wait(self, what: str, timeout: float) -> float:
-        try:
-            if not self._conn.poll(timeout):
-                raise RuntimeError(f"timed out waiting for {what}")
-            return float(self._conn.recv())
-        finally:
-            self._process.kill()
-            self._process.join(10)
+        """The monotonic time of the next event reported (every pod bound, then Running)."""
+        if not self._conn.poll(timeout):
+            self.close()
+            raise RuntimeError(f"timed out waiting for {what}")
+        return float(self._conn.recv())
+
+    def close(self) -> None:
+        self._process.kill()
+        self._process.join(10)
 
 
 def _watch_main(kubeconfig: str, namespace: str, target: int, conn: Any) -> None:
@@ -158,16 +160,34 @@ def _watch_main(kubeconfig: str, namespace: str, target: int, conn: Any) -> None
 
     core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
     bound: set[str] = set()
+    running: set[str] = set()
+
+    def note(pod: dict[str, Any], gone: bool = False) -> None:
+        name = str(pod["metadata"]["name"])
+        for found, present in (
+            (bound, bool(pod["spec"].get("nodeName"))),
+            (running, (pod.get("status") or {}).get("phase") == "Running"),
+        ):
+            if present and not gone:
+                found.add(name)
+            else:
+                found.discard(name)
 
     def listed() -> str:
         data = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)
         bound.clear()
-        bound.update(p["metadata"]["name"] for p in data["items"] if p["spec"].get("nodeName"))
+        running.clear()
+        for pod in data["items"]:
+            note(pod)
         return str(data["metadata"]["resourceVersion"])
 
     version = listed()
     conn.send("watching")
-    while len(bound) < target:
+    told_bound = False
+    while len(running) < target:
+        if not told_bound and len(bound) >= target:
+            conn.send(time.monotonic())
+            told_bound = True
         try:
             for event in watch.Watch().stream(
                 core.list_namespaced_pod,
@@ -176,22 +196,23 @@ def _watch_main(kubeconfig: str, namespace: str, target: int, conn: Any) -> None
                 timeout_seconds=60,
                 deserialize=False,
             ):
-                pod = event.get("object") or {}  # deserialize=False: the raw dict
+                pod = event.get("object") or {}
                 if event.get("type") == "ERROR":
                     print(f"throughput: watch error: {pod.get('message')}", file=sys.stderr)
                     break
                 version = str(pod["metadata"]["resourceVersion"])
-                name = str(pod["metadata"]["name"])
-                if event.get("type") != "DELETED" and pod["spec"].get("nodeName"):
-                    bound.add(name)
-                else:
-                    bound.discard(name)
-                if len(bound) >= target:
+                note(pod, gone=event.get("type") == "DELETED")
+                if not told_bound and len(bound) >= target:
+                    conn.send(time.monotonic())
+                    told_bound = True
+                if len(running) >= target:
                     break
         except Exception as exc:  # a dropped watch: list again
             print(f"throughput: watch ended ({exc}); listing again", file=sys.stderr)
-        if len(bound) < target:
+        if len(running) < target:
             version = listed()
+    if not told_bound:
+        conn.send(time.monotonic())
     conn.send(time.monotonic())
 
 
@@ -307,12 +328,15 @@ def _shorthop_phase(
                 "shorthop.io", "v1alpha1", namespace, "inferencedeployments", doc
             )
 
-        watcher = BindWatch(kubeconfig, namespace, count * 8)
-        started = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, docs["items"]))
-        log(f"throughput: {count} deployments created in {time.monotonic() - started:.2f}s")
-        bound_s = watcher.wait("shorthop to bind every pod", 900) - started
+        watcher = PhaseWatch(kubeconfig, namespace, count * 8)
+        try:
+            started = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, docs["items"]))
+            log(f"throughput: {count} deployments created in {time.monotonic() - started:.2f}s")
+            bound_s = watcher.wait("shorthop to bind every pod", 900) - started
+        finally:
+            watcher.close()
         _check_bound(core, namespace, count * 8)
 
         def running() -> bool:
@@ -403,11 +427,14 @@ def run(
                 core.create_namespaced_pod("plain", body)
 
             log(f"throughput: kube-scheduler binding {pods} plain pods")
-            watcher = BindWatch(kubeconfig, "plain", pods)
-            started = time.monotonic()
-            with ThreadPoolExecutor(16) as pool:
-                list(pool.map(plain, range(pods)))
-            scheduler_s = watcher.wait("kube-scheduler to bind every pod", 600) - started
+            watcher = PhaseWatch(kubeconfig, "plain", pods)
+            try:
+                started = time.monotonic()
+                with ThreadPoolExecutor(16) as pool:
+                    list(pool.map(plain, range(pods)))
+                scheduler_s = watcher.wait("kube-scheduler to bind every pod", 600) - started
+            finally:
+                watcher.close()
             _check_bound(core, "plain", pods)
             log(f"throughput: kube-scheduler {pods} pods in {scheduler_s:.2f}s")
             core.delete_collection_namespaced_pod("plain", grace_period_seconds=0)

@@ -27,7 +27,6 @@ every mode.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import signal
@@ -41,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import watch
 from shorthop.topology import fake
 
 from bench import common
@@ -149,95 +147,6 @@ class Meter:
 # -- the pod watch: bound, then Running ------------------------------------------------------------
 
 
-class PhaseWatch:
-    """Notes when ``target`` pods of a namespace have a node and when all are Running, from a
-    list-and-watch in a process of its own (as ``bench.throughput.BindWatch``, and for the same
-    reason: a thread here would take the GIL from the creating threads)."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, target: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_watch_main, args=(str(kubeconfig), namespace, target, child), daemon=True
-        )
-        self._process.start()
-        if not self._conn.poll(120) or self._conn.recv() != "watching":
-            self._process.kill()
-            raise RuntimeError(f"the {namespace} pod watch did not start")
-
-    def wait(self, what: str, timeout: float) -> float:
-        """The monotonic time of the next event reported (every pod bound, then Running)."""
-        if not self._conn.poll(timeout):
-            self.close()
-            raise RuntimeError(f"timed out waiting for {what}")
-        return float(self._conn.recv())
-
-    def close(self) -> None:
-        self._process.kill()
-        self._process.join(10)
-
-
-def _watch_main(kubeconfig: str, namespace: str, target: int, conn: Any) -> None:
-    from kubernetes import client, config
-
-    core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    bound: set[str] = set()
-    running: set[str] = set()
-
-    def note(pod: dict[str, Any], gone: bool = False) -> None:
-        name = str(pod["metadata"]["name"])
-        for found, present in (
-            (bound, bool(pod["spec"].get("nodeName"))),
-            (running, (pod.get("status") or {}).get("phase") == "Running"),
-        ):
-            if present and not gone:
-                found.add(name)
-            else:
-                found.discard(name)
-
-    def listed() -> str:
-        data = json.loads(core.list_namespaced_pod(namespace, _preload_content=False).data)
-        bound.clear()
-        running.clear()
-        for pod in data["items"]:
-            note(pod)
-        return str(data["metadata"]["resourceVersion"])
-
-    version = listed()
-    conn.send("watching")
-    told_bound = False
-    while len(running) < target:
-        if not told_bound and len(bound) >= target:
-            conn.send(time.monotonic())
-            told_bound = True
-        try:
-            for event in watch.Watch().stream(
-                core.list_namespaced_pod,
-                namespace,
-                resource_version=version,
-                timeout_seconds=60,
-                deserialize=False,
-            ):
-                pod = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    print(f"throughput: watch error: {pod.get('message')}", file=sys.stderr)
-                    break
-                version = str(pod["metadata"]["resourceVersion"])
-                note(pod, gone=event.get("type") == "DELETED")
-                if not told_bound and len(bound) >= target:
-                    conn.send(time.monotonic())
-                    told_bound = True
-                if len(running) >= target:
-                    break
-        except Exception as exc:  # a dropped watch: list again
-            print(f"throughput: watch ended ({exc}); listing again", file=sys.stderr)
-        if len(running) < target:
-            version = listed()
-    if not told_bound:
-        conn.send(time.monotonic())
-    conn.send(time.monotonic())
-
-
 # -- the objects each mode creates -----------------------------------------------------------------
 
 
@@ -330,7 +239,7 @@ def _timed(
     """Run ``create`` with the clock, the watch and the meters around it; with ``profile``,
     py-spy samples the operator meanwhile (its CPU then counts in no process measured here, but
     the operator's is disturbed by the sampling: a profiling run is not a measuring run)."""
-    watcher = PhaseWatch(local.kubeconfig, namespace, pods)
+    watcher = tp.PhaseWatch(local.kubeconfig, namespace, pods)
     spy = None
     try:
         if profile is not None:
