@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from shorthop.controller.faults import Faults
 
 POOL_TAINT = "shorthop.test/pool"
+CLIQUE = "nvidia.com/gpu.clique"
 
 
 def free_port() -> int:
@@ -199,7 +200,7 @@ def pool_nodes(pool: str, shape: fake.ClusterShape, *, taint: bool = True) -> li
         node_labels = meta["labels"]
         node_labels["kubernetes.io/hostname"] = meta["name"]
         for key in (
-            "nvidia.com/gpu.clique",
+            CLIQUE,
             "topology.kubernetes.io/zone",
             "topology.shorthop.io/block",
             "topology.shorthop.io/rack",
@@ -217,19 +218,54 @@ def node_pool(
     shape: fake.ClusterShape | tuple[fake.ClusterShape, ...],
     *,
     prefix: str = "p",
+    operator: OperatorProcess | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
-    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test."""
+    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test.
+
+    With ``operator``, entered only once that operator's model has every NVLink domain of the
+    pool whole: a deployment applied at once would otherwise race the node watch and be
+    planned on part of a rack (correct for what it saw, not what the test expects)."""
     pool = f"{prefix}{uuid.uuid4().hex[:5]}"
     shapes = shape if isinstance(shape, tuple) else (shape,)
     nodes = [n for s in shapes for n in pool_nodes(pool, s)]
+    # Multi-node NVLink domains last: the apply creates the list in order and the operator's
+    # node watch delivers it in order, so once it counts those domains whole it has them all.
+    nodes.sort(key=lambda n: CLIQUE in n["metadata"]["labels"])
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
     names = [n["metadata"]["name"] for n in nodes]
     try:
+        if operator is not None:
+            wait_domains_seen(operator, nodes)
         yield pool, names
     finally:
         for name in names:
             with contextlib.suppress(client.ApiException):
                 cluster.core.delete_node(name)
+
+
+def gauge(text: str, name: str, domain: str) -> float | None:
+    """The value of gauge ``name`` for NVLink domain ``domain`` in a metrics page, if listed."""
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{nvlink_domain="{domain}"}} '):
+            return float(line.split()[-1])
+    return None
+
+
+def wait_domains_seen(operator: OperatorProcess, nodes: list[dict[str, Any]]) -> None:
+    """Until ``operator`` reports every multi-node NVLink domain of ``nodes`` with all its GPUs
+    free (the pool is new, so nothing of it is allocated yet)."""
+    expected: dict[str, int] = {}
+    for node in nodes:
+        node_labels = node["metadata"]["labels"]
+        if CLIQUE in node_labels:
+            gpus = int(node_labels["nvidia.com/gpu.count"])
+            expected[node_labels[CLIQUE]] = expected.get(node_labels[CLIQUE], 0) + gpus
+
+    def seen() -> bool:
+        text = operator.metrics()
+        return all(gauge(text, "shorthop_free_gpus", d) == n for d, n in expected.items())
+
+    kube.wait_for(f"{operator.identity} to see {sorted(expected)}", seen, timeout=60)
 
 
 def deployment(

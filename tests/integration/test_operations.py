@@ -61,7 +61,7 @@ def _lines(log: str, level: str) -> list[str]:
 def test_a_start_logs_no_error_and_names_the_lease_and_every_placement(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, HGX) as (pool, _):
+    with oh.node_pool(cluster, HGX, operator=operator) as (pool, _):
         _apply(cluster, oh.deployment("one", ns, pool, [("decode", 1, 8, 8)]))
         oh.wait_running(cluster, ns, "one")
         oh.wait_event(cluster, ns, "one", "Placed", contains="placed 1 pod (")
@@ -81,7 +81,7 @@ def test_a_start_logs_no_error_and_names_the_lease_and_every_placement(
 def test_scale_down_records_an_event_and_a_log_line(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, HGX) as (pool, _):
+    with oh.node_pool(cluster, HGX, operator=operator) as (pool, _):
         doc = oh.deployment("shrink", ns, pool, [("decode", 2, 8, 4)])
         _apply(cluster, doc)
         oh.wait_running(cluster, ns, "shrink")
@@ -118,7 +118,7 @@ def _managers(obj: dict) -> dict[str, set[str]]:
 def test_every_write_of_the_operator_is_managed_by_shorthop(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, HGX) as (pool, _):
+    with oh.node_pool(cluster, HGX, operator=operator) as (pool, _):
         _apply(cluster, oh.deployment("owned", ns, pool, [("decode", 1, 8, 4)]))
         oh.wait_running(cluster, ns, "owned")
         oh.wait_event(cluster, ns, "owned", "Placed")
@@ -146,32 +146,25 @@ def test_every_write_of_the_operator_is_managed_by_shorthop(
         assert not any(m.startswith("OpenAPI-Generator") for m in _managers(infd))
 
 
-def _gauge(text: str, name: str, domain: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(f'{name}{{nvlink_domain="{domain}"}} '):
-            return float(line.split()[-1])
-    return None
-
-
 def test_free_gpu_gauge_follows_a_delete_without_waiting_for_the_resync(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
     from shorthop.controller.operator import RESYNC_SECONDS
 
     rack = fake.ClusterShape(nvl72_racks=1, trays_per_rack=2)
-    with oh.node_pool(cluster, rack) as (pool, names):
+    with oh.node_pool(cluster, rack, operator=operator) as (pool, names):
         domain = oh.pool_nodes(pool, rack)[0]["metadata"]["labels"]["nvidia.com/gpu.clique"]
         gpus = 4 * len(names)
 
         def free() -> float | None:
-            return _gauge(operator.metrics(), "shorthop_free_gpus", domain)
+            return oh.gauge(operator.metrics(), "shorthop_free_gpus", domain)
 
         kube.wait_for(f"{gpus} free GPUs in {domain}", lambda: free() == gpus, timeout=20)
         _apply(cluster, oh.deployment("gauge", ns, pool, [("decode", 1, 4, 4)]))
         oh.wait_running(cluster, ns, "gauge")
         kube.wait_for(f"{gpus - 4} free", lambda: free() == gpus - 4, timeout=20)
         # 4-GPU pods, and a node with 4 free: nothing stranded.
-        assert _gauge(operator.metrics(), "shorthop_stranded_gpus", domain) == 0
+        assert oh.gauge(operator.metrics(), "shorthop_stranded_gpus", domain) == 0
         cluster.kubectl("delete", "infd", "gauge", "-n", ns, "--wait=false")
         kube.wait_for("the pods gone", lambda: not oh.pods(cluster, ns, "gauge"), timeout=60)
         # Well before the periodic refresh (RESYNC_SECONDS) could have run.
@@ -181,7 +174,7 @@ def test_free_gpu_gauge_follows_a_delete_without_waiting_for_the_resync(
 def test_headless_service_port_follows_the_role_then_the_setting(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, HGX) as (pool, _):
+    with oh.node_pool(cluster, HGX, operator=operator) as (pool, _):
         doc = oh.deployment("ports", ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 4, 4)])
         doc["spec"]["roles"][0]["servicePort"] = 9443
         _apply(cluster, doc)

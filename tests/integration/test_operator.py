@@ -41,7 +41,7 @@ def apply(cluster: kube.Cluster, doc: dict) -> None:
 def test_create_places_every_pod_on_the_expected_tiers_and_fills_status(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         apply(
             cluster,
             oh.deployment(
@@ -134,7 +134,7 @@ def test_second_reconcile_of_the_same_generation_changes_nothing(
     """A visit that writes nothing cannot be waited for, so the second visit runs here, in this
     process (the operator's reconciler against the real API server, after a touch of the
     object's labels): when it returns it is done, and nothing it could write has changed."""
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         apply(cluster, oh.deployment("idem", ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 8, 4)]))
         kube.wait_for("the final status", lambda: _settled(cluster, ns, "idem", 3), timeout=90)
         cluster.kubectl("label", "infd", "idem", "-n", ns, "touched=yes")
@@ -146,7 +146,7 @@ def test_second_reconcile_of_the_same_generation_changes_nothing(
 
 
 def test_scale_up_and_down(cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str) -> None:
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         apply(
             cluster, oh.deployment("scale", ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 8, 4)])
         )
@@ -182,7 +182,7 @@ def test_scale_up_and_down(cluster: kube.Cluster, operator: oh.OperatorProcess, 
 def test_deleting_a_node_repairs_only_the_replica_that_lost_it(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         apply(
             cluster, oh.deployment("repair", ns, pool, [("prefill", 1, 4, 4), ("decode", 2, 8, 4)])
         )
@@ -235,7 +235,7 @@ def test_bind_races_with_kube_scheduler_never_let_one_scheduler_overcommit_a_nod
     two binds racing (kube-scheduler's and shorthop's, which the API server does not arbitrate;
     see tests/gpu_ledger.py) ends by shorthop moving its pod away."""
     shape = fake.ClusterShape(hgx_units=1, nodes_per_unit=4)
-    with oh.node_pool(cluster, shape) as (pool, names):
+    with oh.node_pool(cluster, shape, operator=operator) as (pool, names):
         ledger = gpu_ledger.GpuLedger(dict.fromkeys(names, 8))
         with watching.pod_watch(cluster.core, namespace=ns, check=ledger) as pods:
             # kube-scheduler floods the same nodes with plain GPU pods while shorthop places.
@@ -271,7 +271,7 @@ def test_bind_races_with_kube_scheduler_never_let_one_scheduler_overcommit_a_nod
 def test_deleting_the_deployment_removes_its_pods_and_services(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         apply(cluster, oh.deployment("gone", ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 8, 4)]))
         oh.wait_running(cluster, ns, "gone")
         cluster.kubectl("delete", "infd", "gone", "-n", ns, "--wait=true")
@@ -311,7 +311,7 @@ def test_infeasible_deployment_is_unschedulable_then_placed_when_room_appears(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
     one_node = fake.ClusterShape(hgx_units=1, nodes_per_unit=1)
-    with oh.node_pool(cluster, one_node) as (pool, _):
+    with oh.node_pool(cluster, one_node, operator=operator) as (pool, _):
         apply(cluster, oh.deployment("big", ns, pool, [("decode", 2, 8, 8)]))
         kube.wait_for(
             "Unschedulable", lambda: oh.phase(cluster, ns, "big") == "Unschedulable", timeout=30
@@ -480,7 +480,7 @@ def _serving(state: Mapping[str, Mapping[str, Any]], replica: str) -> bool:
 def test_template_change_replaces_replicas_one_at_a_time_on_their_gpus(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, NVL) as (pool, _):
+    with oh.node_pool(cluster, NVL, operator=operator) as (pool, _):
         doc = oh.deployment("roll", ns, pool, [("prefill", 1, 4, 4), ("decode", 2, 8, 4)])
         apply(cluster, doc)
         oh.wait_running(cluster, ns, "roll")

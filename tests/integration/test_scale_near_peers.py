@@ -153,7 +153,7 @@ def _check_told_matches_status(told: dict[str, set[str]], pairs: set[tuple[str, 
 def test_paired_scale_out_keeps_pairs_and_lands_in_the_rack(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, RACKS) as (pool, _):
+    with oh.node_pool(cluster, RACKS, operator=operator) as (pool, _):
         _create(cluster, ns, pool, "paired")
         status = _wait(cluster, ns, 2)["status"]
         before = _status_pairs(status)
@@ -196,7 +196,7 @@ def test_paired_scale_out_keeps_pairs_and_lands_in_the_rack(
 def test_all_to_all_scale_out_moves_nothing_and_matches_shorthop_plan(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str, tmp_path: Path
 ) -> None:
-    with oh.node_pool(cluster, RACKS) as (pool, nodes):
+    with oh.node_pool(cluster, RACKS, operator=operator) as (pool, nodes):
         _create(cluster, ns, pool, "all-to-all")
         _wait(cluster, ns, 2)
         placed = _placed(cluster, ns)
@@ -270,7 +270,7 @@ def _fill(cluster: kube.Cluster, ns: str, clique: str, pool: str) -> list[str]:
 def test_scale_out_with_no_room_in_the_rack_says_why(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, RACKS) as (pool, _):
+    with oh.node_pool(cluster, RACKS, operator=operator) as (pool, _):
         _create(cluster, ns, pool, "paired")
         status = _wait(cluster, ns, 2)["status"]
         before = _status_pairs(status)
@@ -299,7 +299,7 @@ def test_scale_out_with_no_room_in_the_rack_says_why(
 def test_pairs_survive_scale_down_a_restart_and_scale_up(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str, tmp_path: Path
 ) -> None:
-    with oh.node_pool(cluster, RACKS) as (pool, _):
+    with oh.node_pool(cluster, RACKS, operator=operator) as (pool, _):
         _create(cluster, ns, pool, "paired")
         _wait(cluster, ns, 2)
         _scale(cluster, ns, 4)

@@ -110,7 +110,7 @@ def rule_check(doc: Mapping[str, Any], labels: Mapping[str, Mapping[str, str]]) 
 def test_heterogeneous_roles_land_on_the_products_they_select(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, MIXED) as (pool, names):
+    with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
         all_ready(cluster, names)
         labels = node_labels(cluster, names)
         doc = with_rules(
@@ -136,7 +136,7 @@ def test_heterogeneous_roles_land_on_the_products_they_select(
 def test_an_infeasible_selector_is_explained_in_status_and_an_event(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, MIXED) as (pool, names):
+    with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
         all_ready(cluster, names)
         # Five 16-GPU decode replicas on H200 nodes: four nodes hold 32 GPUs, 80 are needed.
         doc = with_rules(
@@ -269,7 +269,7 @@ def test_a_pod_the_kubelet_rejects_is_replaced_once_elsewhere_and_a_restart_reme
     one_unit = fake.ClusterShape(hgx_units=1, nodes_per_unit=3)
     op = operator
     pod = "rej-decode-0-0"
-    with oh.node_pool(cluster, one_unit) as (pool, names):
+    with oh.node_pool(cluster, one_unit, operator=operator) as (pool, names):
         all_ready(cluster, names)
         try:
             apply(cluster, oh.deployment("rej", ns, pool, [("decode", 1, 8, 8)]))
