@@ -53,7 +53,8 @@ def multi_node(
     for layer in range(domain_tree.CLIQUE_LAYER, max_layer + 1):
         if best is not None and best.intra < lower_bound(state, layer, pods, q, max_fit):
             break
-        verts = np.flatnonzero((tree.layer == layer) & (cap >= pods))
+        at_layer = tree.layer_vertices[layer]
+        verts = at_layer[cap[at_layer] >= pods]
         if verts.size > EVALUATE_ALL_BELOW:
             picks = []
             if need[0]:

@@ -23,14 +23,31 @@ from numpy.typing import NDArray
 from shorthop.placement import subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
+from shorthop.topology.index import TopologyIndex
 
 
 def layer_distance(state: State, layer: int) -> int:
     """A representative GPU-pair distance between different nodes joined at ``layer``."""
-    if layer <= domain_tree.CLIQUE_LAYER:
-        return 2 * state.index.config.weights.nvlink_domain
-    level = state.index.levels - 1 - (layer - 2)
-    return 2 * state.min_up + 2 * int(state.index.h[level + 1])
+    return int(_distances(state.index)[layer])
+
+
+def _distances(index: TopologyIndex) -> NDArray[np.int64]:
+    """:func:`layer_distance` of every layer (static per index: kept with it)."""
+    return index.derived(_build_distances)
+
+
+def _build_distances(index: TopologyIndex) -> NDArray[np.int64]:
+    min_up = min((int(c.up.min()) for c in index.classes), default=0)  # as State.min_up
+    out = []
+    for layer in range(domain_tree.tree(index).ancestor_at.shape[0]):
+        if layer <= domain_tree.CLIQUE_LAYER:
+            out.append(2 * index.config.weights.nvlink_domain)
+        else:
+            level = index.levels - 1 - (layer - 2)
+            out.append(2 * min_up + 2 * int(index.h[level + 1]))
+    distances = np.array(out, dtype=np.int64)
+    distances.setflags(write=False)
+    return distances
 
 
 def estimate(
@@ -83,7 +100,7 @@ def estimate(
         n = candidates if candidates is not None else (int(owner.max()) + 1 if len(owner) else 0)
     if gpus <= 0:
         return np.zeros(n, dtype=np.float64)
-    part_k = np.array([int(m).bit_count() for m in masks.tolist()], dtype=np.int64)
+    part_k = np.bitwise_count(masks).astype(np.int64)
     count = state.count[rows]
     before = (count // q) * q
     after = (np.maximum(count - part_k, 0) // q) * q
@@ -95,20 +112,22 @@ def estimate(
         leftover = np.zeros(n, dtype=np.int64)
         np.maximum.at(leftover, owner, after)
     covered = np.minimum(gpus, leftover)  # peers' GPUs that fit on the candidate's own nodes
-    distance = [layer_distance(state, layer) for layer in range(state.tree.ancestor_at.shape[0])]
-    score = np.zeros(n, dtype=np.float64)
+    distance = _distances(state.index)
     if owner is None and nearest is not None:
         exact = ~np.isnan(nearest)
         apart = covered * k * distance[domain_tree.CLIQUE_LAYER]  # classes with no table
-        score += np.where(exact, np.where(exact, nearest, 0.0) * covered, apart)
+        score = np.where(exact, np.where(exact, nearest, 0.0) * covered, apart)
     else:
-        score += covered * k * distance[domain_tree.CLIQUE_LAYER]
+        score = (covered * k * distance[domain_tree.CLIQUE_LAYER]).astype(np.float64)
     left = _room_left(state, rows, taken, room, owner, n)
-    for layer in range(1, len(distance)):
-        reach = np.minimum(gpus, np.maximum(left[layer - 1], covered))
-        score += (reach - covered) * k * distance[layer]
-        covered = reach
-    total: NDArray[np.float64] = score + (gpus - covered) * k * distance[-1] * 2
+    # Layer by layer, the peers' GPUs within reach: those of the finest domain with room so far
+    # (``gpus`` at most). All terms are integers, so summing them at once is exact.
+    reach = np.minimum(gpus, np.maximum(covered, np.maximum.accumulate(left, axis=0)))
+    steps = reach.copy()
+    steps[1:] -= reach[:-1]
+    steps[0] -= covered
+    score += k * (distance[1:] @ steps)
+    total: NDArray[np.float64] = score + (gpus - reach[-1]) * k * distance[-1] * 2
     return total
 
 
