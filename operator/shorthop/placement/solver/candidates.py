@@ -194,9 +194,11 @@ def _nearest(state: State, rows: NDArray[np.intp], held: NDArray[np.bool_]) -> N
     """Which of ``rows`` share a domain with a placed partner (``held``, from :func:`_held`)
     at the finest layer where any of them does (node 0, NVLink domain 1, ...). Traffic only
     grows with the tier, so among equally cheap candidates the farther ones cannot win."""
-    for layer in range(state.tree.ancestor_at.shape[0]):
-        anc = state.tree.ancestor_at[layer][rows]
-        hit: NDArray[np.bool_] = held[np.maximum(anc, 0)] & (anc >= 0)
+    # A row with no domain at a layer reads the one below it (``carried``), which held nothing
+    # when the search gets there: the same as no hit.
+    carried = state.tree.carried
+    for layer in range(carried.shape[0]):
+        hit: NDArray[np.bool_] = held[carried[layer][rows]]
         if hit.any():
             return hit
     return np.ones(len(rows), dtype=np.bool_)

@@ -164,6 +164,18 @@ def _room_left(
     if owner is None:  # one part per candidate: nothing to sum
         out: NDArray[np.int64] = np.where(anc >= 0, room[np.maximum(anc, 0)] - taken, NO_DOMAIN)
         return out
+    # Layers where all the parts of each candidate share one domain (every layer from the
+    # domain a multi-node candidate fills up): that domain's room less all the candidate's parts.
+    one = np.full((anc.shape[0], n), -2, dtype=np.int64)
+    one[:, owner] = anc  # one part's domain per candidate (-2: no part)
+    total = np.bincount(owner, weights=taken, minlength=n).astype(np.int64)
+    out = np.where(one >= 0, room[np.maximum(one, 0)] - total, NO_DOMAIN)
+    split = np.flatnonzero((anc != one[:, owner]).any(axis=1))
+    if not split.size:
+        return out
+    # The other layers: per (candidate, domain) pair, the room left after its parts there.
+    anc = anc[split]
+    out[split] = NO_DOMAIN
     inside = anc >= 0
     vertices = np.int64(state.tree.vertices)
     # (candidate, domain) pairs; domain ids are distinct across layers, so one key per pair
@@ -171,6 +183,5 @@ def _room_left(
     pairs, which = np.unique(keys, return_inverse=True)
     under = np.bincount(which, weights=np.broadcast_to(taken, anc.shape)[inside])
     domain, cand = pairs % vertices, pairs // vertices
-    out = np.full((anc.shape[0], n), NO_DOMAIN, dtype=np.int64)
     np.maximum.at(out, (state.tree.layer[domain] - 1, cand), room[domain] - under.astype(np.int64))
     return out
