@@ -209,6 +209,9 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
             tiers[0] += nvlink
             tiers[1] += int(ma[row]).bit_count() * int(mb[row]).bit_count() - nvlink
     tree = domain_tree.tree(index)
+    if n <= SMALL_ROWS:
+        total += _across_nodes_small(index, rows, (ac, au, af), (bc, bu, bf), tiers)
+        return total, tiers
     key = rows.astype(np.int64)
     before = int((ac * bc).sum())
     within_clique_up = 0
@@ -234,6 +237,35 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
         before = joined
     total += int(au.sum() * bc.sum() + ac.sum() * bu.sum()) - within_clique_up
     return total, tiers
+
+
+SMALL_ROWS = 32  # rows of two masses up to which pair_sums compares every node pair at once
+
+
+def _across_nodes_small(
+    index: TopologyIndex,
+    rows: NDArray[np.intp],
+    a: tuple[Ints, Ints, Ints],
+    b: tuple[Ints, Ints, Ints],
+    tiers: Ints,
+) -> int:
+    """:func:`pair_sums` over pairs on different nodes for a few rows: which node pairs share a
+    domain at each layer, as ``[layer, row, row]`` matrices (the same integers as grouping the
+    rows layer by layer). Adds the pairs per tier to ``tiers``; returns the distance sum."""
+    (ac, au, af), (bc, bu, bf) = a, b
+    tree = domain_tree.tree(index)
+    keys = tree.carried[1:, rows]  # [layer - 1, row]: the domain holding each row there
+    same = (keys[:, :, None] == keys[:, None, :]).astype(np.int64)
+    joined = (same @ bc) @ ac  # per layer: pairs (a, b) whose rows share its domain
+    new = joined - np.concatenate([[int((ac * bc).sum())], joined[:-1]])
+    clique = same[domain_tree.CLIQUE_LAYER - 1]
+    total = int(af @ clique @ bc + ac @ clique @ bf) - int((af * bc + ac * bf).sum())
+    within_clique_up = int(au @ clique @ bc + ac @ clique @ bu)
+    tiers[TIER_NVLINK_DOMAIN] += new[0]
+    tiers[3 : 3 + len(new) - 1] += new[1:]  # layer 2 and up: tier layer + 1
+    total += int(network_h2(index) @ new[1:])
+    total += int(au.sum() * bc.sum() + ac.sum() * bu.sum()) - within_clique_up
+    return total
 
 
 class Summary:

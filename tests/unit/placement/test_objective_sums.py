@@ -206,3 +206,22 @@ def test_gpu_sums_from_the_mask_tables_equal_the_sums_gpu_by_gpu(case: tuple) ->
         expected_up = sum(int(terms.up[row, g]) for g in gpus)
         expected_fab = sum(int(terms.fab[row, g]) for g in gpus)
         assert terms.sums_of(row, mask) == plain.sums_of(row, mask) == (expected_up, expected_fab)
+
+
+@settings(max_examples=examples(150))
+@given(index_and_sets(), st.booleans())
+def test_pair_sums_count_every_pair_across_both_ways(case: tuple, small: bool) -> None:
+    # A few rows compare node pairs at once, more group the rows layer by layer: both exact.
+    index, s, t = case
+    expected = pair_sum(index, itertools.product(s, t))
+    tiers = Counter(
+        index.tier_index(ra, ga, rb, gb) for (ra, ga), (rb, gb) in itertools.product(s, t)
+    )
+    limit = pairsums.SMALL_ROWS if small else 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pairsums, "SMALL_ROWS", limit)
+        total, counts = pairsums.pair_sums(
+            index, pairsums.mass(index, as_masks(s)), pairsums.mass(index, as_masks(t))
+        )
+    assert total == expected
+    assert {tier: int(n) for tier, n in enumerate(counts.tolist()) if n} == dict(tiers)
