@@ -185,6 +185,7 @@ class State:
         self._stale: dict[int, set[int]] = {}  # per role: rows changed since its summary
         self._peer_summaries: dict[Key, pairsums.Summary] = {}
         self._total: tuple[int, float] | None = None  # total_cost until commit/lift/restore
+        self._intra: dict[tuple[tuple[int, int], ...], int] = {}  # replica_intra per GPU set
         self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
         for r in self.replicas.values():
             self.role_missing[r.role] += len(r.missing())
@@ -264,6 +265,19 @@ class State:
         r = self.replicas[key]
         return gpu_set_of([(row, mask) for _, row, mask in r.parts()])
 
+    def replica_intra(self, key: Key) -> int:
+        """``objective.intra_cost`` of the GPUs ``key`` holds now (remembered per GPU set: the
+        same replicas are costed again and again by the starts and moves of one run)."""
+        merged: dict[int, int] = {}
+        for _, row, mask in self.replicas[key].parts():
+            merged[row] = merged.get(row, 0) | mask
+        gpus = tuple(sorted(merged.items()))
+        found = self._intra.get(gpus)
+        if found is None:
+            found = objective.intra_cost(self.index, self.placed_set(key))
+            self._intra[gpus] = found
+        return found
+
     def role_summary(self, role: int) -> pairsums.Summary:
         """The GPUs placed so far for ``role``, summarised per domain (cached until it changes)."""
         found = self._summaries.get(role)
@@ -332,7 +346,7 @@ class State:
         """Intra cost of ``keys`` plus the traffic of every GPU pair touching them (peer pairs
         of ``paired`` edges, pairs with the other role of ``all-to-all`` edges)."""
         index = self.index
-        intra = sum(objective.intra_cost(index, self.placed_set(k)) for k in keys)
+        intra = sum(self.replica_intra(k) for k in keys)
         traffic = 0.0
         seen: set[tuple[Key, Key]] = set()
         for k in keys:
@@ -373,6 +387,12 @@ class State:
         rows = np.array(sorted(masks), dtype=np.intp)
         values = np.array([masks[r] for r in rows.tolist()], dtype=np.int64)
         return float(pairsums.costs_to(self.index, self.role_summary(role), rows, values).sum())
+
+    def total_intra(self) -> int:
+        """The intra part of :meth:`total_cost`, without its traffic."""
+        if self._total is not None:
+            return self._total[0]
+        return sum(self.replica_intra(k) for k in self.replicas)
 
     def total_cost(self) -> tuple[int, float]:
         if self._total is None:
