@@ -45,6 +45,12 @@ class BestSubsets:
         self.index = index
         self.pods, self.k, self.nvlink_only = shape[1], shape[1] * q, shape[2]
         self.rows = class_rows
+        # per class its subset table (looked up once: update runs for every row a commit touches)
+        self.tables = {
+            c: subsets.table(index.classes[c], self.nvlink_only)
+            for c, rows in enumerate(class_rows)
+            if rows.size
+        }
         self.position = np.full(len(index.names), -1, dtype=np.int64)
         self.masks: list[NDArray[np.int64]] = []
         self.intra: list[NDArray[np.int64]] = []
@@ -59,7 +65,7 @@ class BestSubsets:
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         if not rows.size:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        table = subsets.table(self.index.node_class(int(rows[0])), self.nvlink_only)
+        table = self.tables[int(self.index.class_of[int(rows[0])])]
         if table.exact:
             masks, intra = table.pick_many(free[rows].astype(np.int64), self.k)
         else:
@@ -78,7 +84,7 @@ class BestSubsets:
             if at < 0:
                 continue
             cls = int(self.index.class_of[row])
-            table = subsets.table(self.index.node_class(row), self.nvlink_only)
+            table = self.tables[cls]
             if not table.exact:
                 pick = table.pick(int(free[row]), self.k)
             elif self.k > table.gpus:
