@@ -85,6 +85,8 @@ def single_node(
     intra = np.concatenate([g[2] for g in groups])
     nearest = None  # read by the look-ahead only when peers are still to come
     if need[0]:
+        nearest = lookahead.nearest_free_any(state, cand, masks)
+    if need[0] and nearest is None:
         nearest = np.concatenate(
             [
                 lookahead.nearest_free(

@@ -147,6 +147,40 @@ def nearest_free(
     return out
 
 
+def nearest_free_any(
+    state: State, rows: NDArray[np.intp], masks: NDArray[np.int64]
+) -> NDArray[np.float64] | None:
+    """:func:`nearest_free` for single-node candidates of any classes at once, from the classes'
+    ``to_gpu`` tables stacked; None when some class has no exact table (then per class)."""
+    stacked = _stacked_to_gpu(state.index)
+    if stacked is None:
+        return None
+    free = state.free[rows].astype(np.int64) & ~masks
+    per_gpu = stacked[state.index.class_of[rows], masks]
+    bit = (free[:, None] >> np.arange(stacked.shape[2])[None, :]) & 1
+    best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
+    out: NDArray[np.float64] = np.where(np.isfinite(best), best, 0.0)
+    return out
+
+
+def _stacked_to_gpu(index: TopologyIndex) -> NDArray[np.float64] | None:
+    return index.derived(_stack_to_gpu)
+
+
+def _stack_to_gpu(index: TopologyIndex) -> NDArray[np.float64] | None:
+    """``[class, mask, GPU]``: every class's ``SubsetTable.to_gpu`` (the same for NVLink-only
+    tables), zero-padded to the widest class; None when some class has no exact table."""
+    tables = [subsets.table(cls) for cls in index.classes]
+    if not tables or not all(t.exact for t in tables):
+        return None
+    width = max(t.gpus for t in tables)
+    out = np.zeros((len(tables), 1 << width, width), dtype=np.float64)
+    for c, t in enumerate(tables):
+        out[c, : 1 << t.gpus, : t.gpus] = t.to_gpu
+    out.setflags(write=False)
+    return out
+
+
 NO_DOMAIN = np.int64(-(1 << 62))  # room left where a candidate has no domain at a layer
 
 
