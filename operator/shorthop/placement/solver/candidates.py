@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from shorthop.placement import pairsums, subsets
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import lookahead
-from shorthop.placement.solver.score import best_of, rank, score_many
+from shorthop.placement.solver.score import best_of, measures, rank, score_many
 from shorthop.placement.solver.state import Candidate, Key, Partners, State, Strategy
 
 TIE_LIMIT = 64  # single-node candidates scored for traffic/look-ahead after the intra cut
@@ -150,8 +150,12 @@ def _refine_subset(
     options = [m for m in _submasks(free, k) if int(table.cost[m]) == intra]
     if len(options) <= 1:
         return None
-    scored = score_many(state, key, [[(row, m)] for m in options], partners, [row] * len(options))
-    return min(scored, key=lambda c: (rank(state, c), c.rows))
+    # On one node, the subsets equally cheap inside also leave equally many GPUs free there and
+    # in its NVLink domain and weigh the same in preference: they rank by traffic, look-ahead,
+    # then mask. Only the winner is made a candidate.
+    traffic, ahead = measures(state, key, [[(row, m)] for m in options], partners)
+    best = min(range(len(options)), key=lambda i: (round(traffic[i], 6), ahead[i], options[i]))
+    return score_many(state, key, [[(row, options[best])]], partners, [row])[0]
 
 
 def _near_fixed(

@@ -58,6 +58,27 @@ def score_many(
     intra cost already. The look-ahead runs once for all of them."""
     r = state.replicas[key]
     kept = [(row, mask) for _, row, mask in r.fixed]
+    traffic, ahead = measures(state, key, options, partners)
+    out = []
+    known = list(intra) if intra is not None else [None] * len(options)
+    for parts, tie, estimate, cost, given in zip(options, ties, ahead, traffic, known, strict=True):
+        inner = (
+            given
+            if given is not None
+            else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
+        )
+        frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
+        frag += _domain_left(state, parts)
+        pref = state.preference_of(r.role, parts)
+        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
+    return out
+
+
+def measures(
+    state: State, key: Key, options: Sequence[Sequence[Part]], partners: Partners
+) -> tuple[list[float], list[float]]:
+    """Per option of :func:`score_many`: (its traffic to the placed partners, its look-ahead
+    rounded), as the candidates carry them; each option's values do not depend on the others."""
     need = state.unplaced_peer_gpus(key)
     ahead = np.zeros(len(options), dtype=np.float64)
     if need[0] and options:
@@ -80,21 +101,7 @@ def score_many(
         for p in partners:
             per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
         traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
-    out = []
-    known = list(intra) if intra is not None else [None] * len(options)
-    for parts, tie, estimate, cost, given in zip(
-        options, ties, ahead.tolist(), traffic.tolist(), known, strict=True
-    ):
-        inner = (
-            given
-            if given is not None
-            else objective.intra_cost(state.index, gpu_set_of([*kept, *parts]))
-        )
-        frag = float(sum((int(state.free[row]) & ~mask).bit_count() for row, mask in parts))
-        frag += _domain_left(state, parts)
-        pref = state.preference_of(r.role, parts)
-        out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
-    return out
+    return traffic.tolist(), ahead.tolist()
 
 
 def best_of(
