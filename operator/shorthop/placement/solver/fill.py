@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from shorthop.placement import objective, subsets
 from shorthop.placement import tree as domain_tree
-from shorthop.placement.solver.score import rank, score_many
+from shorthop.placement.solver.score import made, measures, rank, score_many
 from shorthop.placement.solver.state import (
     Candidate,
     Key,
@@ -145,7 +145,29 @@ def _best_scored(
     best: Candidate | None,
 ) -> Candidate | None:
     """``best`` or the best-ranked of ``options`` scored (the first of equals)."""
-    for cand in score_many(state, key, options, partners, ties, inner):
+    if state.strategy is Strategy.PACK:
+        for cand in score_many(state, key, options, partners, ties, inner):
+            if best is None or rank(state, cand) < rank(state, best):
+                best = cand
+        return best
+    if not options:
+        return best
+    # Ranked by cost, (intra, traffic, look-ahead) come first: only the options that tie on
+    # them with the least are made candidates to compare further (the first least one wins).
+    traffic, ahead = measures(state, key, options, partners)
+    heads = [(n, round(t, 6), a) for n, t, a in zip(inner, traffic, ahead, strict=True)]
+    least = min(heads) if best is None else min(*heads, best.key()[:3])
+    keep = [i for i, h in enumerate(heads) if h == least]
+    found = made(
+        state,
+        key,
+        [options[i] for i in keep],
+        [ties[i] for i in keep],
+        [inner[i] for i in keep],
+        [traffic[i] for i in keep],
+        [ahead[i] for i in keep],
+    )
+    for cand in found:
         if best is None or rank(state, cand) < rank(state, best):
             best = cand
     return best

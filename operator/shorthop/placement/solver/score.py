@@ -56,9 +56,22 @@ def score_many(
     """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
     costed exactly; ``ties[i]`` breaks ties last; ``intra`` when the callers know each option's
     intra cost already. The look-ahead runs once for all of them."""
+    traffic, ahead = measures(state, key, options, partners)
+    return made(state, key, options, ties, intra, traffic, ahead)
+
+
+def made(
+    state: State,
+    key: Key,
+    options: Sequence[Sequence[Part]],
+    ties: Sequence[int],
+    intra: Sequence[int] | None,
+    traffic: Sequence[float],
+    ahead: Sequence[float],
+) -> list[Candidate]:
+    """The candidates of :func:`score_many` from its :func:`measures` of the same options."""
     r = state.replicas[key]
     kept = [(row, mask) for _, row, mask in r.fixed]
-    traffic, ahead = measures(state, key, options, partners)
     out = []
     known = list(intra) if intra is not None else [None] * len(options)
     for parts, tie, estimate, cost, given in zip(options, ties, ahead, traffic, known, strict=True):
