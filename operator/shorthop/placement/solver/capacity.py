@@ -85,14 +85,16 @@ class BestSubsets:
                 continue
             cls = int(self.index.class_of[row])
             table = self.tables[cls]
-            if not table.exact:
+            pick: tuple[int, int] | None = None
+            if int(fit[row]) < self.pods:
+                pass  # no room for the replica's pods, whatever its GPUs
+            elif not table.exact:
                 pick = table.pick(int(free[row]), self.k)
-            elif self.k > table.gpus:
-                pick = None
-            else:
-                mask = int(table.best[self.k, int(free[row])])
-                pick = (mask, int(table.best_cost[self.k, int(free[row])])) if mask >= 0 else None
-            if pick is None or int(fit[row]) < self.pods:
+            elif self.k <= table.gpus:
+                at_free = int(free[row])
+                mask = int(table.best[self.k, at_free])
+                pick = (mask, int(table.best_cost[self.k, at_free])) if mask >= 0 else None
+            if pick is None:
                 pick = (-1, int(subsets.INF))
             self.masks[cls][at], self.intra[cls][at] = pick
 
@@ -177,7 +179,7 @@ class Capacity:
         if not self.usable[role_index][row]:
             return 0
         role = self.request.roles[role_index]
-        cpu, memory, pods = (int(v) for v in self.headroom[row].tolist())
+        cpu, memory, pods = self.headroom[row].tolist()
         fit: int = int(self.count[row]) // role.pod_gpus
         if role.cpu_millis > 0:
             fit = min(fit, cpu // role.cpu_millis)
