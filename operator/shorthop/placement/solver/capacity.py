@@ -155,9 +155,10 @@ class Capacity:
         self.pods_fit(role_index)
         return self._fit[role_index][1]
 
-    def best(self, shape: Shape) -> BestSubsets:
+    def best(self, shape: Shape, *, keep: bool = True) -> BestSubsets:
         """Every node's cheapest subset for a whole replica of ``shape`` (cached, kept current
-        by :meth:`touch`; callers must not modify it)."""
+        by :meth:`touch`; callers must not modify it). ``keep=False`` for a one-off read: a
+        subset not cached yet is not kept (nor updated by every later commit)."""
         found = self._best.get(shape)
         if found is None:
             role = self.request.roles[shape[0]]
@@ -165,7 +166,8 @@ class Capacity:
             found = BestSubsets(
                 self.tree.index, self.class_rows, self.free, fit, shape, role.pod_gpus
             )
-            self._best[shape] = found
+            if keep:
+                self._best[shape] = found
         return found
 
     def room(self, q: int) -> NDArray[np.int64]:
