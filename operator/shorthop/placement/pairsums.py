@@ -291,9 +291,9 @@ class Summary:
             anc = tree.ancestor_at[1:, m.rows]  # each row's ancestors, layer by layer
             inside = anc >= 0
             where = np.concatenate([m.rows, anc[inside]])
+            of_row = np.concatenate([np.arange(len(m.rows)), np.nonzero(inside)[1]])
             for total, values in ((self.count, m.count), (self.up, m.up), (self.fab, m.fab)):
-                spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
-                np.add.at(total, where, spread)
+                np.add.at(total, where, values[of_row])
 
     @property
     def mass(self) -> Mass:
