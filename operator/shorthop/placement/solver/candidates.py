@@ -52,15 +52,10 @@ def single_node(
     table_of = state.capacity.best((r.role, pods, nvlink_only))
     # Per node class: the nodes whose cheapest subset is as cheap inside as the class allows.
     groups: list[tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64], int]] = []
-    for cls_id, class_rows in enumerate(table_of.rows):
-        if class_rows.size == 0:
-            continue
-        all_intra = table_of.intra[cls_id]
-        low_intra = all_intra.min()
-        if low_intra >= subsets.INF:
-            continue
-        at = np.flatnonzero(all_intra == low_intra)
-        groups.append((class_rows[at], table_of.masks[cls_id][at], all_intra[at], cls_id))
+    for cls_id in range(len(table_of.rows)):
+        cheapest = table_of.cheapest(cls_id)  # kept from one replica to the next
+        if cheapest is not None:
+            groups.append((*cheapest, cls_id))
     if not groups:
         return None
     # Traffic only grows with the tier: among equally cheap nodes of a class, the farther ones

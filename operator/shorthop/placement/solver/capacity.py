@@ -25,6 +25,7 @@ from shorthop.placement.request import Request
 from shorthop.topology.index import TopologyIndex
 
 Shape = tuple[int, int, bool]  # (role index, pods, NVLink-only subsets)
+Cheapest = tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64]]  # rows, masks, intra
 
 
 class BestSubsets:
@@ -54,6 +55,9 @@ class BestSubsets:
         self.position = np.full(len(index.names), -1, dtype=np.int64)
         self.masks: list[NDArray[np.int64]] = []
         self.intra: list[NDArray[np.int64]] = []
+        # per class: (least intra cost, its nodes' rows, masks and costs), until a commit touches
+        # one of those nodes or brings another down to that cost (see :meth:`cheapest`)
+        self._cheapest: dict[int, tuple[int, Cheapest | None]] = {}
         for rows in class_rows:
             self.position[rows] = np.arange(len(rows))
             masks, intra = self._pick(rows, free, fit)
@@ -74,6 +78,22 @@ class BestSubsets:
             intra = np.array([p[1] if p else subsets.INF for p in picks], dtype=np.int64)
         ok = (fit[rows] >= self.pods) & (masks >= 0)
         return np.where(ok, masks, -1), np.where(ok, intra, subsets.INF)
+
+    def cheapest(self, cls: int) -> Cheapest | None:
+        """The nodes of class ``cls`` whose subset is as cheap inside as the class has (rows,
+        masks, intra costs), or None when no node of the class fits. Callers must not modify
+        the arrays."""
+        found = self._cheapest.get(cls)
+        if found is None:
+            intra = self.intra[cls]
+            low = int(intra.min()) if intra.size else int(subsets.INF)
+            group = None
+            if low < subsets.INF:
+                at = np.flatnonzero(intra == low)
+                group = (self.rows[cls][at], self.masks[cls][at], intra[at])
+            found = (low, group)
+            self._cheapest[cls] = found
+        return found[1]
 
     def update(
         self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
@@ -96,6 +116,9 @@ class BestSubsets:
                 pick = (mask, int(table.best_cost[self.k, at_free])) if mask >= 0 else None
             if pick is None:
                 pick = (-1, int(subsets.INF))
+            cached = self._cheapest.get(cls)
+            if cached is not None and min(int(self.intra[cls][at]), pick[1]) <= cached[0]:
+                del self._cheapest[cls]  # the row was, or now is, among the cheapest
             self.masks[cls][at], self.intra[cls][at] = pick
 
 
