@@ -138,8 +138,11 @@ def mass(index: TopologyIndex, masks_by_row: dict[int, int]) -> Mass:
     return Mass(rows, masks, count, up, fab)
 
 
-def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int]:
-    """(distance sum, NVLink pairs) over pairs of GPUs ``a`` x ``b`` (masks) on one node."""
+def _same_node(
+    index: TopologyIndex, row: int, a: int, b: int, *, nvlink: bool = True
+) -> tuple[int, int]:
+    """(distance sum, NVLink pairs) over pairs of GPUs ``a`` x ``b`` (masks) on one node; the
+    pairs are not counted (0) without ``nvlink``."""
     cls = index.node_class(row)
     ga = [g for g in range(cls.gpus) if a >> g & 1]
     gb = [g for g in range(cls.gpus) if b >> g & 1]
@@ -148,7 +151,7 @@ def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int
     table = subsets.table(cls)
     exact = table.exact
     dist = int(table.to_gpu[a][gb].sum()) if exact else int(cls.dist[np.ix_(ga, gb)].sum())
-    return dist, int(cls.nvlink[np.ix_(ga, gb)].sum())
+    return dist, int(cls.nvlink[np.ix_(ga, gb)].sum()) if nvlink else 0
 
 
 def network_h2(index: TopologyIndex) -> Ints:
@@ -371,7 +374,7 @@ def costs_to(
     shared = np.flatnonzero(summary.held[rows])
     for i in shared.tolist():
         row = int(rows[i])
-        out[i] += _same_node(index, row, int(masks[i]), summary.masks[row])[0]
+        out[i] += _same_node(index, row, int(masks[i]), summary.masks[row], nvlink=False)[0]
     return out
 
 

@@ -74,6 +74,8 @@ class Replica:
     placed: list[PodPart] = field(default_factory=list)  # placed by this run
 
     def missing(self) -> list[int]:
+        if not self.fixed and not self.placed:
+            return list(range(self.pods))
         have = {p for p, _, _ in self.fixed} | {p for p, _, _ in self.placed}
         return [p for p in range(self.pods) if p not in have]
 
