@@ -185,8 +185,8 @@ def _near_fixed(
 
 def _held(state: State, partners: Partners) -> NDArray[np.bool_]:
     """Per tree vertex: whether a placed partner GPU lies under it."""
-    held = np.zeros(state.tree.vertices, dtype=np.bool_)
-    for p in partners:
+    held: NDArray[np.bool_] = partners[0].summary.count > 0
+    for p in partners[1:]:
         held |= p.summary.count > 0
     return held
 

@@ -177,9 +177,12 @@ def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
     """Per tree vertex: how many of the replica's peers' GPUs (weighted) and its own surviving
     GPUs (:data:`FIXED_AFFINITY` each) lie under it."""
     tree = state.tree
-    out = np.zeros(tree.vertices, dtype=np.float64)
-    for p in partners:
-        out += p.weight * p.summary.count
+    if len(partners) == 1:  # the usual case: no sum to start from zero
+        out = np.multiply(partners[0].weight, partners[0].summary.count, dtype=np.float64)
+    else:
+        out = np.zeros(tree.vertices, dtype=np.float64)
+        for p in partners:
+            out += p.weight * p.summary.count
     fixed = state.replicas[key].fixed
     if fixed:
         leaf = np.zeros(len(state.index.names), dtype=np.int64)

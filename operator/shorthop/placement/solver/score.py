@@ -94,22 +94,20 @@ def measures(
     rounded), as the candidates carry them; each option's values do not depend on the others."""
     need = state.unplaced_peer_gpus(key)
     ahead = np.zeros(len(options), dtype=np.float64)
-    if need[0] and options:
-        flat = [part for parts in options for part in parts]
-        rows = np.array([row for row, _ in flat], dtype=np.intp)
-        masks = np.array([mask for _, mask in flat], dtype=np.int64)
-        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+    traffic = np.zeros(len(options), dtype=np.float64)
+    if not options or not (need[0] or partners):
+        return traffic.tolist(), ahead.tolist()
+    flat = [part for parts in options for part in parts]
+    rows = np.array([row for row, _ in flat], dtype=np.intp)
+    masks = np.array([mask for _, mask in flat], dtype=np.int64)
+    owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+    if need[0]:
         room = state.capacity.room(need[1])
         estimates = lookahead.estimate(
             state, rows, masks, need, room, owner=owner, candidates=len(options)
         )
         ahead = np.round(estimates, 6)
-    traffic = np.zeros(len(options), dtype=np.float64)
-    if partners and options:
-        flat = [part for parts in options for part in parts]
-        rows = np.array([row for row, _ in flat], dtype=np.intp)
-        masks = np.array([mask for _, mask in flat], dtype=np.int64)
-        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+    if partners:
         per_part = np.zeros(len(flat), dtype=np.float64)
         for p in partners:
             per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
