@@ -435,13 +435,14 @@ class State:
         r = self.replicas[key]
         role = self.request.roles[r.role]
         q = role.pod_gpus
-        missing_now = r.missing()
-        missing = iter(missing_now)
+        missing = iter(r.missing())
+        pods = 0
         for row, mask in cand.rows:
             gpus = bits(mask)
             for start in range(0, len(gpus), q):
                 pod_mask = sum(1 << g for g in gpus[start : start + q])
                 r.placed.append((next(missing), row, pod_mask))
+                pods += 1
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= len(gpus)
             self._add_role_gpus(r.role, row, mask)
@@ -456,7 +457,7 @@ class State:
         self._changed(r.role, [row for row, _ in cand.rows])
         self._peer_summaries.pop(key, None)
         self._total = None
-        self.role_missing[r.role] -= len(missing_now) - len(r.missing())
+        self.role_missing[r.role] -= pods  # each a distinct missing pod
         self.capacity.touch([row for row, _ in cand.rows])
 
     def _changed(self, role: int, rows: Sequence[int]) -> None:
