@@ -20,11 +20,14 @@ from shorthop.controller.live import LiveCluster
 from shorthop.errors import SpecError
 from shorthop.views import summary
 
+SIZES_KEPT = 100_000  # deployment generations whose pod sizes are remembered (then start over)
+
 
 class Gauges:
     def __init__(self, metrics: metrics_module.Metrics) -> None:
         self.metrics = metrics
         self._tier_pods: dict[str, Counter[str]] = {}
+        self._pod_sizes: dict[tuple[str, Any], tuple[int, ...]] = {}
         self._lock = threading.Lock()
 
     def count_tiers(self, key: str, status: Mapping[str, Any]) -> None:
@@ -49,14 +52,24 @@ class Gauges:
         for tier, n in total.items():
             self.metrics.pods_per_tier.labels(tier=tier).set(n)
 
+    def _smallest_pods(self, body: Mapping[str, Any]) -> tuple[int, ...]:
+        """GPUs per pod of each role of ``body``; parsed once per deployment generation (the
+        gauges are refreshed after every burst of pod events, over every deployment)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid")), meta.get("generation"))
+        found = self._pod_sizes.get(key)
+        if found is None:
+            found = tuple(r.gpus_per_pod or r.gpus_per_replica for r in _roles(body))
+            if len(self._pod_sizes) >= SIZES_KEPT:
+                self._pod_sizes.clear()
+            self._pod_sizes[key] = found
+        return found
+
     def publish_cluster(self, live: LiveCluster, bodies: Iterable[Mapping[str, Any]]) -> None:
         """Free and stranded GPUs per NVLink domain (``views.summary``; stranded for the
         smallest pod any deployment of ``bodies`` asks for), node label issues."""
         snap = live.snapshot()
-        smallest = min(
-            (r.gpus_per_pod or r.gpus_per_replica for body in bodies for r in _roles(body)),
-            default=1,
-        )
+        smallest = min((s for body in bodies for s in self._smallest_pods(body)), default=1)
         domains = summary.nvlink_capacity(snap, smallest)
         issues: Counter[tuple[str, str]] = Counter()
         for issue in live.issues():

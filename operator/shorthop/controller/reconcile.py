@@ -118,6 +118,7 @@ class Reconciler:
         self._services: set[tuple[str, str]] = set()
         self._warned: dict[str, tuple[str, Any]] = {}  # key -> (uid, generation) warned about
         self.gauges = gauges.Gauges(metrics)
+        self.evaluations = status.Evaluations()
         self.expectations = Expectations(on_expire=live.forget)
         self.scores = score.Scores()
         self.away: dict[str, str] = {}  # key -> status.placedAway of its last placement
@@ -291,6 +292,7 @@ class Reconciler:
             pending=pending,
             excluded=excluded,
             placed_away=self.away.pop(key, None),
+            evaluations=self.evaluations,
         )
         self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
         self._write_status(key, body, new_status)

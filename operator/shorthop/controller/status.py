@@ -19,6 +19,7 @@ by tier (GB/s, from TOPOLOGY.md): same-node-nvlink 900 (HGX H100/H200), nvlink-d
 from __future__ import annotations
 
 import datetime
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -94,6 +95,45 @@ def _edge_json(
     }
 
 
+Placement = tuple[tuple[str, int, tuple[tuple[int, tuple[int, ...]], ...]], ...]
+
+
+class Evaluations:
+    """The objective's evaluation of a deployment's bound replicas, remembered for the current
+    topology index: the status is computed on every visit (each pod event wakes one) while the
+    placement it evaluates changes only when pods are bound or go. Entries of an older index
+    are dropped with it (a new index may have other distances); the memo is bounded."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._index: TopologyIndex | None = None
+        self._memo: dict[tuple[Request, Placement], objective.Evaluation] = {}
+        self._lock = threading.Lock()
+
+    def evaluate(
+        self, index: TopologyIndex, request: Request, placed: Placement
+    ) -> objective.Evaluation:
+        key = (request, placed)
+        with self._lock:
+            if index is not self._index:
+                self._index, self._memo = index, {}
+            found = self._memo.get(key)
+        if found is None:
+            found = _evaluate(index, request, placed)
+            with self._lock:
+                if index is self._index:
+                    if len(self._memo) >= self.LIMIT:
+                        self._memo.clear()
+                    self._memo[key] = found
+        return found
+
+
+def _evaluate(index: TopologyIndex, request: Request, placed: Placement) -> objective.Evaluation:
+    sets = {(role, rid): objective.gpu_set(members) for role, rid, members in placed}
+    return objective.evaluate_sets(index, request, sets)
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -128,11 +168,13 @@ def compute(
     pending: str = "",
     excluded: Sequence[Exclusion] = (),
     placed_away: str | None = None,
+    evaluations: Evaluations | None = None,
 ) -> dict[str, Any]:
     """The status for the current state; ``reasons`` non-empty means the last plan failed;
     ``excluded``: the nodes left out per role after kubelet rejections (kept as they are);
     ``placed_away``: why the last new replicas are outside the deployment's domain ("": they
-    are not; None: no new placement, the old value stays)."""
+    are not; None: no new placement, the old value stays); ``evaluations``: the memo of the
+    objective's evaluations to use (none: evaluate afresh)."""
     spec = infd.spec
     # Counted, not enumerated: up to 1024 x 4096 pods per role pass the schema.
     total = sum(r.replicas * r.pods_per_replica for r in request.roles)
@@ -150,13 +192,18 @@ def compute(
     per_replica: dict[tuple[str, int], list[PodState]] = defaultdict(list)
     for p in bound:
         per_replica[(str(p.role), int(p.replica))].append(p)  # type: ignore[arg-type]
-    sets = {
-        key: objective.gpu_set((index.row_of[str(p.node)], p.exact or ()) for p in members)
-        for key, members in per_replica.items()
-    }
+    placed: Placement = tuple(
+        (
+            role,
+            rid,
+            tuple(sorted((index.row_of[str(p.node)], tuple(p.exact or ())) for p in members)),
+        )
+        for (role, rid), members in sorted(per_replica.items())
+    )
+    ev = (evaluations or Evaluations()).evaluate(index, request, placed)
     replicas_json = []
     for (role, rid), members in sorted(per_replica.items()):
-        tier = index.tiers[objective.widest_tier(index, sets[(role, rid)])]
+        tier = ev.replica_tiers[(role, rid)]
         replicas_json.append(
             {
                 "role": role,
@@ -182,8 +229,7 @@ def compute(
                 {**entry, "pods": [{**p, "ready": False} for p in entry.get("pods") or []]}
             )
     replicas_json.sort(key=lambda r: (str(r.get("role")), str(r.get("replica", 0)).zfill(6)))
-    ev = objective.evaluate_sets(index, request, sets)
-    widest = max((objective.widest_tier(index, s) for s in sets.values()), default=None)
+    widest = max((index.tiers.index(t) for t in ev.replica_tiers.values()), default=None)
     transfers, traffic_json = [], []
     for edge in ev.edges:
         used = [index.tiers.index(t) for t in edge.gpu_pairs]

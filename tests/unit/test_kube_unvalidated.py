@@ -1,0 +1,93 @@
+"""The operator's per-pod API calls skip the client's pydantic argument validation
+(``kube.unvalidated``) and still send exactly the request the validated method sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from shorthop.controller import kube
+
+
+class _Sent:
+    """Stands in for the server: records each request the client would send."""
+
+    status = 201
+    data = b"{}"
+    reason = "Created"
+
+    @property
+    def response(self) -> _Sent:  # the raw response a ``_preload_content=False`` call returns
+        return self
+
+    def getheaders(self) -> dict[str, str]:
+        return {}
+
+
+def _recording_api() -> tuple[client.ApiClient, list[tuple[Any, ...]]]:
+    api = client.ApiClient(client.Configuration(host="https://127.0.0.1:1"))
+    sent: list[tuple[Any, ...]] = []
+
+    def call_api(
+        method: str, url: str, headers: Any = None, body: Any = None, *_: Any, **__: Any
+    ) -> _Sent:
+        sent.append((method, url, dict(headers or {}), body))
+        return _Sent()
+
+    api.call_api = call_api  # type: ignore[method-assign]
+    return api, sent
+
+
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "p-0", "namespace": "ns", "labels": {"shorthop.io/role": "decode"}},
+    "spec": {
+        "schedulerName": "shorthop",
+        "containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.11.0"}],
+    },
+}
+
+
+def test_unvalidated_create_sends_what_the_validated_method_sends() -> None:
+    api, sent = _recording_api()
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod("ns", POD, field_manager="shorthop", _preload_content=False)
+    raw = kube.unvalidated(core, "create_namespaced_pod")
+    raw("ns", POD, field_manager="shorthop", _preload_content=False)
+    assert len(sent) == 2
+    assert sent[0] == sent[1]
+    method, url, _, body = sent[1]
+    assert method == "POST"
+    assert url.endswith("/api/v1/namespaces/ns/pods?fieldManager=shorthop")
+    assert body == POD
+
+
+def test_the_binding_body_is_the_one_the_typed_model_gives() -> None:
+    api, sent = _recording_api()
+    kube.Kube(api).bind("ns", "p-0", "node-a", uid="u-1")
+    typed = client.V1Binding(
+        metadata=client.V1ObjectMeta(name="p-0", uid="u-1"),
+        target=client.V1ObjectReference(api_version="v1", kind="Node", name="node-a"),
+    )
+    method, url, _, body = sent[0]
+    assert (method, url.split("?")[0]) == (
+        "POST",
+        "https://127.0.0.1:1/api/v1/namespaces/ns/pods/p-0/binding",
+    )
+    assert body == {"apiVersion": "v1", "kind": "Binding", **api.sanitize_for_serialization(typed)}
+
+
+def test_without_validation_in_the_client_the_method_itself_is_used() -> None:
+    class Plain:
+        def call(self, x: int) -> int:
+            return x + 1
+
+    plain = Plain()
+    assert kube.unvalidated(plain, "call")(1) == 2
+    # The generated methods carry pydantic's wrapper: the raw function is what is called.
+    wrapped = client.CoreV1Api.create_namespaced_pod
+    assert getattr(wrapped, "raw_function", None) is not None
+    assert kube.unvalidated(client.CoreV1Api(), "create_namespaced_pod").func is (  # type: ignore[attr-defined]
+        wrapped.raw_function  # type: ignore[attr-defined]
+    )
