@@ -309,14 +309,19 @@ class Summary:
         """A new summary of the same set after the GPUs on ``rows`` became ``now[row]`` (a mask;
         absent: none): the per-vertex sums change only along those rows' ancestors, in exact
         integers, so the result equals a summary built afresh. This one is left unchanged."""
-        index = self.index
-        terms = gpu_terms(index)
-        tree = domain_tree.tree(index)
         out = Summary.__new__(Summary)
-        out.index, out.layers = index, self.layers
+        out.index, out.layers = self.index, self.layers
         out.masks = dict(self.masks)
         out.count, out.up, out.fab = self.count.copy(), self.up.copy(), self.fab.copy()
         out.held = self.held.copy()
+        out.total = self.total
+        out.refresh(rows, now)
+        return out
+
+    def refresh(self, rows: Iterable[int], now: Mapping[int, int]) -> None:
+        """:meth:`refreshed` in place, for a summary nothing else holds."""
+        terms = gpu_terms(self.index)
+        tree = domain_tree.tree(self.index)
         total_count, total_up = self.total
         for row in rows:
             old, new = self.masks.get(row, 0), now.get(row, 0)
@@ -329,17 +334,16 @@ class Summary:
             total_count, total_up = total_count + d_count, total_up + d_up
             for v in [row, *tree.ancestor_at[1:, row].tolist()]:
                 if v >= 0:
-                    out.count[v] += d_count
-                    out.up[v] += d_up
-                    out.fab[v] += d_fab
-            out.held[row] = new != 0
+                    self.count[v] += d_count
+                    self.up[v] += d_up
+                    self.fab[v] += d_fab
+            self.held[row] = new != 0
             if new:
-                out.masks[row] = new
+                self.masks[row] = new
             else:
-                out.masks.pop(row, None)
-        out._mass = None
-        out.total = (total_count, total_up)
-        return out
+                self.masks.pop(row, None)
+        self._mass = None
+        self.total = (total_count, total_up)
 
 
 def costs_to(

@@ -185,6 +185,8 @@ class State:
                 self._add_role_gpus(r.role, row, mask)
         self._summaries: dict[int, pairsums.Summary] = {}
         self._stale: dict[int, set[int]] = {}  # per role: rows changed since its summary
+        # roles whose summary caches() handed out: it must not change in place
+        self._pinned: set[int] = set()
         self._peer_summaries: dict[Key, pairsums.Summary] = {}
         self._total: tuple[int, float] | None = None  # total_cost until commit/lift/restore
         self._intra: dict[tuple[tuple[int, int], ...], int] = {}  # replica_intra per GPU set
@@ -287,9 +289,12 @@ class State:
         if found is None:
             found = pairsums.Summary(self.index, pairsums.mass(self.index, self.role_masks[role]))
             self._summaries[role] = found
-        elif stale:
+        elif stale and role in self._pinned:  # held by caches(): refreshed as a new summary
             found = found.refreshed(stale, self.role_masks[role])
             self._summaries[role] = found
+            self._pinned.discard(role)
+        elif stale:
+            found.refresh(stale, self.role_masks[role])
         return found
 
     def partners(self, key: Key) -> Partners:
@@ -468,17 +473,20 @@ class State:
     def caches(self) -> Caches:
         """The cached summaries and total cost as they are now, for :meth:`reuse`."""
         stale = {role: set(rows) for role, rows in self._stale.items()}
+        self._pinned = set(self._summaries)
         return dict(self._summaries), stale, dict(self._peer_summaries), self._total
 
     def reuse(self, caches: Caches) -> None:
         """Take back :meth:`caches` taken before lifts that were all restored since (the GPUs
-        are where they were then, so are the summaries; they are never changed in place)."""
+        are where they were then, so are the summaries; those caches handed out are never
+        changed in place, see ``_pinned``)."""
         self._summaries, self._peer_summaries, self._total = (
             dict(caches[0]),
             dict(caches[2]),
             caches[3],
         )
         self._stale = {role: set(rows) for role, rows in caches[1].items()}
+        self._pinned = set(self._summaries)
 
     def lift(self, key: Key) -> list[PodPart]:
         """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""
