@@ -91,3 +91,35 @@ def test_without_validation_in_the_client_the_method_itself_is_used() -> None:
     assert kube.unvalidated(client.CoreV1Api(), "create_namespaced_pod").func is (  # type: ignore[attr-defined]
         wrapped.raw_function  # type: ignore[attr-defined]
     )
+
+
+def test_the_claim_calls_send_what_the_validated_methods_send() -> None:
+    api, sent = _recording_api()
+    resource = client.ResourceV1Api(api)
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "p-0-gpus", "namespace": "ns", "resourceVersion": "7"},
+        "spec": {
+            "devices": {
+                "requests": [
+                    {"name": "gpus", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": 4}}
+                ]
+            }
+        },
+    }
+    resource.create_namespaced_resource_claim("ns", claim, _preload_content=False)
+    resource.replace_namespaced_resource_claim_status(
+        "p-0-gpus", "ns", claim, _preload_content=False
+    )
+    resource.read_namespaced_resource_claim("p-0-gpus", "ns", _preload_content=False)
+    ops = kube.Kube(api)
+    ops.create_claim("ns", claim)
+    ops.update_claim_status("ns", claim)
+    ops.get_claim("ns", "p-0-gpus")
+    assert sent[3:] == sent[:3]
+    assert [(m, u.split("?")[0].rsplit("/", 2)[-2:]) for m, u, _, _ in sent[:3]] == [
+        ("POST", ["ns", "resourceclaims"]),
+        ("PUT", ["p-0-gpus", "status"]),
+        ("GET", ["resourceclaims", "p-0-gpus"]),
+    ]

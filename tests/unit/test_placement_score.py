@@ -1,5 +1,5 @@
 """The placement score (controller/score.py): a fresh plan with the deployment's own GPUs
-released, rate-limited to when free GPUs changed and the interval passed."""
+released, rate-limited to when free GPUs changed and the interval passed, within a CPU budget."""
 
 from __future__ import annotations
 
@@ -114,3 +114,27 @@ def test_the_planned_score_is_of_the_placement_it_was_taken_for() -> None:
     assert not scores.due("ns/x", snap, "gen 1: pods on a")
     # ... until it is scaled or repaired.
     assert scores.due("ns/x", snap, "gen 2: pods on a and b")
+
+
+def test_recomputes_the_interval_asks_for_share_a_cpu_budget() -> None:
+    clock = [0.0]
+    cpu = iter([0.0, 1.5, 1.5, 3.0])  # thread CPU read around each solve: 1.5 s each
+    scores = score.Scores(
+        interval_s=60.0, clock=lambda: clock[0], share=0.02, burst_s=0.5, cpu=lambda: next(cpu)
+    )
+    snap = _cluster()
+    own = {"p0": ("a", (0, 1), "prefill"), "d0": ("b", (0, 1), "decode")}
+    for key in ("ns/x", "ns/y"):
+        assert scores.due(key, snap)  # never scored: due whatever the budget
+        assert scores.compute(key, snap, "", REQUEST, own) is not None
+    # 3 s spent; 2% of 61 s plus 0.5 s is 1.72 s: the interval passed and the free GPUs
+    # changed, but there is no budget left.
+    clock[0] = 61.0
+    busier = _cluster([builders.gpu_pod("other", "b", [5])])
+    assert not scores.within_budget()
+    assert not scores.due("ns/x", busier)
+    # A deployment that changed is due at once all the same.
+    assert scores.due("ns/x", busier, "gen 2")
+    clock[0] = 126.0  # 2% of 126 s plus 0.5 s is 3.02 s: room for one more
+    assert scores.within_budget()
+    assert scores.due("ns/x", busier)

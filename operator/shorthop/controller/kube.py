@@ -154,10 +154,13 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
         self.resource = client.ResourceV1Api(api)
-        # The calls made per pod or per status write (see :func:`unvalidated`).
+        # The calls made per pod, per claim or per status write (see :func:`unvalidated`).
         self._create_pod = unvalidated(self.core, "create_namespaced_pod")
         self._bind = unvalidated(self.core, "create_namespaced_pod_binding")
         self._patch_status = unvalidated(self.custom, "patch_namespaced_custom_object_status")
+        self._read_claim = unvalidated(self.resource, "read_namespaced_resource_claim")
+        self._create_claim = unvalidated(self.resource, "create_namespaced_resource_claim")
+        self._claim_status = unvalidated(self.resource, "replace_namespaced_resource_claim_status")
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -244,9 +247,7 @@ class Kube:
     def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ResourceClaim as stored now, or None when there is none."""
         try:
-            response = self.resource.read_namespaced_resource_claim(
-                name, namespace, _preload_content=False
-            )
+            response = self._read_claim(name, namespace, _preload_content=False)
             found: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
             error = api_error(f"get resourceclaim {namespace}/{name}", exc)
@@ -258,9 +259,7 @@ class Kube:
     def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
         try:
-            response = self.resource.create_namespaced_resource_claim(
-                namespace, body, _preload_content=False
-            )
+            response = self._create_claim(namespace, body, _preload_content=False)
             created: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
             raise api_error(f"create resourceclaim {namespace}/{name}", exc) from None
@@ -271,9 +270,7 @@ class Kube:
         kube-scheduler's update is): a :class:`~shorthop.errors.Conflict` when it changed."""
         name = body["metadata"]["name"]
         try:
-            response = self.resource.replace_namespaced_resource_claim_status(
-                name, namespace, body, _preload_content=False
-            )
+            response = self._claim_status(name, namespace, body, _preload_content=False)
             updated: dict[str, Any] = json.loads(_body(response))
         except ApiException as exc:
             raise api_error(f"update status of resourceclaim {namespace}/{name}", exc) from None

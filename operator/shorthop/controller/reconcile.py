@@ -322,8 +322,7 @@ class Reconciler:
                 if old.get("placementScore"):
                     new["placementScore"] = old["placementScore"]
                 return
-            fresh = score.achievable(snap, req, own)
-            self.scores.record(key, snap, placement)
+            fresh = self.scores.compute(key, snap, placement, req, own)
         if fresh is None:
             return
         result = score.Score(current, fresh, score.now())

@@ -12,6 +12,13 @@ moment: :meth:`Scores.planned` keeps its cost as the achievable one and starts t
 a newly placed deployment costs one solve, not two. The first visit after the deployment itself
 changed (its spec's generation or where its pods run: a scale or a repair) recomputes it too,
 whatever the interval, so ``current`` is never the cost of a placement that is gone.
+
+The interval alone would let the recomputes grow with the number of deployments: every resync
+visits them all, and on a busy cluster the free GPUs always changed, so N deployments would cost
+N full solves a minute. The recomputes the clock asks for therefore share a CPU budget
+(:data:`BUDGET_SHARE` of one core since the start, plus :data:`BUDGET_BURST_S`) with every
+score solve (:meth:`Scores.compute` charges each); a deployment refused keeps its last score
+and is asked again at its next visit. Those a change asks for are never refused.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from shorthop.placement.snapshot import ClusterSnapshot, mask_of
 from shorthop.placement.triage import PodState
 
 INTERVAL_S = 60.0
+BUDGET_SHARE = 0.05  # of one core, for the recomputes the interval asks for
+BUDGET_BURST_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +71,46 @@ class Scores:
     """When each deployment's score was last computed, and on which free GPUs."""
 
     def __init__(
-        self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic
+        self,
+        interval_s: float = INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        share: float = BUDGET_SHARE,
+        burst_s: float = BUDGET_BURST_S,
+        cpu: Callable[[], float] = time.thread_time,
     ) -> None:
         self.interval_s = interval_s
         self._clock = clock
+        self._cpu = cpu
         self._last: dict[str, tuple[float, str, str]] = {}  # time, free GPUs, placement
         self._planned: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._share, self._burst_s = share, burst_s
+        self._started = clock()
+        self._spent_s = 0.0  # CPU seconds of every score solve so far
+
+    def within_budget(self) -> bool:
+        """Whether a recompute the interval asks for may run now (see the module docstring)."""
+        with self._lock:
+            allowed = self._share * (self._clock() - self._started) + self._burst_s
+            return self._spent_s < allowed
+
+    def compute(
+        self,
+        key: str,
+        snap: ClusterSnapshot,
+        placement: str,
+        request: Request,
+        own: Mapping[str, tuple[str, tuple[int, ...], str]],
+    ) -> float | None:
+        """:func:`achievable` for deployment ``key``, recorded and charged to the budget."""
+        started = self._cpu()
+        fresh = achievable(snap, request, own)
+        spent = self._cpu() - started
+        self.record(key, snap, placement)
+        with self._lock:
+            self._spent_s += max(0.0, spent)
+        return fresh
 
     def due(self, key: str, snap: ClusterSnapshot, placement: str = "") -> bool:
         """``placement``: what the deployment is and where it runs (any change is due now)."""
@@ -79,7 +121,11 @@ class Scores:
         at, seen, placed = last
         if placed != placement:
             return True
-        return self._clock() - at >= self.interval_s and fingerprint(snap) != seen
+        return (
+            self._clock() - at >= self.interval_s
+            and self.within_budget()
+            and fingerprint(snap) != seen
+        )
 
     def record(self, key: str, snap: ClusterSnapshot, placement: str = "") -> None:
         with self._lock:
