@@ -35,22 +35,44 @@ from shorthop.topology.index import TIER_NVLINK_DOMAIN, TopologyIndex
 Ints = NDArray[np.int64]
 
 
+MASK_TABLE_CELLS = 1 << 22  # the most entries of GpuTerms' per-mask sum tables (else bit by bit)
+
+
 @dataclass(frozen=True, eq=False)
 class GpuTerms:
     """Per row and GPU index: ``up'`` (to the network, possibly through the NVLink fabric) and
-    ``fab`` (to the NVLink fabric; 0 outside cliques). Static per index (kept with it)."""
+    ``fab`` (to the NVLink fabric; 0 outside cliques). Static per index (kept with it).
+
+    Rows with the same terms share a *profile*; when the tables stay small, the sums over every
+    GPU mask are kept per profile, so a set's sums are two lookups instead of a pass per GPU."""
 
     up: Ints  # [rows, width]
     fab: Ints  # [rows, width]
     width: int  # the most GPUs on any node
+    # (per row its profile, per profile and GPU mask the sums of up' and of fab), or None
+    tables: tuple[Ints, Ints, Ints] | None = None
 
     def sums(self, rows: NDArray[np.intp], masks: NDArray[np.int64]) -> tuple[Ints, Ints, Ints]:
         """(GPU count, ``up'`` sum, ``fab`` sum) of GPUs ``masks[i]`` on ``rows[i]``."""
+        if self.tables is not None:
+            profile, up_by_mask, fab_by_mask = self.tables
+            at = profile[rows]
+            count: Ints = np.bitwise_count(masks).astype(np.int64)
+            return count, up_by_mask[at, masks], fab_by_mask[at, masks]
         bitmat = (masks[:, None] >> np.arange(self.width)[None, :]) & 1
-        count: Ints = bitmat.sum(axis=1)
+        count = bitmat.sum(axis=1)
         up: Ints = (bitmat * self.up[rows]).sum(axis=1)
         fab: Ints = (bitmat * self.fab[rows]).sum(axis=1)
         return count, up, fab
+
+    def sums_of(self, row: int, mask: int) -> tuple[int, int]:
+        """(``up'`` sum, ``fab`` sum) of the GPUs ``mask`` on one row."""
+        if self.tables is not None:
+            profile, up_by_mask, fab_by_mask = self.tables
+            at = int(profile[row])
+            return int(up_by_mask[at, mask]), int(fab_by_mask[at, mask])
+        gpus = [g for g in range(self.width) if mask >> g & 1]
+        return int(self.up[row, gpus].sum()), int(self.fab[row, gpus].sum())
 
 
 def gpu_terms(index: TopologyIndex) -> GpuTerms:
@@ -78,7 +100,17 @@ def _build_terms(index: TopologyIndex) -> GpuTerms:
             fab[members[inside], :g] = cls.fab[None, :]
     for array in (up, fab):
         array.setflags(write=False)
-    return GpuTerms(up, fab, width)
+    profiles, profile = np.unique(np.concatenate([up, fab], axis=1), axis=0, return_inverse=True)
+    if len(profiles) << width > MASK_TABLE_CELLS:
+        return GpuTerms(up, fab, width)
+    masks = np.arange(1 << width, dtype=np.int64)
+    bitmat = (masks[:, None] >> np.arange(width)[None, :]) & 1  # [masks, width]
+    up_by_mask = (profiles[:, :width] @ bitmat.T).astype(np.int64)
+    fab_by_mask = (profiles[:, width:] @ bitmat.T).astype(np.int64)
+    of_row = profile.reshape(-1).astype(np.int64)
+    for table in (of_row, up_by_mask, fab_by_mask):
+        table.setflags(write=False)
+    return GpuTerms(up, fab, width, (of_row, up_by_mask, fab_by_mask))
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,8 +138,11 @@ def mass(index: TopologyIndex, masks_by_row: dict[int, int]) -> Mass:
     return Mass(rows, masks, count, up, fab)
 
 
-def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int]:
-    """(distance sum, NVLink pairs) over pairs of GPUs ``a`` x ``b`` (masks) on one node."""
+def _same_node(
+    index: TopologyIndex, row: int, a: int, b: int, *, nvlink: bool = True
+) -> tuple[int, int]:
+    """(distance sum, NVLink pairs) over pairs of GPUs ``a`` x ``b`` (masks) on one node; the
+    pairs are not counted (0) without ``nvlink``."""
     cls = index.node_class(row)
     ga = [g for g in range(cls.gpus) if a >> g & 1]
     gb = [g for g in range(cls.gpus) if b >> g & 1]
@@ -116,7 +151,20 @@ def _same_node(index: TopologyIndex, row: int, a: int, b: int) -> tuple[int, int
     table = subsets.table(cls)
     exact = table.exact
     dist = int(table.to_gpu[a][gb].sum()) if exact else int(cls.dist[np.ix_(ga, gb)].sum())
-    return dist, int(cls.nvlink[np.ix_(ga, gb)].sum())
+    return dist, int(cls.nvlink[np.ix_(ga, gb)].sum()) if nvlink else 0
+
+
+def network_h2(index: TopologyIndex) -> Ints:
+    """``2 H`` of the network vertices at tree layers 2, 3, ... (the root last), kept with the
+    index."""
+    return index.derived(_build_network_h2)
+
+
+def _build_network_h2(index: TopologyIndex) -> Ints:
+    layers = domain_tree.tree(index).ancestor_at.shape[0]
+    out = np.array([2 * _h_of_layer(index, layer) for layer in range(2, layers)], dtype=np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def _h_of_layer(index: TopologyIndex, layer: int) -> int:
@@ -164,6 +212,9 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
             tiers[0] += nvlink
             tiers[1] += int(ma[row]).bit_count() * int(mb[row]).bit_count() - nvlink
     tree = domain_tree.tree(index)
+    if n <= SMALL_ROWS:
+        total += _across_nodes_small(index, rows, (ac, au, af), (bc, bu, bf), tiers)
+        return total, tiers
     key = rows.astype(np.int64)
     before = int((ac * bc).sum())
     within_clique_up = 0
@@ -191,6 +242,35 @@ def pair_sums(index: TopologyIndex, a: Mass, b: Mass) -> tuple[int, Ints]:
     return total, tiers
 
 
+SMALL_ROWS = 32  # rows of two masses up to which pair_sums compares every node pair at once
+
+
+def _across_nodes_small(
+    index: TopologyIndex,
+    rows: NDArray[np.intp],
+    a: tuple[Ints, Ints, Ints],
+    b: tuple[Ints, Ints, Ints],
+    tiers: Ints,
+) -> int:
+    """:func:`pair_sums` over pairs on different nodes for a few rows: which node pairs share a
+    domain at each layer, as ``[layer, row, row]`` matrices (the same integers as grouping the
+    rows layer by layer). Adds the pairs per tier to ``tiers``; returns the distance sum."""
+    (ac, au, af), (bc, bu, bf) = a, b
+    tree = domain_tree.tree(index)
+    keys = tree.carried[1:, rows]  # [layer - 1, row]: the domain holding each row there
+    same = (keys[:, :, None] == keys[:, None, :]).astype(np.int64)
+    joined = (same @ bc) @ ac  # per layer: pairs (a, b) whose rows share its domain
+    new = joined - np.concatenate([[int((ac * bc).sum())], joined[:-1]])
+    clique = same[domain_tree.CLIQUE_LAYER - 1]
+    total = int(af @ clique @ bc + ac @ clique @ bf) - int((af * bc + ac * bf).sum())
+    within_clique_up = int(au @ clique @ bc + ac @ clique @ bu)
+    tiers[TIER_NVLINK_DOMAIN] += new[0]
+    tiers[3 : 3 + len(new) - 1] += new[1:]  # layer 2 and up: tier layer + 1
+    total += int(network_h2(index) @ new[1:])
+    total += int(au.sum() * bc.sum() + ac.sum() * bu.sum()) - within_clique_up
+    return total
+
+
 class Summary:
     """One :class:`Mass` summarised per vertex of the domain tree: under every vertex, how many
     of its GPUs and the sums of their ``up'`` and ``fab`` (dense arrays over the tree's vertices,
@@ -214,9 +294,9 @@ class Summary:
             anc = tree.ancestor_at[1:, m.rows]  # each row's ancestors, layer by layer
             inside = anc >= 0
             where = np.concatenate([m.rows, anc[inside]])
+            of_row = np.concatenate([np.arange(len(m.rows)), np.nonzero(inside)[1]])
             for total, values in ((self.count, m.count), (self.up, m.up), (self.fab, m.fab)):
-                spread = np.concatenate([values, np.broadcast_to(values, anc.shape)[inside]])
-                np.add.at(total, where, spread)
+                np.add.at(total, where, values[of_row])
 
     @property
     def mass(self) -> Mass:
@@ -229,42 +309,41 @@ class Summary:
         """A new summary of the same set after the GPUs on ``rows`` became ``now[row]`` (a mask;
         absent: none): the per-vertex sums change only along those rows' ancestors, in exact
         integers, so the result equals a summary built afresh. This one is left unchanged."""
-        index = self.index
-        terms = gpu_terms(index)
-        tree = domain_tree.tree(index)
         out = Summary.__new__(Summary)
-        out.index, out.layers = index, self.layers
+        out.index, out.layers = self.index, self.layers
         out.masks = dict(self.masks)
         out.count, out.up, out.fab = self.count.copy(), self.up.copy(), self.fab.copy()
         out.held = self.held.copy()
+        out.total = self.total
+        out.refresh(rows, now)
+        return out
+
+    def refresh(self, rows: Iterable[int], now: Mapping[int, int]) -> None:
+        """:meth:`refreshed` in place, for a summary nothing else holds."""
+        terms = gpu_terms(self.index)
+        tree = domain_tree.tree(self.index)
         total_count, total_up = self.total
         for row in rows:
             old, new = self.masks.get(row, 0), now.get(row, 0)
             if old == new:
                 continue
-            up, fab = terms.up[row].tolist(), terms.fab[row].tolist()
-            gone, came = old & ~new, new & ~old
-            d_up = sum(up[g] for g in range(terms.width) if came >> g & 1) - sum(
-                up[g] for g in range(terms.width) if gone >> g & 1
-            )
-            d_fab = sum(fab[g] for g in range(terms.width) if came >> g & 1) - sum(
-                fab[g] for g in range(terms.width) if gone >> g & 1
-            )
+            up_came, fab_came = terms.sums_of(row, new & ~old)
+            up_gone, fab_gone = terms.sums_of(row, old & ~new)
+            d_up, d_fab = up_came - up_gone, fab_came - fab_gone
             d_count = new.bit_count() - old.bit_count()
             total_count, total_up = total_count + d_count, total_up + d_up
             for v in [row, *tree.ancestor_at[1:, row].tolist()]:
                 if v >= 0:
-                    out.count[v] += d_count
-                    out.up[v] += d_up
-                    out.fab[v] += d_fab
-            out.held[row] = new != 0
+                    self.count[v] += d_count
+                    self.up[v] += d_up
+                    self.fab[v] += d_fab
+            self.held[row] = new != 0
             if new:
-                out.masks[row] = new
+                self.masks[row] = new
             else:
-                out.masks.pop(row, None)
-        out._mass = None
-        out.total = (total_count, total_up)
-        return out
+                self.masks.pop(row, None)
+        self._mass = None
+        self.total = (total_count, total_up)
 
 
 def costs_to(
@@ -282,29 +361,24 @@ def costs_to(
         return out
     k, up, fab = gpu_terms(index).sums(rows, masks)
     tree = domain_tree.tree(index)
-    key = rows.astype(np.int64)
-    # Only the counts are needed per layer; up and fab sums only at the node and clique layers.
-    c_prev, f_prev = summary.count[key], summary.fab[key]
-    cost = np.zeros(len(rows), dtype=np.int64)
-    c_clique, u_clique = c_prev, np.zeros(len(rows), dtype=np.int64)
-    for layer in range(1, summary.layers):
-        anc = tree.ancestor_at[layer][rows]
-        key = np.where(anc >= 0, anc, key)
-        c = summary.count[key]
-        new = c - c_prev
-        if layer == domain_tree.CLIQUE_LAYER:
-            cost += fab * new + k * (summary.fab[key] - f_prev)
-            c_clique, u_clique = c, summary.up[key]
-        else:
-            cost += 2 * _h_of_layer(index, layer) * k * new
-        c_prev = c
+    # The domain holding each part at every layer (the part's own row where it has none there),
+    # and the mass's GPUs under it: pairs new at a layer have their lowest common domain there.
+    key = tree.carried[:, rows]
+    count = summary.count[key]
+    new = count[1:] - count[:-1]  # [layer - 1, part]
+    clique = key[domain_tree.CLIQUE_LAYER]
+    cost = fab * new[0] + k * (summary.fab[clique] - summary.fab[rows])
+    # Above NVLink domains: 2 H per pair.
+    cost += k * (network_h2(index) @ new[1:])
     total_count, total_up = summary.total
-    cost += up * (total_count - c_clique) + k * (total_up - u_clique)
+    cost += up * (total_count - count[domain_tree.CLIQUE_LAYER]) + k * (
+        total_up - summary.up[clique]
+    )
     out += cost
     shared = np.flatnonzero(summary.held[rows])
     for i in shared.tolist():
         row = int(rows[i])
-        out[i] += _same_node(index, row, int(masks[i]), summary.masks[row])[0]
+        out[i] += _same_node(index, row, int(masks[i]), summary.masks[row], nvlink=False)[0]
     return out
 
 

@@ -34,8 +34,12 @@ class DomainTree:
     order_parent: tuple[NDArray[np.int64], ...]  # their parents (groups without parents dropped)
     root: int
     ancestor_at: NDArray[np.int64]  # [layers, rows]: each row's ancestor at a layer, -1 if none
+    # [layers, rows]: like ancestor_at, but where a row has no ancestor at a layer, the one below
+    # (the row itself at layer 0): the domain whose sums hold the row at that layer
+    carried: NDArray[np.int64]
     clique_base: int
     level_base: tuple[int, ...]  # per level k (coarse to fine): first vertex id
+    layer_vertices: tuple[NDArray[np.int64], ...]  # per layer: its vertices, ascending
 
     @property
     def vertices(self) -> int:
@@ -181,9 +185,15 @@ def build(index: TopologyIndex) -> DomainTree:
         while p >= 0:
             ancestor_at[int(layer[p]), row] = p
             p = int(parent[p])
+    carried = np.empty_like(ancestor_at)
+    carried[0] = np.arange(rows)
+    for k in range(1, layers):
+        carried[k] = np.where(ancestor_at[k] >= 0, ancestor_at[k], carried[k - 1])
+    carried.setflags(write=False)
     return DomainTree(
         index=index,
         ancestor_at=ancestor_at,
+        carried=carried,
         parent=parent,
         layer=layer,
         child_start=child_start,
@@ -193,4 +203,5 @@ def build(index: TopologyIndex) -> DomainTree:
         root=root,
         clique_base=clique_base,
         level_base=tuple(level_base),
+        layer_vertices=tuple(np.flatnonzero(layer == k).astype(np.int64) for k in range(layers)),
     )

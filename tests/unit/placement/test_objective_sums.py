@@ -8,6 +8,7 @@ the solver and the exact optimum are judged by the same functions."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from typing import Any
@@ -169,3 +170,58 @@ def test_a_refreshed_summary_equals_one_built_afresh(case: tuple) -> None:
         for name in ("rows", "masks", "count", "up", "fab"):
             assert np.array_equal(getattr(got.mass, name), getattr(fresh.mass, name)), name
         assert old.masks == as_masks(before)  # the summary it came from is unchanged
+
+
+@settings(max_examples=examples(150))
+@given(index_and_sets())
+def test_costs_to_sums_the_distance_from_each_part_to_every_gpu_of_the_summary(
+    case: tuple,
+) -> None:
+    # The solver's inner loop: every part (GPUs of s on one node) against the summary of t.
+    index, s, t = case
+    summary = pairsums.Summary(index, pairsums.mass(index, as_masks(t)))
+    parts = sorted(as_masks(s).items())
+    rows = np.array([row for row, _ in parts], dtype=np.intp)
+    masks = np.array([mask for _, mask in parts], dtype=np.int64)
+    got = pairsums.costs_to(index, summary, rows, masks)
+    for (row, mask), cost in zip(parts, got.tolist(), strict=True):
+        mine = [(row, g) for g in range(index.gpus(row)) if mask >> g & 1]
+        assert cost == pair_sum(index, itertools.product(mine, t))
+
+
+@settings(max_examples=examples(150))
+@given(index_and_sets())
+def test_gpu_sums_from_the_mask_tables_equal_the_sums_gpu_by_gpu(case: tuple) -> None:
+    index, s, t = case
+    terms = pairsums.gpu_terms(index)
+    assert terms.tables is not None  # nodes of 8 GPUs or fewer: the tables are kept
+    plain = dataclasses.replace(terms, tables=None)
+    parts = sorted(as_masks(s + t).items())
+    rows = np.array([row for row, _ in parts], dtype=np.intp)
+    masks = np.array([mask for _, mask in parts], dtype=np.int64)
+    for got, expected in zip(terms.sums(rows, masks), plain.sums(rows, masks), strict=True):
+        assert got.tolist() == expected.tolist()
+    for row, mask in parts:
+        gpus = [g for g in range(index.gpus(row)) if mask >> g & 1]
+        expected_up = sum(int(terms.up[row, g]) for g in gpus)
+        expected_fab = sum(int(terms.fab[row, g]) for g in gpus)
+        assert terms.sums_of(row, mask) == plain.sums_of(row, mask) == (expected_up, expected_fab)
+
+
+@settings(max_examples=examples(150))
+@given(index_and_sets(), st.booleans())
+def test_pair_sums_count_every_pair_across_both_ways(case: tuple, small: bool) -> None:
+    # A few rows compare node pairs at once, more group the rows layer by layer: both exact.
+    index, s, t = case
+    expected = pair_sum(index, itertools.product(s, t))
+    tiers = Counter(
+        index.tier_index(ra, ga, rb, gb) for (ra, ga), (rb, gb) in itertools.product(s, t)
+    )
+    limit = pairsums.SMALL_ROWS if small else 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pairsums, "SMALL_ROWS", limit)
+        total, counts = pairsums.pair_sums(
+            index, pairsums.mass(index, as_masks(s)), pairsums.mass(index, as_masks(t))
+        )
+    assert total == expected
+    assert {tier: int(n) for tier, n in enumerate(counts.tolist()) if n} == dict(tiers)

@@ -96,3 +96,25 @@ def test_rows_under_a_vertex_are_exactly_the_rows_below_it() -> None:
     for v in range(tree.vertices):
         expected = {v} if v in rows else {r for r in rows if v in tree.ancestors(r)}
         assert set(tree.rows_under(v)) == expected, tree.name(v)
+
+
+def test_carried_and_layer_vertices_follow_the_tree() -> None:
+    """``carried``: a row's ancestor at each layer, or where it has none there (a node outside
+    any NVLink domain), its holder one layer down; ``layer_vertices``: each layer's vertices."""
+    nodes = [
+        builders.node_object(f"t{i}", "tray", 4, clique=f"k{i % 2}", rack=f"r{i % 3}")
+        for i in range(5)
+    ] + [builders.node_object(f"h{i}", "hgx", 8, block=f"b{i % 2}") for i in range(3)]
+    index = snapshot.build(nodes, [], fake.CONFIG).index
+    tree = domain_tree.tree(index)
+    layers = tree.ancestor_at.shape[0]
+    for row in range(len(index.names)):
+        holder = row
+        for layer in range(layers):
+            if tree.ancestor_at[layer, row] >= 0:
+                holder = int(tree.ancestor_at[layer, row])
+            assert tree.carried[layer, row] == holder, (index.names[row], layer)
+        assert tree.carried[layers - 1, row] == tree.root
+    for layer in range(layers):
+        expected = [v for v in range(tree.vertices) if tree.layer[v] == layer]
+        assert tree.layer_vertices[layer].tolist() == expected

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from shorthop.placement import pairsums, subsets
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import lookahead
-from shorthop.placement.solver.score import best_of, rank, score_many
+from shorthop.placement.solver.score import best_of, measures, rank, score_many
 from shorthop.placement.solver.state import Candidate, Key, Partners, State, Strategy
 
 TIE_LIMIT = 64  # single-node candidates scored for traffic/look-ahead after the intra cut
@@ -52,15 +52,10 @@ def single_node(
     table_of = state.capacity.best((r.role, pods, nvlink_only))
     # Per node class: the nodes whose cheapest subset is as cheap inside as the class allows.
     groups: list[tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64], int]] = []
-    for cls_id, class_rows in enumerate(table_of.rows):
-        if class_rows.size == 0:
-            continue
-        all_intra = table_of.intra[cls_id]
-        low_intra = all_intra.min()
-        if low_intra >= subsets.INF:
-            continue
-        at = np.flatnonzero(all_intra == low_intra)
-        groups.append((class_rows[at], table_of.masks[cls_id][at], all_intra[at], cls_id))
+    for cls_id in range(len(table_of.rows)):
+        cheapest = table_of.cheapest(cls_id)  # kept from one replica to the next
+        if cheapest is not None:
+            groups.append((*cheapest, cls_id))
     if not groups:
         return None
     # Traffic only grows with the tier: among equally cheap nodes of a class, the farther ones
@@ -85,6 +80,8 @@ def single_node(
     intra = np.concatenate([g[2] for g in groups])
     nearest = None  # read by the look-ahead only when peers are still to come
     if need[0]:
+        nearest = lookahead.nearest_free_any(state, cand, masks)
+    if need[0] and nearest is None:
         nearest = np.concatenate(
             [
                 lookahead.nearest_free(
@@ -148,8 +145,12 @@ def _refine_subset(
     options = [m for m in _submasks(free, k) if int(table.cost[m]) == intra]
     if len(options) <= 1:
         return None
-    scored = score_many(state, key, [[(row, m)] for m in options], partners, [row] * len(options))
-    return min(scored, key=lambda c: (rank(state, c), c.rows))
+    # On one node, the subsets equally cheap inside also leave equally many GPUs free there and
+    # in its NVLink domain and weigh the same in preference: they rank by traffic, look-ahead,
+    # then mask. Only the winner is made a candidate.
+    traffic, ahead = measures(state, key, [[(row, m)] for m in options], partners)
+    best = min(range(len(options)), key=lambda i: (round(traffic[i], 6), ahead[i], options[i]))
+    return score_many(state, key, [[(row, options[best])]], partners, [row])[0]
 
 
 def _near_fixed(
@@ -184,8 +185,8 @@ def _near_fixed(
 
 def _held(state: State, partners: Partners) -> NDArray[np.bool_]:
     """Per tree vertex: whether a placed partner GPU lies under it."""
-    held = np.zeros(state.tree.vertices, dtype=np.bool_)
-    for p in partners:
+    held: NDArray[np.bool_] = partners[0].summary.count > 0
+    for p in partners[1:]:
         held |= p.summary.count > 0
     return held
 
@@ -194,9 +195,11 @@ def _nearest(state: State, rows: NDArray[np.intp], held: NDArray[np.bool_]) -> N
     """Which of ``rows`` share a domain with a placed partner (``held``, from :func:`_held`)
     at the finest layer where any of them does (node 0, NVLink domain 1, ...). Traffic only
     grows with the tier, so among equally cheap candidates the farther ones cannot win."""
-    for layer in range(state.tree.ancestor_at.shape[0]):
-        anc = state.tree.ancestor_at[layer][rows]
-        hit: NDArray[np.bool_] = held[np.maximum(anc, 0)] & (anc >= 0)
+    # A row with no domain at a layer reads the one below it (``carried``), which held nothing
+    # when the search gets there: the same as no hit.
+    carried = state.tree.carried
+    for layer in range(carried.shape[0]):
+        hit: NDArray[np.bool_] = held[carried[layer][rows]]
         if hit.any():
             return hit
     return np.ones(len(rows), dtype=np.bool_)

@@ -25,6 +25,7 @@ from shorthop.placement.request import Request
 from shorthop.topology.index import TopologyIndex
 
 Shape = tuple[int, int, bool]  # (role index, pods, NVLink-only subsets)
+Cheapest = tuple[NDArray[np.intp], NDArray[np.int64], NDArray[np.int64]]  # rows, masks, intra
 
 
 class BestSubsets:
@@ -45,9 +46,18 @@ class BestSubsets:
         self.index = index
         self.pods, self.k, self.nvlink_only = shape[1], shape[1] * q, shape[2]
         self.rows = class_rows
+        # per class its subset table (looked up once: update runs for every row a commit touches)
+        self.tables = {
+            c: subsets.table(index.classes[c], self.nvlink_only)
+            for c, rows in enumerate(class_rows)
+            if rows.size
+        }
         self.position = np.full(len(index.names), -1, dtype=np.int64)
         self.masks: list[NDArray[np.int64]] = []
         self.intra: list[NDArray[np.int64]] = []
+        # per class: (least intra cost, its nodes' rows, masks and costs), until a commit touches
+        # one of those nodes or brings another down to that cost (see :meth:`cheapest`)
+        self._cheapest: dict[int, tuple[int, Cheapest | None]] = {}
         for rows in class_rows:
             self.position[rows] = np.arange(len(rows))
             masks, intra = self._pick(rows, free, fit)
@@ -59,7 +69,7 @@ class BestSubsets:
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         if not rows.size:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        table = subsets.table(self.index.node_class(int(rows[0])), self.nvlink_only)
+        table = self.tables[int(self.index.class_of[int(rows[0])])]
         if table.exact:
             masks, intra = table.pick_many(free[rows].astype(np.int64), self.k)
         else:
@@ -68,6 +78,22 @@ class BestSubsets:
             intra = np.array([p[1] if p else subsets.INF for p in picks], dtype=np.int64)
         ok = (fit[rows] >= self.pods) & (masks >= 0)
         return np.where(ok, masks, -1), np.where(ok, intra, subsets.INF)
+
+    def cheapest(self, cls: int) -> Cheapest | None:
+        """The nodes of class ``cls`` whose subset is as cheap inside as the class has (rows,
+        masks, intra costs), or None when no node of the class fits. Callers must not modify
+        the arrays."""
+        found = self._cheapest.get(cls)
+        if found is None:
+            intra = self.intra[cls]
+            low = int(intra.min()) if intra.size else int(subsets.INF)
+            group = None
+            if low < subsets.INF:
+                at = np.flatnonzero(intra == low)
+                group = (self.rows[cls][at], self.masks[cls][at], intra[at])
+            found = (low, group)
+            self._cheapest[cls] = found
+        return found[1]
 
     def update(
         self, rows: NDArray[np.intp], free: NDArray[np.uint64], fit: NDArray[np.int64]
@@ -78,16 +104,21 @@ class BestSubsets:
             if at < 0:
                 continue
             cls = int(self.index.class_of[row])
-            table = subsets.table(self.index.node_class(row), self.nvlink_only)
-            if not table.exact:
+            table = self.tables[cls]
+            pick: tuple[int, int] | None = None
+            if int(fit[row]) < self.pods:
+                pass  # no room for the replica's pods, whatever its GPUs
+            elif not table.exact:
                 pick = table.pick(int(free[row]), self.k)
-            elif self.k > table.gpus:
-                pick = None
-            else:
-                mask = int(table.best[self.k, int(free[row])])
-                pick = (mask, int(table.best_cost[self.k, int(free[row])])) if mask >= 0 else None
-            if pick is None or int(fit[row]) < self.pods:
+            elif self.k <= table.gpus:
+                at_free = int(free[row])
+                mask = int(table.best[self.k, at_free])
+                pick = (mask, int(table.best_cost[self.k, at_free])) if mask >= 0 else None
+            if pick is None:
                 pick = (-1, int(subsets.INF))
+            cached = self._cheapest.get(cls)
+            if cached is not None and min(int(self.intra[cls][at]), pick[1]) <= cached[0]:
+                del self._cheapest[cls]  # the row was, or now is, among the cheapest
             self.masks[cls][at], self.intra[cls][at] = pick
 
 
@@ -147,9 +178,10 @@ class Capacity:
         self.pods_fit(role_index)
         return self._fit[role_index][1]
 
-    def best(self, shape: Shape) -> BestSubsets:
+    def best(self, shape: Shape, *, keep: bool = True) -> BestSubsets:
         """Every node's cheapest subset for a whole replica of ``shape`` (cached, kept current
-        by :meth:`touch`; callers must not modify it)."""
+        by :meth:`touch`; callers must not modify it). ``keep=False`` for a one-off read: a
+        subset not cached yet is not kept (nor updated by every later commit)."""
         found = self._best.get(shape)
         if found is None:
             role = self.request.roles[shape[0]]
@@ -157,7 +189,8 @@ class Capacity:
             found = BestSubsets(
                 self.tree.index, self.class_rows, self.free, fit, shape, role.pod_gpus
             )
-            self._best[shape] = found
+            if keep:
+                self._best[shape] = found
         return found
 
     def room(self, q: int) -> NDArray[np.int64]:
@@ -171,7 +204,7 @@ class Capacity:
         if not self.usable[role_index][row]:
             return 0
         role = self.request.roles[role_index]
-        cpu, memory, pods = (int(v) for v in self.headroom[row].tolist())
+        cpu, memory, pods = self.headroom[row].tolist()
         fit: int = int(self.count[row]) // role.pod_gpus
         if role.cpu_millis > 0:
             fit = min(fit, cpu // role.cpu_millis)

@@ -21,8 +21,17 @@ from numpy.typing import NDArray
 
 from shorthop.placement import objective, subsets
 from shorthop.placement import tree as domain_tree
-from shorthop.placement.solver.score import rank, score_many
-from shorthop.placement.solver.state import Candidate, Key, Part, Partners, State, gpu_set_of
+from shorthop.placement.solver.score import made, measures, rank, score_many
+from shorthop.placement.solver.state import (
+    Candidate,
+    Key,
+    Part,
+    Partners,
+    State,
+    Strategy,
+    gpu_set_of,
+)
+from shorthop.topology.index import TopologyIndex
 
 EVALUATE_ALL_BELOW = 24  # evaluate every feasible domain of a layer when there are this few
 BEST_FIT_CANDIDATES = 3
@@ -49,47 +58,118 @@ def multi_node(
     liked = tree_preference(state, scores, fit) if scores is not None else None
     need = state.unplaced_peer_gpus(key)
     max_fit = int(fit.max(initial=0))
-    tree = state.tree
+    kept = [(row, mask) for _, row, mask in r.fixed]
+    # A fill reads only the domain's own subtree: capacities, free GPUs (both covered by the
+    # vertex's version) and the affinity. Without paired peers the affinity is the other roles'
+    # GPUs, the same for every replica of the role and covered by the version too; a paired
+    # peer's or surviving pods' affinity is the replica's own.
+    cacheable = not r.fixed and (not aff_any or not state.peers[key])
+    # Ranked by cost, the best candidate has the least intra cost, known before scoring: the
+    # layers' fills are gathered and scored in one batch (same comparisons, same order).
+    batch = state.strategy is not Strategy.PACK
+    least = best.intra if best is not None else None
+    options: list[list[Part]] = []
+    ties: list[int] = []
+    inner: list[int] = []
     for layer in range(domain_tree.CLIQUE_LAYER, max_layer + 1):
-        if best is not None and best.intra < lower_bound(state, layer, pods, q, max_fit):
+        if not batch:
+            least = best.intra if best is not None else None
+        if least is not None and least < lower_bound(state, layer, pods, q, max_fit):
             break
-        verts = np.flatnonzero((tree.layer == layer) & (cap >= pods))
-        if verts.size > EVALUATE_ALL_BELOW:
-            picks = []
-            if need[0]:
-                # Best fit for the replica together with its peers still to come.
-                room = state.capacity.room(need[1])
-                group = verts[room[verts] >= pods * q + need[0]]
-                picks.append(group[np.lexsort((group, room[group]))][:BEST_FIT_CANDIDATES])
-            if not picks or not picks[0].size:
-                picks.append(verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES])
-            if aff_any:
-                picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
-            verts = np.unique(np.concatenate(picks))
-        options, ties, inner = [], [], []
-        # A fill reads only the domain's own subtree: capacities, free GPUs (both covered by
-        # the vertex's version) and the affinity. Without paired peers the affinity is the
-        # other roles' GPUs, the same for every replica of the role and covered by the version
-        # too; a paired peer's or surviving pods' affinity is the replica's own.
-        cacheable = not state.replicas[key].fixed and (not aff_any or not state.peers[key])
-        for v in verts.tolist():
-            cache_key = (state.replicas[key].role, pods, v)
+        if not batch:
+            options, ties, inner = [], [], []
+        for v in _domains(state, layer, pods, q, cap, aff, aff_any, need).tolist():
+            cache_key = (r.role, pods, v)
             found = state.fills.get(cache_key) if cacheable else None
             if found is not None and found[0] == state.capacity.version[v]:
                 parts, intra = found[1], found[2]
             else:
                 rows_pods = fill_domain(state, v, pods, cap, fit, aff, q, liked)
                 parts = _subsets_on(state, key, rows_pods) if rows_pods else []
-                intra = objective.intra_cost(state.index, gpu_set_of(parts)) if parts else 0
+                intra = (
+                    objective.intra_cost(state.index, gpu_set_of([*kept, *parts])) if parts else 0
+                )
                 if cacheable:
                     state.fills[cache_key] = (int(state.capacity.version[v]), parts, intra)
             if parts:
                 options.append(parts)
                 ties.append(v)
                 inner.append(intra)
-        for cand in score_many(state, key, options, partners, ties, inner if cacheable else None):
+                least = intra if least is None else min(least, intra)
+        if not batch:
+            best = _best_scored(state, key, options, partners, ties, inner, best)
+    if batch:
+        best = _best_scored(state, key, options, partners, ties, inner, best)
+    return best
+
+
+def _domains(
+    state: State,
+    layer: int,
+    pods: int,
+    q: int,
+    cap: NDArray[np.int64],
+    aff: NDArray[np.float64],
+    aff_any: bool,
+    need: tuple[int, int],
+) -> NDArray[np.int64]:
+    """The domains of ``layer`` to fill with ``pods`` pods of ``q`` GPUs: all with room when
+    there are few, else the best fits (for the replica with its peers still to come, else
+    alone) and those nearest the peers."""
+    tree = state.tree
+    at_layer = tree.layer_vertices[layer]
+    verts = at_layer[cap[at_layer] >= pods]
+    if verts.size <= EVALUATE_ALL_BELOW:
+        return verts
+    picks = []
+    if need[0]:
+        # Best fit for the replica together with its peers still to come.
+        room = state.capacity.room(need[1])
+        group = verts[room[verts] >= pods * q + need[0]]
+        picks.append(group[np.lexsort((group, room[group]))][:BEST_FIT_CANDIDATES])
+    if not picks or not picks[0].size:
+        picks.append(verts[np.lexsort((verts, cap[verts]))][:BEST_FIT_CANDIDATES])
+    if aff_any:
+        picks.append(verts[np.lexsort((verts, -aff[verts]))][:AFFINITY_CANDIDATES])
+    out: NDArray[np.int64] = np.unique(np.concatenate(picks))
+    return out
+
+
+def _best_scored(
+    state: State,
+    key: Key,
+    options: list[list[Part]],
+    partners: Partners,
+    ties: list[int],
+    inner: list[int],
+    best: Candidate | None,
+) -> Candidate | None:
+    """``best`` or the best-ranked of ``options`` scored (the first of equals)."""
+    if state.strategy is Strategy.PACK:
+        for cand in score_many(state, key, options, partners, ties, inner):
             if best is None or rank(state, cand) < rank(state, best):
                 best = cand
+        return best
+    if not options:
+        return best
+    # Ranked by cost, (intra, traffic, look-ahead) come first: only the options that tie on
+    # them with the least are made candidates to compare further (the first least one wins).
+    traffic, ahead = measures(state, key, options, partners)
+    heads = [(n, round(t, 6), a) for n, t, a in zip(inner, traffic, ahead, strict=True)]
+    least = min(heads) if best is None else min(*heads, best.key()[:3])
+    keep = [i for i, h in enumerate(heads) if h == least]
+    found = made(
+        state,
+        key,
+        [options[i] for i in keep],
+        [ties[i] for i in keep],
+        [inner[i] for i in keep],
+        [traffic[i] for i in keep],
+        [ahead[i] for i in keep],
+    )
+    for cand in found:
+        if best is None or rank(state, cand) < rank(state, best):
+            best = cand
     return best
 
 
@@ -97,9 +177,12 @@ def affinity(state: State, key: Key, partners: Partners) -> NDArray[np.float64]:
     """Per tree vertex: how many of the replica's peers' GPUs (weighted) and its own surviving
     GPUs (:data:`FIXED_AFFINITY` each) lie under it."""
     tree = state.tree
-    out = np.zeros(tree.vertices, dtype=np.float64)
-    for p in partners:
-        out += p.weight * p.summary.count
+    if len(partners) == 1:  # the usual case: no sum to start from zero
+        out = np.multiply(partners[0].weight, partners[0].summary.count, dtype=np.float64)
+    else:
+        out = np.zeros(tree.vertices, dtype=np.float64)
+        for p in partners:
+            out += p.weight * p.summary.count
     fixed = state.replicas[key].fixed
     if fixed:
         leaf = np.zeros(len(state.index.names), dtype=np.int64)
@@ -129,6 +212,11 @@ def _internal_many(
         return out
     where = np.flatnonzero(is_row)
     row_ids = kids[where]
+    stacked = best_costs(state.index)
+    if stacked is not None:  # every class has an exact table: one lookup for all
+        k = np.minimum(pods[where] * q, stacked.shape[1] - 1)
+        out[where] = stacked[state.index.class_of[row_ids], k, state.free[row_ids].astype(np.int64)]
+        return out
     classes = state.index.class_of[row_ids]
     for cls_id in np.unique(classes):
         sel = where[classes == cls_id]
@@ -143,6 +231,25 @@ def _internal_many(
             for i, u in zip(sel.tolist(), kids[sel].tolist(), strict=True):
                 pick = table.pick(int(state.free[u]), int(pods[i]) * q)
                 out[i] = pick[1] if pick else subsets.INF
+    return out
+
+
+def best_costs(index: TopologyIndex) -> NDArray[np.int64] | None:
+    """``[class, k, free mask]``: every class's ``SubsetTable.best_cost``, padded with INF to the
+    widest class (``k`` up to one more GPU than it has); None when some class has no exact
+    table. Kept with the index."""
+    return index.derived(_stack_best_costs)
+
+
+def _stack_best_costs(index: TopologyIndex) -> NDArray[np.int64] | None:
+    tables = [subsets.table(cls) for cls in index.classes]
+    if not tables or not all(t.exact for t in tables):
+        return None
+    width = max(t.gpus for t in tables)
+    out = np.full((len(tables), width + 2, 1 << width), subsets.INF, dtype=np.int64)
+    for c, t in enumerate(tables):
+        out[c, : t.gpus + 1, : 1 << t.gpus] = t.best_cost
+    out.setflags(write=False)
     return out
 
 

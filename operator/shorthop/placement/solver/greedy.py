@@ -95,11 +95,11 @@ def place(state: State, key: Key) -> Candidate:
     best = candidates.single_node(
         state, key, pods, fit, partners, nvlink_only=role.replica_scope == 0
     )
-    scope_cap = int(cap[np.flatnonzero(tree.layer == max_layer)].max(initial=0))
     if pods > 1 and max_layer > domain_tree.NODE_LAYER:
         # phase 2c: multi-node candidates; phase 2d: the best of all, by score.rank
         best = fill.multi_node(state, key, pods, fit, cap, partners, max_layer, best)
     if best is None:
+        scope_cap = int(cap[tree.layer_vertices[max_layer]].max(initial=0))
         raise Failure(explain.why(state, key, fit, scope_cap if scoped else None))
     return best
 

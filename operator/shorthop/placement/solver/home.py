@@ -76,7 +76,7 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
     shape = state.request.roles[role]
     pods = shape.pods_per_replica
     fit = state.capacity.pods_fit(role)
-    best = state.capacity.best((role, pods, True))
+    best = state.capacity.best((role, pods, True), keep=False)  # read once per start
     node_slots = np.zeros(len(state.index.names), dtype=np.int64)
     for cls_rows, intra in zip(best.rows, best.intra, strict=True):
         ok = cls_rows[intra < subsets.INF]

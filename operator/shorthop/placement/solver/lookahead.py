@@ -23,14 +23,31 @@ from numpy.typing import NDArray
 from shorthop.placement import subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
+from shorthop.topology.index import TopologyIndex
 
 
 def layer_distance(state: State, layer: int) -> int:
     """A representative GPU-pair distance between different nodes joined at ``layer``."""
-    if layer <= domain_tree.CLIQUE_LAYER:
-        return 2 * state.index.config.weights.nvlink_domain
-    level = state.index.levels - 1 - (layer - 2)
-    return 2 * state.min_up + 2 * int(state.index.h[level + 1])
+    return int(_distances(state.index)[layer])
+
+
+def _distances(index: TopologyIndex) -> NDArray[np.int64]:
+    """:func:`layer_distance` of every layer (static per index: kept with it)."""
+    return index.derived(_build_distances)
+
+
+def _build_distances(index: TopologyIndex) -> NDArray[np.int64]:
+    min_up = min((int(c.up.min()) for c in index.classes), default=0)  # as State.min_up
+    out = []
+    for layer in range(domain_tree.tree(index).ancestor_at.shape[0]):
+        if layer <= domain_tree.CLIQUE_LAYER:
+            out.append(2 * index.config.weights.nvlink_domain)
+        else:
+            level = index.levels - 1 - (layer - 2)
+            out.append(2 * min_up + 2 * int(index.h[level + 1]))
+    distances = np.array(out, dtype=np.int64)
+    distances.setflags(write=False)
+    return distances
 
 
 def estimate(
@@ -83,7 +100,7 @@ def estimate(
         n = candidates if candidates is not None else (int(owner.max()) + 1 if len(owner) else 0)
     if gpus <= 0:
         return np.zeros(n, dtype=np.float64)
-    part_k = np.array([int(m).bit_count() for m in masks.tolist()], dtype=np.int64)
+    part_k = np.bitwise_count(masks).astype(np.int64)
     count = state.count[rows]
     before = (count // q) * q
     after = (np.maximum(count - part_k, 0) // q) * q
@@ -95,20 +112,22 @@ def estimate(
         leftover = np.zeros(n, dtype=np.int64)
         np.maximum.at(leftover, owner, after)
     covered = np.minimum(gpus, leftover)  # peers' GPUs that fit on the candidate's own nodes
-    distance = [layer_distance(state, layer) for layer in range(state.tree.ancestor_at.shape[0])]
-    score = np.zeros(n, dtype=np.float64)
+    distance = _distances(state.index)
     if owner is None and nearest is not None:
         exact = ~np.isnan(nearest)
         apart = covered * k * distance[domain_tree.CLIQUE_LAYER]  # classes with no table
-        score += np.where(exact, np.where(exact, nearest, 0.0) * covered, apart)
+        score = np.where(exact, np.where(exact, nearest, 0.0) * covered, apart)
     else:
-        score += covered * k * distance[domain_tree.CLIQUE_LAYER]
+        score = (covered * k * distance[domain_tree.CLIQUE_LAYER]).astype(np.float64)
     left = _room_left(state, rows, taken, room, owner, n)
-    for layer in range(1, len(distance)):
-        reach = np.minimum(gpus, np.maximum(left[layer - 1], covered))
-        score += (reach - covered) * k * distance[layer]
-        covered = reach
-    total: NDArray[np.float64] = score + (gpus - covered) * k * distance[-1] * 2
+    # Layer by layer, the peers' GPUs within reach: those of the finest domain with room so far
+    # (``gpus`` at most). All terms are integers, so summing them at once is exact.
+    reach = np.minimum(gpus, np.maximum(covered, np.maximum.accumulate(left, axis=0)))
+    steps = reach.copy()
+    steps[1:] -= reach[:-1]
+    steps[0] -= covered
+    score += k * (distance[1:] @ steps)
+    total: NDArray[np.float64] = score + (gpus - reach[-1]) * k * distance[-1] * 2
     return total
 
 
@@ -125,6 +144,40 @@ def nearest_free(
     bit = (free[:, None] >> np.arange(table.gpus)[None, :]) & 1
     best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
     out: NDArray[np.float64] = np.where(np.isfinite(best), best, 0.0)
+    return out
+
+
+def nearest_free_any(
+    state: State, rows: NDArray[np.intp], masks: NDArray[np.int64]
+) -> NDArray[np.float64] | None:
+    """:func:`nearest_free` for single-node candidates of any classes at once, from the classes'
+    ``to_gpu`` tables stacked; None when some class has no exact table (then per class)."""
+    stacked = _stacked_to_gpu(state.index)
+    if stacked is None:
+        return None
+    free = state.free[rows].astype(np.int64) & ~masks
+    per_gpu = stacked[state.index.class_of[rows], masks]
+    bit = (free[:, None] >> np.arange(stacked.shape[2])[None, :]) & 1
+    best = np.where(bit == 1, per_gpu, np.inf).min(axis=1)
+    out: NDArray[np.float64] = np.where(np.isfinite(best), best, 0.0)
+    return out
+
+
+def _stacked_to_gpu(index: TopologyIndex) -> NDArray[np.float64] | None:
+    return index.derived(_stack_to_gpu)
+
+
+def _stack_to_gpu(index: TopologyIndex) -> NDArray[np.float64] | None:
+    """``[class, mask, GPU]``: every class's ``SubsetTable.to_gpu`` (the same for NVLink-only
+    tables), zero-padded to the widest class; None when some class has no exact table."""
+    tables = [subsets.table(cls) for cls in index.classes]
+    if not tables or not all(t.exact for t in tables):
+        return None
+    width = max(t.gpus for t in tables)
+    out = np.zeros((len(tables), 1 << width, width), dtype=np.float64)
+    for c, t in enumerate(tables):
+        out[c, : 1 << t.gpus, : t.gpus] = t.to_gpu
+    out.setflags(write=False)
     return out
 
 
@@ -145,6 +198,18 @@ def _room_left(
     if owner is None:  # one part per candidate: nothing to sum
         out: NDArray[np.int64] = np.where(anc >= 0, room[np.maximum(anc, 0)] - taken, NO_DOMAIN)
         return out
+    # Layers where all the parts of each candidate share one domain (every layer from the
+    # domain a multi-node candidate fills up): that domain's room less all the candidate's parts.
+    one = np.full((anc.shape[0], n), -2, dtype=np.int64)
+    one[:, owner] = anc  # one part's domain per candidate (-2: no part)
+    total = np.bincount(owner, weights=taken, minlength=n).astype(np.int64)
+    out = np.where(one >= 0, room[np.maximum(one, 0)] - total, NO_DOMAIN)
+    split = np.flatnonzero((anc != one[:, owner]).any(axis=1))
+    if not split.size:
+        return out
+    # The other layers: per (candidate, domain) pair, the room left after its parts there.
+    anc = anc[split]
+    out[split] = NO_DOMAIN
     inside = anc >= 0
     vertices = np.int64(state.tree.vertices)
     # (candidate, domain) pairs; domain ids are distinct across layers, so one key per pair
@@ -152,6 +217,5 @@ def _room_left(
     pairs, which = np.unique(keys, return_inverse=True)
     under = np.bincount(which, weights=np.broadcast_to(taken, anc.shape)[inside])
     domain, cand = pairs % vertices, pairs // vertices
-    out = np.full((anc.shape[0], n), NO_DOMAIN, dtype=np.int64)
     np.maximum.at(out, (state.tree.layer[domain] - 1, cand), room[domain] - under.astype(np.int64))
     return out

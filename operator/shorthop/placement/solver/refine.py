@@ -56,7 +56,8 @@ def _close_enough(state: State, key: Key) -> bool:
     mine = state.placed_set(key)
     mine_rows = np.array(sorted(mine), dtype=np.intp)
     for p in state.partners(key):
-        other = p.summary.mass.rows
+        # the rows holding the partner's GPUs (the summary's masks: no per-row sums needed)
+        other = np.fromiter(p.summary.masks, dtype=np.intp, count=len(p.summary.masks))
         if mine_rows.size == 1 and other.size == 1 and other[0] == mine_rows[0]:
             row = int(mine_rows[0])
             gpus = np.array(

@@ -147,6 +147,8 @@ def _run(
             greedy(first)
         except Failure:
             return attempt
+        if first.total_intra() > attempt.total_cost()[0]:
+            return attempt  # costlier inside replicas already: its traffic need not be summed
         if first.total_cost() < attempt.total_cost():
             refine(first)
             if first.total_cost() < attempt.total_cost():

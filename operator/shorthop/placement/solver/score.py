@@ -56,35 +56,25 @@ def score_many(
     """The candidates of putting the missing pods of ``key`` on each of ``options`` (non-empty),
     costed exactly; ``ties[i]`` breaks ties last; ``intra`` when the callers know each option's
     intra cost already. The look-ahead runs once for all of them."""
+    traffic, ahead = measures(state, key, options, partners)
+    return made(state, key, options, ties, intra, traffic, ahead)
+
+
+def made(
+    state: State,
+    key: Key,
+    options: Sequence[Sequence[Part]],
+    ties: Sequence[int],
+    intra: Sequence[int] | None,
+    traffic: Sequence[float],
+    ahead: Sequence[float],
+) -> list[Candidate]:
+    """The candidates of :func:`score_many` from its :func:`measures` of the same options."""
     r = state.replicas[key]
     kept = [(row, mask) for _, row, mask in r.fixed]
-    need = state.unplaced_peer_gpus(key)
-    ahead = np.zeros(len(options), dtype=np.float64)
-    if need[0] and options:
-        flat = [part for parts in options for part in parts]
-        rows = np.array([row for row, _ in flat], dtype=np.intp)
-        masks = np.array([mask for _, mask in flat], dtype=np.int64)
-        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
-        room = state.capacity.room(need[1])
-        estimates = lookahead.estimate(
-            state, rows, masks, need, room, owner=owner, candidates=len(options)
-        )
-        ahead = np.round(estimates, 6)
-    traffic = np.zeros(len(options), dtype=np.float64)
-    if partners and options:
-        flat = [part for parts in options for part in parts]
-        rows = np.array([row for row, _ in flat], dtype=np.intp)
-        masks = np.array([mask for _, mask in flat], dtype=np.int64)
-        owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
-        per_part = np.zeros(len(flat), dtype=np.float64)
-        for p in partners:
-            per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
-        traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
     out = []
     known = list(intra) if intra is not None else [None] * len(options)
-    for parts, tie, estimate, cost, given in zip(
-        options, ties, ahead.tolist(), traffic.tolist(), known, strict=True
-    ):
+    for parts, tie, estimate, cost, given in zip(options, ties, ahead, traffic, known, strict=True):
         inner = (
             given
             if given is not None
@@ -95,6 +85,34 @@ def score_many(
         pref = state.preference_of(r.role, parts)
         out.append(Candidate(inner, cost, frag, tie, tuple(parts), estimate, pref))
     return out
+
+
+def measures(
+    state: State, key: Key, options: Sequence[Sequence[Part]], partners: Partners
+) -> tuple[list[float], list[float]]:
+    """Per option of :func:`score_many`: (its traffic to the placed partners, its look-ahead
+    rounded), as the candidates carry them; each option's values do not depend on the others."""
+    need = state.unplaced_peer_gpus(key)
+    ahead = np.zeros(len(options), dtype=np.float64)
+    traffic = np.zeros(len(options), dtype=np.float64)
+    if not options or not (need[0] or partners):
+        return traffic.tolist(), ahead.tolist()
+    flat = [part for parts in options for part in parts]
+    rows = np.array([row for row, _ in flat], dtype=np.intp)
+    masks = np.array([mask for _, mask in flat], dtype=np.int64)
+    owner = np.repeat(np.arange(len(options)), [len(parts) for parts in options])
+    if need[0]:
+        room = state.capacity.room(need[1])
+        estimates = lookahead.estimate(
+            state, rows, masks, need, room, owner=owner, candidates=len(options)
+        )
+        ahead = np.round(estimates, 6)
+    if partners:
+        per_part = np.zeros(len(flat), dtype=np.float64)
+        for p in partners:
+            per_part += p.weight * pairsums.costs_to(state.index, p.summary, rows, masks)
+        traffic = np.bincount(owner, weights=per_part, minlength=len(options)).astype(np.float64)
+    return traffic.tolist(), ahead.tolist()
 
 
 def best_of(

@@ -74,6 +74,8 @@ class Replica:
     placed: list[PodPart] = field(default_factory=list)  # placed by this run
 
     def missing(self) -> list[int]:
+        if not self.fixed and not self.placed:
+            return list(range(self.pods))
         have = {p for p, _, _ in self.fixed} | {p for p, _, _ in self.placed}
         return [p for p in range(self.pods) if p not in have]
 
@@ -183,8 +185,11 @@ class State:
                 self._add_role_gpus(r.role, row, mask)
         self._summaries: dict[int, pairsums.Summary] = {}
         self._stale: dict[int, set[int]] = {}  # per role: rows changed since its summary
+        # roles whose summary caches() handed out: it must not change in place
+        self._pinned: set[int] = set()
         self._peer_summaries: dict[Key, pairsums.Summary] = {}
         self._total: tuple[int, float] | None = None  # total_cost until commit/lift/restore
+        self._intra: dict[tuple[tuple[int, int], ...], int] = {}  # replica_intra per GPU set
         self.role_missing = [0] * len(request.roles)  # pods not placed yet, per role
         for r in self.replicas.values():
             self.role_missing[r.role] += len(r.missing())
@@ -264,6 +269,19 @@ class State:
         r = self.replicas[key]
         return gpu_set_of([(row, mask) for _, row, mask in r.parts()])
 
+    def replica_intra(self, key: Key) -> int:
+        """``objective.intra_cost`` of the GPUs ``key`` holds now (remembered per GPU set: the
+        same replicas are costed again and again by the starts and moves of one run)."""
+        merged: dict[int, int] = {}
+        for _, row, mask in self.replicas[key].parts():
+            merged[row] = merged.get(row, 0) | mask
+        gpus = tuple(sorted(merged.items()))
+        found = self._intra.get(gpus)
+        if found is None:
+            found = objective.intra_cost(self.index, self.placed_set(key))
+            self._intra[gpus] = found
+        return found
+
     def role_summary(self, role: int) -> pairsums.Summary:
         """The GPUs placed so far for ``role``, summarised per domain (cached until it changes)."""
         found = self._summaries.get(role)
@@ -271,9 +289,12 @@ class State:
         if found is None:
             found = pairsums.Summary(self.index, pairsums.mass(self.index, self.role_masks[role]))
             self._summaries[role] = found
-        elif stale:
+        elif stale and role in self._pinned:  # held by caches(): refreshed as a new summary
             found = found.refreshed(stale, self.role_masks[role])
             self._summaries[role] = found
+            self._pinned.discard(role)
+        elif stale:
+            found.refresh(stale, self.role_masks[role])
         return found
 
     def partners(self, key: Key) -> Partners:
@@ -332,7 +353,7 @@ class State:
         """Intra cost of ``keys`` plus the traffic of every GPU pair touching them (peer pairs
         of ``paired`` edges, pairs with the other role of ``all-to-all`` edges)."""
         index = self.index
-        intra = sum(objective.intra_cost(index, self.placed_set(k)) for k in keys)
+        intra = sum(self.replica_intra(k) for k in keys)
         traffic = 0.0
         seen: set[tuple[Key, Key]] = set()
         for k in keys:
@@ -374,6 +395,12 @@ class State:
         values = np.array([masks[r] for r in rows.tolist()], dtype=np.int64)
         return float(pairsums.costs_to(self.index, self.role_summary(role), rows, values).sum())
 
+    def total_intra(self) -> int:
+        """The intra part of :meth:`total_cost`, without its traffic."""
+        if self._total is not None:
+            return self._total[0]
+        return sum(self.replica_intra(k) for k in self.replicas)
+
     def total_cost(self) -> tuple[int, float]:
         if self._total is None:
             self._total = self.group_cost(list(self.replicas))
@@ -413,13 +440,14 @@ class State:
         r = self.replicas[key]
         role = self.request.roles[r.role]
         q = role.pod_gpus
-        missing_now = r.missing()
-        missing = iter(missing_now)
+        missing = iter(r.missing())
+        pods = 0
         for row, mask in cand.rows:
             gpus = bits(mask)
             for start in range(0, len(gpus), q):
                 pod_mask = sum(1 << g for g in gpus[start : start + q])
                 r.placed.append((next(missing), row, pod_mask))
+                pods += 1
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= len(gpus)
             self._add_role_gpus(r.role, row, mask)
@@ -434,7 +462,7 @@ class State:
         self._changed(r.role, [row for row, _ in cand.rows])
         self._peer_summaries.pop(key, None)
         self._total = None
-        self.role_missing[r.role] -= len(missing_now) - len(r.missing())
+        self.role_missing[r.role] -= pods  # each a distinct missing pod
         self.capacity.touch([row for row, _ in cand.rows])
 
     def _changed(self, role: int, rows: Sequence[int]) -> None:
@@ -445,17 +473,20 @@ class State:
     def caches(self) -> Caches:
         """The cached summaries and total cost as they are now, for :meth:`reuse`."""
         stale = {role: set(rows) for role, rows in self._stale.items()}
+        self._pinned = set(self._summaries)
         return dict(self._summaries), stale, dict(self._peer_summaries), self._total
 
     def reuse(self, caches: Caches) -> None:
         """Take back :meth:`caches` taken before lifts that were all restored since (the GPUs
-        are where they were then, so are the summaries; they are never changed in place)."""
+        are where they were then, so are the summaries; those caches handed out are never
+        changed in place, see ``_pinned``)."""
         self._summaries, self._peer_summaries, self._total = (
             dict(caches[0]),
             dict(caches[2]),
             caches[3],
         )
         self._stale = {role: set(rows) for role, rows in caches[1].items()}
+        self._pinned = set(self._summaries)
 
     def lift(self, key: Key) -> list[PodPart]:
         """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""

@@ -128,3 +128,22 @@ def test_with_a_subset_table_peers_on_the_same_node_cost_their_real_distance() -
     nearest = min(int(snap.index.node_class(row).dist[0, g]) for g in range(1, 8))
     assert exact.tolist() == [float(nearest)]
     assert plain.tolist() == [float(lookahead.layer_distance(state, domain_tree.CLIQUE_LAYER))]
+
+
+@SETTINGS
+@given(states())
+def test_nearest_free_over_every_class_at_once_matches_class_by_class(case: Any) -> None:
+    state, options, _ = case
+    singles = [parts[0] for parts in options]
+    if not singles:
+        return
+    rows = np.array([row for row, _ in singles], dtype=np.intp)
+    masks = np.array([mask for _, mask in singles], dtype=np.int64)
+    together = lookahead.nearest_free_any(state, rows, masks)
+    assert together is not None  # small clusters: every class has an exact table
+    for i, (row, mask) in enumerate(singles):
+        table = subsets.table(state.index.node_class(row))
+        alone = lookahead.nearest_free(
+            state, np.array([row], dtype=np.intp), np.array([mask], dtype=np.int64), table
+        )
+        assert together[i] == alone[0], (row, mask)

@@ -1,0 +1,74 @@
+"""A role's summary follows its GPUs commit by commit (brought up to date in place), except one
+that ``State.caches`` handed out: refinement takes it back after its lifts are restored, so it
+must still describe the GPUs of then."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from shorthop.placement import pairsums, snapshot
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.placement.solver import greedy
+from shorthop.placement.solver.state import Failure, State
+from shorthop.topology import fake
+
+from tests import builders
+from tests.hypothesis_profiles import examples
+
+SETTINGS = settings(max_examples=examples(100), suppress_health_check=[HealthCheck.filter_too_much])
+
+
+def assert_describes(summary: pairsums.Summary, state: State, masks: dict[int, int]) -> None:
+    fresh = pairsums.Summary(state.index, pairsums.mass(state.index, masks))
+    assert summary.masks == fresh.masks
+    assert summary.total == fresh.total
+    for name in ("count", "up", "fab", "held"):
+        assert np.array_equal(getattr(summary, name), getattr(fresh, name)), name
+
+
+@st.composite
+def placed(draw: Any) -> State:
+    """A state with its greedy plan committed (as far as it fits)."""
+    nodes, pods = draw(builders.small_clusters(max_nodes=6))
+    snap = snapshot.build(nodes, pods, fake.CONFIG)
+    request = Request(
+        roles=(
+            RoleRequest("prefill", draw(st.integers(1, 3)), 1, draw(st.sampled_from([1, 2]))),
+            RoleRequest("decode", draw(st.integers(1, 3)), 1, 2),
+        ),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+    )
+    state = State(snap, request, None, {})
+    for key in greedy.order(state):
+        try:
+            state.commit(key, greedy.place(state, key))
+        except Failure:
+            break
+        state.role_summary(key[0])  # read between commits: brought up to date, not rebuilt
+    return state
+
+
+@SETTINGS
+@given(placed())
+def test_summaries_follow_commits_and_caches_keep_theirs(state: State) -> None:
+    keys = [k for k, r in state.replicas.items() if r.placed]
+    if not keys:
+        return
+    for role in range(len(state.request.roles)):
+        assert_describes(state.role_summary(role), state, state.role_masks[role])
+    before = [dict(m) for m in state.role_masks]
+    caches = state.caches()
+    key = keys[-1]
+    old = state.lift(key)
+    now = state.role_summary(key[0])  # the lifted GPUs are gone from the role's summary ...
+    assert_describes(now, state, state.role_masks[key[0]])
+    assert_describes(caches[0][key[0]], state, before[key[0]])  # ... not from the one handed out
+    state.restore(key, old)
+    state.reuse(caches)
+    for role in range(len(state.request.roles)):
+        assert_describes(state.role_summary(role), state, before[role])
+    state.lift(key)  # after the move: changes reach the summary again
+    assert_describes(state.role_summary(key[0]), state, state.role_masks[key[0]])
