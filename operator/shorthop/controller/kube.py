@@ -458,13 +458,15 @@ class Kube:
         except ApiException as exc:
             raise api_error(f"create lease {namespace}/{lease.metadata.name}", exc) from None
 
-    def replace_lease(self, namespace: str, lease: client.V1Lease) -> None:
-        """Write the Lease back; a :class:`~shorthop.errors.Conflict` when it changed since it
-        was read (its resourceVersion)."""
+    def replace_lease(self, namespace: str, lease: client.V1Lease) -> client.V1Lease:
+        """Write the Lease back (the Lease as stored after it); a
+        :class:`~shorthop.errors.Conflict` when it changed since it was read (its
+        resourceVersion)."""
         name = lease.metadata.name
         try:
-            self.coordination.replace_namespaced_lease(
+            stored: client.V1Lease = self.coordination.replace_namespaced_lease(
                 name, namespace, lease, field_manager=FIELD_MANAGER
             )
+            return stored
         except ApiException as exc:
             raise api_error(f"replace lease {namespace}/{name}", exc) from None
