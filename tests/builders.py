@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import assume
 from hypothesis import strategies as st
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.topology import intranode
 from shorthop.topology.labels import NodeTopology
 from shorthop.topology.levels import NetworkLevel, TopologyConfig
@@ -525,3 +526,20 @@ def dra_pod(
         "spec": spec,
         "status": status,
     }  # fmt: skip
+
+
+@st.composite
+def small_pd_cases(
+    draw: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Request]:
+    """A small cluster (:func:`small_clusters`, up to 6 nodes) and a prefill -> decode request
+    of 1-3 replicas per role, for the solver's bookkeeping properties."""
+    nodes, pods = draw(small_clusters(max_nodes=6))
+    request = Request(
+        roles=(
+            RoleRequest("prefill", draw(st.integers(1, 3)), 1, draw(st.sampled_from([1, 2]))),
+            RoleRequest("decode", draw(st.integers(1, 3)), draw(st.integers(1, 2)), 2),
+        ),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+    )
+    return nodes, pods, request

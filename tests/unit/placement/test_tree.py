@@ -9,7 +9,7 @@ import weakref
 from shorthop.placement import snapshot
 from shorthop.placement import tree as domain_tree
 from shorthop.topology import fake
-from shorthop.topology.index import IndexBuilder
+from shorthop.topology.index import IndexBuilder, TopologyIndex
 
 from tests import builders
 
@@ -83,14 +83,19 @@ def test_every_vertex_is_named_by_what_it_is() -> None:
     assert len(names) == len(set(names)), "two vertices share a name"
 
 
-def test_rows_under_a_vertex_are_exactly_the_rows_below_it() -> None:
-    """For every vertex (node, NVLink domain, network domain, root): the rows whose ancestors
-    include it, or itself when it is a row."""
+def _trays_and_hgx() -> TopologyIndex:
+    """Five trays in two NVLink cliques over three racks, and three HGX nodes in two blocks."""
     nodes = [
         builders.node_object(f"t{i}", "tray", 4, clique=f"k{i % 2}", rack=f"r{i % 3}")
         for i in range(5)
     ] + [builders.node_object(f"h{i}", "hgx", 8, block=f"b{i % 2}") for i in range(3)]
-    index = snapshot.build(nodes, [], fake.CONFIG).index
+    return snapshot.build(nodes, [], fake.CONFIG).index
+
+
+def test_rows_under_a_vertex_are_exactly_the_rows_below_it() -> None:
+    """For every vertex (node, NVLink domain, network domain, root): the rows whose ancestors
+    include it, or itself when it is a row."""
+    index = _trays_and_hgx()
     tree = domain_tree.tree(index)
     rows = range(len(index.names))
     for v in range(tree.vertices):
@@ -101,11 +106,7 @@ def test_rows_under_a_vertex_are_exactly_the_rows_below_it() -> None:
 def test_carried_and_layer_vertices_follow_the_tree() -> None:
     """``carried``: a row's ancestor at each layer, or where it has none there (a node outside
     any NVLink domain), its holder one layer down; ``layer_vertices``: each layer's vertices."""
-    nodes = [
-        builders.node_object(f"t{i}", "tray", 4, clique=f"k{i % 2}", rack=f"r{i % 3}")
-        for i in range(5)
-    ] + [builders.node_object(f"h{i}", "hgx", 8, block=f"b{i % 2}") for i in range(3)]
-    index = snapshot.build(nodes, [], fake.CONFIG).index
+    index = _trays_and_hgx()
     tree = domain_tree.tree(index)
     layers = tree.ancestor_at.shape[0]
     for row in range(len(index.names)):

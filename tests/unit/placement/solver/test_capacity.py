@@ -10,7 +10,6 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import snapshot
-from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.solver import greedy
 from shorthop.placement.solver.capacity import BestSubsets, Capacity
 from shorthop.placement.solver.state import Failure, State
@@ -58,15 +57,8 @@ def assert_current(state: State) -> None:
 
 @st.composite
 def runs(draw: Any) -> State:
-    nodes, pods = draw(builders.small_clusters(max_nodes=6))
+    nodes, pods, request = draw(builders.small_pd_cases())
     snap = snapshot.build(nodes, pods, fake.CONFIG)
-    request = Request(
-        roles=(
-            RoleRequest("prefill", draw(st.integers(1, 3)), 1, draw(st.sampled_from([1, 2]))),
-            RoleRequest("decode", draw(st.integers(1, 3)), draw(st.integers(1, 2)), 2),
-        ),
-        traffic=(TrafficEdge(0, 1, 1.0),),
-    )
     return State(snap, request, None, {})
 
 

@@ -10,7 +10,6 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shorthop.placement import pairsums, snapshot
-from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.solver import greedy
 from shorthop.placement.solver.state import Failure, State
 from shorthop.topology import fake
@@ -32,15 +31,8 @@ def assert_describes(summary: pairsums.Summary, state: State, masks: dict[int, i
 @st.composite
 def placed(draw: Any) -> State:
     """A state with its greedy plan committed (as far as it fits)."""
-    nodes, pods = draw(builders.small_clusters(max_nodes=6))
+    nodes, pods, request = draw(builders.small_pd_cases())
     snap = snapshot.build(nodes, pods, fake.CONFIG)
-    request = Request(
-        roles=(
-            RoleRequest("prefill", draw(st.integers(1, 3)), 1, draw(st.sampled_from([1, 2]))),
-            RoleRequest("decode", draw(st.integers(1, 3)), 1, 2),
-        ),
-        traffic=(TrafficEdge(0, 1, 1.0),),
-    )
     state = State(snap, request, None, {})
     for key in greedy.order(state):
         try:
