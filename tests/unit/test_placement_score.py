@@ -3,7 +3,10 @@ released, rate-limited to when free GPUs changed and the interval passed, within
 
 from __future__ import annotations
 
+from prometheus_client import generate_latest
+from shorthop import metrics as metrics_module
 from shorthop.controller import score
+from shorthop.metrics import Metrics
 from shorthop.placement import objective, snapshot
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 from shorthop.topology import fake
@@ -116,25 +119,55 @@ def test_the_planned_score_is_of_the_placement_it_was_taken_for() -> None:
     assert scores.due("ns/x", snap, "gen 2: pods on a and b")
 
 
-def test_recomputes_the_interval_asks_for_share_a_cpu_budget() -> None:
+def test_every_score_solve_shares_one_cpu_budget() -> None:
     clock = [0.0]
     cpu = iter([0.0, 1.5, 1.5, 3.0])  # thread CPU read around each solve: 1.5 s each
     scores = score.Scores(
-        interval_s=60.0, clock=lambda: clock[0], share=0.02, burst_s=0.5, cpu=lambda: next(cpu)
+        interval_s=60.0, clock=lambda: clock[0], share=0.02, burst_s=2.0, cpu=lambda: next(cpu)
     )
     snap = _cluster()
     own = {"p0": ("a", (0, 1), "prefill"), "d0": ("b", (0, 1), "decode")}
-    for key in ("ns/x", "ns/y"):
-        assert scores.due(key, snap)  # never scored: due whatever the budget
-        assert scores.compute(key, snap, "", REQUEST, own) is not None
-    # 3 s spent; 2% of 61 s plus 0.5 s is 1.72 s: the interval passed and the free GPUs
-    # changed, but there is no budget left.
+    assert scores.due("ns/x", snap)
+    assert scores.compute("ns/x", snap, "", REQUEST, own) is not None
+    assert scores.due("ns/y", snap)  # 1.5 s spent of the 2 s burst
+    assert scores.compute("ns/y", snap, "", REQUEST, own) is not None
+    # 3 s spent; 2% of 61 s plus 2 s is 3.22 s ...
     clock[0] = 61.0
+    assert scores.within_budget()
+    clock[0] = 40.0  # ... but at 40 s only 2.8 s: nothing is due, not even ...
     busier = _cluster([builders.gpu_pod("other", "b", [5])])
     assert not scores.within_budget()
-    assert not scores.due("ns/x", busier)
-    # A deployment that changed is due at once all the same.
-    assert scores.due("ns/x", busier, "gen 2")
-    clock[0] = 126.0  # 2% of 126 s plus 0.5 s is 3.02 s: room for one more
-    assert scores.within_budget()
+    assert not scores.due("ns/z", snap)  # ... a deployment never scored ...
+    assert not scores.due("ns/x", busier, "gen 2")  # ... nor one that changed
+    clock[0] = 61.0  # the budget grew: the interval passed and the free GPUs changed
     assert scores.due("ns/x", busier)
+    assert scores.due("ns/x", busier, "gen 2")
+
+
+def _entry(
+    scores: score.Scores, metrics: Metrics, snap: snapshot.ClusterSnapshot, new: dict, old: dict
+) -> dict:
+    own = {"p0": ("a", (0, 1), "prefill"), "d0": ("b", (0, 1), "decode")}
+    score.status_entry(scores, metrics, snap, "ns/x", REQUEST, own, new, old, idle=True)
+    return new
+
+
+def test_a_refused_recompute_keeps_a_score_only_while_it_is_of_the_placement_reported() -> None:
+    clock = [0.0]
+    cpu = iter([0.0, 5.0])  # the one solve takes the whole budget
+    scores = score.Scores(clock=lambda: clock[0], share=0.01, burst_s=1.0, cpu=lambda: next(cpu))
+    metrics = metrics_module.create()
+    snap = _cluster()
+    status = {"phase": "Running", "observedGeneration": 1, "cost": {"total": 3240.0}}
+    first = _entry(scores, metrics, snap, dict(status), {})["placementScore"]
+    assert first["current"] == 3240.0
+    assert first["achievable"] < first["current"]
+    assert metrics.score.labels("ns", "x")._value.get() == first["ratio"]
+    # Over budget: the same placement keeps its score ...
+    again = _entry(scores, metrics, snap, dict(status), {"placementScore": first})
+    assert again["placementScore"] == first
+    # ... a changed one (a scale: another generation, another cost) shows none, nor the metric.
+    scaled = {"phase": "Running", "observedGeneration": 2, "cost": {"total": 5000.0}}
+    dropped = _entry(scores, metrics, snap, dict(scaled), {"placementScore": first})
+    assert "placementScore" not in dropped
+    assert "shorthop_placement_score{" not in generate_latest(metrics.registry).decode()

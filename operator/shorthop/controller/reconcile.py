@@ -308,32 +308,10 @@ class Reconciler:
         *,
         idle: bool,
     ) -> None:
-        """``status.placementScore``: recomputed for a fully placed, idle deployment when
-        ``Scores`` lets it through (cheaply rate-limited), else the last one carried over."""
-        snap = self.live.snapshot()
+        """``status.placementScore``: see :func:`score.status_entry`."""
         own = score.own_pods(self.live.pods_of(key))
-        current = float(new.get("cost", {}).get("total", 0.0))
-        # A scale or a repair changes the deployment: its score is due at once, not a minute on.
-        placement = repr((new.get("observedGeneration"), sorted(own.values())))
-        ready = idle and new.get("phase") == "Running"
-        fresh = self.scores.take_planned(key, placement) if ready else None
-        if fresh is None:
-            if not (ready and self.scores.due(key, snap, placement)):
-                if old.get("placementScore"):
-                    new["placementScore"] = old["placementScore"]
-                return
-            fresh = self.scores.compute(key, snap, placement, req, own)
-        if fresh is None:
-            return
-        result = score.Score(current, fresh, score.now())
-        fresh_json = result.to_json()
-        kept = old.get("placementScore") or {}
-        same = all(kept.get(k) == fresh_json[k] for k in ("current", "achievable", "ratio"))
-        # Unchanged: keep the old entry (and its time), so the visit writes nothing.
-        new["placementScore"] = dict(kept) if same else fresh_json
-        namespace, _, name = key.partition("/")
-        self.metrics.score.labels(namespace, name).set(result.ratio)
-        self.metrics.cost.labels(namespace, name, "achievable").set(fresh)
+        snap = self.live.snapshot()
+        score.status_entry(self.scores, self.metrics, snap, key, req, own, new, old, idle=idle)
 
     def _observed(self, pod_key: str, uid: str) -> bool:
         """The cache shows the pod bound, being deleted, or replaced by another of its name."""

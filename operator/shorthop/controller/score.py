@@ -4,25 +4,27 @@ a fresh plan of the whole deployment on the current cluster (its own GPUs counte
 see when churn has left them far from what is achievable.
 
 A fresh plan is a full solve, so it is not made on every visit: :class:`Scores` lets one through
-for a deployment only when it is fully placed and idle (the caller checks), at most once per
-``interval_s``, and only when the cluster's free GPUs changed since the last one (a fingerprint
-of the snapshot's free-GPU bitsets). The first visit after a start computes it once. A plan of
-the whole deployment from nothing (no pod of it present) *is* a fresh plan on the cluster of that
-moment: :meth:`Scores.planned` keeps its cost as the achievable one and starts the interval, so
-a newly placed deployment costs one solve, not two. The first visit after the deployment itself
-changed (its spec's generation or where its pods run: a scale or a repair) recomputes it too,
-whatever the interval, so ``current`` is never the cost of a placement that is gone.
+for a deployment only when it is fully placed and idle (the caller checks), and only when it was
+never scored, or the deployment itself changed since (its spec's generation or where its pods
+run: a scale or a repair), or ``interval_s`` passed and the cluster's free GPUs changed since the
+last one (a fingerprint of the snapshot's free-GPU bitsets). A plan of the whole deployment from
+nothing (no pod of it present) *is* a fresh plan on the cluster of that moment:
+:meth:`Scores.planned` keeps its cost as the achievable one and starts the interval, so a newly
+placed deployment costs no score solve at all.
 
-The interval alone would let the recomputes grow with the number of deployments: every resync
-visits them all, and on a busy cluster the free GPUs always changed, so N deployments would cost
-N full solves a minute. The recomputes the clock asks for therefore share a CPU budget
-(:data:`BUDGET_SHARE` of one core since the start, plus :data:`BUDGET_BURST_S`) with every
-score solve (:meth:`Scores.compute` charges each); a deployment refused keeps its last score
-and is asked again at its next visit. Those a change asks for are never refused.
+Every score solve is charged to one CPU budget (:data:`BUDGET_SHARE` of one core since the start,
+plus :data:`BUDGET_BURST_S`; :meth:`Scores.compute` charges each) and none runs beyond it, so
+the score never competes with placing pods: without it, N deployments on a busy cluster cost N
+full solves a minute, and in the scale soak (chaos/test_soak.py) the recomputes after each scale
+were 40 % of the operator's busy CPU, more than its placements. A deployment refused keeps its
+last score while that score is of the placement it reports (its ``current`` equals the status'
+cost), and has none until a later visit otherwise: a number for a placement that is gone is
+never shown (:func:`status_entry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import threading
@@ -31,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shorthop.metrics import Metrics
 from shorthop.placement import solver
 from shorthop.placement.request import Request
 from shorthop.placement.snapshot import ClusterSnapshot, mask_of
@@ -113,19 +116,18 @@ class Scores:
         return fresh
 
     def due(self, key: str, snap: ClusterSnapshot, placement: str = "") -> bool:
-        """``placement``: what the deployment is and where it runs (any change is due now)."""
+        """``placement``: what the deployment is and where it runs (any change makes it due
+        before the interval). Never beyond the CPU budget."""
         with self._lock:
             last = self._last.get(key)
+        if not self.within_budget():
+            return False
         if last is None:
             return True
         at, seen, placed = last
         if placed != placement:
             return True
-        return (
-            self._clock() - at >= self.interval_s
-            and self.within_budget()
-            and fingerprint(snap) != seen
-        )
+        return self._clock() - at >= self.interval_s and fingerprint(snap) != seen
 
     def record(self, key: str, snap: ClusterSnapshot, placement: str = "") -> None:
         with self._lock:
@@ -152,6 +154,46 @@ class Scores:
         with self._lock:
             self._last.pop(key, None)
             self._planned.pop(key, None)
+
+
+def status_entry(
+    scores: Scores,
+    metrics: Metrics,
+    snap: ClusterSnapshot,
+    key: str,
+    request: Request,
+    own: Mapping[str, tuple[str, tuple[int, ...], str]],
+    new: dict[str, Any],
+    old: Mapping[str, Any],
+    *,
+    idle: bool,
+) -> None:
+    """Set ``new["placementScore"]`` (and the metrics) for deployment ``key``: a planned or
+    recomputed score when :class:`Scores` has one or lets one through, else the last one while it
+    is of the placement ``new`` reports, else none."""
+    current = float(new.get("cost", {}).get("total", 0.0))
+    # A scale or a repair changes the deployment: its score is due at once, not a minute on.
+    placement = repr((new.get("observedGeneration"), sorted(own.values())))
+    ready = idle and new.get("phase") == "Running"
+    fresh = scores.take_planned(key, placement) if ready else None
+    namespace, _, name = key.partition("/")
+    kept = old.get("placementScore") or {}
+    if fresh is None and ready and scores.due(key, snap, placement):
+        fresh = scores.compute(key, snap, placement, request, own)
+    if fresh is None:
+        if kept and (not ready or kept.get("current") == round(current, 3)):
+            new["placementScore"] = kept
+        elif kept:  # of a placement that is gone: none until the next recompute
+            with contextlib.suppress(KeyError):
+                metrics.score.remove(namespace, name)
+        return
+    result = Score(current, fresh, now())
+    fresh_json = result.to_json()
+    same = all(kept.get(k) == fresh_json[k] for k in ("current", "achievable", "ratio"))
+    # Unchanged: keep the old entry (and its time), so the visit writes nothing.
+    new["placementScore"] = dict(kept) if same else fresh_json
+    metrics.score.labels(namespace, name).set(result.ratio)
+    metrics.cost.labels(namespace, name, "achievable").set(fresh)
 
 
 def own_pods(pods: Iterable[PodState]) -> dict[str, tuple[str, tuple[int, ...], str]]:
