@@ -171,3 +171,52 @@ def test_a_refused_recompute_keeps_a_score_only_while_it_is_of_the_placement_rep
     dropped = _entry(scores, metrics, snap, dict(scaled), {"placementScore": first})
     assert "placementScore" not in dropped
     assert "shorthop_placement_score{" not in generate_latest(metrics.registry).decode()
+
+
+def test_a_due_recompute_waits_for_the_cluster_to_settle_but_never_past_the_interval() -> None:
+    clock = [100.0]
+    scores = score.Scores(interval_s=60.0, clock=lambda: clock[0], settle_s=5.0)
+    assert scores.wait_s("ns/x") == 0.0  # nothing placed yet: settled
+    scores.placing()  # a placement (of any deployment) just now
+    clock[0] = 102.0
+    assert scores.wait_s("ns/x") == 3.0  # come back when 5 s passed without one
+    clock[0] = 105.0
+    assert scores.wait_s("ns/x") == 0.0
+    # A cluster never quiet: placements every second; the wait ends at the interval.
+    for t in range(106, 170):
+        clock[0] = float(t)
+        scores.placing()
+        waited = scores.wait_s("ns/y")
+        assert waited == (0.0 if t - 106 >= 60 else 5.0)
+    clock[0] = 175.0
+    scores.placing()
+    assert scores.wait_s("ns/y") == 0.0  # still overdue until a score is computed
+
+
+def test_a_visit_that_must_wait_comes_back_and_shows_no_stale_score() -> None:
+    clock = [0.0]
+    scores = score.Scores(clock=lambda: clock[0], settle_s=5.0)
+    metrics = metrics_module.create()
+    snap = _cluster()
+    status = {"phase": "Running", "observedGeneration": 1, "cost": {"total": 3240.0}}
+    new = dict(status)
+    own = {"p0": ("a", (0, 1), "prefill"), "d0": ("b", (0, 1), "decode")}
+    assert (
+        score.status_entry(scores, metrics, snap, "ns/x", REQUEST, own, new, {}, idle=True) is None
+    )
+    first = new["placementScore"]
+    clock[0] = 10.0
+    scores.placing()  # a scale was just placed
+    scaled = {"phase": "Running", "observedGeneration": 2, "cost": {"total": 5000.0}}
+    new = dict(scaled)
+    again = score.status_entry(
+        scores, metrics, snap, "ns/x", REQUEST, own, new, {"placementScore": first}, idle=True
+    )
+    assert again == 5.0
+    assert "placementScore" not in new
+    clock[0] = 15.0
+    new = dict(scaled)
+    assert (
+        score.status_entry(scores, metrics, snap, "ns/x", REQUEST, own, new, {}, idle=True) is None
+    )
+    assert new["placementScore"]["current"] == 5000.0

@@ -222,6 +222,7 @@ class Reconciler:
                 planned_on = snap.with_taken(anchors.taken)
                 plan = solver.solve(planned_on, req, fixed=dict(anchors.fixed))
                 solved = time.perf_counter()
+                self.scores.placing()
                 self.metrics.latency.observe(solved - started)
                 if plan.feasible:
                     self._assume(infd, req, plan.assignments, decision)
@@ -294,9 +295,13 @@ class Reconciler:
             placed_away=self.away.pop(key, None),
             evaluations=self.evaluations,
         )
-        self._score(key, req, new_status, old, idle=not reasons and not decision.terminating)
+        again = self._score(
+            key, req, new_status, old, idle=not reasons and not decision.terminating
+        )
         self._write_status(key, body, new_status)
         self.gauges.count_tiers(key, new_status)
+        if again is not None and (outcome.after is None or again < outcome.after):
+            return Outcome(retry=outcome.retry, after=again)
         return outcome
 
     def _score(
@@ -307,11 +312,14 @@ class Reconciler:
         old: Mapping[str, Any],
         *,
         idle: bool,
-    ) -> None:
-        """``status.placementScore``: see :func:`score.status_entry`."""
+    ) -> float | None:
+        """``status.placementScore``; seconds to come back after, or None (see
+        :func:`score.status_entry`)."""
         own = score.own_pods(self.live.pods_of(key))
         snap = self.live.snapshot()
-        score.status_entry(self.scores, self.metrics, snap, key, req, own, new, old, idle=idle)
+        return score.status_entry(
+            self.scores, self.metrics, snap, key, req, own, new, old, idle=idle
+        )
 
     def _observed(self, pod_key: str, uid: str) -> bool:
         """The cache shows the pod bound, being deleted, or replaced by another of its name."""

@@ -20,6 +20,13 @@ were 40 % of the operator's busy CPU, more than its placements. A deployment ref
 last score while that score is of the placement it reports (its ``current`` equals the status'
 cost), and has none until a later visit otherwise: a number for a placement that is gone is
 never shown (:func:`status_entry`).
+
+Nor is a transient placement scored: a due recompute waits until the operator has placed nothing
+for :data:`SETTLE_S` (the visit asks to come back then), since a deployment being scaled, or any
+deployment around it being placed, is likely to change again; in the scale soak every scale was
+followed by a scale-back within seconds, and a score of either state was a solve thrown away. A
+recompute never waits longer than the interval, so a cluster that is never quiet still gets its
+scores.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from shorthop.placement.triage import PodState
 INTERVAL_S = 60.0
 BUDGET_SHARE = 0.05  # of one core, for the recomputes the interval asks for
 BUDGET_BURST_S = 2.0
+SETTLE_S = 5.0  # no placement for this long: the cluster settled, a score may be computed
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +89,12 @@ class Scores:
         share: float = BUDGET_SHARE,
         burst_s: float = BUDGET_BURST_S,
         cpu: Callable[[], float] = time.thread_time,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self.interval_s = interval_s
+        self.settle_s = settle_s
+        self._placed_at = -float("inf")  # the operator's last placement (any deployment)
+        self._waiting: dict[str, float] = {}  # key -> since when a due recompute waits
         self._clock = clock
         self._cpu = cpu
         self._last: dict[str, tuple[float, str, str]] = {}  # time, free GPUs, placement
@@ -91,6 +103,22 @@ class Scores:
         self._share, self._burst_s = share, burst_s
         self._started = clock()
         self._spent_s = 0.0  # CPU seconds of every score solve so far
+
+    def placing(self) -> None:
+        """The operator just placed pods (of any deployment): the cluster is not settled."""
+        with self._lock:
+            self._placed_at = self._clock()
+
+    def wait_s(self, key: str) -> float:
+        """0 when a due recompute of ``key`` may run now, else how long it should wait for the
+        cluster to settle (the first wait starts its clock: never longer than the interval)."""
+        with self._lock:
+            now = self._clock()
+            since = self._waiting.setdefault(key, now)
+            left = self._placed_at + self.settle_s - now
+            if left <= 0 or now - since >= self.interval_s:
+                return 0.0
+            return left
 
     def within_budget(self) -> bool:
         """Whether a recompute the interval asks for may run now (see the module docstring)."""
@@ -111,6 +139,8 @@ class Scores:
         fresh = achievable(snap, request, own)
         spent = self._cpu() - started
         self.record(key, snap, placement)
+        with self._lock:
+            self._waiting.pop(key, None)
         with self._lock:
             self._spent_s += max(0.0, spent)
         return fresh
@@ -152,6 +182,7 @@ class Scores:
 
     def forget(self, key: str) -> None:
         with self._lock:
+            self._waiting.pop(key, None)
             self._last.pop(key, None)
             self._planned.pop(key, None)
 
@@ -167,10 +198,11 @@ def status_entry(
     old: Mapping[str, Any],
     *,
     idle: bool,
-) -> None:
+) -> float | None:
     """Set ``new["placementScore"]`` (and the metrics) for deployment ``key``: a planned or
     recomputed score when :class:`Scores` has one or lets one through, else the last one while it
-    is of the placement ``new`` reports, else none."""
+    is of the placement ``new`` reports, else none. Returns the seconds after which to visit
+    again when a due recompute waits for the cluster to settle, else None."""
     current = float(new.get("cost", {}).get("total", 0.0))
     # A scale or a repair changes the deployment: its score is due at once, not a minute on.
     placement = repr((new.get("observedGeneration"), sorted(own.values())))
@@ -178,15 +210,18 @@ def status_entry(
     fresh = scores.take_planned(key, placement) if ready else None
     namespace, _, name = key.partition("/")
     kept = old.get("placementScore") or {}
+    again: float | None = None
     if fresh is None and ready and scores.due(key, snap, placement):
-        fresh = scores.compute(key, snap, placement, request, own)
+        again = scores.wait_s(key) or None
+        if again is None:
+            fresh = scores.compute(key, snap, placement, request, own)
     if fresh is None:
         if kept and (not ready or kept.get("current") == round(current, 3)):
             new["placementScore"] = kept
         elif kept:  # of a placement that is gone: none until the next recompute
             with contextlib.suppress(KeyError):
                 metrics.score.remove(namespace, name)
-        return
+        return again
     result = Score(current, fresh, now())
     fresh_json = result.to_json()
     same = all(kept.get(k) == fresh_json[k] for k in ("current", "achievable", "ratio"))
@@ -194,6 +229,7 @@ def status_entry(
     new["placementScore"] = dict(kept) if same else fresh_json
     metrics.score.labels(namespace, name).set(result.ratio)
     metrics.cost.labels(namespace, name, "achievable").set(fresh)
+    return None
 
 
 def own_pods(pods: Iterable[PodState]) -> dict[str, tuple[str, tuple[int, ...], str]]:
