@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from shorthop.placement import pairsums
 from shorthop.placement.solver.state import Candidate, Key, State
-from shorthop.topology.index import TopologyIndex
+from shorthop.topology.index import NodeClass, TopologyIndex
 
 SMALL_ROWS = 12  # usable nodes with free GPUs
 SMALL_GPUS = 96  # free GPUs on them
@@ -47,10 +47,23 @@ BUDGET = 60_000  # options scored, over the whole search
 EPS = 1e-7
 
 
-def twin_classes(index: TopologyIndex, row: int) -> list[int]:
-    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with)."""
-    cls = index.node_class(row)
+def twin_classes(index: TopologyIndex, row: int) -> tuple[int, ...]:
+    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with). The same
+    for every node of one class with the same uplinks: kept with the index per (class, uplinks)."""
     up = pairsums.gpu_terms(index).up[row]
+    known = index.derived(_twin_memo)
+    shape = (int(index.class_of[row]), up.tobytes())
+    found = known.get(shape)
+    if found is None:
+        found = known.setdefault(shape, _new_twin_classes(index.node_class(row), up))
+    return found
+
+
+def _twin_memo(index: TopologyIndex) -> dict[tuple[int, bytes], tuple[int, ...]]:
+    return {}
+
+
+def _new_twin_classes(cls: NodeClass, up: NDArray[np.int64]) -> tuple[int, ...]:
     g = cls.gpus
     label = list(range(g))
     for i in range(g):
@@ -58,7 +71,7 @@ def twin_classes(index: TopologyIndex, row: int) -> list[int]:
             if label[j] == j and _twins(cls.dist, cls.nvlink, up, cls.fab, i, j):
                 label[i] = j
                 break
-    return label
+    return tuple(label)
 
 
 def _twins(
@@ -224,7 +237,10 @@ class _Search:
         off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
         self.d_min = int(off.min()) if off.size else 0
         self.order = problem.replicas
-        # traffic GPU pairs still to come, per (replica, partner) with their weights
+        # Options at the root, per replica shape: replicas of one role alike in what they miss
+        # and keep have the same options before anything is placed (computed once each).
+        self.root_options: dict[tuple[object, ...], NDArray[np.intp]] = {}
+        self.subsets: dict[tuple[int, int, int], list[tuple[int, ...]]] = {}
         self.root_intra = [self._cheapest_intra(x) for x in self.order]
 
     # -- costs -------------------------------------------------------------------------------
@@ -278,8 +294,14 @@ class _Search:
                 traffic += weight * d[options][:, :, ids].sum(axis=(1, 2))
         return inner.astype(np.int64), traffic
 
+    def _root_options(self, x: _Replica) -> NDArray[np.intp]:
+        shape = (x.role, x.k, x.q, tuple(x.fixed), x.scope_layer, x.nvlink_only, x.anchor)
+        if shape not in self.root_options:
+            self.root_options[shape] = self._options(x)
+        return self.root_options[shape]
+
     def _cheapest_intra(self, x: _Replica) -> int:
-        options = self._options(x)
+        options = self._root_options(x)
         if not len(options):
             return 0
         d = self.p.dist
@@ -331,9 +353,16 @@ class _Search:
         )
 
     def _subsets(self, row: int, k: int) -> list[tuple[int, ...]]:
-        """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first)."""
-        by_class: dict[int, list[int]] = defaultdict(list)
+        """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first); kept per
+        (row, free GPUs, k), which the search revisits branch after branch."""
         free = self.p.free[row]
+        known = self.subsets.get((row, free, k))
+        if known is None:
+            known = self.subsets[(row, free, k)] = self._new_subsets(row, free, k)
+        return known
+
+    def _new_subsets(self, row: int, free: int, k: int) -> list[tuple[int, ...]]:
+        by_class: dict[int, list[int]] = defaultdict(list)
         for g in range(self.state.index.gpus(row)):
             if free >> g & 1:
                 by_class[self.twins[row][g]].append(g)
@@ -439,7 +468,7 @@ class _Search:
         if self.p.scored > BUDGET:
             return
         x = self.order[depth]
-        options = self._options(x)
+        options = self._root_options(x) if depth == 0 else self._options(x)
         if not len(options):
             return
         add_intra, add_traffic = self._score(x, options)
