@@ -14,7 +14,9 @@ home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside r
 home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
 without slack: a partly used domain that holds the deployment as cheaply as an empty one is
 then tried too, and ``run``
-prefers it at equal cost (it never stops the unrestricted greedy from running).
+prefers it at equal cost (it never stops the unrestricted greedy from running). A home that
+:func:`mirrors` an earlier one (the same rows, state and shape, e.g. two empty racks) is not
+placed in: its start could only tie the earlier one, which ``run`` keeps.
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import subsets
+from shorthop.placement import pairsums, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
 
@@ -159,3 +161,67 @@ def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:
         return mask
     out: NDArray[np.bool_] = tree.ancestor_at[layer] == vertex
     return out
+
+
+def mirrors(state: State, first: int, second: int, base: NDArray[np.bool_]) -> bool:
+    """Whether greedy restricted to home ``second`` can only mirror greedy restricted to home
+    ``first`` (an earlier vertex of the same layer): then both starts end at the same cost and
+    the same whole units taken, and ``run`` keeps the earlier of equals, so ``second`` need not
+    run. True only when nothing a start reads tells the two apart:
+
+    - no pod is kept anywhere (a kept pod's distance to the home would differ);
+    - the rows under each, in row order, pair up one to one with the same node class, uplink
+      and fabric distances, free GPUs, headroom, readiness, ``base``, usability and preference
+      per role;
+    - every tree layer, network level and NVLink domain groups the paired rows alike and in the
+      same order (vertex ids break ties), and every NVLink domain under either lies wholly
+      under it (``run.wholes_taken`` counts whole domains).
+
+    Everything else a start reads is summed up the tree from these rows alone (the rows
+    outside are not usable in either start) or is the same for both.
+    """
+    if any(r.fixed for r in state.replicas.values()):
+        return False
+    tree, index, snap = state.tree, state.index, state.snapshot
+    if int(tree.layer[first]) != int(tree.layer[second]):
+        return False
+    a = np.flatnonzero(rows_of(state, first))
+    b = np.flatnonzero(rows_of(state, second))
+    if len(a) != len(b) or not len(a):
+        return False
+    terms = pairsums.gpu_terms(index)
+    per_row = [
+        index.alive,
+        index.class_of,
+        snap.free,
+        snap.free_counts,
+        snap.headroom,
+        snap.schedulable,
+        base,
+        terms.up,
+        terms.fab,
+        *state.base_usable,
+        *(p for p in state.preference if p is not None),
+    ]
+    if any(not np.array_equal(values[a], values[b]) for values in per_row):
+        return False
+    groupings = [*tree.ancestor_at, *index.dom.T, index.clique_of]
+    if any(not _grouped_alike(g[a], g[b]) for g in groupings):
+        return False
+    members = np.bincount(index.clique_of[index.clique_of >= 0], minlength=len(index.clique_names))
+    for rows in (a, b):
+        cliques = index.clique_of[rows]
+        inside = cliques[cliques >= 0]
+        if inside.size and (np.bincount(inside, minlength=len(members)) != members)[inside].any():
+            return False
+    return True
+
+
+def _grouped_alike(x: NDArray[np.int64], y: NDArray[np.int64]) -> bool:
+    """Whether ``x`` and ``y`` (ids per paired row, -1 for none) group the rows alike, with the
+    groups in the same order of ids."""
+    if not np.array_equal(x < 0, y < 0):
+        return False
+    return bool(
+        np.array_equal(np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1])
+    )

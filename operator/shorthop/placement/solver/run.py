@@ -168,14 +168,20 @@ def _construct(
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
     also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
     unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
-    home alone never skips it, so adding it never makes the start costlier). Raises ``Failure``
-    when nothing fits."""
+    home alone never skips it, so adding it never makes the start costlier). A home that mirrors
+    an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
+    one. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
         tightest, homes = (None, []) if small(attempt) else home.candidates(attempt)
         base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
         tight_start: list[State] = []
+        distinct: list[int] = []
+        for v in homes:  # a home whose start can only mirror an earlier one's is not run
+            if not any(home.mirrors(attempt, u, v, base) for u in distinct):
+                distinct.append(v)
+        homes = distinct
         for v in ([] if tightest is None else [tightest]) + homes:
             inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
             try:
