@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from shorthop.placement import pairsums, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
+from shorthop.topology.index import TopologyIndex
 
 HOMES = 2  # best-fitting homes tried
 
@@ -170,12 +171,12 @@ def mirrors(state: State, first: int, second: int, base: NDArray[np.bool_]) -> b
     run. True only when nothing a start reads tells the two apart:
 
     - no pod is kept anywhere (a kept pod's distance to the home would differ);
-    - the rows under each, in row order, pair up one to one with the same node class, uplink
-      and fabric distances, free GPUs, headroom, readiness, ``base``, usability and preference
-      per role;
-    - every tree layer, network level and NVLink domain groups the paired rows alike and in the
-      same order (vertex ids break ties), and every NVLink domain under either lies wholly
-      under it (``run.wholes_taken`` counts whole domains).
+    - the rows under each, in row order, pair up one to one with the same free GPUs, headroom,
+      readiness, ``base``, usability and preference per role, node class, uplink and fabric
+      distances;
+    - every tree layer, network level and NVLink domain groups the paired rows alike, each id
+      shifted by one constant (so vertex ids break ties alike), and every NVLink domain under
+      either lies wholly under it (``run.wholes_taken`` counts whole domains).
 
     Everything else a start reads is summed up the tree from these rows alone (the rows
     outside are not usable in either start) or is the same for both.
@@ -190,38 +191,42 @@ def mirrors(state: State, first: int, second: int, base: NDArray[np.bool_]) -> b
     if len(a) != len(b) or not len(a):
         return False
     terms = pairsums.gpu_terms(index)
-    per_row = [
-        index.alive,
-        index.class_of,
+    per_row = (
         snap.free,
-        snap.free_counts,
         snap.headroom,
-        snap.schedulable,
         base,
-        terms.up,
-        terms.fab,
         *state.base_usable,
         *(p for p in state.preference if p is not None),
-    ]
+        snap.schedulable,
+        index.alive,
+        index.class_of,
+        terms.up,
+        terms.fab,
+    )
     if any(not np.array_equal(values[a], values[b]) for values in per_row):
         return False
-    groupings = [*tree.ancestor_at, *index.dom.T, index.clique_of]
-    if any(not _grouped_alike(g[a], g[b]) for g in groupings):
+    ids, members = index.derived(_groupings)
+    x, y = ids[:, a], ids[:, b]
+    valid = x >= 0
+    if not np.array_equal(valid, y >= 0):
         return False
-    members = np.bincount(index.clique_of[index.clique_of >= 0], minlength=len(index.clique_names))
+    shift = y - x
+    if (np.where(valid, shift, 0) != np.where(valid, shift[:, :1], 0)).any():
+        return False  # per grouping, ids may differ by one constant only (rows share a domain)
+    cliques = ids[-1]
     for rows in (a, b):
-        cliques = index.clique_of[rows]
-        inside = cliques[cliques >= 0]
+        inside = cliques[rows]
+        inside = inside[inside >= 0]
         if inside.size and (np.bincount(inside, minlength=len(members)) != members)[inside].any():
             return False
     return True
 
 
-def _grouped_alike(x: NDArray[np.int64], y: NDArray[np.int64]) -> bool:
-    """Whether ``x`` and ``y`` (ids per paired row, -1 for none) group the rows alike, with the
-    groups in the same order of ids."""
-    if not np.array_equal(x < 0, y < 0):
-        return False
-    return bool(
-        np.array_equal(np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1])
-    )
+def _groupings(index: TopologyIndex) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``[grouping, row]``: each row's vertex at every tree layer, domain id at every network
+    level and NVLink domain last (-1: none); and how many rows each NVLink domain has."""
+    tree = domain_tree.tree(index)
+    ids = np.vstack([tree.ancestor_at, index.dom.T, index.clique_of[None, :]]).astype(np.int64)
+    cliques = index.clique_of[index.clique_of >= 0]
+    members = np.bincount(cliques, minlength=len(index.clique_names)).astype(np.int64)
+    return ids, members
