@@ -200,11 +200,11 @@ def _nearest(state: State, rows: NDArray[np.intp], held: NDArray[np.bool_]) -> N
     grows with the tier, so among equally cheap candidates the farther ones cannot win."""
     # A row with no domain at a layer reads the one below it (``carried``), which held nothing
     # when the search gets there: the same as no hit.
-    hits = held[state.tree.carried[:, rows]]  # [layer, row], every layer in one lookup
-    layers = np.flatnonzero(hits.any(axis=1))
-    if layers.size:
-        first: NDArray[np.bool_] = hits[layers[0]]
-        return first
+    carried = state.tree.carried
+    for layer in range(carried.shape[0]):
+        hit: NDArray[np.bool_] = held[carried[layer][rows]]
+        if hit.any():
+            return hit
     return np.ones(len(rows), dtype=np.bool_)
 
 
