@@ -46,7 +46,7 @@ class OperatorProcess:
     workdir: Path
     identity: str = "op-a"
     lease_namespace: str = "shorthop-system"
-    # The operator's own defaults (15 s, renewed every 5 s, given up after 10 s without a
+    # The operator's own defaults (15 s, renewed every 2 s, given up after 10 s without a
     # renewal): a test that is not about leadership must not lose it because the machine is
     # busy. Tests of fail-over wait for the lease to expire (about 15 s).
     lease_duration: float = 15.0
@@ -105,7 +105,6 @@ class OperatorProcess:
             "identity": self.identity,
             "logFormat": "text",
             "leaseDurationSeconds": self.lease_duration,
-            "renewIntervalSeconds": self.lease_duration / 3,
         }
         path = self.workdir / f"{self.identity}.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -19,6 +19,9 @@ YAML file uses the same camelCase names as below::
     leaseNamespace: shorthop-system  # default: $POD_NAMESPACE, else "default"
     identity: my-pod                 # default: $POD_NAME, else the host name
     logFormat: json                  # or text
+    leaseDurationSeconds: 15         # a standby takes over after this long without a renewal
+    renewIntervalSeconds: 2          # the leader renews this often (client-go's retry period);
+                                     # it steps down after 2/3 of the duration without one
     faults: ""                       # crash points for fault-injection tests (controller.faults)
     dra:                             # Dynamic Resource Allocation (exact GPUs)
       enabled: true                  # where the server serves resource.k8s.io/v1
@@ -117,7 +120,7 @@ class Settings(_Model):
     identity: str = Field(default_factory=socket.gethostname)  # load(): $POD_NAME first
     log_format: Literal["json", "text"] = "json"
     lease_duration_seconds: float = Field(default=15.0, gt=1)
-    renew_interval_seconds: float = Field(default=5.0, gt=0)
+    renew_interval_seconds: float = Field(default=2.0, gt=0)
     faults: str = ""  # "point:count,..." for fault-injection tests; empty: none
     dra: DraSettings = Field(default_factory=DraSettings)
 
@@ -222,4 +225,13 @@ def load(
         raise ConfigError(
             f"{named} ({where})" if named else f"{source}: {where}", first["msg"]
         ) from None
+    deadline = settings.lease_duration_seconds * 2 / 3
+    if settings.renew_interval_seconds >= deadline:
+        named = origin.get(("renewIntervalSeconds",))
+        raise ConfigError(
+            f"{named} (renewIntervalSeconds)" if named else f"{source}: renewIntervalSeconds",
+            f"{settings.renew_interval_seconds:g} s is not shorter than the renew deadline "
+            f"({deadline:g} s, two thirds of leaseDurationSeconds): the leader would step down "
+            "between two renewals; lower it (default 2) or raise leaseDurationSeconds",
+        )
     return settings

@@ -4,6 +4,7 @@ races with kube-scheduler, clean-up, restarts, HA fail-over, invalid specs, metr
 from __future__ import annotations
 
 import contextlib
+import urllib.error
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -355,7 +356,17 @@ def test_metrics_endpoint_serves_the_named_metrics(
     ):
         assert name in text, name
     assert operator.get(operator.health_port, "/healthz") == "ok"
-    assert operator.get(operator.health_port, "/readyz") == "ok"
+    # Ready once the leader's caches synced (503 before: run alone, this test may come first).
+    kube.wait_for("/readyz to answer ok", lambda: _ready(operator), timeout=60)
+
+
+def _ready(operator: oh.OperatorProcess) -> bool:
+    try:
+        return operator.get(operator.health_port, "/readyz") == "ok"
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:  # anything but "not ready yet" is a failure
+            raise
+        return False
 
 
 @contextlib.contextmanager

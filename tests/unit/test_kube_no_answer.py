@@ -6,12 +6,14 @@ the deployment waited as unschedulable (found by chaos/test_apiserver.py)."""
 from __future__ import annotations
 
 import json
+import queue
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 from shorthop import errors
 from shorthop.controller import kube
 
@@ -65,7 +67,7 @@ def cutting_off() -> Iterator[str]:
     )
 
 
-def _kube(tmp_path: Path, server: str) -> kube.Kube:
+def _kube(tmp_path: Path, server: str, retries: int | None = None) -> kube.Kube:
     path = tmp_path / "kubeconfig"
     path.write_text(
         json.dumps(
@@ -79,7 +81,7 @@ def _kube(tmp_path: Path, server: str) -> kube.Kube:
             }
         )
     )
-    return kube.Kube(kube.api_client(str(path)))
+    return kube.Kube(kube.api_client(str(path), retries=retries))
 
 
 POD = {
@@ -134,3 +136,84 @@ def test_a_lost_create_neither_raises_out_of_reconcile_nor_keeps_gpus_assumed(
     assert reconciler.metrics.errors.labels(reason="http-0")._value.get() == 1
     snap = live.snapshot()
     assert int(snap.free_counts[snap.index.row_of["n1"]]) == 8, "the failed pod's GPUs leaked"
+
+
+LEASE = json.dumps(
+    {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}}
+).encode()
+
+
+def _read_request(conn: socket.socket) -> None:
+    """Read one HTTP request whole: the headers, then a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
+@pytest.fixture
+def answering_late() -> Iterator[tuple[str, queue.Queue[str]]]:
+    """Each request is answered (a Lease) only if the client still waits 20 s later; what the
+    server saw first per request ("client gave up" or "answered") is recorded."""
+    seen: queue.Queue[str] = queue.Queue()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(20)
+                _read_request(conn)
+                try:
+                    if conn.recv(1) == b"":
+                        seen.put("client gave up")
+                        continue
+                except TimeoutError:
+                    pass
+                seen.put("answered")
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(LEASE)}\r\n\r\n".encode()
+                    + LEASE
+                )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", seen
+    stop.set()
+    thread.join(25)
+    server.close()
+
+
+def test_lease_requests_end_at_their_timeout_when_no_answer_comes(
+    tmp_path: Path, answering_late: tuple[str, queue.Queue[str]]
+) -> None:
+    """The leader bounds each lease request (runtime/leader.py ``timeout``) on a client that
+    urllib3 does not retry (commands/run.py): a hung request must fail in time for the next try
+    instead of holding the renewal until the deadline."""
+    server, seen = answering_late
+    k = _kube(tmp_path, server, retries=0)
+    lease = client.V1Lease(metadata=client.V1ObjectMeta(name="l", namespace="ns"))
+    _each_is_a_no_answer(
+        lambda: k.replace_lease("ns", lease, timeout=0.5),
+        lambda: k.create_lease("ns", lease, timeout=0.5),
+    )
+    # What the server saw of each request (it records it once the client hung up).
+    assert [seen.get(timeout=30) for _ in range(2)] == ["client gave up", "client gave up"]
+    assert seen.empty(), "a timed-out lease request was retried by urllib3"

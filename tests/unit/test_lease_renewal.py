@@ -22,9 +22,11 @@ class LeaseStore:
         self.version = 0
         self.calls: list[str] = []
         self.fail: Iterator[bool] = iter(())
+        self.timeouts: list[float | None] = []
 
-    def _request(self, verb: str) -> None:
+    def _request(self, verb: str, timeout: float | None) -> None:
         self.calls.append(verb)
+        self.timeouts.append(timeout)
         if next(self.fail, False):
             raise KubeError(f"{verb} lease", 503, "injected")
 
@@ -32,18 +34,24 @@ class LeaseStore:
         assert self.lease is not None
         return copy.deepcopy(self.lease)
 
-    def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
-        self._request("read")
+    def read_lease(
+        self, namespace: str, name: str, timeout: float | None = None
+    ) -> client.V1Lease | None:
+        self._request("read", timeout)
         return None if self.lease is None else self._stored()
 
-    def create_lease(self, namespace: str, lease: client.V1Lease) -> None:
-        self._request("create")
+    def create_lease(
+        self, namespace: str, lease: client.V1Lease, timeout: float | None = None
+    ) -> None:
+        self._request("create", timeout)
         self.version += 1
         lease.metadata.resource_version = str(self.version)
         self.lease = copy.deepcopy(lease)
 
-    def replace_lease(self, namespace: str, lease: client.V1Lease) -> client.V1Lease:
-        self._request("replace")
+    def replace_lease(
+        self, namespace: str, lease: client.V1Lease, timeout: float | None = None
+    ) -> client.V1Lease:
+        self._request("replace", timeout)
         if self.lease is None:
             raise NotFound("replace lease", 404, "gone")
         if lease.metadata.resource_version != self.lease.metadata.resource_version:
@@ -74,6 +82,9 @@ def test_the_holder_renews_in_one_request_and_reads_again_after_a_conflict() -> 
     store.calls.clear()
     assert a.try_acquire_or_renew()
     assert store.calls == ["replace", "read", "replace"]
+    # Every request of a try is bounded, so a hung one cannot hold the renewal to the deadline.
+    assert store.timeouts
+    assert set(store.timeouts) == {a.timeout}
 
 
 def test_a_failed_renewal_keeps_the_one_request_path() -> None:

@@ -56,6 +56,7 @@ def test_custom_levels_and_weights(tmp_path: Path) -> None:
         ("[1, 2", {}, "is not valid YAML"),
         ("- just a list", {}, "must be a YAML mapping"),
         ("bogus: 1", {}, "bogus"),
+        ("leaseDurationSeconds: 3", {}, "renewIntervalSeconds: 2 s is not shorter than the renew"),
     ],
     ids=[
         "bad-port",
@@ -66,6 +67,7 @@ def test_custom_levels_and_weights(tmp_path: Path) -> None:
         "bad-yaml",
         "not-a-mapping",
         "unknown-key",
+        "renew-not-inside-the-deadline",
     ],
 )
 def test_bad_settings_raise_one_config_error_naming_the_setting(

@@ -108,8 +108,12 @@ async def main(settings: settings_module.Settings, *, kubeconfig: str | None = N
     metrics = metrics_module.create()
     runtime = operator.Runtime(settings, api, metrics)
     metrics_module.serve(metrics, settings.metrics_port)
+    # The lease has a client of its own: its requests never wait behind the operator's in the
+    # pool, and urllib3 does not retry them (a hung request retried three times would outlast
+    # the renew deadline; the elector retries every second itself, each request bounded).
+    lease_api = kube.api_client(kubeconfig, qps_threads=1, retries=0)
     elector = leader.LeaseElector(
-        runtime.kube,
+        kube.Kube(lease_api),
         settings.lease_namespace,
         settings.lease_name,
         settings.identity,

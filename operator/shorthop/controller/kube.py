@@ -77,10 +77,14 @@ def status_error(what: str, status: int, found: Mapping[str, Any], fallback: str
 POOL_HEADROOM = 32  # connections beyond the API threads: workers, watches, lease, metrics
 
 
-def api_client(kubeconfig: str | None = None, *, qps_threads: int = 64) -> client.ApiClient:
+def api_client(
+    kubeconfig: str | None = None, *, qps_threads: int = 64, retries: int | None = None
+) -> client.ApiClient:
     """A client from an explicit kubeconfig, ``$KUBECONFIG``/``~/.kube/config``, or the pod's
-    service account, in that order."""
+    service account, in that order. ``retries``: urllib3's retries of a request that got no
+    answer (None: urllib3's default, three)."""
     configuration = client.Configuration()
+    configuration.retries = retries
     try:
         if kubeconfig:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -442,30 +446,40 @@ class Kube:
 
     # -- the leader election's Lease -------------------------------------------------------
 
-    def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
-        """The Lease, or None when there is none."""
+    def read_lease(
+        self, namespace: str, name: str, timeout: float | None = None
+    ) -> client.V1Lease | None:
+        """The Lease, or None when there is none. ``timeout`` bounds the request (seconds)."""
         try:
-            return self.coordination.read_namespaced_lease(name, namespace)
+            return self.coordination.read_namespaced_lease(
+                name, namespace, _request_timeout=timeout
+            )
         except ApiException as exc:
             error = api_error(f"read lease {namespace}/{name}", exc)
             if isinstance(error, errors.NotFound):
                 return None
             raise error from None
 
-    def create_lease(self, namespace: str, lease: client.V1Lease) -> None:
+    def create_lease(
+        self, namespace: str, lease: client.V1Lease, timeout: float | None = None
+    ) -> None:
         try:
-            self.coordination.create_namespaced_lease(namespace, lease, field_manager=FIELD_MANAGER)
+            self.coordination.create_namespaced_lease(
+                namespace, lease, field_manager=FIELD_MANAGER, _request_timeout=timeout
+            )
         except ApiException as exc:
             raise api_error(f"create lease {namespace}/{lease.metadata.name}", exc) from None
 
-    def replace_lease(self, namespace: str, lease: client.V1Lease) -> client.V1Lease:
+    def replace_lease(
+        self, namespace: str, lease: client.V1Lease, timeout: float | None = None
+    ) -> client.V1Lease:
         """Write the Lease back (the Lease as stored after it); a
         :class:`~shorthop.errors.Conflict` when it changed since it was read (its
-        resourceVersion)."""
+        resourceVersion). ``timeout`` bounds the request (seconds)."""
         name = lease.metadata.name
         try:
             stored: client.V1Lease = self.coordination.replace_namespaced_lease(
-                name, namespace, lease, field_manager=FIELD_MANAGER
+                name, namespace, lease, field_manager=FIELD_MANAGER, _request_timeout=timeout
             )
             return stored
         except ApiException as exc:

@@ -6,9 +6,11 @@ pods). The leader renews every ``renew`` seconds and gives up (stops the operato
 not renewed for ``deadline`` seconds, which is shorter than ``duration``, so two instances are
 never active together. Updates use the Lease's resourceVersion (optimistic concurrency).
 
-A failed renewal is retried every ``retry`` seconds until the deadline (client-go's retry
-period), not after another full ``renew``: with two tries in the deadline, an API server that
-failed three requests in ten lost the lease about every minute (chaos/test_apiserver.py). The
+The leader renews every ``renew`` seconds (2 by default: client-go's retry period), so the whole
+deadline is covered by tries, not only its end; a failed renewal is retried every ``retry``
+seconds until the deadline, and every request of a try is bounded by ``timeout`` so a slow or
+hung answer cannot eat the window (with a 5 s interval and unbounded requests, an API server that
+failed a fifth of its requests still made the leader step down: chaos/test_apiserver.py). The
 holder renews the Lease as it last wrote it (one request; its resourceVersion proves nobody
 changed it since) and reads it again only when that fails.
 """
@@ -41,9 +43,10 @@ class LeaseElector:
     name: str
     identity: str
     duration: float = 15.0
-    renew: float = 5.0
+    renew: float = 2.0
     deadline: float = 10.0
     retry: float = 1.0
+    timeout: float = 3.0  # per request: a try that hangs ends in time for the next ones
 
     def __post_init__(self) -> None:
         self._observed: tuple[str | None, str | None] = (None, None)
@@ -68,7 +71,7 @@ class LeaseElector:
             return True
         now = _now()
         try:
-            lease = self.kube.read_lease(self.namespace, self.name)
+            lease = self.kube.read_lease(self.namespace, self.name, self.timeout)
         except KubeError as exc:
             log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, exc)
             return False
@@ -84,7 +87,7 @@ class LeaseElector:
                 ),
             )
             try:
-                self.kube.create_lease(self.namespace, body)
+                self.kube.create_lease(self.namespace, body, self.timeout)
             except KubeError as exc:
                 if not isinstance(exc, AlreadyExists):  # another instance was first: normal
                     log.warning(
@@ -119,7 +122,7 @@ class LeaseElector:
         spec.lease_duration_seconds = int(self.duration)
         lease.spec = spec
         try:
-            self._held = self.kube.replace_lease(self.namespace, lease)
+            self._held = self.kube.replace_lease(self.namespace, lease, self.timeout)
         except KubeError as exc:
             log.info("lease update lost a race (%s)", exc.status)
             return False
@@ -143,7 +146,7 @@ class LeaseElector:
             return False
         held.spec.renew_time = _now()
         try:
-            self._held = self.kube.replace_lease(self.namespace, held)
+            self._held = self.kube.replace_lease(self.namespace, held, self.timeout)
         except Conflict:
             self._held = None
             return False
