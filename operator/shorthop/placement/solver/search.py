@@ -385,6 +385,21 @@ class _Search:
             rows = [row for row in rows if not fixed_rows or fixed_rows == {row}]
         seen: set[tuple[object, ...]] = set()
         out: list[list[int]] = []
+        # Nothing is placed while the options are listed: per row, what tells it apart from
+        # interchangeable rows, and each subset's twin classes, are worked out once.
+        row_key: dict[int, tuple[object, ...]] = {
+            r: (0, self.static[r], self.p.free[r], tuple(self.p.head[r]))
+            if self.p.on_row[r] == 0
+            else (1, r)
+            for r in rows
+        }
+        classes: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = {}
+
+        def twin_key(r: int, gs: tuple[int, ...]) -> tuple[int, ...]:
+            found = classes.get((r, gs))
+            if found is None:
+                found = classes[(r, gs)] = tuple(sorted(self.twins[r][g] for g in gs))
+            return found
 
         def pods_room(row: int) -> int:
             h = self.p.head[row]
@@ -402,17 +417,7 @@ class _Search:
             domain: frozenset[int] | None,
         ) -> None:
             if left == 0:
-                signature = tuple(
-                    sorted(
-                        (
-                            (0, self.static[r], self.p.free[r], tuple(self.p.head[r]))
-                            if self.p.on_row[r] == 0
-                            else (1, r),
-                            tuple(sorted(self.twins[r][g] for g in gs)),
-                        )
-                        for r, gs in chosen
-                    )
-                )
+                signature = tuple(sorted((row_key[r], twin_key(r, gs)) for r, gs in chosen))
                 if signature not in seen:
                     seen.add(signature)
                     out.append([self.p.gpu_id[(r, g)] for r, gs in chosen for g in gs])
