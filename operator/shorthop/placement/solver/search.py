@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import product
 
 import numpy as np
@@ -57,6 +58,24 @@ def twin_classes(index: TopologyIndex, row: int) -> tuple[int, ...]:
     if found is None:
         found = known.setdefault(shape, _new_twin_classes(index.node_class(row), up))
     return found
+
+
+@lru_cache(maxsize=4096)
+def canonical_subsets(twins: tuple[int, ...], free: int, k: int) -> tuple[tuple[int, ...], ...]:
+    """The ``k``-GPU subsets of the GPUs in ``free`` up to twins (``twins``: per GPU of the node,
+    its twin class, :func:`twin_classes`): of each class the lowest GPUs first. A function of its
+    arguments alone, kept across searches (the same node shapes and free masks recur)."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for g in range(len(twins)):
+        if free >> g & 1:
+            by_class[twins[g]].append(g)
+    classes = sorted(by_class.values())
+    out = []
+    for counts in product(*(range(len(c) + 1) for c in classes)):
+        if sum(counts) == k:
+            taken = (g for c, n in zip(classes, counts, strict=True) for g in c[:n])
+            out.append(tuple(sorted(taken)))
+    return tuple(out)
 
 
 def _twin_memo(index: TopologyIndex) -> dict[tuple[int, bytes], tuple[int, ...]]:
@@ -240,7 +259,6 @@ class _Search:
         # Options at the root, per replica shape: replicas of one role alike in what they miss
         # and keep have the same options before anything is placed (computed once each).
         self.root_options: dict[tuple[object, ...], NDArray[np.intp]] = {}
-        self.subsets: dict[tuple[int, int, int], list[tuple[int, ...]]] = {}
         self.root_intra = [self._cheapest_intra(x) for x in self.order]
 
     # -- costs -------------------------------------------------------------------------------
@@ -352,28 +370,9 @@ class _Search:
             and h[1] >= role.memory_bytes
         )
 
-    def _subsets(self, row: int, k: int) -> list[tuple[int, ...]]:
-        """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first); kept per
-        (row, free GPUs, k), which the search revisits branch after branch."""
-        free = self.p.free[row]
-        known = self.subsets.get((row, free, k))
-        if known is None:
-            known = self.subsets[(row, free, k)] = self._new_subsets(row, free, k)
-        return known
-
-    def _new_subsets(self, row: int, free: int, k: int) -> list[tuple[int, ...]]:
-        by_class: dict[int, list[int]] = defaultdict(list)
-        for g in range(self.state.index.gpus(row)):
-            if free >> g & 1:
-                by_class[self.twins[row][g]].append(g)
-        classes = sorted(by_class.values())
-        out = []
-        for counts in product(*(range(len(c) + 1) for c in classes)):
-            if sum(counts) == k:
-                out.append(
-                    tuple(sorted(g for c, n in zip(classes, counts, strict=True) for g in c[:n]))
-                )
-        return out
+    def _subsets(self, row: int, k: int) -> tuple[tuple[int, ...], ...]:
+        """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first)."""
+        return canonical_subsets(self.twins[row], self.p.free[row], k)
 
     def _options(self, x: _Replica) -> NDArray[np.intp]:
         """Every distinct way to place the replica's missing GPUs now, as universe ids."""
