@@ -139,12 +139,21 @@ def widest_tier(index: TopologyIndex, s: GpuSet) -> int:
     rows = sorted(s)
     for i, a in enumerate(rows):
         g = s[a]
-        if len(g) > 1:
-            nv = index.node_class(a).nvlink[np.ix_(g, g)]
-            worst = max(worst, 0 if nv.all() else 1)
+        if len(g) > 1 and worst < 1:
+            worst = max(worst, 0 if _all_nvlink(index, a, g) else 1)
         for b in rows[i + 1 :]:
             worst = max(worst, index.node_tier(a, b))
     return worst
+
+
+def _all_nvlink(index: TopologyIndex, row: int, gpus: NDArray[np.intp]) -> bool:
+    """Whether every pair of ``gpus`` on ``row`` is linked by NVLink alone: one lookup in the
+    class's NVLink-only subset table (a subset with a pair that is not costs ``INF`` there)."""
+    cls = index.node_class(row)
+    table = subsets.table(cls, True)
+    if table.exact:
+        return bool(table.cost[_mask(gpus)] < subsets.INF)
+    return bool(cls.nvlink[np.ix_(gpus, gpus)].all())
 
 
 def replica_sets(assignments: Iterable[Assignment]) -> dict[tuple[str, int], GpuSet]:
