@@ -139,12 +139,21 @@ def widest_tier(index: TopologyIndex, s: GpuSet) -> int:
     rows = sorted(s)
     for i, a in enumerate(rows):
         g = s[a]
-        if len(g) > 1:
-            nv = index.node_class(a).nvlink[np.ix_(g, g)]
-            worst = max(worst, 0 if nv.all() else 1)
+        if len(g) > 1 and worst < 1:
+            worst = max(worst, 0 if _all_nvlink(index, a, g) else 1)
         for b in rows[i + 1 :]:
             worst = max(worst, index.node_tier(a, b))
     return worst
+
+
+def _all_nvlink(index: TopologyIndex, row: int, gpus: NDArray[np.intp]) -> bool:
+    """Whether every pair of ``gpus`` on ``row`` is linked by NVLink alone: one lookup in the
+    class's NVLink-only subset table (a subset with a pair that is not costs ``INF`` there)."""
+    cls = index.node_class(row)
+    table = subsets.table(cls, True)
+    if table.exact:
+        return bool(table.cost[_mask(gpus)] < subsets.INF)
+    return bool(cls.nvlink[np.ix_(gpus, gpus)].all())
 
 
 def replica_sets(assignments: Iterable[Assignment]) -> dict[tuple[str, int], GpuSet]:
@@ -218,15 +227,24 @@ def _replica_pair_tiers(
                 gi, gj = everything[i][row], everything[j][row]
                 out[0 if nv[np.ix_(gi, gj)].all() else 1] += 1
                 before += 1
-    unique = -1 - np.arange(len(homes), dtype=np.int64)  # a key no other replica shares
-    key = np.where(layers == 0, rep, unique)
+    # Per layer, each replica's domain there once its home is at or below it (else a key no
+    # other replica shares); pairs joined = sum over domains of sources x targets under it.
+    # Plain Python: a deployment has tens of replicas, and these are a few dict updates each.
+    n = len(homes)
+    unique = [-1 - i for i in range(n)]
+    at = layers.tolist()
+    sides = side.tolist()
+    key = [r if h == 0 else u for r, h, u in zip(rep.tolist(), at, unique, strict=True)]
     for layer in range(1, tree.ancestor_at.shape[0]):
-        anc = tree.ancestor_at[layer, rep]
-        key = np.where(layers <= layer, np.where(anc >= 0, anc, key), unique)
-        _, group = np.unique(key, return_inverse=True)
-        a = np.bincount(group, weights=side == 0)
-        b = np.bincount(group, weights=side == 1)
-        joined = int((a * b).sum())
+        anc = tree.ancestor_at[layer, rep].tolist()
+        key = [
+            (v if v >= 0 else k) if h <= layer else u
+            for v, k, h, u in zip(anc, key, at, unique, strict=True)
+        ]
+        counts: dict[int, list[int]] = {}
+        for k, sd in zip(key, sides, strict=True):
+            counts.setdefault(k, [0, 0])[sd] += 1
+        joined = sum(a * b for a, b in counts.values())
         out[tier_of_layer(layer)] += joined - before
         before = joined
     return out

@@ -32,6 +32,7 @@ class DomainTree:
     children: NDArray[np.int64]  # CSR
     order: tuple[NDArray[np.int64], ...]  # vertex groups to roll up, children before parents
     order_parent: tuple[NDArray[np.int64], ...]  # their parents (groups without parents dropped)
+    parent_span: tuple[tuple[int, int], ...]  # per group: lowest parent id, highest + 1
     root: int
     ancestor_at: NDArray[np.int64]  # [layers, rows]: each row's ancestor at a layer, -1 if none
     # [layers, rows]: like ancestor_at, but where a row has no ancestor at a layer, the one below
@@ -55,17 +56,24 @@ class DomainTree:
         """Sum ``leaf_values`` (per row) up the tree: the total under every vertex."""
         total = np.zeros(self.vertices, dtype=np.float64)
         total[: len(leaf_values)] = leaf_values
-        for group, parents in zip(self.order, self.order_parent, strict=True):
-            total += np.bincount(parents, weights=total[group], minlength=self.vertices)
+        self._add_up(total)
         return total.astype(np.int64)
 
     def rollup_vertices(self, values: NDArray[np.int64]) -> NDArray[np.int64]:
         """Like :meth:`rollup`, from a value at any vertex (``[vertices]``): each vertex gets its
         own value plus the totals of its children."""
         total = values.astype(np.float64)
-        for group, parents in zip(self.order, self.order_parent, strict=True):
-            total += np.bincount(parents, weights=total[group], minlength=self.vertices)
+        self._add_up(total)
         return total.astype(np.int64)
+
+    def _add_up(self, total: NDArray[np.float64]) -> None:
+        """Add each group's totals into its parents, children before parents; each group's
+        parents lie in one span of ids (:attr:`parent_span`), so only that span is summed into."""
+        for group, parents, (low, high) in zip(
+            self.order, self.order_parent, self.parent_span, strict=True
+        ):
+            sums = np.bincount(parents - low, weights=total[group], minlength=high - low)
+            total[low:high] += sums
 
     def ancestors(self, v: int) -> list[int]:
         out = []
@@ -200,6 +208,9 @@ def build(index: TopologyIndex) -> DomainTree:
         children=by_parent.astype(np.int64),
         order=tuple(order),
         order_parent=tuple(parent[g] for g in order),
+        parent_span=tuple(
+            (int(parent[g].min()), int(parent[g].max()) + 1) if g.size else (0, 0) for g in order
+        ),
         root=root,
         clique_base=clique_base,
         level_base=tuple(level_base),

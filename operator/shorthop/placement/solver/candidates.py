@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from shorthop.placement import pairsums, subsets
 from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import lookahead
-from shorthop.placement.solver.score import best_of, measures, rank, score_many
+from shorthop.placement.solver.score import best_of, made, measures, rank
 from shorthop.placement.solver.state import Candidate, Key, Partners, State, Strategy
 
 TIE_LIMIT = 64  # single-node candidates scored for traffic/look-ahead after the intra cut
@@ -150,7 +150,10 @@ def _refine_subset(
     # then mask. Only the winner is made a candidate.
     traffic, ahead = measures(state, key, [[(row, m)] for m in options], partners)
     best = min(range(len(options)), key=lambda i: (round(traffic[i], 6), ahead[i], options[i]))
-    return score_many(state, key, [[(row, options[best])]], partners, [row])[0]
+    # Each option's measures do not depend on the others': the winner's are made a candidate.
+    return made(state, key, [[(row, options[best])]], [row], None, [traffic[best]], [ahead[best]])[
+        0
+    ]
 
 
 def _near_fixed(

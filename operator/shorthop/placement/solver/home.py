@@ -14,7 +14,9 @@ home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside r
 home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
 without slack: a partly used domain that holds the deployment as cheaply as an empty one is
 then tried too, and ``run``
-prefers it at equal cost (it never stops the unrestricted greedy from running).
+prefers it at equal cost (it never stops the unrestricted greedy from running). A home that
+:func:`mirrors` an earlier one (the same rows, state and shape, e.g. two empty racks) is not
+placed in: its start could only tie the earlier one, which ``run`` keeps.
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
 """
@@ -24,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import subsets
+from shorthop.placement import pairsums, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.solver.state import State
+from shorthop.topology.index import TopologyIndex
 
 HOMES = 2  # best-fitting homes tried
 
@@ -159,3 +162,71 @@ def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:
         return mask
     out: NDArray[np.bool_] = tree.ancestor_at[layer] == vertex
     return out
+
+
+def mirrors(state: State, first: int, second: int, base: NDArray[np.bool_]) -> bool:
+    """Whether greedy restricted to home ``second`` can only mirror greedy restricted to home
+    ``first`` (an earlier vertex of the same layer): then both starts end at the same cost and
+    the same whole units taken, and ``run`` keeps the earlier of equals, so ``second`` need not
+    run. True only when nothing a start reads tells the two apart:
+
+    - no pod is kept anywhere (a kept pod's distance to the home would differ);
+    - the rows under each, in row order, pair up one to one with the same free GPUs, headroom,
+      readiness, ``base``, usability and preference per role, node class, uplink and fabric
+      distances;
+    - every tree layer, network level and NVLink domain groups the paired rows alike, each id
+      shifted by one constant (so vertex ids break ties alike), and every NVLink domain under
+      either lies wholly under it (``run.wholes_taken`` counts whole domains).
+
+    Everything else a start reads is summed up the tree from these rows alone (the rows
+    outside are not usable in either start) or is the same for both.
+    """
+    if any(r.fixed for r in state.replicas.values()):
+        return False
+    tree, index, snap = state.tree, state.index, state.snapshot
+    if int(tree.layer[first]) != int(tree.layer[second]):
+        return False
+    a = np.flatnonzero(rows_of(state, first))
+    b = np.flatnonzero(rows_of(state, second))
+    if len(a) != len(b) or not len(a):
+        return False
+    terms = pairsums.gpu_terms(index)
+    per_row = (
+        snap.free,
+        snap.headroom,
+        base,
+        *state.base_usable,
+        *(p for p in state.preference if p is not None),
+        snap.schedulable,
+        index.alive,
+        index.class_of,
+        terms.up,
+        terms.fab,
+    )
+    if any(not np.array_equal(values[a], values[b]) for values in per_row):
+        return False
+    ids, members = index.derived(_groupings)
+    x, y = ids[:, a], ids[:, b]
+    valid = x >= 0
+    if not np.array_equal(valid, y >= 0):
+        return False
+    shift = y - x
+    if (np.where(valid, shift, 0) != np.where(valid, shift[:, :1], 0)).any():
+        return False  # per grouping, ids may differ by one constant only (rows share a domain)
+    cliques = ids[-1]
+    for rows in (a, b):
+        inside = cliques[rows]
+        inside = inside[inside >= 0]
+        if inside.size and (np.bincount(inside, minlength=len(members)) != members)[inside].any():
+            return False
+    return True
+
+
+def _groupings(index: TopologyIndex) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """``[grouping, row]``: each row's vertex at every tree layer, domain id at every network
+    level and NVLink domain last (-1: none); and how many rows each NVLink domain has."""
+    tree = domain_tree.tree(index)
+    ids = np.vstack([tree.ancestor_at, index.dom.T, index.clique_of[None, :]]).astype(np.int64)
+    cliques = index.clique_of[index.clique_of >= 0]
+    members = np.bincount(cliques, minlength=len(index.clique_names)).astype(np.int64)
+    return ids, members

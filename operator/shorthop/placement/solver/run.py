@@ -3,8 +3,10 @@
 :func:`solve` tries the domains of a deployment scope (phase 1) and runs the strategies on each
 (:func:`_run`): greedy (phase 2) then refinement (phase 3) under ``Strategy.COST``, falling back
 to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit, and always also from first-fit's
-plan, keeping the cheaper (never worse than first-fit). :func:`_plan_from` turns the final state
-into a scored :class:`~shorthop.placement.plan.Plan` (phase 4).
+plan, keeping the cheaper (never worse than first-fit); a start whose every GPU pair is at the
+least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it.
+:func:`_plan_from` turns the final state into a scored
+:class:`~shorthop.placement.plan.Plan` (phase 4).
 
 Callers: ``placement.placers``, the controller, ``shorthop plan``, benchmarks (through the
 package's ``solve``). Pure: no I/O, no clock, no randomness.
@@ -22,7 +24,7 @@ from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
 from shorthop.placement.request import Pattern, Request
 from shorthop.placement.snapshot import ClusterSnapshot, bits
-from shorthop.placement.solver import home
+from shorthop.placement.solver import floor, home
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
@@ -138,6 +140,8 @@ def _run(
         except Failure as exc:
             failure = failure or exc
             continue
+        if floor.at_floor(attempt):
+            return attempt  # nothing is cheaper: refinement, search and first-fit could only tie
         refine(attempt)
         search(attempt)
         if strategy is Strategy.FIRST_FIT:
@@ -168,14 +172,20 @@ def _construct(
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
     also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
     unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
-    home alone never skips it, so adding it never makes the start costlier). Raises ``Failure``
-    when nothing fits."""
+    home alone never skips it, so adding it never makes the start costlier). A home that mirrors
+    an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
+    one. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
         tightest, homes = (None, []) if small(attempt) else home.candidates(attempt)
         base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
         tight_start: list[State] = []
+        distinct: list[int] = []
+        for v in homes:  # a home whose start can only mirror an earlier one's is not run
+            if not any(home.mirrors(attempt, u, v, base) for u in distinct):
+                distinct.append(v)
+        homes = distinct
         for v in ([] if tightest is None else [tightest]) + homes:
             inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
             try:

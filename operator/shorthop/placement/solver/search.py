@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import product
 
 import numpy as np
@@ -38,7 +39,7 @@ from numpy.typing import NDArray
 
 from shorthop.placement import pairsums
 from shorthop.placement.solver.state import Candidate, Key, State
-from shorthop.topology.index import TopologyIndex
+from shorthop.topology.index import NodeClass, TopologyIndex
 
 SMALL_ROWS = 12  # usable nodes with free GPUs
 SMALL_GPUS = 96  # free GPUs on them
@@ -47,10 +48,41 @@ BUDGET = 60_000  # options scored, over the whole search
 EPS = 1e-7
 
 
-def twin_classes(index: TopologyIndex, row: int) -> list[int]:
-    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with)."""
-    cls = index.node_class(row)
+def twin_classes(index: TopologyIndex, row: int) -> tuple[int, ...]:
+    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with). The same
+    for every node of one class with the same uplinks: kept with the index per (class, uplinks)."""
     up = pairsums.gpu_terms(index).up[row]
+    known = index.derived(_twin_memo)
+    shape = (int(index.class_of[row]), up.tobytes())
+    found = known.get(shape)
+    if found is None:
+        found = known.setdefault(shape, _new_twin_classes(index.node_class(row), up))
+    return found
+
+
+@lru_cache(maxsize=4096)
+def canonical_subsets(twins: tuple[int, ...], free: int, k: int) -> tuple[tuple[int, ...], ...]:
+    """The ``k``-GPU subsets of the GPUs in ``free`` up to twins (``twins``: per GPU of the node,
+    its twin class, :func:`twin_classes`): of each class the lowest GPUs first. A function of its
+    arguments alone, kept across searches (the same node shapes and free masks recur)."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for g in range(len(twins)):
+        if free >> g & 1:
+            by_class[twins[g]].append(g)
+    classes = sorted(by_class.values())
+    out = []
+    for counts in product(*(range(len(c) + 1) for c in classes)):
+        if sum(counts) == k:
+            taken = (g for c, n in zip(classes, counts, strict=True) for g in c[:n])
+            out.append(tuple(sorted(taken)))
+    return tuple(out)
+
+
+def _twin_memo(index: TopologyIndex) -> dict[tuple[int, bytes], tuple[int, ...]]:
+    return {}
+
+
+def _new_twin_classes(cls: NodeClass, up: NDArray[np.int64]) -> tuple[int, ...]:
     g = cls.gpus
     label = list(range(g))
     for i in range(g):
@@ -58,7 +90,7 @@ def twin_classes(index: TopologyIndex, row: int) -> list[int]:
             if label[j] == j and _twins(cls.dist, cls.nvlink, up, cls.fab, i, j):
                 label[i] = j
                 break
-    return label
+    return tuple(label)
 
 
 def _twins(
@@ -224,7 +256,9 @@ class _Search:
         off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
         self.d_min = int(off.min()) if off.size else 0
         self.order = problem.replicas
-        # traffic GPU pairs still to come, per (replica, partner) with their weights
+        # Options at the root, per replica shape: replicas of one role alike in what they miss
+        # and keep have the same options before anything is placed (computed once each).
+        self.root_options: dict[tuple[object, ...], NDArray[np.intp]] = {}
         self.root_intra = [self._cheapest_intra(x) for x in self.order]
 
     # -- costs -------------------------------------------------------------------------------
@@ -278,8 +312,14 @@ class _Search:
                 traffic += weight * d[options][:, :, ids].sum(axis=(1, 2))
         return inner.astype(np.int64), traffic
 
+    def _root_options(self, x: _Replica) -> NDArray[np.intp]:
+        shape = (x.role, x.k, x.q, tuple(x.fixed), x.scope_layer, x.nvlink_only, x.anchor)
+        if shape not in self.root_options:
+            self.root_options[shape] = self._options(x)
+        return self.root_options[shape]
+
     def _cheapest_intra(self, x: _Replica) -> int:
-        options = self._options(x)
+        options = self._root_options(x)
         if not len(options):
             return 0
         d = self.p.dist
@@ -330,21 +370,9 @@ class _Search:
             and h[1] >= role.memory_bytes
         )
 
-    def _subsets(self, row: int, k: int) -> list[tuple[int, ...]]:
+    def _subsets(self, row: int, k: int) -> tuple[tuple[int, ...], ...]:
         """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first)."""
-        by_class: dict[int, list[int]] = defaultdict(list)
-        free = self.p.free[row]
-        for g in range(self.state.index.gpus(row)):
-            if free >> g & 1:
-                by_class[self.twins[row][g]].append(g)
-        classes = sorted(by_class.values())
-        out = []
-        for counts in product(*(range(len(c) + 1) for c in classes)):
-            if sum(counts) == k:
-                out.append(
-                    tuple(sorted(g for c, n in zip(classes, counts, strict=True) for g in c[:n]))
-                )
-        return out
+        return canonical_subsets(self.twins[row], self.p.free[row], k)
 
     def _options(self, x: _Replica) -> NDArray[np.intp]:
         """Every distinct way to place the replica's missing GPUs now, as universe ids."""
@@ -356,6 +384,21 @@ class _Search:
             rows = [row for row in rows if not fixed_rows or fixed_rows == {row}]
         seen: set[tuple[object, ...]] = set()
         out: list[list[int]] = []
+        # Nothing is placed while the options are listed: per row, what tells it apart from
+        # interchangeable rows, and each subset's twin classes, are worked out once.
+        row_key: dict[int, tuple[object, ...]] = {
+            r: (0, self.static[r], self.p.free[r], tuple(self.p.head[r]))
+            if self.p.on_row[r] == 0
+            else (1, r)
+            for r in rows
+        }
+        classes: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = {}
+
+        def twin_key(r: int, gs: tuple[int, ...]) -> tuple[int, ...]:
+            found = classes.get((r, gs))
+            if found is None:
+                found = classes[(r, gs)] = tuple(sorted(self.twins[r][g] for g in gs))
+            return found
 
         def pods_room(row: int) -> int:
             h = self.p.head[row]
@@ -373,17 +416,7 @@ class _Search:
             domain: frozenset[int] | None,
         ) -> None:
             if left == 0:
-                signature = tuple(
-                    sorted(
-                        (
-                            (0, self.static[r], self.p.free[r], tuple(self.p.head[r]))
-                            if self.p.on_row[r] == 0
-                            else (1, r),
-                            tuple(sorted(self.twins[r][g] for g in gs)),
-                        )
-                        for r, gs in chosen
-                    )
-                )
+                signature = tuple(sorted((row_key[r], twin_key(r, gs)) for r, gs in chosen))
                 if signature not in seen:
                     seen.add(signature)
                     out.append([self.p.gpu_id[(r, g)] for r, gs in chosen for g in gs])
@@ -439,7 +472,7 @@ class _Search:
         if self.p.scored > BUDGET:
             return
         x = self.order[depth]
-        options = self._options(x)
+        options = self._root_options(x) if depth == 0 else self._options(x)
         if not len(options):
             return
         add_intra, add_traffic = self._score(x, options)
