@@ -166,6 +166,77 @@ def _fuzz(data: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _apiserver(data: Mapping[str, Any]) -> list[str]:
+    """Test B (kube-apiserver / etcd restarted right after a change) and test C (a proxy that
+    fails a share of the requests), a row per step and per round."""
+    out: list[str] = []
+    steps = data.get("restart_steps") or []
+    if steps:
+        out += ["Restarts (a change, then the named process restarted at once):", ""]
+        out += _table(
+            [
+                "step",
+                "change",
+                "restarted",
+                "outage s",
+                "converged after s",
+                "operator restarts",
+                "violations",
+            ],
+            [
+                [
+                    s.get("step"),
+                    s.get("change"),
+                    s.get("restarted"),
+                    s.get("outage_s"),
+                    s.get("converged_after_restart_s"),
+                    s.get("operator_restarts"),
+                    len(s.get("violations") or []),
+                ]
+                for s in steps
+            ],
+        )
+        out.append("")
+    rounds = data.get("proxy_rounds") or []
+    if rounds:
+        plan = data.get("proxy_plan") or {}
+        out += [f"Failing requests (a fault-injecting proxy; {plan.get('deployment', '')}):", ""]
+        out += _table(
+            [
+                "round",
+                "deployments",
+                "requests",
+                "failing (meant / measured)",
+                "reconcile errors",
+                "placed s",
+                "changed s",
+                "collected s",
+                "operator restarts",
+                "violations",
+            ],
+            [
+                [
+                    r.get("round"),
+                    r.get("deployments"),
+                    r.get("requests"),
+                    f"{r.get('expected_failing_share')} / {r.get('failed_share')}",
+                    sum((r.get("reconcile_errors") or {}).values()),
+                    r.get("placed_s"),
+                    r.get("changed_s"),
+                    r.get("collected_s"),
+                    len(r.get("operator_restarts") or []),
+                    len(r.get("violations") or []),
+                ]
+                for r in rounds
+            ],
+        )
+        out.append("")
+    rest = {
+        k: v for k, v in data.items() if k not in ("restart_steps", "proxy_rounds", "proxy_plan")
+    }
+    return out + _generic(rest)
+
+
 def _generic(data: Mapping[str, Any]) -> list[str]:
     rows = [
         [key, value]
@@ -177,7 +248,7 @@ def _generic(data: Mapping[str, Any]) -> list[str]:
 
 TITLES = {
     "crash": ("Crash consistency (SIGKILL mid-placement)", _crash),
-    "apiserver": ("API server faults (restarts, failing and slow requests)", _generic),
+    "apiserver": ("API server faults (restarts, failing and slow requests)", _apiserver),
     "races": ("Races with kube-scheduler", _races),
     "fuzz": ("Fuzzing bad input", _fuzz),
     "soak": ("Scale soak", _soak),
