@@ -63,6 +63,35 @@ def test_unvalidated_create_sends_what_the_validated_method_sends() -> None:
     assert body == POD
 
 
+def test_services_events_and_claim_lists_are_sent_as_the_validated_methods_send_them() -> None:
+    api, sent = _recording_api()
+    k = kube.Kube(api)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {}}
+    k.ensure_service("ns", service)
+    client.CoreV1Api(api).create_namespaced_service(
+        "ns", service, field_manager="shorthop", _preload_content=False
+    )
+    assert sent[0] == sent[1]
+    k.list_claims()
+    client.ResourceV1Api(api).list_resource_claim_for_all_namespaces(
+        _preload_content=False, limit=500
+    )
+    assert sent[2] == sent[3]
+    assert sent[2][1].endswith("/apis/resource.k8s.io/v1/resourceclaims?limit=500")
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name="d."),
+        involved_object=client.V1ObjectReference(kind="InferenceDeployment", name="d"),
+        reason="Placed",
+        message="m",
+    )
+    raw = kube.unvalidated(client.CoreV1Api(api), "create_namespaced_event")
+    raw("ns", event, field_manager="shorthop", _preload_content=False)
+    client.CoreV1Api(api).create_namespaced_event(
+        "ns", event, field_manager="shorthop", _preload_content=False
+    )
+    assert sent[4] == sent[5]
+
+
 def test_the_binding_body_is_the_one_the_typed_model_gives() -> None:
     api, sent = _recording_api()
     kube.Kube(api).bind("ns", "p-0", "node-a", uid="u-1")

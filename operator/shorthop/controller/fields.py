@@ -1,6 +1,6 @@
 """What shorthop reads of the objects its informers watch, and decoders that parse only that.
 
-A Pod or Node as the API server sends it carries much that shorthop never reads —
+A Pod, Node or ResourceClaim as the API server sends it carries much that shorthop never reads —
 ``managedFields`` (often half of the object), container commands, environment, volumes, probes,
 container statuses, a node's image list and system info. The informers decode only the fields
 below (:class:`Codec`: msgspec skips the rest of the JSON without building it, about ten times
@@ -77,6 +77,23 @@ NODE: Projection = {
 }
 
 
+CLAIM: Projection = {
+    "metadata": {
+        "name": True,  # devices.read_claim: the claim's key
+        "namespace": True,
+        "uid": True,
+        "resourceVersion": True,  # the informer resumes its watch from it
+        "ownerReferences": True,  # devices.read_claim: the pod that holds it
+        "deletionTimestamp": True,
+    },
+    "spec": {"devices": {"requests": True}},  # devices.read_claim: how many devices it wants
+    "status": {
+        "allocation": True,  # devices.read_claim: the devices and the node
+        "reservedFor": True,
+    },
+}
+
+
 def project(obj: Mapping[str, Any], projection: Projection) -> dict[str, Any]:
     """The fields of ``obj`` that ``projection`` names. A value of an unexpected shape (a string
     where a mapping belongs) is kept as it is, so readers see it exactly as before and reject it
@@ -118,6 +135,11 @@ def pods(obj: Mapping[str, Any]) -> dict[str, Any]:
 def nodes(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a Node that shorthop reads."""
     return project(obj, NODE)
+
+
+def claims(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a ResourceClaim that shorthop reads."""
+    return project(obj, CLAIM)
 
 
 # Types built at run time from a projection (mypy sees them as values).
@@ -175,3 +197,4 @@ class Codec:
 
 POD_CODEC = Codec("Pod", POD)
 NODE_CODEC = Codec("Node", NODE)
+CLAIM_CODEC = Codec("ResourceClaim", CLAIM)

@@ -22,6 +22,7 @@ from kubernetes.client.rest import ApiException
 import shorthop
 from shorthop import errors
 from shorthop.api import models
+from shorthop.controller import fields
 from shorthop.errors import KubeError, ShorthopError
 
 __all__ = ["FIELD_MANAGER", "Kube", "KubeError", "api_client", "api_error", "status_error"]
@@ -164,6 +165,9 @@ class Kube:
         self._patch_status = unvalidated(self.custom, "patch_namespaced_custom_object_status")
         self._read_claim = unvalidated(self.resource, "read_namespaced_resource_claim")
         self._create_claim = unvalidated(self.resource, "create_namespaced_resource_claim")
+        self._list_claims = unvalidated(self.resource, "list_resource_claim_for_all_namespaces")
+        self._create_service = unvalidated(self.core, "create_namespaced_service")
+        self._create_event = unvalidated(self.core, "create_namespaced_event")
         self._claim_status = unvalidated(self.resource, "replace_namespaced_resource_claim_status")
 
     # -- discovery -------------------------------------------------------------------------
@@ -283,7 +287,9 @@ class Kube:
     def list_claims(self) -> list[dict[str, Any]]:
         """Every ResourceClaim of the cluster as stored now: a list without a resourceVersion is
         served from etcd (a consistent read, newer than anything this operator wrote before the
-        call), paged as the informers page theirs; the pages form one snapshot."""
+        call), paged as the informers page theirs; the pages form one snapshot. Only the fields
+        shorthop reads are decoded (``fields.CLAIM``): each bind through a claim reads this list,
+        and decoding whole claims was most of what DRA mode cost the operator per pod."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
@@ -291,14 +297,12 @@ class Kube:
             if token:
                 page["_continue"] = token
             try:
-                response = self.resource.list_resource_claim_for_all_namespaces(
-                    _preload_content=False, **page
-                )
-                data = json.loads(_body(response))
+                response = self._list_claims(_preload_content=False, **page)
+                found, meta = fields.CLAIM_CODEC.page(_body(response))
             except ApiException as exc:
                 raise api_error("list resourceclaims", exc) from None
-            items.extend(i for i in data.get("items") or [] if isinstance(i, dict))
-            token = str((data.get("metadata") or {}).get("continue") or "")
+            items.extend(i for i in found if isinstance(i, dict))
+            token = str(meta.get("continue") or "")
             if not token:
                 return items
 
@@ -340,7 +344,7 @@ class Kube:
         name = body["metadata"]["name"]
         try:
             _body(
-                self.core.create_namespaced_service(
+                self._create_service(
                     namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
                 )
             )
@@ -437,7 +441,7 @@ class Kube:
         )
         try:
             _body(
-                self.core.create_namespaced_event(
+                self._create_event(
                     namespace, body, field_manager=FIELD_MANAGER, _preload_content=False
                 )
             )

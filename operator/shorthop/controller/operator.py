@@ -224,6 +224,7 @@ class Runtime:
                     resource.list_resource_claim_for_all_namespaces,
                     self.on_claim,
                     self._stop,
+                    codec=fields.CLAIM_CODEC,
                 ),
                 Informer("deviceclasses", resource.list_device_class, self.on_device_class,
                          self._stop),

@@ -13,8 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
+from shorthop import errors
 from shorthop.controller import fields, live
-from shorthop.placement import occupancy
+from shorthop.placement import devices, occupancy
 from shorthop.topology import fake, labels
 
 _LIST = re.compile(r"[Ll]ist\[(.+)\]")
@@ -42,7 +43,8 @@ _WORDS = {
     "phase": ("Running", "Pending", "Failed", "Succeeded"),
     "type": ("Ready", "PodScheduled"),
     "status": ("True", "False"),
-    "kind": ("InferenceDeployment", "ReplicaSet"),
+    "kind": ("InferenceDeployment", "ReplicaSet", "Pod"),
+    "allocation_mode": ("ExactCount", "All"),
     "effect": ("NoSchedule", "NoExecute", "PreferNoSchedule"),
     "operator": ("Exists", "Equal"),
     "reason": ("OutOfnvidia.com/gpu", "Evicted"),
@@ -84,9 +86,26 @@ def _value(type_name: str, attr: str, rng: random.Random, depth: int) -> Any:
 
 
 def full(kind: str, rng: random.Random) -> dict[str, Any]:
-    """A Pod or Node with every field of the client's model filled (camelCase, as served)."""
-    body: dict[str, Any] = _value(f"V1{kind}", "", rng, 0)
+    """A Pod, Node or ResourceClaim with every field of the client's model filled (camelCase,
+    as served)."""
+    model = "ResourceV1ResourceClaim" if kind == "ResourceClaim" else f"V1{kind}"
+    body: dict[str, Any] = _value(model, "", rng, 0)
     return body
+
+
+def _read_claim(obj: dict[str, Any]) -> object:
+    try:
+        return devices.read_claim(obj)
+    except errors.DeviceError as exc:  # read the same way whole and projected
+        return str(exc)
+
+
+@settings(max_examples=60)
+@given(st.randoms(use_true_random=False))
+def test_a_projected_claim_reads_as_the_whole_one(rng: random.Random) -> None:
+    claim = full("ResourceClaim", rng)
+    assert _read_claim(fields.claims(claim)) == _read_claim(claim)
+    assert "managedFields" not in fields.claims(claim)["metadata"]
 
 
 @settings(max_examples=60)
@@ -138,14 +157,14 @@ def test_a_field_of_the_wrong_shape_is_kept_for_the_reader_to_reject() -> None:
 
 
 @settings(max_examples=40)
-@given(st.randoms(use_true_random=False), st.sampled_from(["Pod", "Node"]))
+@given(st.randoms(use_true_random=False), st.sampled_from(["Pod", "Node", "ResourceClaim"]))
 def test_the_codec_decodes_exactly_what_the_projection_keeps(rng: random.Random, kind: str) -> None:
     obj = full(kind, rng)
-    codec, projected = (
-        (fields.POD_CODEC, fields.pods(obj))
-        if kind == "Pod"
-        else (fields.NODE_CODEC, fields.nodes(obj))
-    )
+    codec, projected = {
+        "Pod": (fields.POD_CODEC, fields.pods(obj)),
+        "Node": (fields.NODE_CODEC, fields.nodes(obj)),
+        "ResourceClaim": (fields.CLAIM_CODEC, fields.claims(obj)),
+    }[kind]
     page = {"metadata": {"resourceVersion": "5", "continue": "t"}, "items": [obj, obj]}
     items, meta = codec.page(json.dumps(page).encode())
     assert items == [projected, projected]
