@@ -246,19 +246,22 @@ def _scale_down(
         surplus = len(present) - role.replicas
         if surplus <= 0:
             continue
-        sets = {
-            rid: objective.gpu_set(
+        placed = {
+            rid: [
                 (row_of[str(p.node)], p.exact or ())
                 for k, p in keep.items()
                 if k.role == role.name and k.replica == rid and p.node in row_of
-            )
+            ]
             for rid in present
         }
-        # The cheapest to lose first: incomplete replicas, then the most spread out.
+        sets = {rid: objective.gpu_set(pods) for rid, pods in placed.items()}
+        # The cheapest to lose first: incomplete replicas (a pod or more not placed: a crash
+        # mid scale-down can leave one with fewer pods, and fewer GPUs look cheaper), then the
+        # most spread out, then the highest id.
         ranked = sorted(
             present,
             key=lambda rid: (
-                len(sets[rid]) > 0,
+                len(placed[rid]) >= role.pods_per_replica,
                 -objective.intra_cost(snapshot.index, sets[rid]) if sets[rid] else 0,
                 -rid,
             ),

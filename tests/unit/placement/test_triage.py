@@ -187,15 +187,25 @@ def _bound(state: PodState) -> dict[str, Any]:
         ([("a", "b"), ("a", "a"), ("b", "b")], 2, [0]),
         # An incomplete (unbound) replica goes before any placed one.
         ([("a", "a"), None, ("a", "b")], 2, [1]),
+        # So does one with a pod missing (a crash mid scale-down), though it holds fewer GPUs.
+        ([("a", "a"), ("a", "b"), ("a",)], 2, [2]),
         # Equal costs: the highest replica id goes.
         ([("a", "a"), ("a", "a"), ("b", "b")], 1, [2, 1]),
         ([("a", "a"), ("b", "b")], 2, []),
         ([("a", "a"), ("b", "b")], 0, [1, 0]),
     ],
-    ids=["spread-last", "spread-first", "incomplete-first", "ties-by-id", "no-surplus", "to-zero"],
+    ids=[
+        "spread-last",
+        "spread-first",
+        "incomplete-first",
+        "partly-missing-first",
+        "ties-by-id",
+        "no-surplus",
+        "to-zero",
+    ],
 )
 def test_scale_down_removes_the_replicas_whose_loss_costs_least(
-    replicas: list[tuple[str, str] | None], wanted: int, removed: list[int]
+    replicas: list[tuple[str, ...] | None], wanted: int, removed: list[int]
 ) -> None:
     req = request(("r", wanted, 2, 1))
     states, used = [], {"a": 0, "b": 0}
