@@ -21,8 +21,8 @@ from tests import operator_harness as oh
 from tests.recording_kube import one_node_reconciler
 
 
-def _serve(reply: bytes) -> Iterator[str]:
-    """A loopback server that reads each request, sends ``reply`` and closes the connection."""
+def _serving(handle: Callable[[socket.socket], None], join_s: float = 5) -> Iterator[str]:
+    """A loopback server that hands each connection to ``handle``, then closes it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -38,17 +38,26 @@ def _serve(reply: bytes) -> Iterator[str]:
             except OSError:
                 return
             with conn:
-                conn.settimeout(5)
-                conn.recv(65536)
-                if reply:
-                    conn.sendall(reply)
+                handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.getsockname()[1]}"
     stop.set()
-    thread.join(5)
+    thread.join(join_s)
     server.close()
+
+
+def _serve(reply: bytes) -> Iterator[str]:
+    """Each request is read, answered with ``reply`` and its connection closed."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        conn.recv(65536)
+        if reply:
+            conn.sendall(reply)
+
+    yield from _serving(handle)
 
 
 @pytest.fixture
@@ -163,42 +172,25 @@ def answering_late() -> Iterator[tuple[str, queue.Queue[str]]]:
     """Each request is answered (a Lease) only if the client still waits 20 s later; what the
     server saw first per request ("client gave up" or "answered") is recorded."""
     seen: queue.Queue[str] = queue.Queue()
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.1)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(20)
+        _read_request(conn)
+        try:
+            if conn.recv(1) == b"":
+                seen.put("client gave up")
                 return
-            with conn:
-                conn.settimeout(20)
-                _read_request(conn)
-                try:
-                    if conn.recv(1) == b"":
-                        seen.put("client gave up")
-                        continue
-                except TimeoutError:
-                    pass
-                seen.put("answered")
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(LEASE)}\r\n\r\n".encode()
-                    + LEASE
-                )
+        except TimeoutError:
+            pass
+        seen.put("answered")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(LEASE)}\r\n\r\n".encode()
+            + LEASE
+        )
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}", seen
-    stop.set()
-    thread.join(25)
-    server.close()
+    for url in _serving(handle, join_s=25):
+        yield url, seen
 
 
 def test_lease_requests_end_at_their_timeout_when_no_answer_comes(
