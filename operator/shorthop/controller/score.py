@@ -47,7 +47,7 @@ from shorthop.placement.snapshot import ClusterSnapshot, mask_of
 from shorthop.placement.triage import PodState
 
 INTERVAL_S = 60.0
-BUDGET_SHARE = 0.05  # of one core, for the recomputes the interval asks for
+BUDGET_SHARE = 0.05  # of one core, for every score solve
 BUDGET_BURST_S = 2.0
 SETTLE_S = 5.0  # no placement for this long: the cluster settled, a score may be computed
 
@@ -121,7 +121,7 @@ class Scores:
             return left
 
     def within_budget(self) -> bool:
-        """Whether a recompute the interval asks for may run now (see the module docstring)."""
+        """Whether a score solve may run now (see the module docstring)."""
         with self._lock:
             allowed = self._share * (self._clock() - self._started) + self._burst_s
             return self._spent_s < allowed
@@ -141,7 +141,6 @@ class Scores:
         self.record(key, snap, placement)
         with self._lock:
             self._waiting.pop(key, None)
-        with self._lock:
             self._spent_s += max(0.0, spent)
         return fresh
 
@@ -204,7 +203,7 @@ def status_entry(
     is of the placement ``new`` reports, else none. Returns the seconds after which to visit
     again when a due recompute waits for the cluster to settle, else None."""
     current = float(new.get("cost", {}).get("total", 0.0))
-    # A scale or a repair changes the deployment: its score is due at once, not a minute on.
+    # A scale or a repair changes the deployment: its score is due before the interval.
     placement = repr((new.get("observedGeneration"), sorted(own.values())))
     ready = idle and new.get("phase") == "Running"
     fresh = scores.take_planned(key, placement) if ready else None
