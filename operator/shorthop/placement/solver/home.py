@@ -11,10 +11,12 @@ room for their pods) and enough GPUs for all of them. Homes are searched layer b
 NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
-without slack: a partly used domain that holds the deployment as cheaply as an empty one is
-then tried too, and ``run``
-prefers it at equal cost (it never stops the unrestricted greedy from running). A home that
+home keeps the roles together). Beside them, the tightest NVLink domain (or node) that holds
+the deployment without slack is always tried too (it never stops the unrestricted greedy from
+running): where greedy fits the deployment into it, every KV transfer stays on NVLink (an
+NVL72 rack with exactly the GPUs a deployment needs beats any roomier rack or block), and a
+partly used domain that holds it as cheaply as an empty one is preferred by ``run`` at equal
+cost. A home that
 :func:`mirrors` an earlier one (the same rows, state and shape, e.g. two empty racks) is not
 placed in: its start could only tie the earlier one, which ``run`` keeps.
 
@@ -101,10 +103,10 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
 
 def candidates(state: State) -> tuple[int | None, list[int]]:
     """(the tightest NVLink domain or node where every missing replica has a slot and all
-    missing GPUs fit, None when there is none, it is among the others or the best of those is
-    partly used already; up to :data:`HOMES` vertices of the lowest layer where they fit with
-    slack, best fit first). None and empty when a replica being repaired keeps pods (it stays
-    where they are) or nothing is missing."""
+    missing GPUs fit, None when there is none or it is among the others; up to :data:`HOMES`
+    vertices of the lowest layer where they fit with slack, best fit first). None and empty
+    when a replica being repaired keeps pods (it stays where they are) or nothing is
+    missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
@@ -138,18 +140,10 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
         verts = verts[fits[verts]]
         if verts.size:
             best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
-            if tightest in best or not _entirely_free(state, best[0]):
-                return None, best  # the best fit with slack already spares whole domains
+            if tightest in best:
+                return None, best
             return tightest, best
     return tightest, []
-
-
-def _entirely_free(state: State, vertex: int) -> bool:
-    """Whether every GPU of the usable nodes under ``vertex`` is free."""
-    index = state.index
-    total = np.array([c.gpus for c in index.classes], dtype=np.int64)[index.class_of]
-    under = rows_of(state, vertex) & state.capacity.usable_any
-    return bool((state.count[under] == total[under]).all())
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:
