@@ -73,6 +73,20 @@ def intra_floor(state: State) -> int | None:
     return total
 
 
+def floor_within_reach(state: State) -> bool:
+    """Whether every role, on its own, has enough nodes at its least single-node intra cost for
+    all its missing replicas (necessary for a plan at :func:`intra_floor`)."""
+    missing: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        if r.missing():
+            missing[key[0]] = missing.get(key[0], 0) + 1
+    for role, n in missing.items():
+        least, per_row = _least_intra(state, role)
+        if least is None or int(per_row.sum()) < n:
+            return False
+    return True
+
+
 def _slots(state: State, role: int) -> NDArray[np.int64]:
     """Per tree vertex: how many whole replicas of ``role`` fit inside one NVLink domain under it
     (a node over NVLink alone, or the nodes of one NVL72-style clique); for a role whose

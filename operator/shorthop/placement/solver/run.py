@@ -196,6 +196,7 @@ def _construct(
         if starts and min(s.total_cost() for s in starts)[0] == home.intra_floor(attempt):
             return min(tight_start + starts, key=_start_rank)
         starts = tight_start + starts
+    reachable = _reachable_floor(attempt)  # read before greedy takes the capacity
     try:
         greedy(attempt)
     except Failure:
@@ -203,7 +204,30 @@ def _construct(
             raise
     else:
         starts.append(attempt)
-    return min(starts, key=_start_rank)
+    best = min(starts, key=_start_rank)
+    if reachable is not None and best.total_cost()[0] > reachable:
+        largest = State(snapshot, request, allowed, fixed, strategy)
+        largest.interleave = False
+        try:
+            greedy(largest)
+        except Failure:
+            return best
+        best = min(best, largest, key=_start_rank)
+    return best
+
+
+def _reachable_floor(attempt: State) -> int | None:
+    """The intra floor (``home.intra_floor``) of an ``all-to-all`` deployment under ``COST``
+    that is not small (the search proves those) when every role could reach it on its own
+    (``home.floor_within_reach``); else None. A start that misses it is joined by one with the
+    largest replicas first: interleaved roles keep each replica next to the others, but a small
+    replica can take the node a large one needed whole."""
+    if attempt.strategy is not Strategy.COST or small(attempt):
+        return None
+    if not any(e.pattern is Pattern.ALL_TO_ALL for e in attempt.request.traffic):
+        return None
+    floor_ = home.intra_floor(attempt)
+    return floor_ if floor_ is not None and home.floor_within_reach(attempt) else None
 
 
 def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:

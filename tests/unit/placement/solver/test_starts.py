@@ -1,0 +1,97 @@
+"""Starts of the solver (``run._construct``) on clusters too large for the exhaustive search,
+each a case found by re-planning the deployments of a stream (docs/benchmarks.md section 4(c))
+against the same solver restricted to one rack or block at a time.
+
+- The tightest NVLink domain that holds the whole deployment is offered (``home.candidates``)
+  even when the roomier homes are partly used: 6 prefill replicas of 4 GPUs and 6 decode
+  replicas of 2 x 4 GPUs (72 GPUs) next to an entirely free NVL72 rack, with racks of partly
+  used HGX nodes listed first. The HGX racks have slack, so they were the homes; their starts
+  reached the least intra cost, so the unrestricted greedy was skipped, and the free rack was
+  never tried: every prefill/decode GPU pair crossed the network.
+- A start with the largest replicas first joins the interleaved one when that missed an intra
+  floor every role could reach on its own: with a few entirely free HGX nodes among half-used
+  ones, interleaved prefill replicas (4 GPUs) took halves of the free nodes the decode replicas
+  (2 pods x 4 GPUs) needed whole, and decode replicas were split across nodes (intra cost up
+  to 5x the floor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from shorthop.placement import objective, solver
+from shorthop.placement import snapshot as snapshots
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+
+from bench import common
+from tests import builders
+
+
+def _cluster(hgx_per_rack: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two racks of HGX nodes (every third entirely free, the rest with 4 to 8 GPUs taken)
+    listed before one entirely free NVL72-style clique of 18 four-GPU trays."""
+    nodes, pods = [], []
+    for rack in range(2):
+        for i in range(hgx_per_rack):
+            name = f"h{rack}-{i:02d}"
+            nodes.append(builders.node_object(name, "hgx", 8, rack=f"r{rack}", block=f"b{rack}"))
+            if i % 3:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(4 + i % 5))))
+    for i in range(18):
+        nodes.append(
+            builders.node_object(f"t{i:02d}", "tray", 4, clique="k1", rack="n1", block="bn")
+        )
+    return nodes, pods
+
+
+def test_a_deployment_that_fills_a_free_nvlink_domain_keeps_all_kv_on_nvlink() -> None:
+    nodes, pods = _cluster(31)
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 6, 1, 4), RoleRequest("decode", 6, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="fills-a-rack",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    assert {a.node for a in plan.assignments} == {f"t{i:02d}" for i in range(18)}
+    assert set(plan.tiers) == {"nvlink-domain"}, plan.tiers
+
+
+def _free_and_half_used(free: int, half: int, racks: int) -> tuple[list[Any], list[Any]]:
+    """``free`` entirely free HGX nodes and ``half`` with GPUs 0-3 taken, spread over racks."""
+    names = [f"f{i:02d}" for i in range(free)] + [f"h{i:02d}" for i in range(half)]
+    nodes = [builders.node_object(n, "hgx", 8, rack=f"r{j % racks}") for j, n in enumerate(names)]
+    pods = [builders.gpu_pod(f"bg-{n}", n, [0, 1, 2, 3]) for n in names if n.startswith("h")]
+    return nodes, pods
+
+
+@pytest.mark.parametrize(
+    ("free", "half", "prefill", "decode", "racks"),
+    [(4, 12, 3, 4, 1), (4, 12, 3, 4, 2), (6, 20, 6, 6, 3)],
+)
+def test_large_replicas_keep_the_whole_nodes_they_need(
+    free: int, half: int, prefill: int, decode: int, racks: int
+) -> None:
+    nodes, pods = _free_and_half_used(free, half, racks)
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", prefill, 1, 4), RoleRequest("decode", decode, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="whole-nodes",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    decode_nodes: dict[int, set[str]] = {}
+    for a in plan.assignments:
+        if a.key.role == "decode":
+            decode_nodes.setdefault(a.key.replica, set()).add(a.node)
+    assert all(len(n) == 1 for n in decode_nodes.values()), decode_nodes
+    # every replica at its least single-node intra cost: a decode replica alone on a free node
+    one_decode = objective.intra_cost(snap.index, {snap.index.row_of["f00"]: np.arange(8)})
+    one_prefill = objective.intra_cost(snap.index, {snap.index.row_of["h00"]: np.arange(4, 8)})
+    assert plan.cost.intra == decode * one_decode + prefill * one_prefill
