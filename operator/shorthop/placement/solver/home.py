@@ -8,7 +8,9 @@ across the cluster. A *home* is chosen first, from rolled-up counts alone: a dom
 for every missing replica, with slack (a slot: the whole replica inside one NVLink domain, a node
 over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit no NVLink domain,
 room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
-NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
+NVLink domains upward; the best fits of the lowest layer that has any are returned (above
+NVLink domains, also the lowest domain with slack around the NVLink domain with the most room,
+:func:`_around_roomiest_domain`), and ``run``
 places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
 home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
 home keeps the roles together). Beside them, the tightest NVLink domain (or node) that holds
@@ -154,10 +156,34 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
         verts = verts[fits[verts]]
         if verts.size:
             best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
+            if layer > domain_tree.CLIQUE_LAYER:
+                around = _around_roomiest_domain(tree, room, fits, need)
+                if around is not None and around not in best:
+                    best.append(around)
             if tightest in best:
                 return None, best
             return tightest, best
     return tightest, []
+
+
+def _around_roomiest_domain(
+    tree: domain_tree.DomainTree, room: NDArray[np.int64], fits: NDArray[np.bool_], need: int
+) -> int | None:
+    """The lowest domain that holds the deployment with slack around the NVLink domain with
+    the most room, when that room is at least half of what the deployment needs; else None.
+    The best-fitting homes are chosen by room alone, so when no NVLink domain holds the whole
+    deployment they can be racks of nodes where every KV transfer crosses the network, while a
+    rack or block around a roomy NVL72-style domain keeps most of them on NVLink."""
+    cliques = tree.layer_vertices[domain_tree.CLIQUE_LAYER]
+    if not cliques.size:
+        return None
+    roomiest = int(cliques[np.argmax(room[cliques])])  # the lowest id among equals
+    if 2 * int(room[roomiest]) < need:
+        return None
+    for v in tree.ancestors(roomiest):
+        if fits[v]:
+            return v
+    return None
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:

@@ -8,6 +8,11 @@ against the same solver restricted to one rack or block at a time.
   used HGX nodes listed first. The HGX racks have slack, so they were the homes; their starts
   reached the least intra cost, so the unrestricted greedy was skipped, and the free rack was
   never tried: every prefill/decode GPU pair crossed the network.
+- The rack or block around the NVLink domain with the most room is a home too (when that
+  domain holds at least half the deployment): 6 prefill replicas of 4 GPUs and 7 decode
+  replicas of 2 x 4 GPUs (80 GPUs, more than one NVL72 rack) went to a rack of HGX nodes (the
+  best fit by room, its start at the intra floor, so the unrestricted greedy was skipped) with
+  every KV pair across the network, while the block of a free NVL72 rack keeps most on NVLink.
 - A start with the largest replicas first joins the interleaved one when that missed an intra
   floor every role could reach on its own: with a few entirely free HGX nodes among half-used
   ones, interleaved prefill replicas (4 GPUs) took halves of the free nodes the decode replicas
@@ -95,3 +100,32 @@ def test_large_replicas_keep_the_whole_nodes_they_need(
     one_decode = objective.intra_cost(snap.index, {snap.index.row_of["f00"]: np.arange(8)})
     one_prefill = objective.intra_cost(snap.index, {snap.index.row_of["h00"]: np.arange(4, 8)})
     assert plan.cost.intra == decode * one_decode + prefill * one_prefill
+
+
+def test_a_deployment_larger_than_any_nvlink_domain_keeps_most_kv_on_nvlink() -> None:
+    nodes, pods = [], []
+    for rack in range(2):  # HGX racks listed first, half of their nodes partly used
+        for i in range(31):
+            name = f"h{rack}-{i:02d}"
+            nodes.append(builders.node_object(name, "hgx", 8, rack=f"r{rack}", block=f"b{rack}"))
+            if i % 2:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(4 + i % 5))))
+    for c in range(2):  # one block of two NVL72-style racks: one free, one with 4 free trays
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block="bn")
+            )
+            if c == 1 and i >= 4:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, [0, 1, 2, 3]))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 6, 1, 4), RoleRequest("decode", 7, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="more-than-a-rack",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    pairs = sum(plan.tiers.values())
+    assert plan.tiers.get("nvlink-domain", 0) >= 0.8 * pairs, plan.tiers
