@@ -10,16 +10,15 @@ over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit 
 room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
 NVLink domains upward; the best fits of the lowest layer that has any are returned (above
 NVLink domains, also the lowest domain with slack around the NVLink domain with the most room,
-:func:`_around_roomiest_domain`), and ``run``
-places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
-home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together). Beside them, the tightest NVLink domain (or node) that holds
-the deployment without slack is always tried too (it never stops the unrestricted greedy from
-running): where greedy fits the deployment into it, every KV transfer stays on NVLink (an
-NVL72 rack with exactly the GPUs a deployment needs beats any roomier rack or block), and a
-partly used domain that holds it as cheaply as an empty one is preferred by ``run`` at equal
-cost. A home that
-:func:`mirrors` an earlier one (the same rows, state and shape, e.g. two empty racks) is not
+:func:`_around_roomiest_domain`), and ``run`` places the deployment in each (greedy restricted
+to it) beside the unrestricted greedy, unless a home that is one NVLink domain already reaches
+:func:`intra_floor` (nothing can be cheaper inside replicas, and every KV pair is on NVLink).
+Beside them, the tightest NVLink domain (or node) that holds the deployment without slack is
+always tried too (it never stops the unrestricted greedy from running): where greedy fits the
+deployment into it, every KV transfer stays on NVLink (an NVL72 rack with exactly the GPUs a
+deployment needs beats any roomier rack or block), and a partly used domain that holds it as
+cheaply as an empty one is preferred by ``run`` at equal cost. A home that :func:`mirrors` an
+earlier one (the same rows, state and shape, e.g. two empty racks) is not
 placed in: its start could only tie the earlier one, which ``run`` keeps.
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.

@@ -171,8 +171,10 @@ def _construct(
 ) -> State:
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
     also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
-    unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
-    home alone never skips it, so adding it never makes the start costlier). A home that mirrors
+    unrestricted greedy is skipped when a home with slack that is one NVLink domain (or node)
+    reaches the intra floor: every KV pair is on NVLink there (a home of racks or blocks at the
+    floor can still cross the network for every pair: 1-GPU replicas are at the floor anywhere).
+    The tightest home alone never skips it. A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
     one. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
@@ -186,6 +188,7 @@ def _construct(
             if not any(home.mirrors(attempt, u, v, base) for u in distinct):
                 distinct.append(v)
         homes = distinct
+        nvlink_homes: list[State] = []  # starts in a home that is one NVLink domain or node
         for v in ([] if tightest is None else [tightest]) + homes:
             inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
             try:
@@ -193,7 +196,10 @@ def _construct(
             except Failure:
                 continue
             (tight_start if v == tightest else starts).append(inside)
-        if starts and min(s.total_cost() for s in starts)[0] == home.intra_floor(attempt):
+            if v != tightest and attempt.tree.layer[v] <= domain_tree.CLIQUE_LAYER:
+                nvlink_homes.append(inside)
+        floor_ = home.intra_floor(attempt)
+        if any(s.total_cost()[0] == floor_ for s in nvlink_homes):
             return min(tight_start + starts, key=_start_rank)
         starts = tight_start + starts
     reachable = _reachable_floor(attempt)  # read before greedy takes the capacity

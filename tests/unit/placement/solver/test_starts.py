@@ -13,6 +13,10 @@ against the same solver restricted to one rack or block at a time.
   replicas of 2 x 4 GPUs (80 GPUs, more than one NVL72 rack) went to a rack of HGX nodes (the
   best fit by room, its start at the intra floor, so the unrestricted greedy was skipped) with
   every KV pair across the network, while the block of a free NVL72 rack keeps most on NVLink.
+- A home of racks at the intra floor does not stop the unrestricted greedy (only a home that is
+  one NVLink domain does): 1-GPU replicas are at the floor anywhere, and the best fit by room
+  was a rack of PCIe nodes, every KV pair across PCIe or the network, while two HGX nodes with
+  room keep most pairs on NVLink.
 - A start with the largest replicas first joins the interleaved one when that missed an intra
   floor every role could reach on its own: with a few entirely free HGX nodes among half-used
   ones, interleaved prefill replicas (4 GPUs) took halves of the free nodes the decode replicas
@@ -129,3 +133,24 @@ def test_a_deployment_larger_than_any_nvlink_domain_keeps_most_kv_on_nvlink() ->
     assert not common.plan_problems(snap, request, plan)
     pairs = sum(plan.tiers.values())
     assert plan.tiers.get("nvlink-domain", 0) >= 0.8 * pairs, plan.tiers
+
+
+def test_one_gpu_replicas_are_not_kept_in_a_rack_of_pcie_nodes() -> None:
+    nodes, pods = [], []
+    for rack in range(2):  # the best fits by room: racks of 4-GPU PCIe nodes
+        for i in range(8):
+            name = f"p{rack}-{i}"
+            nodes.append(builders.node_object(name, "pcie", 4, rack=f"r{rack}", block=f"b{rack}"))
+    for i in range(2):  # two HGX nodes with 6 GPUs free each: too little room to be a home
+        nodes.append(builders.node_object(f"h{i}", "hgx", 8, rack="r2", block="b2"))
+        pods.append(builders.gpu_pod(f"bg-h{i}", f"h{i}", [0, 1]))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 4, 1, 1), RoleRequest("decode", 6, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="one-gpu-replicas",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    assert {a.node for a in plan.assignments} == {"h0", "h1"}
