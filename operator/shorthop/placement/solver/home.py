@@ -88,10 +88,10 @@ def floor_within_reach(state: State) -> bool:
     return True
 
 
-def _slots(state: State, role: int) -> NDArray[np.int64]:
+def _slots(state: State, role: int, *, nvlink_only: bool = False) -> NDArray[np.int64]:
     """Per tree vertex: how many whole replicas of ``role`` fit inside one NVLink domain under it
     (a node over NVLink alone, or the nodes of one NVL72-style clique); for a role whose
-    replicas fit in no NVLink domain, how many fit by pod capacity."""
+    replicas fit in no NVLink domain, how many fit by pod capacity (unless ``nvlink_only``)."""
     tree = state.tree
     shape = state.request.roles[role]
     pods = shape.pods_per_replica
@@ -111,9 +111,20 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
         values[tree.clique_base : tree.clique_base + len(per_clique)] = per_clique // pods
     slots = tree.rollup_vertices(values)
     slots[: len(node_slots)] = node_slots  # a node alone: its own replicas only
-    if not slots[tree.root]:
+    if not slots[tree.root] and not nvlink_only:
         return state.capacity.rolled_up(role) // pods
     return slots
+
+
+def nvlink_slots_suffice(state: State) -> bool:
+    """Whether every role, on its own, has room for each of its missing replicas inside one
+    NVLink domain (a node over NVLink alone, or one NVL72-style clique)."""
+    missing: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        if r.missing():
+            missing[key[0]] = missing.get(key[0], 0) + 1
+    root = state.tree.root
+    return all(int(_slots(state, role, nvlink_only=True)[root]) >= n for role, n in missing.items())
 
 
 def candidates(state: State) -> tuple[int | None, list[int]]:

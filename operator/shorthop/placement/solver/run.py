@@ -202,7 +202,7 @@ def _construct(
         if any(s.total_cost()[0] == floor_ for s in nvlink_homes):
             return min(tight_start + starts, key=_start_rank)
         starts = tight_start + starts
-    reachable = _reachable_floor(attempt)  # read before greedy takes the capacity
+    reach = _reach(attempt)  # read before greedy takes the capacity
     try:
         greedy(attempt)
     except Failure:
@@ -211,7 +211,7 @@ def _construct(
     else:
         starts.append(attempt)
     best = min(starts, key=_start_rank)
-    if reachable is not None and best.total_cost()[0] > reachable:
+    if reach is not None and reach.missed(best):
         largest = State(snapshot, request, allowed, fixed, strategy)
         largest.interleave = False
         try:
@@ -222,18 +222,46 @@ def _construct(
     return best
 
 
-def _reachable_floor(attempt: State) -> int | None:
-    """The intra floor (``home.intra_floor``) of an ``all-to-all`` deployment under ``COST``
-    that is not small (the search proves those) when every role could reach it on its own
-    (``home.floor_within_reach``); else None. A start that misses it is joined by one with the
-    largest replicas first: interleaved roles keep each replica next to the others, but a small
-    replica can take the node a large one needed whole."""
+@dataclasses.dataclass(frozen=True)
+class _Reach:
+    """What every role of a deployment could reach on its own, read before greedy runs: the
+    intra floor (``home.intra_floor`` with ``home.floor_within_reach``), or, for replicas that
+    fit no single node, room for each inside one NVLink domain (``home.nvlink_slots_suffice``).
+    A start that misses it is joined by one with the largest replicas first: interleaved roles
+    keep each replica next to the others, but a small replica can take the node or the trays a
+    large one needed whole, and the large one is split across NVLink domains."""
+
+    floor: int | None
+    nvlink_slots: bool
+
+    def missed(self, start: State) -> bool:
+        if self.floor is not None:
+            return start.total_cost()[0] > self.floor
+        return self.nvlink_slots and _splits_an_nvlink_replica(start)
+
+
+def _reach(attempt: State) -> _Reach | None:
+    """:class:`_Reach` of an ``all-to-all`` deployment under ``COST`` that is not small (the
+    search proves those); None when neither bound holds (then no largest-first start)."""
     if attempt.strategy is not Strategy.COST or small(attempt):
         return None
     if not any(e.pattern is Pattern.ALL_TO_ALL for e in attempt.request.traffic):
         return None
     floor_ = home.intra_floor(attempt)
-    return floor_ if floor_ is not None and home.floor_within_reach(attempt) else None
+    if floor_ is not None:
+        return _Reach(floor_, False) if home.floor_within_reach(attempt) else None
+    return _Reach(None, True) if home.nvlink_slots_suffice(attempt) else None
+
+
+def _splits_an_nvlink_replica(state: State) -> bool:
+    """Whether some replica of ``state`` spans more than one NVLink domain (nodes outside any
+    clique count as their own)."""
+    clique = state.index.clique_of
+    for r in state.replicas.values():
+        domains = {int(clique[row]) if clique[row] >= 0 else -1 - row for _, row, _ in r.parts()}
+        if len(domains) > 1:
+            return True
+    return False
 
 
 def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:

@@ -21,7 +21,10 @@ against the same solver restricted to one rack or block at a time.
   floor every role could reach on its own: with a few entirely free HGX nodes among half-used
   ones, interleaved prefill replicas (4 GPUs) took halves of the free nodes the decode replicas
   (2 pods x 4 GPUs) needed whole, and decode replicas were split across nodes (intra cost up
-  to 5x the floor).
+  to 5x the floor). The same for replicas larger than any node: when every role has room for
+  each replica inside one NVLink domain and the interleaved start split one (a prefill replica
+  took two of the eight free trays both decode replicas of 4 x 4 GPUs needed; the second one
+  went to two HGX nodes, intra cost 5.5x).
 """
 
 from __future__ import annotations
@@ -154,3 +157,27 @@ def test_one_gpu_replicas_are_not_kept_in_a_rack_of_pcie_nodes() -> None:
     assert plan.feasible
     assert not common.plan_problems(snap, request, plan)
     assert {a.node for a in plan.assignments} == {"h0", "h1"}
+
+
+def test_replicas_larger_than_a_node_keep_the_nvlink_domain_they_need() -> None:
+    nodes, pods = [], []
+    for c, free in ((0, 8), (1, 2)):  # NVL72-style racks with 8 and 2 free trays
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block="bn")
+            )
+            if i >= free:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, [0, 1, 2, 3]))
+    nodes += [builders.node_object(f"h{i:02d}", "hgx", 8, rack="r1", block="b1") for i in range(12)]
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 2, 4), RoleRequest("decode", 2, 4, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="larger-than-a-node",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    decode = {a.node for a in plan.assignments if a.key.role == "decode"}
+    assert decode == {f"k0t{i:02d}" for i in range(8)}, decode
