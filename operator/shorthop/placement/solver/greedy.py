@@ -21,7 +21,9 @@ from shorthop.placement.solver.state import Candidate, Failure, Key, State, Stra
 
 
 def order(state: State) -> list[Key]:
-    """The order replicas are placed in, per strategy (largest first, or ids for first-fit)."""
+    """The order replicas are placed in, per strategy (largest first, or ids for first-fit;
+    under ``COST`` the roles of an ``all-to-all`` deployment interleaved unless the state says
+    otherwise)."""
     roles = state.request.roles
     if state.strategy is Strategy.FIRST_FIT:
         return sorted(state.replicas)
@@ -34,8 +36,10 @@ def order(state: State) -> list[Key]:
         state.replicas,
         key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
     )
-    if not any(e.pattern is Pattern.ALL_TO_ALL for e in state.request.traffic):
-        return largest_first
+    if not state.interleave or not any(
+        e.pattern is Pattern.ALL_TO_ALL for e in state.request.traffic
+    ):
+        return largest_first  # (``run``'s largest-first start sets ``interleave`` False)
     return interleaved(state, largest_first)
 
 

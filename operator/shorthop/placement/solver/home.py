@@ -8,14 +8,17 @@ across the cluster. A *home* is chosen first, from rolled-up counts alone: a dom
 for every missing replica, with slack (a slot: the whole replica inside one NVLink domain, a node
 over NVLink alone or the nodes of one NVL72-style clique; for replicas that fit no NVLink domain,
 room for their pods) and enough GPUs for all of them. Homes are searched layer by layer from
-NVLink domains upward; the best fits of the lowest layer that has any are returned, and ``run``
-places the deployment in each (greedy restricted to it) beside the unrestricted greedy, unless a
-home's plan already reaches :func:`intra_floor` (nothing can be cheaper inside replicas, and the
-home keeps the roles together). Beside them, the tightest NVLink domain (or node) that fits
-without slack: a partly used domain that holds the deployment as cheaply as an empty one is
-then tried too, and ``run``
-prefers it at equal cost (it never stops the unrestricted greedy from running). A home that
-:func:`mirrors` an earlier one (the same rows, state and shape, e.g. two empty racks) is not
+NVLink domains upward; the best fits of the lowest layer that has any are returned (above
+NVLink domains, also the lowest domain with slack around the NVLink domain with the most room,
+:func:`_around_roomiest_domain`), and ``run`` places the deployment in each (greedy restricted
+to it) beside the unrestricted greedy, unless a home that is one NVLink domain already reaches
+:func:`intra_floor` (nothing can be cheaper inside replicas, and every KV pair is on NVLink).
+Beside them, the tightest NVLink domain (or node) that holds the deployment without slack is
+always tried too (it never stops the unrestricted greedy from running): where greedy fits the
+deployment into it, every KV transfer stays on NVLink (an NVL72 rack with exactly the GPUs a
+deployment needs beats any roomier rack or block), and a partly used domain that holds it as
+cheaply as an empty one is preferred by ``run`` at equal cost. A home that :func:`mirrors` an
+earlier one (the same rows, state and shape, e.g. two empty racks) is not
 placed in: its start could only tie the earlier one, which ``run`` keeps.
 
 Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothing.
@@ -71,10 +74,24 @@ def intra_floor(state: State) -> int | None:
     return total
 
 
-def _slots(state: State, role: int) -> NDArray[np.int64]:
+def floor_within_reach(state: State) -> bool:
+    """Whether every role, on its own, has enough nodes at its least single-node intra cost for
+    all its missing replicas (necessary for a plan at :func:`intra_floor`)."""
+    missing: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        if r.missing():
+            missing[key[0]] = missing.get(key[0], 0) + 1
+    for role, n in missing.items():
+        least, per_row = _least_intra(state, role)
+        if least is None or int(per_row.sum()) < n:
+            return False
+    return True
+
+
+def _slots(state: State, role: int, *, nvlink_only: bool = False) -> NDArray[np.int64]:
     """Per tree vertex: how many whole replicas of ``role`` fit inside one NVLink domain under it
     (a node over NVLink alone, or the nodes of one NVL72-style clique); for a role whose
-    replicas fit in no NVLink domain, how many fit by pod capacity."""
+    replicas fit in no NVLink domain, how many fit by pod capacity (unless ``nvlink_only``)."""
     tree = state.tree
     shape = state.request.roles[role]
     pods = shape.pods_per_replica
@@ -94,17 +111,28 @@ def _slots(state: State, role: int) -> NDArray[np.int64]:
         values[tree.clique_base : tree.clique_base + len(per_clique)] = per_clique // pods
     slots = tree.rollup_vertices(values)
     slots[: len(node_slots)] = node_slots  # a node alone: its own replicas only
-    if not slots[tree.root]:
+    if not slots[tree.root] and not nvlink_only:
         return state.capacity.rolled_up(role) // pods
     return slots
 
 
+def nvlink_slots_suffice(state: State) -> bool:
+    """Whether every role, on its own, has room for each of its missing replicas inside one
+    NVLink domain (a node over NVLink alone, or one NVL72-style clique)."""
+    missing: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        if r.missing():
+            missing[key[0]] = missing.get(key[0], 0) + 1
+    root = state.tree.root
+    return all(int(_slots(state, role, nvlink_only=True)[root]) >= n for role, n in missing.items())
+
+
 def candidates(state: State) -> tuple[int | None, list[int]]:
     """(the tightest NVLink domain or node where every missing replica has a slot and all
-    missing GPUs fit, None when there is none, it is among the others or the best of those is
-    partly used already; up to :data:`HOMES` vertices of the lowest layer where they fit with
-    slack, best fit first). None and empty when a replica being repaired keeps pods (it stays
-    where they are) or nothing is missing."""
+    missing GPUs fit, None when there is none or it is among the others; up to :data:`HOMES`
+    vertices of the lowest layer where they fit with slack, best fit first). None and empty
+    when a replica being repaired keeps pods (it stays where they are) or nothing is
+    missing."""
     tree = state.tree
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
@@ -138,18 +166,34 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
         verts = verts[fits[verts]]
         if verts.size:
             best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
-            if tightest in best or not _entirely_free(state, best[0]):
-                return None, best  # the best fit with slack already spares whole domains
+            if layer > domain_tree.CLIQUE_LAYER:
+                around = _around_roomiest_domain(tree, room, fits, need)
+                if around is not None and around not in best:
+                    best.append(around)
+            if tightest in best:
+                return None, best
             return tightest, best
     return tightest, []
 
 
-def _entirely_free(state: State, vertex: int) -> bool:
-    """Whether every GPU of the usable nodes under ``vertex`` is free."""
-    index = state.index
-    total = np.array([c.gpus for c in index.classes], dtype=np.int64)[index.class_of]
-    under = rows_of(state, vertex) & state.capacity.usable_any
-    return bool((state.count[under] == total[under]).all())
+def _around_roomiest_domain(
+    tree: domain_tree.DomainTree, room: NDArray[np.int64], fits: NDArray[np.bool_], need: int
+) -> int | None:
+    """The lowest domain that holds the deployment with slack around the NVLink domain with
+    the most room, when that room is at least half of what the deployment needs; else None.
+    The best-fitting homes are chosen by room alone, so when no NVLink domain holds the whole
+    deployment they can be racks of nodes where every KV transfer crosses the network, while a
+    rack or block around a roomy NVL72-style domain keeps most of them on NVLink."""
+    cliques = tree.layer_vertices[domain_tree.CLIQUE_LAYER]
+    if not cliques.size:
+        return None
+    roomiest = int(cliques[np.argmax(room[cliques])])  # the lowest id among equals
+    if 2 * int(room[roomiest]) < need:
+        return None
+    for v in tree.ancestors(roomiest):
+        if fits[v]:
+            return v
+    return None
 
 
 def rows_of(state: State, vertex: int) -> NDArray[np.bool_]:

@@ -171,8 +171,10 @@ def _construct(
 ) -> State:
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
     also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
-    unrestricted greedy is skipped when a home with slack reaches the intra floor (the tightest
-    home alone never skips it, so adding it never makes the start costlier). A home that mirrors
+    unrestricted greedy is skipped when a home with slack that is one NVLink domain (or node)
+    reaches the intra floor: every KV pair is on NVLink there (a home of racks or blocks at the
+    floor can still cross the network for every pair: 1-GPU replicas are at the floor anywhere).
+    The tightest home alone never skips it. A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
     one. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
@@ -186,6 +188,7 @@ def _construct(
             if not any(home.mirrors(attempt, u, v, base) for u in distinct):
                 distinct.append(v)
         homes = distinct
+        nvlink_homes: list[State] = []  # starts in a home that is one NVLink domain or node
         for v in ([] if tightest is None else [tightest]) + homes:
             inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
             try:
@@ -193,9 +196,13 @@ def _construct(
             except Failure:
                 continue
             (tight_start if v == tightest else starts).append(inside)
-        if starts and min(s.total_cost() for s in starts)[0] == home.intra_floor(attempt):
+            if v != tightest and attempt.tree.layer[v] <= domain_tree.CLIQUE_LAYER:
+                nvlink_homes.append(inside)
+        floor_ = home.intra_floor(attempt)
+        if any(s.total_cost()[0] == floor_ for s in nvlink_homes):
             return min(tight_start + starts, key=_start_rank)
         starts = tight_start + starts
+    reach = _reach(attempt)  # read before greedy takes the capacity
     try:
         greedy(attempt)
     except Failure:
@@ -203,7 +210,58 @@ def _construct(
             raise
     else:
         starts.append(attempt)
-    return min(starts, key=_start_rank)
+    best = min(starts, key=_start_rank)
+    if reach is not None and reach.missed(best):
+        largest = State(snapshot, request, allowed, fixed, strategy)
+        largest.interleave = False
+        try:
+            greedy(largest)
+        except Failure:
+            return best
+        best = min(best, largest, key=_start_rank)
+    return best
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reach:
+    """What every role of a deployment could reach on its own, read before greedy runs: the
+    intra floor (``home.intra_floor`` with ``home.floor_within_reach``), or, for replicas that
+    fit no single node, room for each inside one NVLink domain (``home.nvlink_slots_suffice``).
+    A start that misses it is joined by one with the largest replicas first: interleaved roles
+    keep each replica next to the others, but a small replica can take the node or the trays a
+    large one needed whole, and the large one is split across NVLink domains."""
+
+    floor: int | None
+    nvlink_slots: bool
+
+    def missed(self, start: State) -> bool:
+        if self.floor is not None:
+            return start.total_cost()[0] > self.floor
+        return self.nvlink_slots and _splits_an_nvlink_replica(start)
+
+
+def _reach(attempt: State) -> _Reach | None:
+    """:class:`_Reach` of an ``all-to-all`` deployment under ``COST`` that is not small (the
+    search proves those); None when neither bound holds (then no largest-first start)."""
+    if attempt.strategy is not Strategy.COST or small(attempt):
+        return None
+    if not any(e.pattern is Pattern.ALL_TO_ALL for e in attempt.request.traffic):
+        return None
+    floor_ = home.intra_floor(attempt)
+    if floor_ is not None:
+        return _Reach(floor_, False) if home.floor_within_reach(attempt) else None
+    return _Reach(None, True) if home.nvlink_slots_suffice(attempt) else None
+
+
+def _splits_an_nvlink_replica(state: State) -> bool:
+    """Whether some replica of ``state`` spans more than one NVLink domain (nodes outside any
+    clique count as their own)."""
+    clique = state.index.clique_of
+    for r in state.replicas.values():
+        domains = {int(clique[row]) if clique[row] >= 0 else -1 - row for _, row, _ in r.parts()}
+        if len(domains) > 1:
+            return True
+    return False
 
 
 def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:

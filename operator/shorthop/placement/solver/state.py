@@ -143,6 +143,7 @@ class State:
         strategy: Strategy = Strategy.COST,
     ) -> None:
         self.strategy = strategy
+        self.interleave = True  # greedy.order: all-to-all roles interleaved, or largest first
         self.snapshot = snapshot
         self.index: TopologyIndex = snapshot.index
         self.tree = domain_tree.tree(self.index)

@@ -1,0 +1,183 @@
+"""Starts of the solver (``run._construct``) on clusters too large for the exhaustive search,
+each a case found by re-planning the deployments of a stream (docs/benchmarks.md section 4(c))
+against the same solver restricted to one rack or block at a time.
+
+- The tightest NVLink domain that holds the whole deployment is offered (``home.candidates``)
+  even when the roomier homes are partly used: 6 prefill replicas of 4 GPUs and 6 decode
+  replicas of 2 x 4 GPUs (72 GPUs) next to an entirely free NVL72 rack, with racks of partly
+  used HGX nodes listed first. The HGX racks have slack, so they were the homes; their starts
+  reached the least intra cost, so the unrestricted greedy was skipped, and the free rack was
+  never tried: every prefill/decode GPU pair crossed the network.
+- The rack or block around the NVLink domain with the most room is a home too (when that
+  domain holds at least half the deployment): 6 prefill replicas of 4 GPUs and 7 decode
+  replicas of 2 x 4 GPUs (80 GPUs, more than one NVL72 rack) went to a rack of HGX nodes (the
+  best fit by room, its start at the intra floor, so the unrestricted greedy was skipped) with
+  every KV pair across the network, while the block of a free NVL72 rack keeps most on NVLink.
+- A home of racks at the intra floor does not stop the unrestricted greedy (only a home that is
+  one NVLink domain does): 1-GPU replicas are at the floor anywhere, and the best fit by room
+  was a rack of PCIe nodes, every KV pair across PCIe or the network, while two HGX nodes with
+  room keep most pairs on NVLink.
+- A start with the largest replicas first joins the interleaved one when that missed an intra
+  floor every role could reach on its own: with a few entirely free HGX nodes among half-used
+  ones, interleaved prefill replicas (4 GPUs) took halves of the free nodes the decode replicas
+  (2 pods x 4 GPUs) needed whole, and decode replicas were split across nodes (intra cost up
+  to 5x the floor). The same for replicas larger than any node: when every role has room for
+  each replica inside one NVLink domain and the interleaved start split one (a prefill replica
+  took two of the eight free trays both decode replicas of 4 x 4 GPUs needed; the second one
+  went to two HGX nodes, intra cost 5.5x).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from shorthop.placement import objective, solver
+from shorthop.placement import snapshot as snapshots
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+
+from bench import common
+from tests import builders
+
+
+def _cluster(hgx_per_rack: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two racks of HGX nodes (every third entirely free, the rest with 4 to 8 GPUs taken)
+    listed before one entirely free NVL72-style clique of 18 four-GPU trays."""
+    nodes, pods = [], []
+    for rack in range(2):
+        for i in range(hgx_per_rack):
+            name = f"h{rack}-{i:02d}"
+            nodes.append(builders.node_object(name, "hgx", 8, rack=f"r{rack}", block=f"b{rack}"))
+            if i % 3:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(4 + i % 5))))
+    for i in range(18):
+        nodes.append(
+            builders.node_object(f"t{i:02d}", "tray", 4, clique="k1", rack="n1", block="bn")
+        )
+    return nodes, pods
+
+
+def test_a_deployment_that_fills_a_free_nvlink_domain_keeps_all_kv_on_nvlink() -> None:
+    nodes, pods = _cluster(31)
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 6, 1, 4), RoleRequest("decode", 6, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="fills-a-rack",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    assert {a.node for a in plan.assignments} == {f"t{i:02d}" for i in range(18)}
+    assert set(plan.tiers) == {"nvlink-domain"}, plan.tiers
+
+
+def _free_and_half_used(free: int, half: int, racks: int) -> tuple[list[Any], list[Any]]:
+    """``free`` entirely free HGX nodes and ``half`` with GPUs 0-3 taken, spread over racks."""
+    names = [f"f{i:02d}" for i in range(free)] + [f"h{i:02d}" for i in range(half)]
+    nodes = [builders.node_object(n, "hgx", 8, rack=f"r{j % racks}") for j, n in enumerate(names)]
+    pods = [builders.gpu_pod(f"bg-{n}", n, [0, 1, 2, 3]) for n in names if n.startswith("h")]
+    return nodes, pods
+
+
+@pytest.mark.parametrize(
+    ("free", "half", "prefill", "decode", "racks"),
+    [(4, 12, 3, 4, 1), (4, 12, 3, 4, 2), (6, 20, 6, 6, 3)],
+)
+def test_large_replicas_keep_the_whole_nodes_they_need(
+    free: int, half: int, prefill: int, decode: int, racks: int
+) -> None:
+    nodes, pods = _free_and_half_used(free, half, racks)
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", prefill, 1, 4), RoleRequest("decode", decode, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="whole-nodes",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    decode_nodes: dict[int, set[str]] = {}
+    for a in plan.assignments:
+        if a.key.role == "decode":
+            decode_nodes.setdefault(a.key.replica, set()).add(a.node)
+    assert all(len(n) == 1 for n in decode_nodes.values()), decode_nodes
+    # every replica at its least single-node intra cost: a decode replica alone on a free node
+    one_decode = objective.intra_cost(snap.index, {snap.index.row_of["f00"]: np.arange(8)})
+    one_prefill = objective.intra_cost(snap.index, {snap.index.row_of["h00"]: np.arange(4, 8)})
+    assert plan.cost.intra == decode * one_decode + prefill * one_prefill
+
+
+def test_a_deployment_larger_than_any_nvlink_domain_keeps_most_kv_on_nvlink() -> None:
+    nodes, pods = [], []
+    for rack in range(2):  # HGX racks listed first, half of their nodes partly used
+        for i in range(31):
+            name = f"h{rack}-{i:02d}"
+            nodes.append(builders.node_object(name, "hgx", 8, rack=f"r{rack}", block=f"b{rack}"))
+            if i % 2:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(4 + i % 5))))
+    for c in range(2):  # one block of two NVL72-style racks: one free, one with 4 free trays
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block="bn")
+            )
+            if c == 1 and i >= 4:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, [0, 1, 2, 3]))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 6, 1, 4), RoleRequest("decode", 7, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="more-than-a-rack",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    pairs = sum(plan.tiers.values())
+    assert plan.tiers.get("nvlink-domain", 0) >= 0.8 * pairs, plan.tiers
+
+
+def test_one_gpu_replicas_are_not_kept_in_a_rack_of_pcie_nodes() -> None:
+    nodes, pods = [], []
+    for rack in range(2):  # the best fits by room: racks of 4-GPU PCIe nodes
+        for i in range(8):
+            name = f"p{rack}-{i}"
+            nodes.append(builders.node_object(name, "pcie", 4, rack=f"r{rack}", block=f"b{rack}"))
+    for i in range(2):  # two HGX nodes with 6 GPUs free each: too little room to be a home
+        nodes.append(builders.node_object(f"h{i}", "hgx", 8, rack="r2", block="b2"))
+        pods.append(builders.gpu_pod(f"bg-h{i}", f"h{i}", [0, 1]))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 4, 1, 1), RoleRequest("decode", 6, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="one-gpu-replicas",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    assert {a.node for a in plan.assignments} == {"h0", "h1"}
+
+
+def test_replicas_larger_than_a_node_keep_the_nvlink_domain_they_need() -> None:
+    nodes, pods = [], []
+    for c, free in ((0, 8), (1, 2)):  # NVL72-style racks with 8 and 2 free trays
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block="bn")
+            )
+            if i >= free:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, [0, 1, 2, 3]))
+    nodes += [builders.node_object(f"h{i:02d}", "hgx", 8, rack="r1", block="b1") for i in range(12)]
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 2, 4), RoleRequest("decode", 2, 4, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="larger-than-a-node",
+    )
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    decode = {a.node for a in plan.assignments if a.key.role == "decode"}
+    assert decode == {f"k0t{i:02d}" for i in range(8)}, decode
