@@ -131,7 +131,7 @@ def _refine_subset(
     k: int,
     intra: int,
     partners: Partners,
-    need: tuple[int, int],
+    need: tuple[int, int, int],
     nvlink_only: bool,
 ) -> Candidate | None:
     """On the chosen node, among the subsets as cheap inside as the best, take the one nearest

@@ -111,7 +111,7 @@ def _domains(
     cap: NDArray[np.int64],
     aff: NDArray[np.float64],
     aff_any: bool,
-    need: tuple[int, int],
+    need: tuple[int, int, int],
 ) -> NDArray[np.int64]:
     """The domains of ``layer`` to fill with ``pods`` pods of ``q`` GPUs: all with room when
     there are few, else the best fits (for the replica with its peers still to come, else

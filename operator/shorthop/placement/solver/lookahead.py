@@ -54,7 +54,7 @@ def estimate(
     state: State,
     rows: NDArray[np.intp],
     masks: NDArray[np.int64],
-    need: tuple[int, int],
+    need: tuple[int, int] | tuple[int, int, int],
     room: NDArray[np.int64],
     *,
     owner: NDArray[np.intp] | None = None,
@@ -69,8 +69,9 @@ def estimate(
     rows, masks : arrays
         The candidates' parts: GPUs ``masks[i]`` on node ``rows[i]``; no node twice in one
         candidate.
-    need : (GPUs, pod size)
-        What the unplaced peers need (``State.unplaced_peer_gpus``).
+    need : (GPUs, pod size[, node unit])
+        What the unplaced peers need (``State.unplaced_peer_gpus``); the node unit (default:
+        the pod size) is what of them can land on a candidate's own node, whole.
     room : array
         ``Capacity.room(pod size)``: whole-pod free GPUs under every tree vertex.
     owner : array, optional
@@ -93,7 +94,8 @@ def estimate(
     O(parts x layers) numpy work; with ``owner``, one sort to sum the parts of a candidate that
     share a domain.
     """
-    gpus, q = need
+    gpus, q = need[0], need[1]
+    unit = need[2] if len(need) > 2 else q
     if owner is None:
         n = len(rows)
     else:
@@ -111,6 +113,13 @@ def estimate(
         k = np.bincount(owner, weights=part_k, minlength=n).astype(np.int64)
         leftover = np.zeros(n, dtype=np.int64)
         np.maximum.at(leftover, owner, after)
+    if unit != q:  # only whole peer replicas land on the candidate's own nodes
+        left = np.maximum(count - part_k, 0)
+        if owner is None:
+            leftover = (left // unit) * unit
+        else:
+            leftover = np.zeros(n, dtype=np.int64)
+            np.maximum.at(leftover, owner, (left // unit) * unit)
     covered = np.minimum(gpus, leftover)  # peers' GPUs that fit on the candidate's own nodes
     distance = _distances(state.index)
     if owner is None and nearest is not None:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from shorthop.placement import filters, objective, pairsums
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import PodKey, Reason
-from shorthop.placement.request import Pattern, Request, TrafficEdge, replica_pairs
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge, replica_pairs
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.placement.solver.capacity import Capacity
 from shorthop.topology.index import TopologyIndex
@@ -320,23 +320,33 @@ class State:
                 out.append(Partner(self.role_summary(other), weight))
         return out
 
-    def unplaced_peer_gpus(self, key: Key) -> tuple[int, int]:
-        """(GPUs, pod size) that the replicas ``key`` exchanges traffic with and that are not
-        placed yet will need."""
-        need, q = 0, 0
+    def unplaced_peer_gpus(self, key: Key) -> tuple[int, int, int]:
+        """(GPUs, pod size, node unit) that the replicas ``key`` exchanges traffic with and
+        that are not placed yet will need. The node unit is the least of those peers' replica
+        sizes where a replica fits one node, else of their pod sizes: intra cost comes first,
+        so a peer replica that can stay on one node does, and only whole ones of it can land
+        next to ``key`` on a node (the look-ahead counts them so)."""
+        need, q, unit = 0, 0, 0
+        widest = max((c.gpus for c in self.index.classes), default=1)
+
+        def add(role: RoleRequest, gpus: int) -> None:
+            nonlocal need, q, unit
+            need += gpus
+            q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+            whole = role.gpus_per_replica if role.gpus_per_replica <= widest else role.pod_gpus
+            unit = whole if unit == 0 else min(unit, whole)
+
         for peer, _ in self.peers[key]:
             r = self.replicas[peer]
             if not r.parts():
                 role = self.request.roles[r.role]
-                need += role.gpus_per_replica
-                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+                add(role, role.gpus_per_replica)
         for other, _, _ in self.role_edges[key[0]]:
             role = self.request.roles[other]
             missing = self.role_missing[other]
             if missing:
-                need += missing * role.pod_gpus
-                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
-        return need, max(q, 1)
+                add(role, missing * role.pod_gpus)
+        return need, max(q, 1), max(unit, 1)
 
     def has_traffic(self, key: Key) -> bool:
         return bool(self.peers[key]) or any(w for _, w, _ in self.role_edges[key[0]])

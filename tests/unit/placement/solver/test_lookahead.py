@@ -1,6 +1,7 @@
 """The look-ahead has one implementation: a batch of single-node candidates, a candidate spread over
 several nodes and several such candidates at once all give what the formula gives, written out
-here part by part as the reference."""
+here part by part as the reference (with a node unit larger than the pod size too: peers whose
+replicas stay whole on a node land next to a candidate only whole)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.placement import snapshot, subsets
 from shorthop.placement import tree as domain_tree
-from shorthop.placement.request import Request, RoleRequest
+from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.solver import lookahead
 from shorthop.placement.solver.state import Part, State
 from shorthop.topology import fake
@@ -22,18 +23,21 @@ from tests.hypothesis_profiles import examples
 SETTINGS = settings(max_examples=examples(150))
 
 
-def reference(state: State, parts: list[Part], need: tuple[int, int], room: Any) -> float:
+def reference(state: State, parts: list[Part], need: tuple[int, int, int], room: Any) -> float:
     """The estimate for one candidate, in plain integers: room taken per domain summed part by
-    part, the most room left in any of the candidate's domains at each layer."""
-    gpus, q = need
+    part, the most room left in any of the candidate's domains at each layer; on the
+    candidate's own nodes only whole units of the peers (``need[2]``) count."""
+    gpus, q, unit = need
     k = sum(mask.bit_count() for _, mask in parts)
     taken = {}
     for row, mask in parts:
         before = int(state.count[row]) // q * q
         after = max(int(state.count[row]) - mask.bit_count(), 0) // q * q
         taken[row] = before - after
-    leftover = max(int(state.count[row]) // q * q - taken[row] for row, _ in parts)
-    covered = min(gpus, max(leftover, 0))
+    leftover = max(
+        max(int(state.count[row]) - mask.bit_count(), 0) // unit * unit for row, mask in parts
+    )
+    covered = min(gpus, leftover)
     score = covered * k * lookahead.layer_distance(state, domain_tree.CLIQUE_LAYER)
     layers = state.tree.ancestor_at.shape[0]
     for layer in range(1, layers):
@@ -50,7 +54,7 @@ def reference(state: State, parts: list[Part], need: tuple[int, int], room: Any)
 
 
 @st.composite
-def states(draw: Any) -> tuple[State, list[list[Part]], tuple[int, int]]:
+def states(draw: Any) -> tuple[State, list[list[Part]], tuple[int, int, int]]:
     """A state over a small mixed cluster, a few candidates (each some nodes with some of their
     free GPUs) and what the peers still need."""
     nodes, pods = draw(builders.small_clusters(max_nodes=8))
@@ -58,7 +62,7 @@ def states(draw: Any) -> tuple[State, list[list[Part]], tuple[int, int]]:
     state = State(snap, Request(roles=(RoleRequest("decode", 1, 1, 1),)), None, {})
     with_free = [int(r) for r in snap.index.rows() if int(snap.free[r])]
     if not with_free:
-        return state, [], (1, 1)
+        return state, [], (1, 1, 1)
     options = []
     for _ in range(draw(st.integers(1, 4))):
         rows = draw(st.lists(st.sampled_from(with_free), min_size=1, max_size=4, unique=True))
@@ -68,7 +72,8 @@ def states(draw: Any) -> tuple[State, list[list[Part]], tuple[int, int]]:
             gpus = draw(st.lists(st.sampled_from(free), min_size=1, unique=True))
             parts.append((row, sum(1 << g for g in gpus)))
         options.append(parts)
-    return state, options, (draw(st.integers(0, 40)), draw(st.sampled_from([1, 2, 4])))
+    q = draw(st.sampled_from([1, 2, 4]))
+    return state, options, (draw(st.integers(0, 40)), q, q * draw(st.sampled_from([1, 1, 2, 4])))
 
 
 def _arrays(options: list[list[Part]]) -> tuple[Any, Any, Any]:
@@ -147,3 +152,30 @@ def test_nearest_free_over_every_class_at_once_matches_class_by_class(case: Any)
             state, np.array([row], dtype=np.intp), np.array([mask], dtype=np.int64), table
         )
         assert together[i] == alone[0], (row, mask)
+
+
+def test_peers_that_keep_their_replicas_whole_are_not_counted_on_half_a_node() -> None:
+    """A prefill replica of 4 GPUs on a free 8-GPU node leaves 4 GPUs: one pod of a decode
+    replica of 2 x 4 GPUs, but not the whole replica, and intra cost comes first, so the
+    decode replicas will not split to sit there. The look-ahead counts peers on the node in
+    whole replicas (the node unit), not in pods."""
+    nodes = [builders.node_object(f"h{i}", "hgx", 8, rack="r1") for i in range(3)]
+    snap = snapshot.build(nodes, [], fake.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 2, 1, 4), RoleRequest("decode", 2, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+    )
+    state = State(snap, request, None, {})
+    need = state.unplaced_peer_gpus((0, 0))
+    assert need == (16, 4, 8)
+    row = snap.index.row_of["h0"]
+    rows, masks = np.array([row], dtype=np.intp), np.array([0b1111], dtype=np.int64)
+    room = state.capacity.room(need[1])
+    whole = lookahead.estimate(state, rows, masks, need, room)
+    by_pod = lookahead.estimate(state, rows, masks, need[:2], room)
+    clique = lookahead.layer_distance(state, domain_tree.CLIQUE_LAYER)
+    # by pods, 4 of the peers' GPUs would sit on the node (at the NVLink-domain distance);
+    # by whole replicas none do, and those 4 are costed one layer out
+    assert by_pod[0] == reference(state, [(row, 0b1111)], (16, 4, 4), room)
+    assert whole[0] == reference(state, [(row, 0b1111)], need, room)
+    assert whole[0] > by_pod[0] >= 4 * 4 * clique
