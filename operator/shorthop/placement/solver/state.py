@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from shorthop.placement import filters, objective, pairsums
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import PodKey, Reason
-from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge, replica_pairs
+from shorthop.placement.request import Pattern, Request, TrafficEdge, replica_pairs
 from shorthop.placement.snapshot import ClusterSnapshot, bits
 from shorthop.placement.solver.capacity import Capacity
 from shorthop.topology.index import TopologyIndex
@@ -148,6 +148,12 @@ class State:
         self.index: TopologyIndex = snapshot.index
         self.tree = domain_tree.tree(self.index)
         self.request = request
+        widest = max((c.gpus for c in self.index.classes), default=1)
+        # per role: what of a replica stays on one node (the replica where one fits a node)
+        self.node_unit = [
+            r.gpus_per_replica if r.gpus_per_replica <= widest else r.pod_gpus
+            for r in request.roles
+        ]
         self.free = snapshot.free.copy()
         self.count = snapshot.free_counts.copy()
         self.headroom = snapshot.headroom.copy()
@@ -327,25 +333,22 @@ class State:
         so a peer replica that can stay on one node does, and only whole ones of it can land
         next to ``key`` on a node (the look-ahead counts them so)."""
         need, q, unit = 0, 0, 0
-        widest = max((c.gpus for c in self.index.classes), default=1)
-
-        def add(role: RoleRequest, gpus: int) -> None:
-            nonlocal need, q, unit
-            need += gpus
-            q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
-            whole = role.gpus_per_replica if role.gpus_per_replica <= widest else role.pod_gpus
-            unit = whole if unit == 0 else min(unit, whole)
-
         for peer, _ in self.peers[key]:
             r = self.replicas[peer]
             if not r.parts():
                 role = self.request.roles[r.role]
-                add(role, role.gpus_per_replica)
+                need += role.gpus_per_replica
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+                whole = self.node_unit[r.role]
+                unit = whole if unit == 0 else min(unit, whole)
         for other, _, _ in self.role_edges[key[0]]:
-            role = self.request.roles[other]
             missing = self.role_missing[other]
             if missing:
-                add(role, missing * role.pod_gpus)
+                role = self.request.roles[other]
+                need += missing * role.pod_gpus
+                q = role.pod_gpus if q == 0 else min(q, role.pod_gpus)
+                whole = self.node_unit[other]
+                unit = whole if unit == 0 else min(unit, whole)
         return need, max(q, 1), max(unit, 1)
 
     def has_traffic(self, key: Key) -> bool:
