@@ -11,8 +11,8 @@ room for their pods) and enough GPUs for all of them. Homes are searched layer b
 NVLink domains upward; the best fits of the lowest layer that has any are returned (above
 NVLink domains, also the lowest domain with slack around the NVLink domain with the most room,
 :func:`_around_roomiest_domain`), and ``run`` places the deployment in each (greedy restricted
-to it) beside the unrestricted greedy, unless a home that is one NVLink domain already reaches
-:func:`intra_floor` (nothing can be cheaper inside replicas, and every KV pair is on NVLink).
+to it) beside the unrestricted greedy, unless a home's start already reaches :func:`intra_floor`
+with traffic as low as on NVLink (``run`` decides).
 Beside them, the tightest NVLink domain (or node) that holds the deployment without slack is
 always tried too (it never stops the unrestricted greedy from running): where greedy fits the
 deployment into it, every KV transfer stays on NVLink (an NVL72 rack with exactly the GPUs a

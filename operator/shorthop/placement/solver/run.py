@@ -171,10 +171,10 @@ def _construct(
 ) -> State:
     """Phase 2 under ``strategy``; under ``COST`` for a deployment with ``all-to-all`` traffic
     also inside its homes (phase 1b), keeping the cheapest (:func:`_start_rank`). The
-    unrestricted greedy is skipped when a home with slack that is one NVLink domain (or node)
-    reaches the intra floor: every KV pair is on NVLink there (a home of racks or blocks at the
-    floor can still cross the network for every pair: 1-GPU replicas are at the floor anywhere).
-    The tightest home alone never skips it. A home that mirrors
+    unrestricted greedy is skipped when a home's start reaches the intra floor with traffic no
+    higher than :func:`_nvlink_traffic_bound`, or when no NVLink domain has room for a replica
+    of each end of an edge (:func:`_nvlink_pair_room`); the intra floor alone is not enough
+    (1-GPU replicas are at the floor anywhere, also in a rack of PCIe nodes). A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
     one. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
@@ -188,7 +188,6 @@ def _construct(
             if not any(home.mirrors(attempt, u, v, base) for u in distinct):
                 distinct.append(v)
         homes = distinct
-        nvlink_homes: list[State] = []  # starts in a home that is one NVLink domain or node
         for v in ([] if tightest is None else [tightest]) + homes:
             inside = State(snapshot, request, base & home.rows_of(attempt, v), fixed, strategy)
             try:
@@ -196,10 +195,12 @@ def _construct(
             except Failure:
                 continue
             (tight_start if v == tightest else starts).append(inside)
-            if v != tightest and attempt.tree.layer[v] <= domain_tree.CLIQUE_LAYER:
-                nvlink_homes.append(inside)
-        floor_ = home.intra_floor(attempt)
-        if any(s.total_cost()[0] == floor_ for s in nvlink_homes):
+        # A home at the intra floor makes the unrestricted greedy moot when its traffic is as
+        # if every KV pair were on NVLink, or when no NVLink domain has room for a replica of
+        # each end of an edge (then no KV pair can be on NVLink, wherever the replicas go).
+        intra_floor = home.intra_floor(attempt)
+        bound = _nvlink_traffic_bound(attempt) if _nvlink_pair_room(attempt) else float("inf")
+        if any(s.total_cost()[0] == intra_floor and s.total_cost()[1] <= bound for s in starts):
             return min(tight_start + starts, key=_start_rank)
         starts = tight_start + starts
     reach = _reach(attempt)  # read before greedy takes the capacity
@@ -262,6 +263,51 @@ def _splits_an_nvlink_replica(state: State) -> bool:
         if len(domains) > 1:
             return True
     return False
+
+
+def _nvlink_traffic_bound(state: State) -> float:
+    """The traffic cost if every KV GPU pair were an NVLink pair at the NVLink-domain distance
+    (between two nodes of one NVL72-style clique): per edge, its weight times the GPU pairs it
+    pays for (``all-to-all``: those of one replica pair, the mean; ``paired``: those of every
+    peer pair) times that distance."""
+    roles = state.request.roles
+    distance = 2 * state.index.config.weights.nvlink_domain
+    total = 0.0
+    for edge in state.request.traffic:
+        source, target = roles[edge.source], roles[edge.target]
+        if not source.replicas or not target.replicas:
+            continue
+        pairs = 1 if edge.pattern is Pattern.ALL_TO_ALL else max(source.replicas, target.replicas)
+        total += edge.weight * pairs * source.gpus_per_replica * target.gpus_per_replica
+    return total * distance + 1e-6
+
+
+def _nvlink_pair_room(state: State) -> bool:
+    """Whether some NVLink domain (an NVL72-style clique, or a node with NVLink between its
+    GPUs) has free GPUs for one replica of each end of some traffic edge at once."""
+    index, tree = state.index, state.tree
+    roles = state.request.roles
+    want = min(
+        (
+            roles[e.source].gpus_per_replica + roles[e.target].gpus_per_replica
+            for e in state.request.traffic
+        ),
+        default=0,
+    )
+    if not want:
+        return False
+    usable = state.capacity.usable_any
+    linked = np.array(
+        [bool(c.nvlink[~np.eye(c.gpus, dtype=np.bool_)].any()) for c in index.classes]
+    )
+    alone = usable & (index.clique_of < 0) & linked[index.class_of]
+    if alone.any() and int(state.count[alone].max()) >= want:
+        return True
+    cliques = tree.layer_vertices[domain_tree.CLIQUE_LAYER]
+    if not cliques.size:
+        return False
+    room = tree.rollup(np.where(usable, state.count, 0))
+    return bool(room[cliques].max() >= want)
 
 
 def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:

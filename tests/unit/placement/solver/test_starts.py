@@ -36,6 +36,8 @@ import pytest
 from shorthop.placement import objective, solver
 from shorthop.placement import snapshot as snapshots
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
+from shorthop.placement.solver import run
+from shorthop.placement.solver.state import State
 
 from bench import common
 from tests import builders
@@ -181,3 +183,23 @@ def test_replicas_larger_than_a_node_keep_the_nvlink_domain_they_need() -> None:
     assert not common.plan_problems(snap, request, plan)
     decode = {a.node for a in plan.assignments if a.key.role == "decode"}
     assert decode == {f"k0t{i:02d}" for i in range(8)}, decode
+
+
+def test_the_unrestricted_greedy_is_skipped_only_where_it_cannot_put_kv_on_nvlink() -> None:
+    """The skip test's two parts: room for a replica of each end of an edge in one NVLink domain
+    (a node with NVLink, or a clique), and the traffic if every KV pair were at the
+    NVLink-domain distance."""
+    request = Request(
+        roles=(RoleRequest("prefill", 3, 1, 4), RoleRequest("decode", 2, 2, 4)),
+        traffic=(TrafficEdge(0, 1, 2.0),),
+        name="skip",
+    )
+    half_used = [builders.node_object(f"h{i}", "hgx", 8) for i in range(4)]
+    busy = [builders.gpu_pod(f"bg-h{i}", f"h{i}", [0, 1, 2, 3]) for i in range(4)]
+    trays = [builders.node_object(f"t{i}", "tray", 4, clique="k1") for i in range(3)]
+    no_room = State(snapshots.build(half_used, busy, common.CONFIG), request, None, {})
+    assert not run._nvlink_pair_room(no_room)  # 4 + 8 GPUs fit no node with 4 free
+    room = State(snapshots.build(half_used + trays, busy, common.CONFIG), request, None, {})
+    assert run._nvlink_pair_room(room)  # three free trays of one clique: 12 GPUs
+    distance = 2 * room.index.config.weights.nvlink_domain
+    assert run._nvlink_traffic_bound(room) == pytest.approx(2.0 * 4 * 8 * distance)
