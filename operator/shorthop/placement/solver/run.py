@@ -294,11 +294,12 @@ def _nvlink_pair_room(state: State) -> bool:
         ),
         default=0,
     )
-    if not want:
+    if not want or not index.classes:
         return False
     usable = state.capacity.usable_any
     linked = np.array(
-        [bool(c.nvlink[~np.eye(c.gpus, dtype=np.bool_)].any()) for c in index.classes]
+        [bool(c.nvlink[~np.eye(c.gpus, dtype=np.bool_)].any()) for c in index.classes],
+        dtype=np.bool_,
     )
     alone = usable & (index.clique_of < 0) & linked[index.class_of]
     if alone.any() and int(state.count[alone].max()) >= want:
