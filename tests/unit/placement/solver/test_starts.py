@@ -35,12 +35,21 @@ import numpy as np
 import pytest
 from shorthop.placement import objective, solver
 from shorthop.placement import snapshot as snapshots
+from shorthop.placement.plan import Plan
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.solver import run
 from shorthop.placement.solver.state import State
 
 from bench import common
 from tests import builders
+
+
+def _valid_plan(snap: snapshots.ClusterSnapshot, request: Request) -> Plan:
+    """The solver's plan, asserted feasible and valid (every pod placed, within free GPUs)."""
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    return plan
 
 
 def _cluster(hgx_per_rack: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -68,9 +77,7 @@ def test_a_deployment_that_fills_a_free_nvlink_domain_keeps_all_kv_on_nvlink() -
         traffic=(TrafficEdge(0, 1, 1.0),),
         name="fills-a-rack",
     )
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
+    plan = _valid_plan(snap, request)
     assert {a.node for a in plan.assignments} == {f"t{i:02d}" for i in range(18)}
     assert set(plan.tiers) == {"nvlink-domain"}, plan.tiers
 
@@ -97,9 +104,7 @@ def test_large_replicas_keep_the_whole_nodes_they_need(
         traffic=(TrafficEdge(0, 1, 1.0),),
         name="whole-nodes",
     )
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
+    plan = _valid_plan(snap, request)
     decode_nodes: dict[int, set[str]] = {}
     for a in plan.assignments:
         if a.key.role == "decode":
@@ -133,9 +138,7 @@ def test_a_deployment_larger_than_any_nvlink_domain_keeps_most_kv_on_nvlink() ->
         traffic=(TrafficEdge(0, 1, 1.0),),
         name="more-than-a-rack",
     )
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
+    plan = _valid_plan(snap, request)
     pairs = sum(plan.tiers.values())
     assert plan.tiers.get("nvlink-domain", 0) >= 0.8 * pairs, plan.tiers
 
@@ -155,9 +158,7 @@ def test_one_gpu_replicas_are_not_kept_in_a_rack_of_pcie_nodes() -> None:
         traffic=(TrafficEdge(0, 1, 1.0),),
         name="one-gpu-replicas",
     )
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
+    plan = _valid_plan(snap, request)
     assert {a.node for a in plan.assignments} == {"h0", "h1"}
 
 
@@ -178,9 +179,7 @@ def test_replicas_larger_than_a_node_keep_the_nvlink_domain_they_need() -> None:
         traffic=(TrafficEdge(0, 1, 1.0),),
         name="larger-than-a-node",
     )
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
+    plan = _valid_plan(snap, request)
     decode = {a.node for a in plan.assignments if a.key.role == "decode"}
     assert decode == {f"k0t{i:02d}" for i in range(8)}, decode
 
