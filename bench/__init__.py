@@ -11,6 +11,8 @@ One module per benchmark family; each says what it measures in its docstring:
   and a stream of deployments that measures how each strategy strands free GPUs;
 - ``plan_identity``: the solver's plans on a fixed corpus, dumped and compared between two
   commits (a speed change must leave every plan byte-identical);
+- ``solve_ab``: solve time of two checkouts, one worker each, asked for one solve in turn (the
+  machine's own drift falls on both; the pairwise A/B ratio is what a speed change is judged by);
 - ``report``: writes ``docs/benchmarks.md`` and the PNG plots under ``docs/bench/``.
 
 ``python -m bench`` runs everything (``--quick`` for tiny sizes, ``--out DIR`` for another output
