@@ -159,6 +159,7 @@ def _quality(settings: Settings, log: Callable[[str], None]) -> quality.QualityR
         stream_lifetime=settings.stream_lifetime,
         nvlink_size=settings.nvlink_size,
         nvlink_occupancies=settings.nvlink_occupancies,
+        survey=settings.stream_survey,
         log=log,
     )
 

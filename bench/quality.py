@@ -391,6 +391,9 @@ def run_nvlink(
     return out
 
 
+SURVEY_STRATEGIES = ("shorthop", "first-fit", "best-fit", "tas")
+
+
 @dataclass
 class QualityResult:
     exact: ExactResult
@@ -398,6 +401,7 @@ class QualityResult:
     streams: list[stream.StreamResult]
     nvlink: list[NvlinkRow]
     stream_lifetime: tuple[int, int] = (0, 0)
+    survey: list[stream.StreamResult] = field(default_factory=list)
 
 
 def run(
@@ -412,13 +416,23 @@ def run(
     stream_lifetime: tuple[int, int],
     nvlink_size: int,
     nvlink_occupancies: tuple[float, ...],
+    survey: tuple[tuple[int, int], ...] = (),
     log: Log = print,
 ) -> QualityResult:
-    """``streams``: (cluster mix, seed) per stream of ``bench.stream``."""
+    """``streams``: (cluster mix, seed) per stream of ``bench.stream``; ``survey``: more
+    streams with shorthop and the baselines of :data:`SURVEY_STRATEGIES` only."""
     return QualityResult(
         exact=run_exact(exact_target, time_limit_s=exact_limit_s, log=log),
         baselines=run_baselines(baseline_sizes, baseline_seed, log=log),
         streams=stream.run(stream_size, streams, stream_count, stream_lifetime, log=log),
         nvlink=run_nvlink(nvlink_size, nvlink_occupancies, baseline_seed, log=log),
         stream_lifetime=stream_lifetime,
+        survey=stream.run(
+            stream_size,
+            survey,
+            stream_count,
+            stream_lifetime,
+            log=log,
+            strategies=SURVEY_STRATEGIES,
+        ),
     )

@@ -107,22 +107,51 @@ def summary_rows(q: QualityResult) -> list[tuple[str, str, str]]:
                 status(low >= SHARE_TARGET),
             )
         )
-    if q.streams:
-        ok = all(_placed(s, "shorthop") >= _placed(s, "first-fit") for s in q.streams)
+    every = q.streams + q.survey
+    if every:
+        more, same, fewer, gap = _placed_tally(every)
+        served = [_served_ratio(s) for s in every]
         rows.append(
             (
-                "Streams with departures: shorthop places ≥ first-fit",
-                ", ".join(
-                    f"{_placed(s, 'shorthop')} vs {_placed(s, 'first-fit')}" for s in q.streams
-                ),
-                status(ok),
+                "Streams with departures: shorthop places ≥ first-fit and best-fit",
+                f"more in {more}, as many in {same}, fewer in {fewer} of {len(every)} streams"
+                + (f" (by at most {gap})" if fewer else "")
+                + f"; GPU-events served {min(served):.3f}–{max(served):.3f}× first-fit's",
+                status(fewer == 0),
             )
         )
     return rows
 
 
+def _run(s: stream.StreamResult, strategy: str) -> stream.StrategyRun:
+    return next(r for r in s.runs if r.strategy == strategy)
+
+
 def _placed(s: stream.StreamResult, strategy: str) -> int:
-    return next(r.placed for r in s.runs if r.strategy == strategy)
+    return _run(s, strategy).placed
+
+
+def _rival(s: stream.StreamResult) -> int:
+    """The most deployments first-fit or best-fit placed in the stream."""
+    return max(r.placed for r in s.runs if r.strategy in ("first-fit", "best-fit"))
+
+
+def _placed_tally(streams: list[stream.StreamResult]) -> tuple[int, int, int, int]:
+    """Streams where shorthop placed more, as many, fewer deployments than the better of
+    first-fit and best-fit, and the largest shortfall."""
+    diffs = [_placed(s, "shorthop") - _rival(s) for s in streams]
+    fewer = [d for d in diffs if d < 0]
+    return (
+        sum(d > 0 for d in diffs),
+        sum(d == 0 for d in diffs),
+        len(fewer),
+        -min(fewer, default=0),
+    )
+
+
+def _served_ratio(s: stream.StreamResult, baseline: str = "first-fit") -> float:
+    """shorthop's GPU-events served divided by ``baseline``'s."""
+    return _run(s, "shorthop").gpu_events / max(_run(s, baseline).gpu_events, 1)
 
 
 def _exact(q: QualityResult) -> str:
@@ -236,6 +265,7 @@ def _streams(q: QualityResult) -> str:
                 f"{r.mean('whole_nodes'):.1f}",
                 f"{r.mean('stranded'):.1f}",
                 f"{r.nvlink_share:.0%}",
+                f"{r.gpu_events:,}",
                 yes(not r.invalid),
                 dur(r.seconds),
             )
@@ -251,13 +281,58 @@ def _streams(q: QualityResult) -> str:
                     "whole nodes free, mean",
                     "GPUs stranded (expected), mean",
                     "KV pairs on NVLink",
+                    "GPU-events served",
                     "every plan valid",
                     "time",
                 ),
                 rows,
             )
         )
+    every = q.streams + q.survey
+    if every:
+        parts.append(_survey(len(q.streams), every))
     return "".join(parts)
+
+
+def _survey(detailed: int, every: list[stream.StreamResult]) -> str:
+    """One row per stream (the ones above and the survey's): shorthop against first-fit,
+    best-fit and the TAS-like baseline."""
+    more, same, fewer, gap = _placed_tally(every)
+    served = [_served_ratio(s) for s in every]
+    rows = []
+    for s in every:
+        sh, ff, bf, tas = (_run(s, n) for n in ("shorthop", "first-fit", "best-fit", "tas"))
+        rows.append(
+            (
+                f"{s.mix}, seed {s.seed}",
+                f"{sh.placed} / {ff.placed} / {bf.placed} / {tas.placed}",
+                f"{_served_ratio(s):.3f} / {_served_ratio(s, 'best-fit'):.3f}",
+                f"{sh.nvlink_share:.0%} / {ff.nvlink_share:.0%} / {bf.nvlink_share:.0%}",
+                f"{sh.mean('whole_domains'):.1f} / {ff.mean('whole_domains'):.1f} / "
+                f"{bf.mean('whole_domains'):.1f}",
+                yes(not any(r.invalid for r in (sh, ff, bf, tas))),
+            )
+        )
+    verdict = (
+        f"\n\n**All {len(every)} streams** (the {detailed} above and {len(every) - detailed} "
+        "more, with shorthop, first-fit, best-fit and the TAS-like baseline only): shorthop "
+        f"placed more deployments than the better of first-fit and best-fit in {more}, as many "
+        f"in {same} and fewer in {fewer}"
+        + (f" (by at most {gap})" if fewer else "")
+        + f"; its GPU-events served were {min(served):.3f}–{max(served):.3f}× first-fit's.\n\n"
+    )
+    return verdict + table(
+        (
+            "stream",
+            "placed: shorthop / first-fit / best-fit / tas",
+            "GPU-events served, shorthop ÷ first-fit / ÷ best-fit",
+            "KV pairs on NVLink: shorthop / first-fit / best-fit",
+            "whole NVLink domains free, mean: shorthop / first-fit / best-fit",
+            "every plan valid",
+        ),
+        rows,
+        "lllllr",
+    )
 
 
 def _nvlink(q: QualityResult) -> str:
@@ -334,6 +409,10 @@ that does not fit is counted and dropped. After every event: *slots for the larg
 own); *whole NVLink domains free* (cliques and nodes outside cliques with every GPU free);
 *whole nodes free*; *GPUs stranded* (FGD, ATC'23: per shape, weighted by how often it is drawn,
 the free GPUs on nodes with fewer free than that shape's largest pod). Means are over the events.
+*GPU-events served*: over the deployments placed, GPUs × events stayed (to the stream's end). The
+clusters run full most of the time, so the count of deployments placed turns on which arrivals
+happened to fit: a strategy that places one large deployment may then fail two small ones,
+serving as many GPUs; both figures are given.
 
 {_streams(q)}
 

@@ -26,6 +26,8 @@ class Settings:
     stream_lifetime: tuple[int, int]  # steps a deployment stays (drawn uniformly)
     nvlink_size: int
     nvlink_occupancies: tuple[float, ...]
+    # more streams, shorthop and the baselines only, reported in one table (placed, served)
+    stream_survey: tuple[tuple[int, int], ...] = ()
     target_size: int = 10_000
     throughput_nodes: int = 1_000
     throughput_pods: int = 512
@@ -54,6 +56,7 @@ FULL = Settings(
     stream_lifetime=(20, 70),
     nvlink_size=10_000,
     nvlink_occupancies=(0.3, 0.55),
+    stream_survey=tuple((mix, seed) for mix in range(3) for seed in range(3, 11)),
 )
 QUICK = Settings(
     quick=True,
@@ -73,4 +76,5 @@ QUICK = Settings(
     stream_lifetime=(3, 8),
     nvlink_size=300,
     nvlink_occupancies=(0.3,),
+    stream_survey=((1, 2),),
 )

@@ -22,7 +22,11 @@ solver's own):
   often it is drawn, the free GPUs on nodes with fewer free GPUs than that shape's largest pod;
 - **deployments placed**, and the **KV-on-NVLink share**: over every deployment placed, the
   share of its traffic GPU pairs (all-to-all: every prefill GPU with every decode GPU) on
-  ``same-node-nvlink`` or ``nvlink-domain``.
+  ``same-node-nvlink`` or ``nvlink-domain``;
+- **GPU-events served**: over every deployment placed, its GPUs times the events it stays
+  (up to the stream's end). On a full cluster a strategy that places one large deployment may
+  then fail two small ones: the count of deployments placed and the GPU capacity served can
+  rank strategies differently.
 """
 
 from __future__ import annotations
@@ -143,6 +147,7 @@ class StrategyRun:
     series: list[Measure] = field(default_factory=list)
     seconds: float = 0.0
     invalid: list[str] = field(default_factory=list)
+    gpu_events: int = 0  # GPUs x events stayed, over the deployments placed
 
     @property
     def nvlink_share(self) -> float:
@@ -181,9 +186,16 @@ def _pods(plan: Plan, namespace: str) -> list[dict[str, Any]]:
 
 
 def run_stream(
-    size: int, mix: int, seed: int, count: int, lifetime: tuple[int, int], *, log: Log = print
+    size: int,
+    mix: int,
+    seed: int,
+    count: int,
+    lifetime: tuple[int, int],
+    *,
+    log: Log = print,
+    strategies: tuple[str, ...] | None = None,
 ) -> StreamResult:
-    """One stream, every strategy of ``placers.all_placers()`` plus best-fit."""
+    """One stream, every strategy of ``placers.all_placers()`` (or those named)."""
     nodes = cluster(size, mix, seed)
     stream = events(count, seed, lifetime)
     counts: dict[str, int] = {}
@@ -193,7 +205,10 @@ def run_stream(
         largest = max(r.pod_gpus for r in e.request.roles)
         weights[largest] = weights.get(largest, 0.0) + 1 / len(stream)
     runs = []
-    for placer in placers.all_placers(seed=seed):
+    chosen = [
+        p for p in placers.all_placers(seed=seed) if strategies is None or p.name in strategies
+    ]
+    for placer in chosen:
         started = time.perf_counter()
         builder = snapshots.SnapshotBuilder(common.CONFIG)
         for node in nodes:
@@ -213,6 +228,8 @@ def run_stream(
                 run.placed += 1
                 run.pairs += sum(plan.tiers.values())
                 run.nvlink_pairs += sum(plan.tiers.get(t, 0) for t in NVLINK_TIERS)
+                gpus = sum(r.replicas * r.gpus_per_replica for r in e.request.roles)
+                run.gpu_events += gpus * (min(e.departure, count) - step)
                 pods = _pods(plan, f"{placer.name}-{e.request.name}")
                 for pod in pods:
                     builder.apply_pod("ADDED", pod)
@@ -245,6 +262,10 @@ def run(
     lifetime: tuple[int, int],
     *,
     log: Log = print,
+    strategies: tuple[str, ...] | None = None,
 ) -> list[StreamResult]:
-    """``streams``: (cluster mix, seed) pairs."""
-    return [run_stream(size, mix, seed, count, lifetime, log=log) for mix, seed in streams]
+    """``streams``: (cluster mix, seed) pairs; ``strategies``: names to run (default all)."""
+    return [
+        run_stream(size, mix, seed, count, lifetime, log=log, strategies=strategies)
+        for mix, seed in streams
+    ]

@@ -3,9 +3,10 @@
 ``python -m bench.stream_table [--seeds 1,2,3] [--mixes 0,1,2] [--strategies ...]`` runs one
 stream per (cluster mix, seed) with the sizes of the full benchmark (``bench.settings.FULL``) and
 prints, per stream and strategy: deployments placed, whole NVLink domains free, whole nodes free,
-slots for the largest replica (means over the events), GPUs stranded, KV pairs on NVLink and the
-CPU time the strategy took. A last table says per stream whether shorthop keeps more whole
-NVLink domains and nodes free than each baseline and places at least as many deployments.
+slots for the largest replica (means over the events), GPUs stranded, KV pairs on NVLink,
+GPU-events served and the CPU time the strategy took. A last table says per stream whether
+shorthop keeps more whole NVLink domains and nodes free than each baseline and places at least as
+many deployments.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main() -> None:
             print(f"\n{result.mix}, seed {seed}: {result.nodes} nodes, {result.gpus} GPUs")
             print(
                 f"{'strategy':10} {'placed':>7} {'domains':>8} {'nodes':>7} {'slots':>6} "
-                f"{'strand':>7} {'NVLink':>7} {'cpu s':>7} valid"
+                f"{'strand':>7} {'NVLink':>7} {'served':>8} {'cpu s':>7} valid"
             )
             by = {}
             for run, t in zip(result.runs, timed, strict=True):
@@ -84,7 +85,8 @@ def main() -> None:
                 print(
                     f"{run.strategy:10} {run.placed:>7} {run.mean('whole_domains'):>8.1f} "
                     f"{run.mean('whole_nodes'):>7.1f} {run.mean('slots'):>6.1f} "
-                    f"{run.mean('stranded'):>7.1f} {run.nvlink_share:>7.0%} {t.seconds:>7.2f} "
+                    f"{run.mean('stranded'):>7.1f} {run.nvlink_share:>7.0%} {run.gpu_events:>8} "
+                    f"{t.seconds:>7.2f} "
                     f"{'yes' if not run.invalid else run.invalid[0]}"
                 )
             if "shorthop" in by:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench import quality, report_quality
 from bench.quality import ExactResult, Outcome, QualityResult, ShapeExact
+from bench.stream import StrategyRun, StreamResult
 
 
 def _result(*outcomes: Outcome) -> QualityResult:
@@ -39,3 +40,33 @@ def test_compare_one_reports_equal_on_the_known_greedy_trap() -> None:
     for seed in range(3):
         outcome = quality.compare_one("greedy-trap", quality.Pattern.ALL_TO_ALL, seed, 30.0)
         assert outcome.kind in ("equal", "infeasible"), outcome
+
+
+def _stream(seed: int, placed: dict[str, int], served: dict[str, int]) -> StreamResult:
+    runs = [StrategyRun(name, placed=n, gpu_events=served[name]) for name, n in placed.items()]
+    return StreamResult("mix", seed, 10, 80, 100, (20, 70), {}, runs)
+
+
+def test_a_stream_where_shorthop_places_fewer_misses_the_streams_target() -> None:
+    q = _result(Outcome(0, "equal"))
+    served = {"shorthop": 1_000, "first-fit": 1_010, "best-fit": 990, "tas": 900}
+    q.streams = [_stream(1, {"shorthop": 5, "first-fit": 5, "best-fit": 4, "tas": 5}, served)]
+    q.survey = [
+        _stream(2, {"shorthop": 7, "first-fit": 6, "best-fit": 6, "tas": 7}, served),
+        _stream(3, {"shorthop": 6, "first-fit": 6, "best-fit": 8, "tas": 6}, served),
+    ]
+    label, measured, verdict = report_quality.summary_rows(q)[-1]
+    assert label.startswith("Streams with departures")
+    assert measured.startswith("more in 1, as many in 1, fewer in 1 of 3 streams (by at most 2)")
+    assert "0.990–0.990× first-fit's" in measured
+    assert verdict == "**MISS**"
+    survey = report_quality._survey(1, q.streams + q.survey)
+    assert "the 1 above and 2 more" in survey
+    assert "| mix, seed 3 | 6 / 6 / 8 / 6 | 0.990 / 1.010 |" in survey
+
+
+def test_streams_where_shorthop_never_places_fewer_pass() -> None:
+    q = _result(Outcome(0, "equal"))
+    served = {"shorthop": 500, "first-fit": 500, "best-fit": 500, "tas": 500}
+    q.streams = [_stream(1, {"shorthop": 5, "first-fit": 5, "best-fit": 5, "tas": 6}, served)]
+    assert report_quality.summary_rows(q)[-1][2] == "**PASS**"
