@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{checkout} is not a shorthop checkout (no bench/common.py)")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if not args.sizes or min(args.sizes) < 1:
+        parser.error("--sizes takes one or more node counts of at least 1, e.g. 1000,10000")
+    if not args.seeds or min(args.seeds) < 0:
+        parser.error("--seeds takes one or more seeds of at least 0, e.g. 0,1,2")
     sums = [0.0, 0.0]
     for size, seed, a, b in compare(args.a, args.b, args.sizes, args.seeds, args.rounds):
         ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))

@@ -38,3 +38,11 @@ def test_a_folder_that_is_not_a_checkout_is_named(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"{tmp_path} is not a shorthop checkout" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_empty_or_impossible_sizes_and_seeds_are_named() -> None:
+    for flag, value in (("--sizes", ""), ("--sizes", "0"), ("--seeds", ""), ("--seeds", "-1")):
+        done = _run(str(REPO), str(REPO), flag, value, "--rounds", "1")
+        assert done.returncode == 2, (flag, value, done.stderr)
+        assert f"{flag} takes one or more" in done.stderr
+        assert "Traceback" not in done.stderr
