@@ -363,11 +363,6 @@ def test_operator_rides_through_apiserver_and_etcd_restarts(
     oh.ensure_namespace(own, lease_ns)
     ns = "restarts"
     oh.ensure_namespace(own, ns)
-    kube.wait_for(
-        "the default ServiceAccount of the namespace",
-        lambda: _has_default_account(own, ns),
-        timeout=60,
-    )
     factory = OperatorFactory(own, tmp_path / "operators", lease_ns)
     # Renew deadline 20 s: longer than any outage here, so the lease is kept through it.
     op = factory.make("restarts", namespaces=(ns,), lease_duration=30)
@@ -550,11 +545,3 @@ def _desired(cluster: kube.Cluster, ns: str) -> int:
         for body in checks.list_deployments(cluster.api, ns)
         for r in checks.shapes(body)
     )
-
-
-def _has_default_account(cluster: kube.Cluster, namespace: str) -> bool:
-    try:
-        cluster.core.read_namespaced_service_account("default", namespace)
-    except client.ApiException:
-        return False
-    return True

@@ -121,11 +121,6 @@ def create(cluster: kube.Cluster, dra: DraCluster, *, timeout: float = 90) -> No
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(dra.resource_slices)))
     dra.created_class = ensure_device_class(cluster)
     oh.ensure_namespace(cluster, dra.background_namespace)
-    kube.wait_for(
-        f"the default ServiceAccount of {dra.background_namespace}",
-        lambda: _has_default_account(cluster, dra.background_namespace),
-        timeout=60,
-    )
     resource = client.ResourceV1Api(cluster.api)
     ns = dra.background_namespace
     for pod, claim in zip(dra.background_pods, dra.background_claims, strict=True):
@@ -169,14 +164,6 @@ def create(cluster: kube.Cluster, dra: DraCluster, *, timeout: float = 90) -> No
         return names <= up and len(running) >= expected
 
     kube.wait_for("the DRA nodes Ready and background pods Running", ready, timeout=timeout)
-
-
-def _has_default_account(cluster: kube.Cluster, namespace: str) -> bool:
-    try:
-        cluster.core.read_namespaced_service_account("default", namespace)
-    except client.ApiException:
-        return False
-    return True
 
 
 def delete(cluster: kube.Cluster, dra: DraCluster) -> None:

@@ -214,11 +214,6 @@ def create_gpu_cluster(cluster: kube.Cluster, gpus: GpuCluster, *, timeout: floa
     """Apply the nodes and the background pods (bound by ``spec.nodeName``, run by kwok)."""
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(gpus.nodes)))
     oh.ensure_namespace(cluster, gpus.background_namespace)
-    kube.wait_for(
-        f"the default ServiceAccount of {gpus.background_namespace}",
-        lambda: _has_default_account(cluster, gpus.background_namespace),
-        timeout=60,
-    )
     if gpus.background:
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(gpus.background)))
     names = set(gpus.names)
@@ -238,14 +233,6 @@ def create_gpu_cluster(cluster: kube.Cluster, gpus: GpuCluster, *, timeout: floa
         return names <= up and len(running) >= len(gpus.background)
 
     kube.wait_for("the fake GPU nodes Ready and background pods Running", ready, timeout=timeout)
-
-
-def _has_default_account(cluster: kube.Cluster, namespace: str) -> bool:
-    try:
-        cluster.core.read_namespaced_service_account("default", namespace)
-    except client.ApiException:
-        return False
-    return True
 
 
 def delete_namespace(cluster: kube.Cluster, namespace: str) -> None:

@@ -230,13 +230,31 @@ class Cluster:
 
     @contextmanager
     def namespace(self, prefix: str = "t") -> Iterator[str]:
-        """A fresh namespace, deleted afterwards (without waiting for finalisation)."""
+        """A fresh namespace, deleted afterwards (without waiting for finalisation). It is handed
+        over once its ``default`` ServiceAccount exists: until kube-controller-manager makes it,
+        the ServiceAccount admission plugin refuses every pod created there (403)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         try:
+            self.wait_default_service_account(name)
             yield name
         finally:
             self.core.delete_namespace(name)
+
+    def wait_default_service_account(self, namespace: str, *, timeout: float = 60.0) -> None:
+        """Until kube-controller-manager has made the namespace's ``default`` ServiceAccount:
+        before that the ServiceAccount admission plugin refuses the namespace's pods (403)."""
+
+        def made() -> bool:
+            try:
+                self.core.read_namespaced_service_account("default", namespace)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        wait_for(f"the default ServiceAccount of namespace {namespace}", made, timeout=timeout)
 
 
 def kubectl_binary() -> str:
@@ -266,6 +284,18 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+# Taints the node lifecycle controller puts on a node that is (or was, a moment ago) not Ready.
+LIFECYCLE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def node_schedulable(node: client.V1Node) -> bool:
+    """Ready, and without the lifecycle taints that lag a moment behind the Ready condition."""
+    conditions = (node.status.conditions if node.status else None) or []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    taints = (node.spec.taints if node.spec else None) or []
+    return ready and not any(t.key in LIFECYCLE_TAINTS for t in taints)
 
 
 def bind_pod(core: client.CoreV1Api, namespace: str, pod: str, node: str) -> int:

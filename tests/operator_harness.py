@@ -169,8 +169,10 @@ class OperatorProcess:
 
 
 def ensure_namespace(cluster: kube.Cluster, name: str) -> None:
+    """The namespace, made if missing, once pods can be created in it."""
     with contextlib.suppress(client.ApiException):
         cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    cluster.wait_default_service_account(name)
 
 
 @contextlib.contextmanager

@@ -84,15 +84,14 @@ def required(key: str, operator: str, *values: str) -> dict[str, Any]:
 
 
 def all_ready(cluster: kube.Cluster, names: list[str]) -> None:
-    """Wait until kwok reports every node Ready (the counts in a reason depend on it)."""
+    """Wait until every node is Ready (kwok) and rid of the ``node.kubernetes.io/not-ready``
+    taint, which kube-controller-manager takes off a moment after: a node still carrying it is
+    rightly not offered to an untolerating pod (the counts in a reason depend on both)."""
 
     def ready() -> bool:
-        return all(
-            any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-            for n in (cluster.core.read_node(name) for name in names)
-        )
+        return all(kube.node_schedulable(cluster.core.read_node(name)) for name in names)
 
-    kube.wait_for("the pool's nodes Ready", ready, timeout=60)
+    kube.wait_for("the pool's nodes Ready and untainted by the node lifecycle", ready, timeout=60)
 
 
 def node_labels(cluster: kube.Cluster, names: list[str]) -> dict[str, dict[str, str]]:
