@@ -298,6 +298,18 @@ def node_schedulable(node: client.V1Node) -> bool:
     return ready and not any(t.key in LIFECYCLE_TAINTS for t in taints)
 
 
+def wait_schedulable(cluster: Cluster, names: list[str], *, timeout: float = 60.0) -> None:
+    """Until every node of ``names`` is :func:`node_schedulable` (kwok reports Ready at once;
+    kube-controller-manager lifts the not-ready taint a moment later)."""
+    wanted = set(names)
+
+    def all_schedulable() -> bool:
+        seen = [n for n in cluster.core.list_node().items if n.metadata.name in wanted]
+        return len(seen) == len(wanted) and all(node_schedulable(n) for n in seen)
+
+    wait_for("the nodes Ready and rid of the not-ready taint", all_schedulable, timeout=timeout)
+
+
 def bind_pod(core: client.CoreV1Api, namespace: str, pod: str, node: str) -> int:
     """Create a pods/binding; return the HTTP status. The body is not deserialised: the apiserver
     answers with a Status, which some client versions fail to parse as a V1Binding."""

@@ -221,7 +221,9 @@ def node_pool(
     prefix: str = "p",
     operator: OperatorProcess | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
-    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test.
+    """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test,
+    entered once they are Ready and rid of the lifecycle's not-ready taint (a visit or a count
+    in a reason made before that would see no node to offer).
 
     With ``operator``, entered only once that operator's model has every NVLink domain of the
     pool whole: a deployment applied at once would otherwise race the node watch and be
@@ -235,6 +237,7 @@ def node_pool(
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
     names = [n["metadata"]["name"] for n in nodes]
     try:
+        kube.wait_schedulable(cluster, names)
         if operator is not None:
             wait_domains_seen(operator, nodes)
         yield pool, names

@@ -83,17 +83,6 @@ def required(key: str, operator: str, *values: str) -> dict[str, Any]:
     }
 
 
-def all_ready(cluster: kube.Cluster, names: list[str]) -> None:
-    """Wait until every node is Ready (kwok) and rid of the ``node.kubernetes.io/not-ready``
-    taint, which kube-controller-manager takes off a moment after: a node still carrying it is
-    rightly not offered to an untolerating pod (the counts in a reason depend on both)."""
-
-    def ready() -> bool:
-        return all(kube.node_schedulable(cluster.core.read_node(name)) for name in names)
-
-    kube.wait_for("the pool's nodes Ready and untainted by the node lifecycle", ready, timeout=60)
-
-
 def node_labels(cluster: kube.Cluster, names: list[str]) -> dict[str, dict[str, str]]:
     return {n: dict(cluster.core.read_node(n).metadata.labels or {}) for n in names}
 
@@ -110,7 +99,6 @@ def test_heterogeneous_roles_land_on_the_products_they_select(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
     with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
-        all_ready(cluster, names)
         labels = node_labels(cluster, names)
         doc = with_rules(
             oh.deployment("hetero", ns, pool, [("prefill", 3, 4, 4), ("decode", 2, 16, 8)]),
@@ -135,8 +123,7 @@ def test_heterogeneous_roles_land_on_the_products_they_select(
 def test_an_infeasible_selector_is_explained_in_status_and_an_event(
     cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
 ) -> None:
-    with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
-        all_ready(cluster, names)
+    with oh.node_pool(cluster, MIXED, operator=operator) as (pool, _):
         # Five 16-GPU decode replicas on H200 nodes: four nodes hold 32 GPUs, 80 are needed.
         doc = with_rules(
             oh.deployment("wide", ns, pool, [("prefill", 1, 4, 4), ("decode", 5, 16, 8)]),
@@ -201,7 +188,6 @@ def test_a_label_changed_between_plan_and_bind_is_caught_before_the_bind(
     so that the label changes exactly between the plan and the bind."""
     one_unit = fake.ClusterShape(hgx_units=1, nodes_per_unit=3, hgx_product="h200")
     with standing_down(operator), oh.node_pool(cluster, one_unit) as (pool, names):
-        all_ready(cluster, names)
         for name in names:
             cluster.core.patch_node(name, {"metadata": {"labels": {"lane": "fast"}}})
         doc = with_rules(
@@ -269,7 +255,6 @@ def test_a_pod_the_kubelet_rejects_is_replaced_once_elsewhere_and_a_restart_reme
     op = operator
     pod = "rej-decode-0-0"
     with oh.node_pool(cluster, one_unit, operator=operator) as (pool, names):
-        all_ready(cluster, names)
         try:
             apply(cluster, oh.deployment("rej", ns, pool, [("decode", 1, 8, 8)]))
             oh.wait_running(cluster, ns, "rej")
