@@ -32,7 +32,8 @@ the plan is infeasible with a reason naming the field and the numbers (``explain
 Strategies (``Strategy``): ``COST`` is the search above. When a replica does not fit, greedy runs
 again under ``PACK`` (largest pods first, best fit first), then ``FIRST_FIT`` (replicas in id order,
 pods on the first node with room). A plan is never worse than first-fit's: first-fit's placement is
-refined too and the cheaper kept.
+refined too and the cheaper kept. When all three fail on a small instance, ``rescue`` backtracks
+over the ways to spread the pods (any feasible placement), and that plan is refined and searched.
 
 Deterministic: no randomness, and ties always break by vertex/row id.
 
@@ -47,6 +48,8 @@ Modules, by phase
 ``score``      2c/2d: one candidate scored exactly; the order candidates compare in
 ``greedy``     2: the order of replicas, one replica's best candidate, first-fit
 ``refine``     3: local search
+``search``     3c: exhaustive search on small instances (branch and bound, within a budget)
+``rescue``     2e: any feasible placement on a small instance where every strategy failed
 ``explain``    4: reasons for an infeasible replica
 ``run``        1 and 4, the strategies, and :func:`solve`
 

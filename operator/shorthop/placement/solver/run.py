@@ -28,6 +28,7 @@ from shorthop.placement.solver import floor, home
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
+from shorthop.placement.solver.rescue import rescue
 from shorthop.placement.solver.search import search, small
 from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
 
@@ -159,6 +160,12 @@ def _run(
                 return first
         return attempt
     assert failure is not None
+    rescued = State(snapshot, request, allowed, fixed, Strategy.COST)
+    if small(rescued) and rescue(rescued):
+        # Every strategy failed, yet a placement exists (a tight small cluster): start from it.
+        refine(rescued)
+        search(rescued)
+        return rescued
     raise failure
 
 
