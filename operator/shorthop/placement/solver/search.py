@@ -15,6 +15,9 @@ Algorithm overview
    and its ``replicaScope``; GPUs that are twins (swapping them changes no distance) are taken
    lowest first, and options that differ only by nodes interchangeable now (same class, NVLink
    domain, network domains, free GPUs, headroom, none of the deployment's GPUs) are one.
+   Replicas the objective cannot tell apart (same role and shape, nothing kept, the same paired
+   peers) are placed in one order only: each takes GPUs whose lowest id is above the previous
+   one's (any plan can be permuted into that order), so k of them are not tried k! times.
 3. Depth first, cheapest option first. A GPU pair is costed when its second GPU is placed: the
    replica's own pairs (intra), and its pairs with placed partner GPUs (peers of ``paired``
    edges, the other role of ``all-to-all`` edges, weighted as the objective weighs them).
@@ -256,10 +259,27 @@ class _Search:
         off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
         self.d_min = int(off.min()) if off.size else 0
         self.order = problem.replicas
+        # Replicas interchangeable with the one before them in the order (same role and shape,
+        # nothing kept, the same paired peers, if any, at the same weights: the objective does
+        # not tell them apart): their GPU sets are taken in increasing order of their lowest
+        # GPU, which every plan can be permuted into.
+        self.alike = [
+            i > 0 and self._interchangeable(self.order[i - 1], x) for i, x in enumerate(self.order)
+        ]
         # Options at the root, per replica shape: replicas of one role alike in what they miss
         # and keep have the same options before anything is placed (computed once each).
         self.root_options: dict[tuple[object, ...], NDArray[np.intp]] = {}
         self.root_intra = [self._cheapest_intra(x) for x in self.order]
+
+    def _interchangeable(self, a: _Replica, b: _Replica) -> bool:
+        return (
+            a.role == b.role
+            and (a.k, a.q, a.scope_layer, a.nvlink_only) == (b.k, b.q, b.scope_layer, b.nvlink_only)
+            and not a.fixed
+            and not b.fixed
+            and sorted(self.state.peers[a.key]) == sorted(self.state.peers[b.key])
+            and all(peer not in (a.key, b.key) for peer, _ in self.state.peers[a.key])
+        )
 
     # -- costs -------------------------------------------------------------------------------
 
@@ -473,6 +493,8 @@ class _Search:
             return
         x = self.order[depth]
         options = self._root_options(x) if depth == 0 else self._options(x)
+        if self.alike[depth] and len(options):
+            options = options[options.min(axis=1) > min(self.chosen[self.order[depth - 1].key])]
         if not len(options):
             return
         add_intra, add_traffic = self._score(x, options)

@@ -1,0 +1,103 @@
+"""The exhaustive search on small instances: replicas the objective cannot tell apart (same role
+and shape, nothing kept, no paired peers) are enumerated once, not in every order, which lets the
+search finish within its budget where nodes' GPUs are not uniformly linked (few twin GPUs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shorthop.placement import exact, solver
+from shorthop.placement import snapshot as snapshots
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
+from shorthop.topology import labels
+
+from tests import builders
+from tests.unit.placement.test_solver import CONFIG, assert_valid
+
+REAL = Path(__file__).resolve().parents[3] / "fixtures" / "nvidia-smi" / "real"
+# An 8-GPU node whose GPU 5 has NVLink to GPUs 0, 1, 2 and 4 (3 and 7 are taken below).
+HUB = (
+    "\tGPU0\tGPU1\tGPU2\tGPU3\tGPU4\tGPU5\tGPU6\tGPU7\n"
+    "GPU0\t X \tNV12\tPHB\tNV2\tNV2\tNV18\tSYS\tNV4\n"
+    "GPU1\tNV12\t X \tNV4\tNV18\tSYS\tNV1\tNV18\tNODE\n"
+    "GPU2\tPHB\tNV4\t X \tNV2\tNV12\tNV4\tNV1\tNV12\n"
+    "GPU3\tNV2\tNV18\tNV2\t X \tNV2\tNV18\tPIX\tNV12\n"
+    "GPU4\tNV2\tSYS\tNV12\tNV2\t X \tNV2\tNV4\tPXB\n"
+    "GPU5\tNV18\tNV1\tNV4\tNV18\tNV2\t X \tPXB\tNV1\n"
+    "GPU6\tSYS\tNV18\tNV1\tPIX\tNV4\tPXB\t X \tNV2\n"
+    "GPU7\tNV4\tNODE\tNV12\tNV12\tPXB\tNV1\tNV2\t X \n"
+)
+PAIR = "\tGPU0\tGPU1\nGPU0\t X \tNV12\nGPU1\tNV12\t X \n"
+
+
+def _node(name: str, text: str, gpus: int, rack: str, block: str) -> dict[str, Any]:
+    node = builders.node_object(name, "pcie", gpus, rack=rack, block=block)
+    node["metadata"]["annotations"] = {labels.SMI_ANNOTATION: text}
+    return node
+
+
+def _hub_instance() -> tuple[snapshots.ClusterSnapshot, Request]:
+    """A DGX-1 (cube mesh: no free GPU there has NVLink to four others), an RTX A6000 pair
+    with a third card, the node with a hub GPU, and an NVLink pair; four 1-GPU prefill replicas
+    all-to-all with one 1-GPU decode replica: the optimum puts all five on the hub node."""
+    nodes = [
+        _node("n0", (REAL / "v100x8_dgx1_cubemesh_mlx5_oldlegend.txt").read_text(), 8, "r1", "b1"),
+        _node("n1", (REAL / "rtxa6000x3_nvlink_bridge_pair_ansi.txt").read_text(), 3, "r2", "b2"),
+        _node("n2", HUB, 8, "r1", "b2"),
+        _node("n3", PAIR, 2, "r2", "b2"),
+    ]
+    pods = [builders.gpu_pod("bg0", "n0", [3, 7]), builders.gpu_pod("bg2", "n2", [3, 7])]
+    request = Request(
+        roles=(RoleRequest("prefill", 4, 1, 1), RoleRequest("decode", 1, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 0.5, Pattern.ALL_TO_ALL),),
+        name="hub",
+    )
+    return snapshots.build(nodes, pods, CONFIG), request
+
+
+def test_the_search_finds_the_hub_placement_the_heuristics_miss() -> None:
+    snap, request = _hub_instance()
+    plan = solver.solve(snap, request)
+    assert_valid(snap, request, plan)
+    best = exact.solve(snap, request)
+    assert plan.cost.key() == best.cost.key()
+    assert {a.node for a in plan.assignments} == {"n2"}
+
+
+def _dgx1(name: str, rack: str, block: str) -> dict[str, Any]:
+    node = builders.node_object(name, "hgx", 8, rack=rack, block=block)
+    node["metadata"]["labels"]["nvidia.com/gpu.product"] = "Tesla-V100-SXM2-32GB"  # cube mesh
+    return node
+
+
+def test_replicas_paired_with_the_same_peer_are_enumerated_once() -> None:
+    """Paired traffic, one prefill replica and four decode replicas that all pair with it, on
+    two DGX-1 nodes (some GPUs taken): the decode replicas are interchangeable, and the search
+    proves the optimum within its budget."""
+    nodes = [_dgx1("n0", "r2", "b1"), _dgx1("n1", "r1", "b2")]
+    nodes.append(builders.node_object("n2", "pcie", 4, rack="r2", block="b1"))
+    pods = [builders.gpu_pod("bg0", "n0", [0, 3, 7]), builders.gpu_pod("bg1", "n1", [6])]
+    snap = snapshots.build(nodes, pods, CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 2, 1), RoleRequest("decode", 4, 2, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),),
+        name="hub-pairs",
+    )
+    plan = solver.solve(snap, request)
+    assert_valid(snap, request, plan)
+    assert plan.cost.key() == exact.solve(snap, request).cost.key()
+
+
+def test_replicas_with_different_peers_are_still_told_apart() -> None:
+    """Two prefill and two decode replicas, paired one to one: the decode replicas have
+    different peers, so no order between them is assumed; the plan is still the optimum."""
+    snap, _ = _hub_instance()
+    paired = Request(
+        roles=(RoleRequest("prefill", 2, 1, 1), RoleRequest("decode", 2, 1, 2)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),),
+        name="pairs",
+    )
+    plan = solver.solve(snap, paired)
+    assert_valid(snap, paired, plan)
+    assert plan.cost.key() == exact.solve(snap, paired).cost.key()
