@@ -30,7 +30,7 @@ from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
 from shorthop.placement.solver.rescue import rescue
 from shorthop.placement.solver.search import search, small
-from shorthop.placement.solver.state import Failure, Fixed, State, Strategy
+from shorthop.placement.solver.state import Candidate, Failure, Fixed, State, Strategy
 
 STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
 
@@ -183,11 +183,12 @@ def _construct(
     of each end of an edge (:func:`_nvlink_pair_room`); the intra floor alone is not enough
     (1-GPU replicas are at the floor anywhere, also in a rack of PCIe nodes). A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
-    one. Raises ``Failure`` when nothing fits."""
+    one. On a small instance the chosen start is handed back over the whole cluster
+    (:func:`_unconfined`). Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        tightest, homes = (None, []) if small(attempt) else home.candidates(attempt)
+        tightest, homes = home.candidates(attempt)
         base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
         tight_start: list[State] = []
         distinct: list[int] = []
@@ -208,7 +209,7 @@ def _construct(
         intra_floor = home.intra_floor(attempt)
         bound = _nvlink_traffic_bound(attempt) if _nvlink_pair_room(attempt) else float("inf")
         if any(s.total_cost()[0] == intra_floor and s.total_cost()[1] <= bound for s in starts):
-            return min(tight_start + starts, key=_start_rank)
+            return _unconfined(min(tight_start + starts, key=_start_rank), attempt, allowed, fixed)
         starts = tight_start + starts
     reach = _reach(attempt)  # read before greedy takes the capacity
     try:
@@ -225,9 +226,29 @@ def _construct(
         try:
             greedy(largest)
         except Failure:
-            return best
+            return _unconfined(best, attempt, allowed, fixed)
         best = min(best, largest, key=_start_rank)
-    return best
+    return _unconfined(best, attempt, allowed, fixed)
+
+
+def _unconfined(
+    start: State, attempt: State, allowed: NDArray[np.bool_] | None, fixed: Fixed
+) -> State:
+    """``start`` as it is, unless it is a home's start on a small instance: then its placement
+    moved into a state over everything ``attempt`` may use, so that refinement and the
+    exhaustive search after it look beyond the home (on a large instance they stay inside it,
+    which keeps them fast)."""
+    if start.usable is attempt.usable or not small(attempt):
+        return start
+    out = State(attempt.snapshot, attempt.request, allowed, fixed, attempt.strategy)
+    for key, r in start.replicas.items():
+        masks: dict[int, int] = {}
+        for _, row, mask in r.placed:
+            masks[row] = masks.get(row, 0) | mask
+        if masks:
+            parts = tuple(sorted(masks.items()))
+            out.commit(key, Candidate(0, 0.0, 0.0, parts[0][0], parts))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

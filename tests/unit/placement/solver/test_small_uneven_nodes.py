@@ -1,6 +1,8 @@
-"""The exhaustive search on small instances: replicas the objective cannot tell apart (same role
-and shape, nothing kept, no paired peers) are enumerated once, not in every order, which lets the
-search finish within its budget where nodes' GPUs are not uniformly linked (few twin GPUs)."""
+"""Small instances whose nodes' GPUs are not uniformly linked (few twin GPUs, so the exhaustive
+search may end on its budget): replicas the objective cannot tell apart (same role and shape,
+nothing kept, the same paired peers) are enumerated once, not in every order; and the home
+starts run here too, their best moved into a state over the whole cluster for refinement and
+the search."""
 
 from __future__ import annotations
 
@@ -101,3 +103,41 @@ def test_replicas_with_different_peers_are_still_told_apart() -> None:
     plan = solver.solve(snap, paired)
     assert_valid(snap, paired, plan)
     assert plan.cost.key() == exact.solve(snap, paired).cost.key()
+
+
+# An 8-GPU node with NVLink between some pairs only (the other pairs over PCIe or the CPUs).
+MIXED = (
+    "\tGPU0\tGPU1\tGPU2\tGPU3\tGPU4\tGPU5\tGPU6\tGPU7\n"
+    "GPU0\t X \tNV1\tNODE\tSYS\tNV2\tNV4\tSYS\tPIX\n"
+    "GPU1\tNV1\t X \tPIX\tPHB\tNODE\tPHB\tPHB\tNV4\n"
+    "GPU2\tNODE\tPIX\t X \tPHB\tSYS\tNV2\tPXB\tNV18\n"
+    "GPU3\tSYS\tPHB\tPHB\t X \tPIX\tNV2\tPHB\tNV4\n"
+    "GPU4\tNV2\tNODE\tSYS\tPIX\t X \tSYS\tNV4\tPIX\n"
+    "GPU5\tNV4\tPHB\tNV2\tNV2\tSYS\t X \tNV4\tNODE\n"
+    "GPU6\tSYS\tPHB\tPXB\tPHB\tNV4\tNV4\t X \tNV18\n"
+    "GPU7\tPIX\tNV4\tNV18\tNV4\tPIX\tNODE\tNV18\t X \n"
+)
+
+
+def test_a_deployment_no_node_holds_starts_in_the_block_where_it_fits_best() -> None:
+    """Five 2-GPU replicas (all-to-all), 10 GPUs: no node holds them. Block b2 has a DGX-1
+    and a PCIe node (its pairs cross the CPUs); block b1 an HGX node and a node with NVLink
+    pairs. Greedy alone filled the DGX-1 first and sent the fifth replica to the other block
+    (traffic 546.7); the optimum keeps all five in b1 (146.7). The home start in b1 finds it."""
+    dgx1 = (REAL / "v100x8_dgx1_cubemesh_mlx5_oldlegend.txt").read_text()
+    nodes = [
+        _node("n0", dgx1, 8, "r1", "b2"),
+        _node("n1", MIXED, 8, "r1", "b1"),
+        builders.node_object("n2", "hgx", 8, rack="r1", block="b1"),
+        builders.node_object("n3", "pcie", 8, rack="r1", block="b2"),
+    ]
+    snap = snapshots.build(nodes, [], CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 3, 1, 2), RoleRequest("decode", 2, 1, 2)),
+        traffic=(TrafficEdge(0, 1, 0.5, Pattern.ALL_TO_ALL),),
+        name="no-node-holds-it",
+    )
+    plan = solver.solve(snap, request)
+    assert_valid(snap, request, plan)
+    assert plan.cost.key() == exact.solve(snap, request).cost.key()
+    assert {a.node for a in plan.assignments} <= {"n1", "n2"}
