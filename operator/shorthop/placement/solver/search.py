@@ -159,11 +159,12 @@ def search(state: State) -> bool:
     if found is None:
         return False
     olds = {key: state.lift(key) for key in found}
+    highest = _highest_twins(state, [problem.gpu_of[i] for ids in found.values() for i in ids])
     for key, ids in found.items():
         masks: dict[int, int] = {}
         for i in ids:
             row, gpu = problem.gpu_of[i]
-            masks[row] = masks.get(row, 0) | 1 << gpu
+            masks[row] = masks.get(row, 0) | 1 << highest[(row, gpu)]
         state.commit(key, Candidate(0, 0.0, 0.0, 0, tuple(sorted(masks.items()))))
     if state.total_cost() < before:
         return True
@@ -171,6 +172,26 @@ def search(state: State) -> bool:
         state.lift(key)
         state.restore(key, old)
     return False
+
+
+def _highest_twins(state: State, chosen: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """Per chosen (row, GPU): the GPU to take instead, so that of each twin class a node gives
+    its highest free GPUs, as greedy does, not the lowest ones the search enumerates (the same
+    cost: twins are interchangeable). kube-scheduler's allocator takes the lowest free devices
+    first, so on DRA nodes this keeps the two schedulers apart (docs/design.md, DRA)."""
+    out: dict[tuple[int, int], int] = {}
+    by_row: dict[int, list[int]] = defaultdict(list)
+    for row, gpu in chosen:
+        by_row[row].append(gpu)
+    for row, gpus in by_row.items():
+        twins = twin_classes(state.index, row)
+        free = int(state.snapshot.free[row])
+        for cls in sorted({twins[g] for g in gpus}):
+            mine = sorted(g for g in gpus if twins[g] == cls)
+            pool = [g for g in range(len(twins)) if twins[g] == cls and free >> g & 1]
+            for old, new in zip(mine, pool[len(pool) - len(mine) :], strict=True):
+                out[(row, old)] = new
+    return out
 
 
 def _problem(state: State) -> _Problem:
