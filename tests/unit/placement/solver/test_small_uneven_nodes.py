@@ -11,6 +11,7 @@ from typing import Any
 
 from shorthop.placement import exact, solver
 from shorthop.placement import snapshot as snapshots
+from shorthop.placement.plan import Plan
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 from shorthop.topology import labels
 
@@ -58,12 +59,17 @@ def _hub_instance() -> tuple[snapshots.ClusterSnapshot, Request]:
     return snapshots.build(nodes, pods, CONFIG), request
 
 
-def test_the_search_finds_the_hub_placement_the_heuristics_miss() -> None:
-    snap, request = _hub_instance()
+def _solved_at_the_optimum(snap: snapshots.ClusterSnapshot, request: Request) -> Plan:
+    """The solver's plan, checked valid and equal in cost to the exact solver's."""
     plan = solver.solve(snap, request)
     assert_valid(snap, request, plan)
-    best = exact.solve(snap, request)
-    assert plan.cost.key() == best.cost.key()
+    assert plan.cost.key() == exact.solve(snap, request).cost.key()
+    return plan
+
+
+def test_the_search_finds_the_hub_placement_the_heuristics_miss() -> None:
+    snap, request = _hub_instance()
+    plan = _solved_at_the_optimum(snap, request)
     assert {a.node for a in plan.assignments} == {"n2"}
 
 
@@ -86,9 +92,7 @@ def test_replicas_paired_with_the_same_peer_are_enumerated_once() -> None:
         traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),),
         name="hub-pairs",
     )
-    plan = solver.solve(snap, request)
-    assert_valid(snap, request, plan)
-    assert plan.cost.key() == exact.solve(snap, request).cost.key()
+    _solved_at_the_optimum(snap, request)
 
 
 def test_replicas_with_different_peers_are_still_told_apart() -> None:
@@ -100,9 +104,7 @@ def test_replicas_with_different_peers_are_still_told_apart() -> None:
         traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),),
         name="pairs",
     )
-    plan = solver.solve(snap, paired)
-    assert_valid(snap, paired, plan)
-    assert plan.cost.key() == exact.solve(snap, paired).cost.key()
+    _solved_at_the_optimum(snap, paired)
 
 
 # An 8-GPU node with NVLink between some pairs only (the other pairs over PCIe or the CPUs).
@@ -137,7 +139,5 @@ def test_a_deployment_no_node_holds_starts_in_the_block_where_it_fits_best() -> 
         traffic=(TrafficEdge(0, 1, 0.5, Pattern.ALL_TO_ALL),),
         name="no-node-holds-it",
     )
-    plan = solver.solve(snap, request)
-    assert_valid(snap, request, plan)
-    assert plan.cost.key() == exact.solve(snap, request).cost.key()
+    plan = _solved_at_the_optimum(snap, request)
     assert {a.node for a in plan.assignments} <= {"n1", "n2"}
