@@ -12,12 +12,10 @@ Caller: ``run``. Changes the state only through ``State.commit``/``lift``/``rest
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
 from shorthop.placement.solver.greedy import order, place
-from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
+from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy, merged_masks
 
 REFINE_PASSES = 2
 REFINE_PATIENCE = 4  # stop a pass after this many moves in a row that did not help
@@ -89,7 +87,9 @@ def _move(state: State, keys: list[Key]) -> bool:
     try:
         for k, old in zip(keys, olds, strict=True):
             cand = place(state, k)
-            unchanged = unchanged and _gpus(cand.rows) == _gpus((row, m) for _, row, m in old)
+            unchanged = unchanged and merged_masks(cand.rows) == merged_masks(
+                (row, m) for _, row, m in old
+            )
             if unchanged and len(keys) == 1:
                 break  # the one replica back where it was: nothing to commit or cost
             state.commit(k, cand)
@@ -110,11 +110,3 @@ def _move(state: State, keys: list[Key]) -> bool:
     for k, cand in zip(keys, chosen, strict=True):
         state.commit(k, cand)
     return True
-
-
-def _gpus(parts: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """GPUs as row -> mask."""
-    out: dict[int, int] = {}
-    for row, mask in parts:
-        out[row] = out.get(row, 0) | mask
-    return out

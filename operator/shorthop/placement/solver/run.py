@@ -30,7 +30,14 @@ from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
 from shorthop.placement.solver.rescue import rescue
 from shorthop.placement.solver.search import search, small
-from shorthop.placement.solver.state import Candidate, Failure, Fixed, State, Strategy
+from shorthop.placement.solver.state import (
+    Candidate,
+    Failure,
+    Fixed,
+    State,
+    Strategy,
+    merged_masks,
+)
 
 STRATEGY_NAME = "shorthop"  # Plan.strategy of every plan this solver returns
 
@@ -238,15 +245,16 @@ def _unconfined(
     moved into a state over everything ``attempt`` may use, so that refinement and the
     exhaustive search after it look beyond the home (on a large instance they stay inside it,
     which keeps them fast)."""
-    if start.usable is attempt.usable or not small(attempt):
+    confined = any(
+        not np.array_equal(mine, whole)
+        for mine, whole in zip(start.base_usable, attempt.base_usable, strict=True)
+    )
+    if not confined or not small(attempt):
         return start
     out = State(attempt.snapshot, attempt.request, allowed, fixed, attempt.strategy)
     for key, r in start.replicas.items():
-        masks: dict[int, int] = {}
-        for _, row, mask in r.placed:
-            masks[row] = masks.get(row, 0) | mask
-        if masks:
-            parts = tuple(sorted(masks.items()))
+        parts = tuple(sorted(merged_masks((row, mask) for _, row, mask in r.placed).items()))
+        if parts:
             out.commit(key, Candidate(0, 0.0, 0.0, parts[0][0], parts))
     return out
 

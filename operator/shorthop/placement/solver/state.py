@@ -20,7 +20,7 @@ Never imports other solver modules except ``capacity``; must not touch the snaps
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,11 +124,16 @@ class Failure(Exception):
         self.reason = reason
 
 
-def gpu_set_of(parts: Sequence[Part]) -> objective.GpuSet:
+def merged_masks(parts: Iterable[Part]) -> dict[int, int]:
+    """GPUs as row -> mask, the masks of parts on one row merged."""
     merged: dict[int, int] = {}
     for row, mask in parts:
         merged[row] = merged.get(row, 0) | mask
-    return {row: np.array(bits(mask), dtype=np.intp) for row, mask in merged.items()}
+    return merged
+
+
+def gpu_set_of(parts: Sequence[Part]) -> objective.GpuSet:
+    return {row: np.array(bits(mask), dtype=np.intp) for row, mask in merged_masks(parts).items()}
 
 
 class State:
