@@ -28,7 +28,7 @@ from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdg
 
 from bench import common
 from bench.quality import exact_instance
-from tests import builders
+from tests import families
 
 SIZES = ((100, range(3)), (200, range(2)), (1_000, range(3)), (10_000, range(1, 4)))
 
@@ -70,7 +70,7 @@ def dump() -> dict[str, Any]:
     """Every plan of the corpus as ``Plan.to_json()``, by a name that says what it is."""
     out: dict[str, Any] = {}
     for pattern in (Pattern.ALL_TO_ALL, Pattern.PAIRED):
-        for family in builders.FAMILIES:
+        for family in families.FAMILIES:
             for seed in range(40):
                 nodes, pods, request = exact_instance(family, pattern, seed)
                 snap = snapshots.build(nodes, pods, common.CONFIG)

@@ -1,11 +1,12 @@
 """Placement quality (issue K): how good shorthop's plans are, not how fast.
 
-(a) **Exact optimum.** Random small instances of every family of ``tests.builders.FAMILIES``
+(a) **Exact optimum.** Random small instances of every family of ``tests.families.FAMILIES``
     (mixed node kinds: HGX NVSwitch nodes, GB200-style trays in one or two NVLink cliques, PCIe
-    nodes with or without NUMA; background occupancy; 1/2/4/8-GPU replicas of one or several
+    nodes with or without NUMA, DGX-1 V100 nodes and nodes carrying real or random nvidia-smi
+    matrices; background occupancy; 1/2/3/4/8-GPU replicas of one or several
     pods; two or three roles joined by one to three traffic edges; replica and deployment
     scopes), each under both traffic patterns (``all-to-all`` and ``paired``). Instance
-    ``(family, pattern, seed)`` is ``builders.quality_instance(random.Random(
+    ``(family, pattern, seed)`` is ``families.quality_instance(random.Random(
     f"{family}/{pattern}/{seed}"), family, pattern)`` (:func:`exact_instance`). ``placement.exact``
     (branch and bound, written independently of the solver) and ``solver.solve`` plan each; the
     (intra, traffic) cost keys must be equal and both must agree on feasibility. Instances the
@@ -53,7 +54,7 @@ from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdg
 
 from bench import common, stream
 from bench.placement import build_static
-from tests import builders
+from tests import families
 
 Log = Callable[[str], None]
 NVLINK_TIERS = ("same-node-nvlink", "nvlink-domain")
@@ -69,7 +70,7 @@ def exact_instance(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Request]:
     """Nodes, background pods and request of one instance (reproducible from its name)."""
     rng = random.Random(f"{family}/{pattern.value}/{seed}")
-    nodes, pods, request = builders.quality_instance(rng, family, pattern)
+    nodes, pods, request = families.quality_instance(rng, family, pattern)
     return nodes, pods, request
 
 
@@ -199,7 +200,7 @@ def run_exact(
     out = ExactResult(target, time_limit_s)
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers) as pool:
-        for family in builders.FAMILIES:
+        for family in families.FAMILIES:
             for pattern in PATTERNS:
                 shape = ShapeExact(family, pattern.value)
                 seed = 0

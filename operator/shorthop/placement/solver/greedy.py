@@ -12,6 +12,7 @@ Callers: ``run`` (the strategies) and ``refine`` (placing a lifted replica again
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.request import Pattern
@@ -119,7 +120,7 @@ def first_fit(state: State, key: Key) -> Candidate:
     taken: dict[int, int] = {}
     for _ in r.missing():
         while cursor < len(fit) and fit[cursor] - taken.get(cursor, 0) <= 0:
-            cursor += 1
+            cursor = _next_with_room(fit, cursor + 1)
         if cursor == len(fit):
             raise Failure(explain.why(state, key, fit, None))
         row = cursor
@@ -129,3 +130,16 @@ def first_fit(state: State, key: Key) -> Candidate:
     state.cursor[r.role] = cursor
     # First-fit is never compared candidate by candidate; only the finished plan is scored.
     return Candidate(0, 0.0, 0.0, min(parts), tuple(sorted(parts.items())))
+
+
+def _next_with_room(fit: NDArray[np.int64], start: int) -> int:
+    """The first row from ``start`` on with room (``len(fit)`` when none): numpy over windows
+    that double, so a long run of full rows costs a few calls, not a Python step per row."""
+    size = 64
+    while start < len(fit):
+        hits = np.flatnonzero(fit[start : start + size] > 0)
+        if hits.size:
+            return start + int(hits[0])
+        start += size
+        size *= 2
+    return len(fit)

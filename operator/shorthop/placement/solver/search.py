@@ -10,7 +10,8 @@ Algorithm overview
 ------------------
 1. The universe: the free GPUs of the nodes the deployment may use and the GPUs of the pods kept
    (``fixed``), with their full distance matrix (``pairsums.dense``).
-2. Replicas with missing pods, largest first. A replica's *options* are all ways to put its
+2. Replicas with missing pods, largest first (of equal size, hubs of ``paired`` edges first:
+   their spokes are then costed against them). A replica's *options* are all ways to put its
    missing GPUs on nodes: per node a multiple of the pod size, within free GPUs, pod headroom
    and its ``replicaScope``; GPUs that are twins (swapping them changes no distance) are taken
    lowest first, and options that differ only by nodes interchangeable now (same class, NVLink
@@ -22,8 +23,10 @@ Algorithm overview
    replica's own pairs (intra), and its pairs with placed partner GPUs (peers of ``paired``
    edges, the other role of ``all-to-all`` edges, weighted as the objective weighs them).
 4. A branch is cut when its cost plus a lower bound for the rest (each remaining replica's
-   cheapest intra cost at the start, and every traffic GPU pair still to come at the smallest
-   distance) cannot beat the best plan, the heuristics' plan to begin with.
+   cheapest intra cost at the start; every traffic GPU pair still to come at the smallest
+   distance, except that on an ``all-to-all`` edge the pairs of a GPU still to come with the
+   placed GPUs of the other role cost at least those of the free GPUs nearest them) cannot
+   beat the best plan, the heuristics' plan to begin with.
 5. :data:`BUDGET` options scored at most; the best plan found stands (never worse than the
    heuristics').
 
@@ -234,7 +237,9 @@ def _problem(state: State) -> _Problem:
                 anchor,
             )
         )
-    replicas.sort(key=lambda x: (-x.k, -x.q, x.key))
+    # Largest first; among equal sizes the replicas with the most paired peers (a hub before
+    # its spokes), so the spokes are costed against it and the bound cuts early.
+    replicas.sort(key=lambda x: (-x.k, -x.q, -len(state.peers[x.key]), x.key))
     return _Problem(
         rows=rows,
         gpu_id=gpu_id,
@@ -277,6 +282,17 @@ class _Search:
             for _, row, mask in r.fixed:
                 problem.on_row[row] += mask.bit_count()
         self.base = self._base_cost()
+        # Per role of an all-to-all edge: every universe GPU's summed distance to the role's
+        # placed GPUs, and which universe GPUs are free (kept current by _place/_unplace):
+        # the traffic bound charges each GPU still to come at least the cheapest free ones.
+        self.free_u = np.ones(len(problem.dist), dtype=np.bool_)
+        self.reach: dict[int, NDArray[np.int64]] = {}
+        for ri, edges in enumerate(state.role_edges):
+            if any(w for _, w, _ in edges):
+                ids = problem.role_placed[ri]
+                self.reach[ri] = problem.dist[:, ids].sum(axis=1) if ids else 0 * self.free_u
+        for ids in problem.placed.values():
+            self.free_u[ids] = False
         off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
         self.d_min = int(off.min()) if off.size else 0
         self.order = problem.replicas
@@ -389,14 +405,29 @@ class _Search:
         role_pending: dict[int, int] = defaultdict(int)
         for x in self.order[depth:]:
             role_pending[x.role] += x.k
+        nearest = 0.0
         for e in state.request.traffic:
             for other, weight, edge in state.role_edges[e.source]:
                 if edge is not e or not weight:
                     continue
-                a_now, b_now = len(self.p.role_placed[e.source]), len(self.p.role_placed[other])
-                a_all, b_all = a_now + role_pending[e.source], b_now + role_pending[other]
-                total += weight * (a_all * b_all - a_now * b_now)
-        return total * self.d_min
+                a_new, b_new = role_pending[e.source], role_pending[other]
+                # pairs of two GPUs still to come, at the least distance; pairs of one still
+                # to come with one placed, at least the cheapest free GPUs' sums
+                total += weight * a_new * b_new
+                nearest += weight * (
+                    self._cheapest_sums(other, a_new) + self._cheapest_sums(e.source, b_new)
+                )
+        return total * self.d_min + nearest
+
+    def _cheapest_sums(self, role: int, n: int) -> float:
+        """The least total distance ``n`` distinct free GPUs can have to the placed GPUs of
+        ``role``: the ``n`` smallest of their per-GPU sums."""
+        if not n or not self.p.role_placed[role]:
+            return 0.0
+        sums = self.reach[role][self.free_u]
+        if n >= len(sums):
+            return float(sums.sum())
+        return float(np.partition(sums, n - 1)[:n].sum())
 
     # -- options -------------------------------------------------------------------------------
 
@@ -538,31 +569,28 @@ class _Search:
                 return
 
     def _place(self, x: _Replica, ids: list[int]) -> None:
-        role = self.state.request.roles[x.role]
-        for i in ids:
-            row, gpu = self.p.gpu_of[i]
-            self.p.free[row] &= ~(1 << gpu)
-            self.p.on_row[row] += 1
-        for row in {self.p.gpu_of[i][0] for i in ids}:
-            pods = sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q
-            h = self.p.head[row]
-            h[0] -= role.cpu_millis * pods
-            h[1] -= role.memory_bytes * pods
-            h[2] -= pods
+        self._shift(x, ids, 1)
         self.p.placed[x.key] = self.p.placed[x.key] + ids
         self.p.role_placed[x.role] = self.p.role_placed[x.role] + ids
 
     def _unplace(self, x: _Replica, ids: list[int]) -> None:
+        self._shift(x, ids, -1)
+        self.p.placed[x.key] = self.p.placed[x.key][: -len(ids)]
+        self.p.role_placed[x.role] = self.p.role_placed[x.role][: -len(ids)]
+
+    def _shift(self, x: _Replica, ids: list[int], sign: int) -> None:
+        """Take (``sign`` 1) or give back (-1) the GPUs ``ids`` and their pods' headroom."""
         role = self.state.request.roles[x.role]
         for i in ids:
             row, gpu = self.p.gpu_of[i]
-            self.p.free[row] |= 1 << gpu
-            self.p.on_row[row] -= 1
+            self.p.free[row] ^= 1 << gpu
+            self.p.on_row[row] += sign
         for row in {self.p.gpu_of[i][0] for i in ids}:
-            pods = sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q
+            pods = sign * (sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q)
             h = self.p.head[row]
-            h[0] += role.cpu_millis * pods
-            h[1] += role.memory_bytes * pods
-            h[2] += pods
-        self.p.placed[x.key] = self.p.placed[x.key][: -len(ids)]
-        self.p.role_placed[x.role] = self.p.role_placed[x.role][: -len(ids)]
+            h[0] -= role.cpu_millis * pods
+            h[1] -= role.memory_bytes * pods
+            h[2] -= pods
+        self.free_u[ids] = sign < 0
+        if x.role in self.reach:
+            self.reach[x.role] = self.reach[x.role] + sign * self.p.dist[:, ids].sum(axis=1)

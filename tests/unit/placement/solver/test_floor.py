@@ -18,7 +18,7 @@ from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.state import State
 from shorthop.topology import fake, index
 
-from tests import builders
+from tests import builders, families
 from tests.hypothesis_profiles import examples
 
 SETTINGS = settings(max_examples=examples(80))
@@ -72,8 +72,8 @@ def instances(draw: Any) -> tuple[snapshots.ClusterSnapshot, Request]:
     pattern = draw(st.sampled_from([Pattern.ALL_TO_ALL, Pattern.PAIRED]))
     if draw(st.booleans()):
         rng = random.Random(draw(st.integers(0, 10_000)))
-        nodes, pods, request = builders.quality_instance(
-            rng, draw(st.sampled_from(builders.FAMILIES)), pattern
+        nodes, pods, request = families.quality_instance(
+            rng, draw(st.sampled_from(families.FAMILIES)), pattern
         )
         return snapshots.build(nodes, pods, fake.CONFIG), request
     nodes, pods = draw(builders.small_clusters(max_nodes=5))

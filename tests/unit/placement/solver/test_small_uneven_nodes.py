@@ -141,3 +141,59 @@ def test_a_deployment_no_node_holds_starts_in_the_block_where_it_fits_best() -> 
     )
     plan = _solved_at_the_optimum(snap, request)
     assert {a.node for a in plan.assignments} <= {"n1", "n2"}
+
+
+# An 8-GPU node with a random mix of NVLink bonds and PCIe relations, NUMA in halves.
+RANDOM8 = (
+    "\tGPU0\tGPU1\tGPU2\tGPU3\tGPU4\tGPU5\tGPU6\tGPU7\tCPU Affinity\tNUMA Affinity\n"
+    "GPU0\t X \tPIX\tNV18\tNV12\tPHB\tNV2\tSYS\tNV18\tN/A\t0\n"
+    "GPU1\tPIX\t X \tPIX\tNV4\tSYS\tNV1\tSYS\tPHB\tN/A\t0\n"
+    "GPU2\tNV18\tPIX\t X \tNV1\tPIX\tNODE\tNV18\tNV4\tN/A\t0\n"
+    "GPU3\tNV12\tNV4\tNV1\t X \tPHB\tNV18\tSYS\tNV4\tN/A\t0\n"
+    "GPU4\tPHB\tSYS\tPIX\tPHB\t X \tNV4\tNV12\tNV4\tN/A\t1\n"
+    "GPU5\tNV2\tNV1\tNODE\tNV18\tNV4\t X \tNODE\tNV1\tN/A\t1\n"
+    "GPU6\tSYS\tSYS\tNV18\tSYS\tNV12\tNODE\t X \tNODE\tN/A\t1\n"
+    "GPU7\tNV18\tPHB\tNV4\tNV4\tNV4\tNV1\tNODE\t X \tN/A\t1\n"
+)
+TRIANGLE = (
+    "\tGPU0\tGPU1\tGPU2\tCPU Affinity\tNUMA Affinity\n"
+    "GPU0\t X \tNV18\tNV18\tN/A\t0\n"
+    "GPU1\tNV18\t X \tNV18\tN/A\t1\n"
+    "GPU2\tNV18\tNV18\t X \tN/A\t1\n"
+)
+
+
+def test_a_paired_hub_is_searched_before_its_spokes() -> None:
+    """Two prefill replicas (2 pods x 1 GPU) paired with one decode replica of the same size,
+    on four nodes with few twin GPUs: placing the prefill replicas first, with no peer to cost
+    them against, the search spent its budget before the optimum (traffic 100 vs 90, all on
+    the random node); the decode hub goes first among equal sizes now."""
+    dgx1 = (REAL / "v100x8_dgx1_cubemesh_mlx5_oldlegend.txt").read_text()
+    nodes = [
+        _dgx1("n0", "r2", "b2"),
+        _node("n1", TRIANGLE, 3, "r1", "b2"),
+        _node("n2", dgx1, 8, "r1", "b1"),
+        _node("n3", RANDOM8, 8, "r1", "b2"),
+    ]
+    request = Request(
+        roles=(RoleRequest("prefill", 2, 2, 1), RoleRequest("decode", 1, 2, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.PAIRED),),
+        name="hub-first",
+    )
+    plan = _solved_at_the_optimum(snapshots.build(nodes, [], CONFIG), request)
+    assert {a.node for a in plan.assignments} == {"n3"}
+
+
+def test_all_to_all_gpus_to_come_are_bounded_by_the_nearest_free_ones() -> None:
+    """Three 1-GPU prefill and three 2-GPU decode replicas (all-to-all) on two DGX-1 nodes in
+    different blocks and a 4-GPU PCIe node: the optimum sends one prefill replica to the PCIe
+    node in the same block (traffic 304.4); with every GPU still to come bounded at the least
+    distance of the cluster, the search spent its budget first (550)."""
+    ada = (REAL / "rtx6000ada_x4_pcie_nodesys_nics.txt").read_text()
+    nodes = [_node("n0", ada, 4, "r2", "b2"), _dgx1("n1", "r1", "b1"), _dgx1("n2", "r1", "b2")]
+    request = Request(
+        roles=(RoleRequest("prefill", 3, 1, 1), RoleRequest("decode", 3, 1, 2)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.ALL_TO_ALL),),
+        name="nearest-free",
+    )
+    _solved_at_the_optimum(snapshots.build(nodes, [], CONFIG), request)
