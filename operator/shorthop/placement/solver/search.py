@@ -289,8 +289,7 @@ class _Search:
         self.reach: dict[int, NDArray[np.int64]] = {}
         for ri, edges in enumerate(state.role_edges):
             if any(w for _, w, _ in edges):
-                ids = problem.role_placed[ri]
-                self.reach[ri] = problem.dist[:, ids].sum(axis=1) if ids else 0 * self.free_u
+                self.reach[ri] = problem.dist[:, problem.role_placed[ri]].sum(axis=1)
         for ids in problem.placed.values():
             self.free_u[ids] = False
         off = problem.dist[~np.eye(len(problem.dist), dtype=np.bool_)]
