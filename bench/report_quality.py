@@ -382,7 +382,9 @@ GPU with every target GPU) on `same-node-nvlink` or `nvlink-domain`.
 Per shape (`tests.families.FAMILIES`: mixed HGX / NVL72-tray / PCIe nodes, background occupancy,
 1/2/4/8-GPU replicas of one or several pods, two or three roles, scopes; *uneven-nodes*: DGX-1
 V100 nodes, the real `nvidia-smi topo -m` captures of tests/fixtures and random nvidia-smi
-matrices as node annotations, 3-GPU pods) and traffic pattern,
+matrices as node annotations, 3-GPU pods; *crossed*: every node kind at once, traffic edges either
+way between two or three roles with weights 0.25-10, the pattern on the first edge and either
+pattern on the others, up to 11 pods) and traffic pattern,
 instances `bench.quality.exact_instance(family, pattern, seed)` for seeds 0, 1, 2, … until
 {st.exact_target:,} had a feasible optimum. `placement.exact` (branch and bound, distances GPU pair
 by GPU pair, written apart from the solver) against `solver.solve`: the (intra, traffic) key must

@@ -25,6 +25,8 @@ FAMILIES = (
     "scoped",  # a replicaScope, or a deployment scope (required or preferred)
     "busy",  # heavy background occupancy, tight fits
     "uneven-nodes",  # GPUs not uniformly linked: DGX-1, real nvidia-smi captures, random matrices
+    "crossed",  # all node kinds at once; edges either way between two or three roles, mixed
+    # patterns, weights 0.25-10; up to 11 pods
 )
 
 # The real ``nvidia-smi topo -m`` captures of tests/fixtures with two GPUs or more (the
@@ -106,8 +108,8 @@ def quality_instance(
     rng: Any, family: str, pattern: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
     """Nodes, background pods and a request of ``family`` (see :data:`FAMILIES`), all traffic
-    edges of ``pattern``, drawn from ``rng`` (a ``random.Random``). Small enough for
-    ``placement.exact`` (at most 5 nodes and about 8 pods)."""
+    edges of ``pattern`` (``crossed``: the first), drawn from ``rng`` (a ``random.Random``).
+    Small enough for ``placement.exact`` (at most 5 nodes and about 8 pods; ``crossed`` 11)."""
     from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 
     cliques = rng.choice([["k1"], ["k1", "k2"], ["k1", None]])
@@ -118,12 +120,22 @@ def quality_instance(
             nodes.append(_small_node(rng, i, "tray", 4, ["k1"]))
     elif family == "uneven-nodes":
         nodes = [_uneven_node(rng, i, [c for c in cliques if c]) for i in range(rng.randint(1, 4))]
+    elif family == "crossed":
+        for i in range(rng.randint(1, 5)):
+            if rng.random() < 0.4:
+                nodes.append(_uneven_node(rng, i, [c for c in cliques if c]))
+            else:
+                kind = rng.choice(["hgx", "hgx", "tray", "tray", "pcie"])
+                gpus = 4 if kind == "tray" else rng.choice([2, 4, 4, 8, 8])
+                nodes.append(_small_node(rng, i, kind, gpus, cliques))
     else:
         for i in range(rng.randint(2, 5)):
             kind = rng.choice(["hgx", "hgx", "tray", "tray", "pcie"])
             gpus = 4 if kind == "tray" else rng.choice([2, 4, 4, 8, 8])
             nodes.append(_small_node(rng, i, kind, gpus, cliques))
     busy = 0.6 if family == "busy" else rng.choice([0.0, 0.2, 0.35])
+    if family == "crossed":
+        busy = rng.choice([0.0, 0.2, 0.35, 0.6])
     if family == "uneven-nodes":
         busy = rng.choice([0.0, 0.0, 0.25, 0.5])
     pods = []
@@ -146,6 +158,10 @@ def quality_instance(
         elif family == "uneven-nodes":
             q = rng.choice([1, 1, 2, 2, 3, 4])  # 3-GPU pods too: no power of two
             pods_per_replica = rng.choice([1, 1, 2]) if q <= 2 else 1
+        elif family == "crossed":
+            pods_per_replica = rng.choice([1, 1, 2, 3])
+            q = rng.choice([1, 1, 2, 4, 8] if pods_per_replica == 1 else [1, 2, 4])
+            return RoleRequest(name, rng.randint(1, 4), pods_per_replica, q)
         else:
             pods_per_replica = rng.choice([1, 1, 2])
             q = rng.choice([1, 1, 2, 4, 8] if pods_per_replica == 1 else [1, 2, 4])
@@ -153,6 +169,8 @@ def quality_instance(
         return RoleRequest(name, replicas, pods_per_replica, q)
 
     names = ["encode", "prefill", "decode"] if family == "three-roles" else ["prefill", "decode"]
+    if family == "crossed":
+        names = ["prefill", "decode", "encode"][: rng.choice([2, 2, 3])]
     for _ in range(50):
         budget = rng.randint(3, 6 if family != "three-roles" else 7)
         roles = []
@@ -164,10 +182,12 @@ def quality_instance(
             roles[small] = RoleRequest(roles[small].name, rng.randint(2, 6), 1, 1)
         want = sum(r.replicas * r.gpus_per_replica for r in roles)
         pods_total = sum(r.replicas * r.pods_per_replica for r in roles)
-        if pods_total <= 9 and want <= max(free, 1) + 2:
+        if pods_total <= (11 if family == "crossed" else 9) and want <= max(free, 1) + 2:
             break
     weights = [1.0, 0.5, 2.0]
-    if family == "three-roles":
+    if family == "crossed":
+        edges = _crossed_edges(rng, len(roles), pattern)
+    elif family == "three-roles":
         edges = [TrafficEdge(1, 2, rng.choice(weights), pattern)]
         edges.append(TrafficEdge(0, 1, rng.choice(weights), pattern))
         if rng.random() < 0.5:
@@ -198,3 +218,19 @@ def quality_instance(
             name=f"{family}",
         ),
     )
+
+
+def _crossed_edges(rng: Any, roles: int, pattern: Any) -> list[Any]:
+    """One to three traffic edges between ``roles`` roles, either way (never both ways between
+    two roles), weights 0.25-10; the first edge has ``pattern``, the others either pattern."""
+    from shorthop.placement.request import Pattern, TrafficEdge
+
+    ends = [(a, b) for a in range(roles) for b in range(roles) if a != b]
+    rng.shuffle(ends)
+    edges: list[Any] = []
+    for a, b in ends[: rng.randint(1, min(3, len(ends)))]:
+        if any({e.source, e.target} == {a, b} for e in edges):
+            continue
+        kind = pattern if not edges else rng.choice([Pattern.ALL_TO_ALL, Pattern.PAIRED])
+        edges.append(TrafficEdge(a, b, rng.choice([0.25, 1.0, 3.0, 10.0]), kind))
+    return edges

@@ -66,11 +66,20 @@ def interleaved(state: State, keys: list[Key]) -> list[Key]:
     return out
 
 
-def greedy(state: State) -> None:
-    """Phase 2: place every replica that misses pods, in :func:`order`; raises ``Failure``."""
+def greedy(state: State, *, intra_above: int | None = None) -> bool:
+    """Phase 2: place every replica that misses pods, in :func:`order`; raises ``Failure``.
+    With ``intra_above``, stops (False) as soon as the replicas placed so far cost more inside
+    than that: a replica's intra cost only adds to the state's total, so the finished start
+    would too. True when every replica was placed."""
+    spent = 0
     for key in order(state):
         if state.replicas[key].missing():
             state.commit(key, place(state, key))
+            if intra_above is not None:
+                spent += state.replica_intra(key)
+                if spent > intra_above:
+                    return False
+    return True
 
 
 def place(state: State, key: Key) -> Candidate:

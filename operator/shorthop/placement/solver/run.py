@@ -156,11 +156,13 @@ def _run(
             return attempt
         first = State(snapshot, request, allowed, fixed, Strategy.FIRST_FIT)
         try:
-            greedy(first)
+            # costlier inside replicas already: its traffic need not be summed, nor its rest placed
+            if not greedy(first, intra_above=attempt.total_cost()[0]):
+                return attempt
         except Failure:
             return attempt
         if first.total_intra() > attempt.total_cost()[0]:
-            return attempt  # costlier inside replicas already: its traffic need not be summed
+            return attempt  # the same, counting the replicas that kept every pod
         if first.total_cost() < attempt.total_cost():
             refine(first)
             if first.total_cost() < attempt.total_cost():
@@ -216,7 +218,7 @@ def _construct(
         intra_floor = home.intra_floor(attempt)
         bound = _nvlink_traffic_bound(attempt) if _nvlink_pair_room(attempt) else float("inf")
         if any(s.total_cost()[0] == intra_floor and s.total_cost()[1] <= bound for s in starts):
-            return _unconfined(min(tight_start + starts, key=_start_rank), attempt, allowed, fixed)
+            return _unconfined(_best_start(tight_start + starts), attempt, allowed, fixed)
         starts = tight_start + starts
     reach = _reach(attempt)  # read before greedy takes the capacity
     try:
@@ -226,7 +228,7 @@ def _construct(
             raise
     else:
         starts.append(attempt)
-    best = min(starts, key=_start_rank)
+    best = _best_start(starts)
     if reach is not None and reach.missed(best):
         largest = State(snapshot, request, allowed, fixed, strategy)
         largest.interleave = False
@@ -234,7 +236,7 @@ def _construct(
             greedy(largest)
         except Failure:
             return _unconfined(best, attempt, allowed, fixed)
-        best = min(best, largest, key=_start_rank)
+        best = _best_start([best, largest])
     return _unconfined(best, attempt, allowed, fixed)
 
 
@@ -345,6 +347,15 @@ def _nvlink_pair_room(state: State) -> bool:
         return False
     room = tree.rollup(np.where(usable, state.count, 0))
     return bool(room[cliques].max() >= want)
+
+
+def _best_start(starts: list[State]) -> State:
+    """The first of ``starts`` by :func:`_start_rank` (the earliest of equals). What a start
+    takes of the cluster's whole units is counted only among those tied on cost: it scans the
+    NVLink domains touched, and most runs have one start, or starts of different costs."""
+    low = min(s.total_cost() for s in starts)
+    tied = [s for s in starts if s.total_cost() == low]
+    return tied[0] if len(tied) == 1 else min(tied, key=wholes_taken)
 
 
 def _start_rank(state: State) -> tuple[tuple[int, float], tuple[int, int, float]]:
