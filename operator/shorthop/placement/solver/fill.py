@@ -333,10 +333,10 @@ def lower_bound(state: State, layer: int, pods: int, q: int, max_fit: int) -> in
 
 
 def scope_anchor(state: State, key: Key, layer: int) -> int | None:
-    """The one domain at ``layer`` that holds all of a replica's surviving pods, if any."""
+    """The largest domain of ``layer`` or finer that holds all of a replica's surviving pods
+    (``DomainTree.holders``), if any: a node outside every NVLink domain is its own, so a
+    replica scoped to ``nvlink-domain`` on HGX nodes is anchored to its node."""
     tree = state.tree
     rows = sorted({row for _, row, _ in state.replicas[key].fixed})
-    holders = [({row} | set(tree.ancestors(row))) for row in rows]
-    common = set.intersection(*holders)
-    at_layer = [v for v in common if int(tree.layer[v]) == layer]
-    return at_layer[0] if at_layer else None
+    common = frozenset.intersection(*(tree.holders(layer, row) for row in rows))
+    return max(common, key=lambda v: int(tree.layer[v])) if common else None

@@ -121,10 +121,18 @@ class _Rescue:
         if role.replica_scope is not None:
             tree = state.tree
             layer = tree.layer_of_tier(role.replica_scope)
-            anchor = scope_anchor(state, key, layer) if r.fixed else None
-            inside = [anchor] if anchor is not None else tree.layer_vertices[layer].tolist()
-            if r.fixed and anchor is None:
-                inside = []  # the surviving pods already break the scope: nothing fits it
+            if r.fixed:
+                anchor = scope_anchor(state, key, layer)
+                # None: the surviving pods already break the scope, nothing fits it
+                inside = [] if anchor is None else [anchor]
+            else:
+                inside = tree.layer_vertices[layer].tolist()
+                # Rows under no domain of that layer are held by a finer one (a node outside
+                # every NVLink domain is its own): the largest holder of each row counts too.
+                extra = {
+                    max(tree.holders(layer, row), key=lambda v: int(tree.layer[v])) for row in rows
+                }
+                inside += sorted(extra - set(inside))
             groups = []
             for v in inside:
                 under = set(tree.rows_under(int(v)))
