@@ -113,7 +113,9 @@ def place(state: State, key: Key) -> Candidate:
         # phase 2c: multi-node candidates; phase 2d: the best of all, by score.rank
         best = fill.multi_node(state, key, pods, fit, cap, partners, max_layer, best)
     if best is None:
-        scope_cap = int(cap[tree.layer_vertices[max_layer]].max(initial=0))
+        # per row, the domain holding it at the scope's layer (a node outside every NVLink
+        # domain is its own), so the message names the room there is
+        scope_cap = int(cap[tree.carried[max_layer]].max(initial=0))
         raise Failure(explain.why(state, key, fit, scope_cap if scoped else None))
     return best
 

@@ -95,3 +95,21 @@ def test_the_solver_places_it_at_the_exact_optimum() -> None:
     assert best.feasible
     assert plan.feasible, plan.reasons
     assert plan.cost.key() == best.cost.key()
+
+
+def test_a_scoped_replica_that_fits_no_node_is_told_the_room_the_largest_node_has() -> None:
+    nodes = fake.nodes(fake.ClusterShape(hgx_units=1, nodes_per_unit=2))
+    names = [n["metadata"]["name"] for n in nodes]
+    pods = [builders.gpu_pod("a", names[0], [0, 1]), builders.gpu_pod("b", names[1], [0, 1, 2, 3])]
+    request = Request(
+        roles=(RoleRequest("prefill", 1, 1, 1), RoleRequest("decode", 1, 2, 4, NVLINK_DOMAIN)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.ALL_TO_ALL),),
+        name="no-room",
+    )
+    plan = solver.solve(snapshots.build(nodes, pods, fake.CONFIG), request)
+    assert not plan.feasible
+    (reason,) = plan.reasons
+    assert reason.field == "spec.roles[1].replicaScope"
+    # 6 and 4 GPUs free: one 4-GPU pod fits either node, the replica needs two on one
+    assert (reason.needed, reason.available) == (8, 4)
+    assert "has room for 4" in reason.detail
