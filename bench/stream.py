@@ -27,6 +27,14 @@ solver's own):
   (up to the stream's end). On a full cluster a strategy that places one large deployment may
   then fail two small ones: the count of deployments placed and the GPU capacity served can
   rank strategies differently.
+
+**What shorthop's whole NVLink domains bought** (:class:`Beyond`): at every arrival shorthop
+places, each baseline of :data:`RIVALS` also plans the same arrival on shorthop's cluster state
+(a counterfactual, not applied). When shorthop's plan puts pods into more whole NVLink domains
+than the baseline's, the extra domains are put down to what shorthop's plan bought with them:
+a lower intra-replica cost (the baseline's plan splits a replica over slower links), an equal
+intra and a lower traffic cost (more KV on fast links), or *nothing* (a tie-break that gave a
+domain away). Its time is not counted in shorthop's.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import Any
 import numpy as np
 from shorthop.placement import placers
 from shorthop.placement import snapshot as snapshots
-from shorthop.placement.plan import Plan
+from shorthop.placement.plan import Cost, Plan
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.topology import fake
 
@@ -50,6 +58,8 @@ from tests import builders
 Log = Callable[[str], None]
 NVLINK_TIERS = ("same-node-nvlink", "nvlink-domain")
 LARGEST = (4, 4)  # pods, GPUs per pod: the largest replica of the stream
+RIVALS = ("first-fit", "best-fit", "tas")  # the baselines shorthop's plans are set against
+REASONS = ("intra", "traffic", "nothing")  # what extra whole domains bought (see Beyond)
 
 # (name, prefill (pods per replica, GPUs per pod), decode (pods, GPUs), replicas per role (lo, hi))
 SHAPES: tuple[tuple[str, tuple[int, int], tuple[int, int], tuple[int, int]], ...] = (
@@ -137,6 +147,55 @@ def measure(snap: snapshots.ClusterSnapshot, weights: dict[int, float]) -> Measu
     return Measure(slots, whole_domains, int((free == total).sum()), stranded, int(free.sum()))
 
 
+def domains_taken(snap: snapshots.ClusterSnapshot, plan: Plan) -> int:
+    """Whole NVLink domains (as :func:`measure` counts them) that ``plan`` puts a pod in."""
+    index = snap.index
+    taken = 0
+    cliques = set()
+    for row in {a.row for a in plan.assignments}:
+        clique = int(index.clique_of[row])
+        if clique >= 0:
+            cliques.add(clique)
+        elif int(snap.free_counts[row]) == index.gpus(row):
+            taken += 1
+    usable = index.alive & snap.schedulable
+    for clique in cliques:
+        rows = np.flatnonzero((index.clique_of == clique) & usable).tolist()
+        taken += all(int(snap.free_counts[r]) == index.gpus(r) for r in rows)
+    return taken
+
+
+def bought(mine: Cost, theirs: Cost) -> str:
+    """What a plan costing ``mine`` has over one costing ``theirs`` (one of :data:`REASONS`)."""
+    if mine.intra < theirs.intra:
+        return "intra"
+    if mine.intra == theirs.intra and round(mine.traffic, 6) < round(theirs.traffic, 6):
+        return "traffic"
+    return "nothing"
+
+
+@dataclass
+class Beyond:
+    """shorthop's plans against one baseline's plans of the same arrivals on the same state."""
+
+    arrivals: int = 0  # arrivals both placed
+    more: int = 0  # ... where shorthop's plan took more whole NVLink domains
+    extra: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    fewer: int = 0  # ... where the baseline's took more
+    saved: int = 0  # the whole domains the baseline's plans took beyond shorthop's
+
+    def add(self, mine: int, theirs: int, reason: str) -> None:
+        """One arrival: whole domains shorthop's plan and the baseline's took, and what
+        shorthop's plan bought (:func:`bought`)."""
+        self.arrivals += 1
+        if mine > theirs:
+            self.more += 1
+            self.extra[reason] += mine - theirs
+        elif theirs > mine:
+            self.fewer += 1
+            self.saved += theirs - mine
+
+
 @dataclass
 class StrategyRun:
     strategy: str
@@ -148,6 +207,7 @@ class StrategyRun:
     seconds: float = 0.0
     invalid: list[str] = field(default_factory=list)
     gpu_events: int = 0  # GPUs x events stayed, over the deployments placed
+    beyond: dict[str, Beyond] = field(default_factory=dict)  # shorthop's only, per rival
 
     @property
     def nvlink_share(self) -> float:
@@ -208,8 +268,12 @@ def run_stream(
     chosen = [
         p for p in placers.all_placers(seed=seed) if strategies is None or p.name in strategies
     ]
+    # built here, not through all_placers (which bench.stream_table times by replacing it)
+    rivals: list[placers.Placer] = [placers.FirstFit(), placers.BestFit(), placers.TasLike()]
+    assert tuple(p.name for p in rivals) == RIVALS
     for placer in chosen:
         started = time.perf_counter()
+        aside = 0.0  # the counterfactual plans' time, not shorthop's
         builder = snapshots.SnapshotBuilder(common.CONFIG)
         for node in nodes:
             builder.apply_node(None, node)
@@ -230,6 +294,8 @@ def run_stream(
                 run.nvlink_pairs += sum(plan.tiers.get(t, 0) for t in NVLINK_TIERS)
                 gpus = sum(r.replicas * r.gpus_per_replica for r in e.request.roles)
                 run.gpu_events += gpus * (min(e.departure, count) - step)
+                if placer.name == "shorthop":
+                    aside += _set_against(run, rivals, snap, e.request, plan)
                 pods = _pods(plan, f"{placer.name}-{e.request.name}")
                 for pod in pods:
                     builder.apply_pod("ADDED", pod)
@@ -237,7 +303,7 @@ def run_stream(
             else:
                 run.failed.append(step)
             run.series.append(measure(builder.freeze(), weights))
-        run.seconds = time.perf_counter() - started
+        run.seconds = time.perf_counter() - started - aside
         runs.append(run)
         log(
             f"stream {MIXES[mix][0]} seed {seed} {placer.name}: {run.placed}/{count} placed, "
@@ -253,6 +319,25 @@ def run_stream(
         shapes=counts,
         runs=runs,
     )
+
+
+def _set_against(
+    run: StrategyRun,
+    rivals: list[placers.Placer],
+    snap: snapshots.ClusterSnapshot,
+    request: Request,
+    plan: Plan,
+) -> float:
+    """Plan ``request`` with each rival on ``snap`` and add the comparison with shorthop's
+    ``plan`` to ``run.beyond``; returns the seconds it took."""
+    started = time.perf_counter()
+    mine = domains_taken(snap, plan)
+    for rival in rivals:
+        other = rival.place(snap, request)
+        if other.feasible:
+            beyond = run.beyond.setdefault(rival.name, Beyond())
+            beyond.add(mine, domains_taken(snap, other), bought(plan.cost, other.cost))
+    return time.perf_counter() - started
 
 
 def run(

@@ -4,7 +4,9 @@
 stream per (cluster mix, seed) with the sizes of the full benchmark (``bench.settings.FULL``) and
 prints, per stream and strategy: deployments placed, whole NVLink domains free, whole nodes free,
 slots for the largest replica (means over the events), GPUs stranded, KV pairs on NVLink,
-GPU-events served and the CPU time the strategy took. A last table says per stream whether
+GPU-events served and the CPU time the strategy took, and what the whole NVLink domains
+shorthop's plans took beyond each baseline's bought (``stream.Beyond``). A last table says per
+stream whether
 shorthop keeps more whole NVLink domains and nodes free than each baseline and places at least as
 many deployments.
 """
@@ -91,6 +93,13 @@ def main() -> None:
                 )
             if "shorthop" in by:
                 s = by["shorthop"]
+                for name, b in s.beyond.items():
+                    print(
+                        f"shorthop's plans took more whole NVLink domains than {name}'s on the "
+                        f"same state at {b.more} of {b.arrivals} arrivals, buying "
+                        + ", ".join(f"{k} {n}" for k, n in b.extra.items())
+                        + f"; {name}'s took more at {b.fewer} ({b.saved} domains)"
+                    )
                 for b in BASELINES:
                     if b in by:
                         o = by[b]
