@@ -174,6 +174,7 @@ def _beyond(streams: list[stream.StreamResult], rival: str) -> stream.Beyond:
             total.more += b.more
             total.fewer += b.fewer
             total.saved += b.saved
+            total.cheaper += b.cheaper
             for reason, n in b.extra.items():
                 total.extra[reason] += n
     return total
@@ -395,6 +396,7 @@ def _beyond_table(every: list[stream.StreamResult]) -> str:
                 f"{b.extra['traffic']:,}",
                 f"{b.extra['nothing']:,}",
                 f"{b.fewer:,} / {b.saved:,}",
+                f"{b.cheaper:,}",
             )
         )
     intro = (
@@ -404,7 +406,9 @@ def _beyond_table(every: list[stream.StreamResult]) -> str:
         "baseline's, the extra domains are counted by what shorthop's plan had over the "
         "baseline's: a lower intra-replica cost (the baseline splits a replica over slower "
         "links), an equal intra and a lower KV traffic cost, or nothing (a domain given away by a "
-        "tie-break: a defect).\n\n"
+        "tie-break, or a plan no cheaper than the baseline's: a defect). The last column counts "
+        "the arrivals where the baseline's plan cost less than shorthop's (intra, then traffic): "
+        "plans the solver missed.\n\n"
     )
     return intro + table(
         (
@@ -415,9 +419,10 @@ def _beyond_table(every: list[stream.StreamResult]) -> str:
             "extra domains: lower traffic cost",
             "extra domains: nothing",
             "baseline took more: arrivals / domains",
+            "baseline's plan cheaper: arrivals",
         ),
         rows,
-        "lrrrrrr",
+        "lrrrrrrr",
     )
 
 

@@ -34,7 +34,9 @@ places, each baseline of :data:`RIVALS` also plans the same arrival on shorthop'
 than the baseline's, the extra domains are put down to what shorthop's plan bought with them:
 a lower intra-replica cost (the baseline's plan splits a replica over slower links), an equal
 intra and a lower traffic cost (more KV on fast links), or *nothing* (a tie-break that gave a
-domain away). Its time is not counted in shorthop's.
+domain away). An arrival where the baseline's plan costs less than shorthop's (intra, then
+traffic) is counted apart: the solver missed a plan a baseline found. Its time is not counted
+in shorthop's.
 """
 
 from __future__ import annotations
@@ -183,11 +185,13 @@ class Beyond:
     extra: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     fewer: int = 0  # ... where the baseline's took more
     saved: int = 0  # the whole domains the baseline's plans took beyond shorthop's
+    cheaper: int = 0  # arrivals where the baseline's plan costs less (intra, traffic): a defect
 
-    def add(self, mine: int, theirs: int, reason: str) -> None:
-        """One arrival: whole domains shorthop's plan and the baseline's took, and what
-        shorthop's plan bought (:func:`bought`)."""
+    def add(self, mine: int, theirs: int, reason: str, *, cheaper: bool = False) -> None:
+        """One arrival: whole domains shorthop's plan and the baseline's took, what shorthop's
+        plan bought (:func:`bought`), and whether the baseline's plan costs less."""
         self.arrivals += 1
+        self.cheaper += cheaper
         if mine > theirs:
             self.more += 1
             self.extra[reason] += mine - theirs
@@ -336,7 +340,12 @@ def _set_against(
         other = rival.place(snap, request)
         if other.feasible:
             beyond = run.beyond.setdefault(rival.name, Beyond())
-            beyond.add(mine, domains_taken(snap, other), bought(plan.cost, other.cost))
+            beyond.add(
+                mine,
+                domains_taken(snap, other),
+                bought(plan.cost, other.cost),
+                cheaper=other.cost.key() < plan.cost.key(),
+            )
     return time.perf_counter() - started
 
 

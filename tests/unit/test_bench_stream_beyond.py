@@ -77,8 +77,8 @@ def test_beyond_adds_extra_domains_by_reason_and_the_rivals_savings() -> None:
     b.add(3, 1, "intra")
     b.add(2, 1, "traffic")
     b.add(1, 1, "nothing")
-    b.add(0, 2, "nothing")
-    assert (b.arrivals, b.more, b.fewer, b.saved) == (4, 2, 1, 2)
+    b.add(0, 2, "nothing", cheaper=True)
+    assert (b.arrivals, b.more, b.fewer, b.saved, b.cheaper) == (4, 2, 1, 2, 1)
     assert b.extra == {"intra": 2, "traffic": 1, "nothing": 0}
 
 
@@ -118,7 +118,7 @@ def test_a_stream_where_a_rival_keeps_as_many_whole_domains_misses() -> None:
     )
     assert verdict == "**MISS**"
     table = report_quality._beyond_table(q.streams)
-    assert "| first-fit | 2 | 2 | 3 | 1 | 0 | 0 / 0 |" in table
+    assert "| first-fit | 2 | 2 | 3 | 1 | 0 | 0 / 0 | 0 |" in table
 
 
 def test_streams_where_shorthop_keeps_the_most_whole_domains_pass() -> None:
@@ -126,3 +126,30 @@ def test_streams_where_shorthop_keeps_the_most_whole_domains_pass() -> None:
     _, measured, verdict = _whole_row(q)
     assert verdict == "**PASS**"
     assert "never took more whole domains than first-fit's" in measured
+
+
+def test_set_against_counts_a_rival_plan_that_costs_less() -> None:
+    # First-fit's plan stands in for "shorthop's": shorthop's own solver, as the rival, finds
+    # a cheaper one (on a cluster first-fit has partly filled), which must be counted as a plan
+    # the solver missed; the other way round nothing is.
+    nodes = fake.nodes(
+        fake.ClusterShape(nvl72_racks=1, hgx_units=2, nodes_per_unit=3), common.CONFIG, seed=3
+    )
+    builder = _builder(nodes)
+    for request in [e.request for e in stream.events(10, 1, (20, 70))]:
+        snap = builder.freeze()
+        worse = placers.FirstFit().place(snap, request)
+        better = placers.ShorthopPlacer().place(snap, request)
+        if not worse.feasible:
+            continue
+        if better.cost.key() < worse.cost.key():
+            break
+        for pod in stream._pods(worse, f"ff-{request.name}"):
+            builder.apply_pod("ADDED", pod)
+    assert better.cost.key() < worse.cost.key(), "no request where shorthop beats first-fit"
+    run = StrategyRun("shorthop")
+    stream._set_against(run, [placers.ShorthopPlacer()], snap, request, worse)
+    stream._set_against(run, [placers.FirstFit()], snap, request, better)
+    assert run.beyond["shorthop"].cheaper == 1
+    assert run.beyond["first-fit"].cheaper == 0
+    assert run.beyond["first-fit"].arrivals == 1
