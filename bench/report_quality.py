@@ -523,9 +523,29 @@ NVLink.
 """
 
 
+FIRST_ROW = "| Cost equal to the exact optimum"  # the first summary row of this section
+AFTER_ROWS = "| E2E:"  # the summary row that follows this section's rows
+
+
+def replace_summary_rows(text: str, q: QualityResult) -> str:
+    """``text`` (a whole ``benchmarks.md``) with its summary rows from this section, from
+    :data:`FIRST_ROW` up to :data:`AFTER_ROWS`, made again from ``q``; unchanged when the
+    summary does not have them in that order."""
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith(FIRST_ROW)), None)
+    if first is None:
+        return text
+    end = next((i for i in range(first, len(lines)) if lines[i].startswith(AFTER_ROWS)), None)
+    if end is None:
+        return text
+    rows = table(("", "", ""), summary_rows(q), "llc").split("\n")[2:]
+    return "\n".join(lines[:first] + rows + lines[end:])
+
+
 def write_section(path: Path, q: QualityResult, st: Settings, stamp: str) -> Path:
-    """Replace the quality section of ``path`` (an existing ``benchmarks.md``) and its plots."""
-    text = path.read_text()
+    """Replace the quality section of ``path`` (an existing ``benchmarks.md``), its rows of the
+    summary table and its plots."""
+    text = replace_summary_rows(path.read_text(), q)
     start = text.index(HEADING)
     end = text.find("\n## ", start + len(HEADING))
     images = path.parent / "bench"

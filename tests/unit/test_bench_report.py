@@ -70,3 +70,38 @@ def test_streams_where_shorthop_never_places_fewer_pass() -> None:
     served = {"shorthop": 500, "first-fit": 500, "best-fit": 500, "tas": 500}
     q.streams = [_stream(1, {"shorthop": 5, "first-fit": 5, "best-fit": 5, "tas": 6}, served)]
     assert report_quality.summary_rows(q)[-1][2] == "**PASS**"
+
+
+def test_only_quality_replaces_the_summary_rows_of_its_section() -> None:
+    # ``--only quality`` must not leave the summary saying what an earlier run measured: the
+    # rows from the exact comparison to the streams are made again, the others kept.
+    q = _result(Outcome(0, "equal"), Outcome(1, "gap", "(0, 6400.0)", "(0, 3240.0)"))
+    text = "\n".join(
+        [
+            "## Summary: targets vs measured",
+            "",
+            "| Target (ARCHITECTURE.md §7) | Measured | Status |",
+            "| :-- | :-- | :-: |",
+            "| Plan p50 ≤ 20 ms at 10,000 nodes | 78.5 ms | **MISS** |",
+            "| Cost equal to the exact optimum on every small instance | old | **PASS** |",
+            "| Streams with departures: an old row | old | **PASS** |",
+            "| E2E: shorthop pods bound/s ≥ 1.0× kube-scheduler's | 0.81× | **MISS** |",
+            "",
+            "## 1. Topology",
+        ]
+    )
+    out = report_quality.replace_summary_rows(text, q)
+    lines = out.split("\n")
+    assert "| Plan p50 ≤ 20 ms at 10,000 nodes | 78.5 ms | **MISS** |" in lines
+    assert lines[-3].startswith("| E2E:")
+    assert lines[-1] == "## 1. Topology"
+    assert "old" not in out
+    label, measured, verdict = report_quality.summary_rows(q)[0]
+    assert f"| {label} | {measured} | {verdict} |" in lines
+    assert verdict == "**MISS**"
+
+
+def test_a_summary_without_the_sections_rows_is_left_alone() -> None:
+    q = _result(Outcome(0, "equal"))
+    text = "## Summary\n\n| Target | Measured | Status |\n| :-- | :-- | :-: |\n| E2E: x | y | z |\n"
+    assert report_quality.replace_summary_rows(text, q) == text
