@@ -170,13 +170,7 @@ def _beyond(streams: list[stream.StreamResult], rival: str) -> stream.Beyond:
     for s in streams:
         b = _run(s, "shorthop").beyond.get(rival)
         if b is not None:
-            total.arrivals += b.arrivals
-            total.more += b.more
-            total.fewer += b.fewer
-            total.saved += b.saved
-            total.cheaper += b.cheaper
-            for reason, n in b.extra.items():
-                total.extra[reason] += n
+            total.absorb(b)
     return total
 
 

@@ -199,6 +199,16 @@ class Beyond:
             self.fewer += 1
             self.saved += theirs - mine
 
+    def absorb(self, other: Beyond) -> None:
+        """Add ``other``'s counts (another stream's, against the same baseline)."""
+        self.arrivals += other.arrivals
+        self.more += other.more
+        self.fewer += other.fewer
+        self.saved += other.saved
+        self.cheaper += other.cheaper
+        for reason, n in other.extra.items():
+            self.extra[reason] += n
+
 
 @dataclass
 class StrategyRun:
