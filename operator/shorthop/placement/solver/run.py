@@ -196,8 +196,9 @@ def _construct(
     (:func:`_unconfined`). Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
+    network: int | None = None  # the tightest rack or block holding it (home.candidates)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        tightest, homes = home.candidates(attempt)
+        tightest, homes, network = home.candidates(attempt)
         base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
         tight_start: list[State] = []
         distinct: list[int] = []
@@ -237,7 +238,37 @@ def _construct(
         except Failure:
             return _unconfined(best, attempt, allowed, fixed)
         best = _best_start([best, largest])
+    if network is not None:
+        best = _network_start(best, attempt, network, allowed, fixed)
     return _unconfined(best, attempt, allowed, fixed)
+
+
+def _network_start(
+    best: State,
+    attempt: State,
+    vertex: int,
+    allowed: NDArray[np.bool_] | None,
+    fixed: Fixed,
+) -> State:
+    """``best``, or the start inside network domain ``vertex`` (the tightest that holds the
+    deployment, ``home.candidates``) when that one is cheaper. Tried only when every KV pair at
+    the longest distance inside it would still cost less traffic than ``best`` has
+    (``home.traffic_bound_inside``): one more greedy run, over one rack or block."""
+    if home.traffic_bound_inside(attempt, vertex) >= best.total_cost()[1]:
+        return best
+    base = allowed if allowed is not None else np.ones(len(attempt.snapshot.free), np.bool_)
+    inside = State(
+        attempt.snapshot,
+        attempt.request,
+        base & home.rows_of(attempt, vertex),
+        fixed,
+        attempt.strategy,
+    )
+    try:
+        greedy(inside)
+    except Failure:
+        return best
+    return _best_start([best, inside])
 
 
 def _unconfined(
@@ -397,25 +428,16 @@ def _pods_fit_under(
     counts: NDArray[np.int64],
     verts: NDArray[np.int64],
 ) -> NDArray[np.bool_]:
-    """Of ``verts``, those with enough whole slots for the missing pods: per pod size ``q``,
-    every missing pod of ``q`` GPUs or more takes ``pod_gpus // q`` free ``q``-GPU slots of one
-    node (sizes are powers of two). Necessary, so no domain that could hold the deployment is
-    dropped; GPU counts alone let fragmented domains crowd out the ones that fit."""
-    ok = np.ones(len(verts), dtype=np.bool_)
-    if not verts.size:
-        return ok
+    """Of ``verts``, those with enough whole slots for the missing pods
+    (``home.pod_slots_suffice``)."""
     kept: dict[str, int] = {}
     for key in fixed:
         kept[key.role] = kept.get(key.role, 0) + 1
     missing = [
         (r.pod_gpus, r.replicas * r.pods_per_replica - kept.get(r.name, 0)) for r in request.roles
     ]
-    usable = snapshot.schedulable
-    for q in sorted({g for g, n in missing if g > 0 and n > 0}):
-        slots = tree.rollup(np.where(usable, counts // q, 0).astype(np.int64))
-        want = sum(n * (g // q) for g, n in missing if g >= q and n > 0)
-        ok &= slots[verts] >= want
-    return ok
+    usable = np.where(snapshot.schedulable, counts, 0)
+    return home.pod_slots_suffice(tree, usable, missing)[verts]
 
 
 def _total_gpus(request: Request) -> int:

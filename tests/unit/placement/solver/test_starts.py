@@ -25,6 +25,12 @@ against the same solver restricted to one rack or block at a time.
   each replica inside one NVLink domain and the interleaved start split one (a prefill replica
   took two of the eight free trays both decode replicas of 4 x 4 GPUs needed; the second one
   went to two HGX nodes, intra cost 5.5x).
+- The tightest rack that holds the deployment without slack is a start too, when every KV pair
+  at the longest distance inside it costs less than the best start's traffic: 15 + 6 replicas
+  of 1 GPU, a rack of three free HGX nodes (24 GPUs) and NVL72-style racks with 8 to 12 free
+  trays' GPUs each; no rack has slack, so the only home was the zone, and greedy followed the
+  free trays across racks (mean KV distance 493, most pairs across blocks) while the HGX rack
+  keeps every pair inside it (135).
 """
 
 from __future__ import annotations
@@ -202,3 +208,27 @@ def test_the_unrestricted_greedy_is_skipped_only_where_it_cannot_put_kv_on_nvlin
     assert run._nvlink_pair_room(room)  # three free trays of one clique: 12 GPUs
     distance = 2 * room.index.config.weights.nvlink_domain
     assert run._nvlink_traffic_bound(room) == pytest.approx(2.0 * 4 * 8 * distance)
+
+
+def test_a_deployment_that_fits_one_rack_without_slack_stays_in_it() -> None:
+    nodes, pods = [], []
+    for c, free in enumerate((12, 10, 8, 8, 8)):  # NVL72-style racks, a few free GPUs each
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block=f"b{c}")
+            )
+            left = min(4, max(0, free - 4 * i))
+            if left < 4:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(left, 4))))
+    for i in range(3):  # one rack of free HGX nodes: 24 GPUs for 21
+        nodes.append(builders.node_object(f"h{i}", "hgx", 8, rack="rh", block="bh"))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 15, 1, 1), RoleRequest("decode", 6, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="one-rack",
+    )
+    plan = _valid_plan(snap, request)
+    assert {a.node for a in plan.assignments} <= {"h0", "h1", "h2"}
+    assert set(plan.tiers) <= {"same-node-nvlink", "rack"}, plan.tiers
