@@ -2,7 +2,8 @@
 
 :func:`solve` tries the domains of a deployment scope (phase 1) and runs the strategies on each
 (:func:`_run`): greedy (phase 2) then refinement (phase 3) under ``Strategy.COST``, falling back
-to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit, and always also from first-fit's
+to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit (a deployment that needs nearly
+every free pod slot also gets a ``PACK`` start beside ``COST``'s), and always also from first-fit's
 plan, keeping the cheaper (never worse than first-fit); a start whose every GPU pair is at the
 least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it.
 :func:`_plan_from` turns the final state into a scored
@@ -193,7 +194,9 @@ def _construct(
     (1-GPU replicas are at the floor anywhere, also in a rack of PCIe nodes). A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
     one. On a small instance the chosen start is handed back over the whole cluster
-    (:func:`_unconfined`). Raises ``Failure`` when nothing fits."""
+    (:func:`_unconfined`). The tightest rack or block holding the deployment gets a start when
+    it can beat the best one (:func:`_network_start`), and a crowded deployment (:func:`_crowded`,
+    not small) one with ``PACK``, kept only when cheaper. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
     network: int | None = None  # the tightest rack or block holding it (home.candidates)
@@ -222,6 +225,8 @@ def _construct(
             return _unconfined(_best_start(tight_start + starts), attempt, allowed, fixed)
         starts = tight_start + starts
     reach = _reach(attempt)  # read before greedy takes the capacity
+    # (a small instance is left to the exhaustive search, which proves its optimum)
+    crowded = strategy is Strategy.COST and not small(attempt) and _crowded(attempt)
     try:
         greedy(attempt)
     except Failure:
@@ -240,6 +245,18 @@ def _construct(
         best = _best_start([best, largest])
     if network is not None:
         best = _network_start(best, attempt, network, allowed, fixed)
+    if crowded:
+        # Nearly every free slot is needed: where each replica goes decides where the others
+        # can, and the cheapest spot for each in turn can leave a later one split over the
+        # cluster; best fit (``PACK``, largest first) keeps the large replicas whole.
+        packed = State(snapshot, request, allowed, fixed, Strategy.PACK)
+        try:
+            greedy(packed)
+        except Failure:
+            return _unconfined(best, attempt, allowed, fixed)
+        packed.strategy = Strategy.COST
+        if packed.total_cost() < best.total_cost():
+            best = packed  # only when cheaper: ties keep the starts' own choice
     return _unconfined(best, attempt, allowed, fixed)
 
 
@@ -321,6 +338,27 @@ def _reach(attempt: State) -> _Reach | None:
     if floor_ is not None:
         return _Reach(floor_, False) if home.floor_within_reach(attempt) else None
     return _Reach(None, True) if home.nvlink_slots_suffice(attempt) else None
+
+
+CROWDED = 0.75  # the share of the free pod slots a deployment needs to get a PACK start too
+
+
+def _crowded(state: State) -> bool:
+    """Whether the missing pods need at least :data:`CROWDED` of the free slots of some pod
+    size the cluster (or the rows ``state`` may use) has (``home.pod_slots_suffice``'s slots)."""
+    pods: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        missing = len(r.missing())
+        if missing:
+            q = state.request.roles[key[0]].pod_gpus
+            pods[q] = pods.get(q, 0) + missing
+    usable = np.where(state.capacity.usable_any, state.count, 0)
+    for q in pods:
+        slots = int((usable // q).sum())
+        want = sum(n * (g // q) for g, n in pods.items() if g >= q)
+        if want >= CROWDED * slots:
+            return True
+    return False
 
 
 def _splits_an_nvlink_replica(state: State) -> bool:
