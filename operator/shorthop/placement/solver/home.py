@@ -17,7 +17,11 @@ Beside them, the tightest NVLink domain (or node) that holds the deployment with
 always tried too (it never stops the unrestricted greedy from running): where greedy fits the
 deployment into it, every KV transfer stays on NVLink (an NVL72 rack with exactly the GPUs a
 deployment needs beats any roomier rack or block), and a partly used domain that holds it as
-cheaply as an empty one is preferred by ``run`` at equal cost. A home that :func:`mirrors` an
+cheaply as an empty one is preferred by ``run`` at equal cost. So is the tightest rack or block
+that holds it without slack, but only where every KV pair at the longest distance inside it
+would cost less than the best start's traffic (:func:`traffic_bound_inside`): an extra greedy
+run, which pays where greedy over roomier homes followed free GPUs across racks. A home that
+:func:`mirrors` an
 earlier one (the same rows, state and shape, e.g. two empty racks) is not
 placed in: its start could only tie the earlier one, which ``run`` keeps.
 
@@ -26,11 +30,14 @@ Callers: ``run``. Reads a probe state (capacities, best subsets); changes nothin
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import pairsums, subsets
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.request import Pattern
 from shorthop.placement.solver.state import State
 from shorthop.topology.index import TopologyIndex
 
@@ -127,21 +134,72 @@ def nvlink_slots_suffice(state: State) -> bool:
     return all(int(_slots(state, role, nvlink_only=True)[root]) >= n for role, n in missing.items())
 
 
-def candidates(state: State) -> tuple[int | None, list[int]]:
-    """(the tightest NVLink domain or node where every missing replica has a slot and all
-    missing GPUs fit, None when there is none or it is among the others; up to :data:`HOMES`
-    vertices of the lowest layer where they fit with slack, best fit first). None and empty
-    when a replica being repaired keeps pods (it stays where they are) or nothing is
-    missing."""
+class Homes(NamedTuple):
+    """What :func:`candidates` offers ``run`` to place the deployment in."""
+
+    tightest: int | None  # the tightest NVLink domain (or node) holding it, without slack
+    homes: list[int]  # up to HOMES vertices of the lowest layer holding it with slack
+    network: int | None  # the tightest network domain holding it, without slack
+
+
+def candidates(state: State) -> Homes:
+    """The tightest NVLink domain or node where every missing replica has a slot and all
+    missing GPUs fit (None when there is none or it is among the homes); up to :data:`HOMES`
+    vertices of the lowest layer where they fit with slack, best fit first; and the tightest
+    rack, block or other network domain of the lowest such layer where they fit without slack
+    (:func:`traffic_bound_inside` says when it is worth a start). Nothing when a replica being
+    repaired keeps pods (it stays where they are) or nothing is missing."""
     tree = state.tree
+    missing = _missing(state)  # None: replicas being repaired stay where their pods are
+    if not missing:
+        return Homes(None, [], None)
+    fits, tight, room, need = _holders(state, missing)
+    tightest: int | None = None
+    network: int | None = None
+    best: list[int] = []
+    for layer in range(int(tree.layer[tree.root])):
+        verts = np.flatnonzero(tight & (tree.layer == layer))
+        if verts.size and layer <= domain_tree.CLIQUE_LAYER and tightest is None:
+            # One NVLink domain (or node): without slack greedy may fail in it (the start is
+            # skipped then); where it succeeds as cheaply it leaves roomier domains whole.
+            tightest = int(verts[np.lexsort((verts, room[verts]))][0])
+        if verts.size and layer > domain_tree.CLIQUE_LAYER and network is None:
+            # Homes need slack, so a rack of a few nodes with just enough room is never one;
+            # yet where greedy fits the deployment into it, every KV pair stays in that rack.
+            network = int(verts[np.lexsort((verts, room[verts]))][0])
+        verts = verts[fits[verts]]
+        if verts.size and not best:
+            best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
+            if layer > domain_tree.CLIQUE_LAYER:
+                around = _around_roomiest_domain(tree, room, fits, need)
+                if around is not None and around not in best:
+                    best.append(around)
+        if best and network is not None:
+            break
+    if tightest in best:
+        tightest = None
+    if network in best:
+        network = None
+    return Homes(tightest, best, network)
+
+
+def _missing(state: State) -> dict[int, int] | None:
+    """Missing replicas per role; None when a replica being repaired keeps pods."""
     missing: dict[int, int] = {}
     for key, r in state.replicas.items():
         if r.missing():
             if r.fixed:
-                return None, []  # replicas being repaired stay where their pods are
+                return None
             missing[key[0]] = missing.get(key[0], 0) + 1
-    if not missing:
-        return None, []
+    return missing
+
+
+def _holders(
+    state: State, missing: dict[int, int]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.int64], int]:
+    """Per tree vertex: whether it holds every missing replica with slack, whether it holds
+    them at all (a slot each, room for all their GPUs), its free GPUs; and the GPUs missing."""
+    tree = state.tree
     fits = np.ones(tree.vertices, dtype=np.bool_)
     tight = np.ones(tree.vertices, dtype=np.bool_)
     need = 0
@@ -151,29 +209,59 @@ def candidates(state: State) -> tuple[int | None, list[int]]:
         fits &= slots >= n + (n + 1) // 2
         tight &= slots >= n
         need += n * state.request.roles[role].gpus_per_replica
-    room = tree.rollup(np.where(state.capacity.usable_any, state.count, 0))
+    usable = np.where(state.capacity.usable_any, state.count, 0)
+    room = tree.rollup(usable)
     fits &= room >= need + need // 2
     tight &= room >= need
-    tightest: int | None = None
-    for layer in range(int(tree.layer[tree.root])):
-        verts = np.flatnonzero(tight & (tree.layer == layer))
-        if verts.size and tightest is None and layer <= domain_tree.CLIQUE_LAYER:
-            # One NVLink domain (or node): without slack greedy may fail in it (the start is
-            # skipped then); where it succeeds as cheaply it leaves roomier domains whole.
-            # Not tried above NVLink domains, where an extra start costs a greedy run over many
-            # nodes and seldom ties on traffic.
-            tightest = int(verts[np.lexsort((verts, room[verts]))][0])
-        verts = verts[fits[verts]]
-        if verts.size:
-            best = [int(v) for v in verts[np.lexsort((verts, room[verts]))][:HOMES]]
-            if layer > domain_tree.CLIQUE_LAYER:
-                around = _around_roomiest_domain(tree, room, fits, need)
-                if around is not None and around not in best:
-                    best.append(around)
-            if tightest in best:
-                return None, best
-            return tightest, best
-    return tightest, []
+    # Without slack, GPU counts are not enough: fragmented nodes may have the GPUs but not in
+    # pieces as large as the pods (greedy would run only to fail).
+    roles = state.request.roles
+    pods = [(roles[r].pod_gpus, n * roles[r].pods_per_replica) for r, n in missing.items()]
+    tight &= pod_slots_suffice(tree, usable, pods)
+    return fits, tight, room, need
+
+
+def pod_slots_suffice(
+    tree: domain_tree.DomainTree, counts: NDArray[np.int64], pods: list[tuple[int, int]]
+) -> NDArray[np.bool_]:
+    """Per tree vertex: whether the free GPUs ``counts`` (per row, 0 where unusable) under it
+    have enough whole slots for ``pods`` (GPUs per pod, pods): per pod size ``q``, every pod of
+    ``q`` GPUs or more takes ``pod_gpus // q`` free ``q``-GPU slots of one node (sizes are
+    powers of two). Necessary, so no domain that could hold them is dropped; GPU counts alone
+    let fragmented domains pass."""
+    ok = np.ones(tree.vertices, dtype=np.bool_)
+    for q in sorted({g for g, n in pods if g > 0 and n > 0}):
+        slots = tree.rollup((counts // q).astype(np.int64))
+        ok &= slots >= sum(n * (g // q) for g, n in pods if g >= q and n > 0)
+    return ok
+
+
+def traffic_bound_inside(state: State, vertex: int) -> float:
+    """An upper bound on the traffic cost of any placement of the deployment inside the
+    network domain ``vertex`` (tree layer >= 2): every KV GPU pair at the longest distance two
+    GPUs under it can have (across nodes: both GPUs' longest way up plus the domain's switch
+    path; on one node: the longest distance of its class). Greedy over the homes follows the
+    cheapest spot of each replica across NVLink domains of several racks (1-GPU replicas on
+    trays of five NVL72 racks: mean KV distance 444); inside one rack of three HGX nodes every
+    KV pair costs at most 200."""
+    index = state.index
+    rows = np.flatnonzero(rows_of(state, vertex) & index.alive)
+    if not rows.size:
+        return float("inf")
+    terms = pairsums.gpu_terms(index)
+    layer = int(state.tree.layer[vertex])
+    across = 2 * int(terms.up[rows].max()) + int(pairsums.network_h2(index)[layer - 2])
+    within = max(int(index.classes[c].dist.max()) for c in np.unique(index.class_of[rows]))
+    longest = max(across, within)
+    roles = state.request.roles
+    total = 0.0
+    for edge in state.request.traffic:
+        source, target = roles[edge.source], roles[edge.target]
+        if not source.replicas or not target.replicas:
+            continue
+        pairs = 1 if edge.pattern is Pattern.ALL_TO_ALL else max(source.replicas, target.replicas)
+        total += edge.weight * pairs * source.gpus_per_replica * target.gpus_per_replica
+    return total * longest
 
 
 def _around_roomiest_domain(

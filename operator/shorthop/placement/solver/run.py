@@ -2,7 +2,8 @@
 
 :func:`solve` tries the domains of a deployment scope (phase 1) and runs the strategies on each
 (:func:`_run`): greedy (phase 2) then refinement (phase 3) under ``Strategy.COST``, falling back
-to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit, and always also from first-fit's
+to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit (a deployment that needs nearly
+every free pod slot also gets a ``PACK`` start beside ``COST``'s), and always also from first-fit's
 plan, keeping the cheaper (never worse than first-fit); a start whose every GPU pair is at the
 least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it.
 :func:`_plan_from` turns the final state into a scored
@@ -193,11 +194,14 @@ def _construct(
     (1-GPU replicas are at the floor anywhere, also in a rack of PCIe nodes). A home that mirrors
     an earlier one (``home.mirrors``) is not run: its start would tie and lose to the earlier
     one. On a small instance the chosen start is handed back over the whole cluster
-    (:func:`_unconfined`). Raises ``Failure`` when nothing fits."""
+    (:func:`_unconfined`). The tightest rack or block holding the deployment gets a start when
+    it can beat the best one (:func:`_network_start`), and a crowded deployment (:func:`_crowded`,
+    not small) one with ``PACK``, kept only when cheaper. Raises ``Failure`` when nothing fits."""
     starts: list[State] = []
     attempt = State(snapshot, request, allowed, fixed, strategy)
+    network: int | None = None  # the tightest rack or block holding it (home.candidates)
     if strategy is Strategy.COST and any(e.pattern is Pattern.ALL_TO_ALL for e in request.traffic):
-        tightest, homes = home.candidates(attempt)
+        tightest, homes, network = home.candidates(attempt)
         base = allowed if allowed is not None else np.ones(len(snapshot.free), np.bool_)
         tight_start: list[State] = []
         distinct: list[int] = []
@@ -221,6 +225,8 @@ def _construct(
             return _unconfined(_best_start(tight_start + starts), attempt, allowed, fixed)
         starts = tight_start + starts
     reach = _reach(attempt)  # read before greedy takes the capacity
+    # (a small instance is left to the exhaustive search, which proves its optimum)
+    crowded = strategy is Strategy.COST and not small(attempt) and _crowded(attempt)
     try:
         greedy(attempt)
     except Failure:
@@ -237,7 +243,49 @@ def _construct(
         except Failure:
             return _unconfined(best, attempt, allowed, fixed)
         best = _best_start([best, largest])
+    if network is not None:
+        best = _network_start(best, attempt, network, allowed, fixed)
+    if crowded:
+        # Nearly every free slot is needed: where each replica goes decides where the others
+        # can, and the cheapest spot for each in turn can leave a later one split over the
+        # cluster; best fit (``PACK``, largest first) keeps the large replicas whole.
+        packed = State(snapshot, request, allowed, fixed, Strategy.PACK)
+        try:
+            greedy(packed)
+        except Failure:
+            return _unconfined(best, attempt, allowed, fixed)
+        packed.strategy = Strategy.COST
+        if packed.total_cost() < best.total_cost():
+            best = packed  # only when cheaper: ties keep the starts' own choice
     return _unconfined(best, attempt, allowed, fixed)
+
+
+def _network_start(
+    best: State,
+    attempt: State,
+    vertex: int,
+    allowed: NDArray[np.bool_] | None,
+    fixed: Fixed,
+) -> State:
+    """``best``, or the start inside network domain ``vertex`` (the tightest that holds the
+    deployment, ``home.candidates``) when that one is cheaper. Tried only when every KV pair at
+    the longest distance inside it would still cost less traffic than ``best`` has
+    (``home.traffic_bound_inside``): one more greedy run, over one rack or block."""
+    if home.traffic_bound_inside(attempt, vertex) >= best.total_cost()[1]:
+        return best
+    base = allowed if allowed is not None else np.ones(len(attempt.snapshot.free), np.bool_)
+    inside = State(
+        attempt.snapshot,
+        attempt.request,
+        base & home.rows_of(attempt, vertex),
+        fixed,
+        attempt.strategy,
+    )
+    try:
+        greedy(inside)
+    except Failure:
+        return best
+    return _best_start([best, inside])
 
 
 def _unconfined(
@@ -290,6 +338,27 @@ def _reach(attempt: State) -> _Reach | None:
     if floor_ is not None:
         return _Reach(floor_, False) if home.floor_within_reach(attempt) else None
     return _Reach(None, True) if home.nvlink_slots_suffice(attempt) else None
+
+
+CROWDED = 0.75  # the share of the free pod slots a deployment needs to get a PACK start too
+
+
+def _crowded(state: State) -> bool:
+    """Whether the missing pods need at least :data:`CROWDED` of the free slots of some pod
+    size the cluster (or the rows ``state`` may use) has (``home.pod_slots_suffice``'s slots)."""
+    pods: dict[int, int] = {}
+    for key, r in state.replicas.items():
+        missing = len(r.missing())
+        if missing:
+            q = state.request.roles[key[0]].pod_gpus
+            pods[q] = pods.get(q, 0) + missing
+    usable = np.where(state.capacity.usable_any, state.count, 0)
+    for q in pods:
+        slots = int((usable // q).sum())
+        want = sum(n * (g // q) for g, n in pods.items() if g >= q)
+        if want >= CROWDED * slots:
+            return True
+    return False
 
 
 def _splits_an_nvlink_replica(state: State) -> bool:
@@ -397,25 +466,16 @@ def _pods_fit_under(
     counts: NDArray[np.int64],
     verts: NDArray[np.int64],
 ) -> NDArray[np.bool_]:
-    """Of ``verts``, those with enough whole slots for the missing pods: per pod size ``q``,
-    every missing pod of ``q`` GPUs or more takes ``pod_gpus // q`` free ``q``-GPU slots of one
-    node (sizes are powers of two). Necessary, so no domain that could hold the deployment is
-    dropped; GPU counts alone let fragmented domains crowd out the ones that fit."""
-    ok = np.ones(len(verts), dtype=np.bool_)
-    if not verts.size:
-        return ok
+    """Of ``verts``, those with enough whole slots for the missing pods
+    (``home.pod_slots_suffice``)."""
     kept: dict[str, int] = {}
     for key in fixed:
         kept[key.role] = kept.get(key.role, 0) + 1
     missing = [
         (r.pod_gpus, r.replicas * r.pods_per_replica - kept.get(r.name, 0)) for r in request.roles
     ]
-    usable = snapshot.schedulable
-    for q in sorted({g for g, n in missing if g > 0 and n > 0}):
-        slots = tree.rollup(np.where(usable, counts // q, 0).astype(np.int64))
-        want = sum(n * (g // q) for g, n in missing if g >= q and n > 0)
-        ok &= slots[verts] >= want
-    return ok
+    usable = np.where(snapshot.schedulable, counts, 0)
+    return home.pod_slots_suffice(tree, usable, missing)[verts]
 
 
 def _total_gpus(request: Request) -> int:

@@ -25,6 +25,16 @@ against the same solver restricted to one rack or block at a time.
   each replica inside one NVLink domain and the interleaved start split one (a prefill replica
   took two of the eight free trays both decode replicas of 4 x 4 GPUs needed; the second one
   went to two HGX nodes, intra cost 5.5x).
+- The tightest rack that holds the deployment without slack is a start too, when every KV pair
+  at the longest distance inside it costs less than the best start's traffic: 15 + 6 replicas
+  of 1 GPU, a rack of three free HGX nodes (24 GPUs) and NVL72-style racks with 8 to 12 free
+  trays' GPUs each; no rack has slack, so the only home was the zone, and greedy followed the
+  free trays across racks (mean KV distance 493, most pairs across blocks) while the HGX rack
+  keeps every pair inside it (135).
+- A deployment that needs nearly every free pod slot gets a best-fit (``PACK``) start too: 3
+  prefill replicas of 2 x 4 GPUs and 3 decode replicas of 4 x 4 GPUs need all 18 free 4-GPU
+  slots; interleaved greedy gave prefill replicas whole nodes that decode replicas needed in
+  pairs, and a decode replica was split across blocks (intra cost 72,760 against 53,560).
 """
 
 from __future__ import annotations
@@ -202,3 +212,63 @@ def test_the_unrestricted_greedy_is_skipped_only_where_it_cannot_put_kv_on_nvlin
     assert run._nvlink_pair_room(room)  # three free trays of one clique: 12 GPUs
     distance = 2 * room.index.config.weights.nvlink_domain
     assert run._nvlink_traffic_bound(room) == pytest.approx(2.0 * 4 * 8 * distance)
+
+
+def test_a_deployment_that_fits_one_rack_without_slack_stays_in_it() -> None:
+    nodes, pods = [], []
+    for c, free in enumerate((12, 10, 8, 8, 8)):  # NVL72-style racks, a few free GPUs each
+        for i in range(18):
+            name = f"k{c}t{i:02d}"
+            nodes.append(
+                builders.node_object(name, "tray", 4, clique=f"k{c}", rack=f"n{c}", block=f"b{c}")
+            )
+            left = min(4, max(0, free - 4 * i))
+            if left < 4:
+                pods.append(builders.gpu_pod(f"bg-{name}", name, list(range(left, 4))))
+    for i in range(3):  # one rack of free HGX nodes: 24 GPUs for 21
+        nodes.append(builders.node_object(f"h{i}", "hgx", 8, rack="rh", block="bh"))
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 15, 1, 1), RoleRequest("decode", 6, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="one-rack",
+    )
+    plan = _valid_plan(snap, request)
+    assert {a.node for a in plan.assignments} <= {"h0", "h1", "h2"}
+    assert set(plan.tiers) <= {"same-node-nvlink", "rack"}, plan.tiers
+
+
+def test_a_deployment_needing_nearly_every_free_slot_keeps_large_replicas_whole() -> None:
+    nodes, pods = [], []
+
+    def add(name: str, kind: str, gpus: int, free: range | list[int], **where: str) -> None:
+        nodes.append(builders.node_object(name, kind, gpus, **where))
+        taken = [g for g in range(gpus) if g not in free]
+        if taken:
+            pods.append(builders.gpu_pod(f"bg-{name}", name, taken))
+
+    add("a18", "hgx", 8, [3], rack="ra", block="b2")
+    for name in ("a23", "a24", "a25"):
+        add(name, "hgx", 8, range(8), rack="ra", block="b2")
+    for name in ("b24", "b25", "b26", "b29"):
+        add(name, "hgx", 8, range(8), rack="rb", block="b2")
+    add("c03", "hgx", 8, range(4), rack="rc", block="b3")
+    add("c04", "hgx", 8, range(8), rack="rc", block="b3")
+    add("k2t15", "tray", 4, [3], clique="k2", rack="n2", block="b0")
+    add("k2t17", "tray", 4, range(4), clique="k2", rack="n2", block="b0")
+    add("k5t16", "tray", 4, [0, 1], clique="k5", rack="n5", block="b1")
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    request = Request(
+        roles=(RoleRequest("prefill", 3, 2, 4), RoleRequest("decode", 3, 4, 4)),
+        traffic=(TrafficEdge(0, 1, 1.0),),
+        name="crowded",
+    )
+    plan = _valid_plan(snap, request)
+    nodes_of: dict[tuple[str, int], set[str]] = {}
+    for a in plan.assignments:
+        nodes_of.setdefault((a.key.role, a.key.replica), set()).add(a.node)
+    for replica in range(3):  # every decode replica on two whole nodes of one rack
+        held = nodes_of[("decode", replica)]
+        assert len(held) == 2, held
+        assert len({n[0] for n in held}) == 1, held  # the node names' first letter: the rack
+    assert sum(len(nodes_of[("prefill", r)]) == 1 for r in range(3)) == 2, nodes_of
