@@ -252,7 +252,13 @@ def traffic_bound_inside(state: State, vertex: int) -> float:
     layer = int(state.tree.layer[vertex])
     across = 2 * int(terms.up[rows].max()) + int(pairsums.network_h2(index)[layer - 2])
     within = max(int(index.classes[c].dist.max()) for c in np.unique(index.class_of[rows]))
-    longest = max(across, within)
+    return paid_gpu_pairs(state) * max(across, within)
+
+
+def paid_gpu_pairs(state: State) -> float:
+    """The KV GPU pairs the traffic cost pays for, weighted: per edge, its weight times the GPU
+    pairs of one replica pair (``all-to-all``: the cost is their mean) or of every peer pair
+    (``paired``). Times a distance, the traffic cost were every pair at that distance."""
     roles = state.request.roles
     total = 0.0
     for edge in state.request.traffic:
@@ -261,7 +267,7 @@ def traffic_bound_inside(state: State, vertex: int) -> float:
             continue
         pairs = 1 if edge.pattern is Pattern.ALL_TO_ALL else max(source.replicas, target.replicas)
         total += edge.weight * pairs * source.gpus_per_replica * target.gpus_per_replica
-    return total * longest
+    return total
 
 
 def _around_roomiest_domain(

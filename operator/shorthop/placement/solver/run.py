@@ -377,16 +377,8 @@ def _nvlink_traffic_bound(state: State) -> float:
     (between two nodes of one NVL72-style clique): per edge, its weight times the GPU pairs it
     pays for (``all-to-all``: those of one replica pair, the mean; ``paired``: those of every
     peer pair) times that distance."""
-    roles = state.request.roles
     distance = 2 * state.index.config.weights.nvlink_domain
-    total = 0.0
-    for edge in state.request.traffic:
-        source, target = roles[edge.source], roles[edge.target]
-        if not source.replicas or not target.replicas:
-            continue
-        pairs = 1 if edge.pattern is Pattern.ALL_TO_ALL else max(source.replicas, target.replicas)
-        total += edge.weight * pairs * source.gpus_per_replica * target.gpus_per_replica
-    return total * distance + 1e-6
+    return home.paid_gpu_pairs(state) * distance + 1e-6
 
 
 def _nvlink_pair_room(state: State) -> bool:
