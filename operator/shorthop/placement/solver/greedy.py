@@ -24,7 +24,7 @@ from shorthop.placement.solver.state import Candidate, Failure, Key, State, Stra
 def order(state: State) -> list[Key]:
     """The order replicas are placed in, per strategy (largest first, or ids for first-fit;
     under ``COST`` the roles of an ``all-to-all`` deployment interleaved unless the state says
-    otherwise)."""
+    otherwise: ``interleave`` off, or whole roles in the order of ``roles_first``)."""
     roles = state.request.roles
     if state.strategy is Strategy.FIRST_FIT:
         return sorted(state.replicas)
@@ -37,6 +37,9 @@ def order(state: State) -> list[Key]:
         state.replicas,
         key=lambda k: (-roles[k[0]].gpus_per_replica, -roles[k[0]].pod_gpus, k),
     )
+    if state.roles_first is not None:
+        rank = {ri: i for i, ri in enumerate(state.roles_first)}
+        return sorted(largest_first, key=lambda k: rank[k[0]])  # stable: largest first inside
     if not state.interleave or not any(
         e.pattern is Pattern.ALL_TO_ALL for e in state.request.traffic
     ):

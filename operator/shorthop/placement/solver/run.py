@@ -5,7 +5,8 @@
 to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit (a deployment that needs nearly
 every free pod slot also gets a ``PACK`` start beside ``COST``'s), and always also from first-fit's
 plan, keeping the cheaper (never worse than first-fit); a start whose every GPU pair is at the
-least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it.
+least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it. A medium
+instance then gets starts under every order of whole roles and swaps (``medium``).
 :func:`_plan_from` turns the final state into a scored
 :class:`~shorthop.placement.plan.Plan` (phase 4).
 
@@ -25,7 +26,7 @@ from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
 from shorthop.placement.request import Pattern, Request
 from shorthop.placement.snapshot import ClusterSnapshot, bits
-from shorthop.placement.solver import floor, home
+from shorthop.placement.solver import floor, home, medium
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy
 from shorthop.placement.solver.refine import refine
@@ -137,6 +138,15 @@ def _solve(
 
 
 def _run(
+    snapshot: ClusterSnapshot, request: Request, allowed: NDArray[np.bool_] | None, fixed: Fixed
+) -> State:
+    """The strategies (:func:`_strategies`), then on a medium instance other role orders and
+    swaps (``medium``, kept only when cheaper). Raises ``Failure`` when no strategy finds room."""
+    best = _strategies(snapshot, request, allowed, fixed)
+    return medium.improve(best, snapshot, request, allowed, fixed)
+
+
+def _strategies(
     snapshot: ClusterSnapshot, request: Request, allowed: NDArray[np.bool_] | None, fixed: Fixed
 ) -> State:
     """Greedy under ``COST``, falling back to ``PACK`` then ``FIRST_FIT`` when a replica does

@@ -149,6 +149,7 @@ class State:
     ) -> None:
         self.strategy = strategy
         self.interleave = True  # greedy.order: all-to-all roles interleaved, or largest first
+        self.roles_first: tuple[int, ...] | None = None  # greedy.order: whole roles in this order
         self.snapshot = snapshot
         self.index: TopologyIndex = snapshot.index
         self.tree = domain_tree.tree(self.index)

@@ -1,0 +1,150 @@
+"""Medium instances (``solver.medium``): too large for the exhaustive search, small enough for
+greedy under every order of whole roles and for swaps between replicas.
+
+Each case is a cluster of nodes whose GPUs are all alike to the objective (HGX nodes and
+NVL72-style trays) with one-pod replicas, so the optimum is found here by a count-based brute
+force written apart from the solver: every way to spread the source role's pods over the nodes,
+the target role's pods then greedily on the nodes cheapest to the source pods (a linear cost
+under capacities). Found by comparing the solver with that brute force on random clusters
+(docs/design.md, "Medium instances").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from shorthop.placement import snapshot as snapshots
+from shorthop.placement import solver
+from shorthop.placement.plan import Plan
+from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
+from shorthop.placement.solver import medium
+from shorthop.placement.solver.state import State
+
+from bench import common
+from tests import builders
+
+
+def _spreads(total: int, caps: list[int]) -> Iterator[tuple[int, ...]]:
+    if not caps:
+        if total == 0:
+            yield ()
+        return
+    for here in range(min(total, caps[0]) + 1):
+        for rest in _spreads(total - here, caps[1:]):
+            yield (here, *rest)
+
+
+def _optimum(snap: snapshots.ClusterSnapshot, request: Request) -> float:
+    """The least all-to-all traffic cost of two roles of 1-GPU, one-pod replicas, over every
+    spread of the pods on nodes (GPUs of a node alike)."""
+    index = snap.index
+    rows = [r for r in range(len(snap.free)) if int(snap.free[r])]
+    free = [int(snap.free[r]).bit_count() for r in rows]
+    # every GPU of a node alike: GPUs 0 and 1 stand for any two of a node, GPU 0 for any one
+    dist = [[index.distance(a, 0, b, 1 if a == b else 0) for b in rows] for a in rows]
+    source, target = (r.replicas for r in request.roles)
+    edge = request.traffic[0]
+    best = float("inf")
+    for spread in _spreads(source, free):
+        per_target = [sum(n * dist[i][j] for i, n in enumerate(spread)) for j in range(len(rows))]
+        left, total = target, 0
+        for j in sorted(range(len(rows)), key=per_target.__getitem__):
+            take = min(left, free[j] - spread[j])
+            total += take * per_target[j]
+            left -= take
+        if left == 0:
+            best = min(best, edge.weight * total / (source * target))
+    return best
+
+
+def _request(prefill: int, decode: int) -> Request:
+    return Request(
+        roles=(RoleRequest("prefill", prefill, 1, 1), RoleRequest("decode", decode, 1, 1)),
+        traffic=(TrafficEdge(0, 1, 1.0, Pattern.ALL_TO_ALL),),
+    )
+
+
+Place = tuple[str | None, str, str, str]  # NVLink domain (clique), rack, block, zone
+Spec = list[tuple[str, str, int, Place, list[int]]]  # name, kind, GPUs, where, GPUs taken
+
+
+def _cluster(spec: Spec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    nodes, pods = [], []
+    for name, kind, gpus, (clique, rack, block, zone), taken in spec:
+        node = builders.node_object(
+            name, kind, gpus, clique=clique, rack=rack, block=block, zone=zone
+        )
+        nodes.append(node)
+        if taken:
+            pods.append(builders.gpu_pod(f"bg-{name}", name, taken))
+    return nodes, pods
+
+
+def _trays(clique: str, rack: str, block: str, zone: str, taken: list[list[int]]) -> Spec:
+    """4-GPU trays of one NVLink domain, ``taken[i]`` the GPUs of tray i already in use."""
+    return [
+        (f"{clique}-t{i}", "tray", 4, (clique, rack, block, zone), t) for i, t in enumerate(taken)
+    ]
+
+
+def _hgx(name: str, rack: str, block: str, zone: str, taken: list[int]) -> Spec:
+    return [(name, "hgx", 8, (None, rack, block, zone), taken)]
+
+
+def _plan(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], request: Request) -> Plan:
+    snap = snapshots.build(nodes, pods, common.CONFIG)
+    plan = solver.solve(snap, request)
+    assert plan.feasible
+    assert not common.plan_problems(snap, request, plan)
+    assert medium.medium(State(snap, request, None, {}))
+    assert plan.cost.traffic == pytest.approx(_optimum(snap, request), abs=1e-6)
+    return plan
+
+
+def _nodes_of(plan: Plan, role: str) -> set[str]:
+    return {a.node for a in plan.assignments if a.key.role == role}
+
+
+def test_a_lone_decode_replica_goes_where_the_prefill_replicas_have_room() -> None:
+    """14 prefill + 1 decode replica of 1 GPU; an NVLink domain of three free trays (12 GPUs)
+    in one zone, and in another zone two HGX nodes (5 and 7 free) and a tray with 2 free.
+    Interleaved greedy put the decode replica next to the first prefill replica outside the
+    domain, and no single move could bring it back (traffic 800.7); placing the decode role
+    first puts it in the domain, with 11 prefill replicas (236.4)."""
+    spec = _trays("k1", "r3", "b3", "z2", [[], [], []])
+    spec += _trays("k2", "r4", "b4", "z2", [[1, 3]])
+    spec += _hgx("h0", "r1", "b1", "z1", [2, 4, 7]) + _hgx("h1", "r2", "b2", "z1", [1])
+    plan = _plan(*_cluster(spec), _request(14, 1))
+    assert _nodes_of(plan, "decode") <= {"k1-t0", "k1-t1", "k1-t2"}
+
+
+def test_replicas_of_two_roles_swap_across_a_full_nvlink_domain() -> None:
+    """13 prefill + 6 decode replicas of 1 GPU, a domain of trays with 13 free GPUs and an HGX
+    node with 7 in another block: six pods must go outside the domain. Greedy and refinement
+    ended at traffic 354.4; the optimum (344.2) needs replicas of the two roles to trade
+    places, which no move of one replica can do while the domain has no free GPU."""
+    spec = _trays("k1", "r1", "b1", "z1", [[], [0, 3], [], [0]])
+    spec += _hgx("h0", "r2", "b2", "z1", [2])
+    _plan(*_cluster(spec), _request(13, 6))
+
+
+def test_roles_with_different_rules_never_swap() -> None:
+    """A swap gives each replica the other's GPUs: only roles with the same shape and rules
+    (nodes allowed, tolerations, headroom, replica scope) and without host ports qualify."""
+    a = RoleRequest("prefill", 3, 1, 1)
+    assert medium._interchangeable(a, RoleRequest("decode", 5, 1, 1))
+    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 2))
+    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 1, replica_scope=0))
+    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 1, cpu_millis=500))
+
+
+@pytest.mark.parametrize(("prefill", "decode"), [(9, 7), (12, 4), (15, 1), (16, 6), (20, 3)])
+def test_trays_and_hgx_nodes_in_two_zones_reach_the_optimum(prefill: int, decode: int) -> None:
+    """Partly used trays of two NVLink domains and HGX nodes in two zones: whatever the mix of
+    the two roles, the plan's traffic is the brute-force optimum."""
+    spec = _trays("k1", "r1", "b1", "z1", [[], [2], [0, 1], []])
+    spec += _trays("k2", "r3", "b3", "z2", [[3], [0, 1, 2]])
+    spec += _hgx("h0", "r2", "b2", "z1", [0, 5]) + _hgx("h1", "r4", "b3", "z2", [1, 2, 3])
+    _plan(*_cluster(spec), _request(prefill, decode))
