@@ -26,8 +26,8 @@ Phase 3 (refinement). Local search: each replica in turn, then each replica with
 is lifted out and placed again now that all its peers are known; the move is kept when the
 (intra, traffic) cost falls. At most ``refine.REFINE_PASSES`` passes. Small instances are then
 searched exhaustively (``search``); medium ones (at most ``medium.MEDIUM_ROWS`` usable nodes with
-free GPUs) get starts under every order of whole roles and swaps between replicas of two roles
-(``medium``), each kept only when cheaper.
+free GPUs) get starts under every order of whole roles, swaps between replicas of two roles and
+evacuations of one node's replicas (``medium``), each kept only when cheaper.
 
 Phase 4 (verdict). Either every pod is placed (gang) and the plan is scored by ``objective``, or
 the plan is infeasible with a reason naming the field and the numbers (``explain``).
@@ -52,7 +52,7 @@ Modules, by phase
 ``greedy``     2: the order of replicas, one replica's best candidate, first-fit
 ``refine``     3: local search
 ``search``     3c: exhaustive search on small instances (branch and bound, within a budget)
-``medium``     3d: medium instances: greedy under every order of whole roles; swaps of replicas
+``medium``     3d: medium instances: every order of whole roles; swaps; evacuations
 ``rescue``     2e: any feasible placement on a small instance where every strategy failed
 ``explain``    4: reasons for an infeasible replica
 ``run``        1 and 4, the strategies, and :func:`solve`

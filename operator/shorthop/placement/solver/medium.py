@@ -1,4 +1,4 @@
-"""Phase 3d, medium instances: greedy under every order of whole roles, then swaps.
+"""Phase 3d, medium instances: greedy under every order of whole roles, swaps, evacuations.
 
 Greedy's interleaved order puts the first replica of a small role next to the first replica of
 the large one, and the rest of the deployment gathers around them. On a cluster with an NVLink
@@ -14,7 +14,11 @@ Swaps then exchange two placed replicas of different roles that have the same sh
 same scheduling rules (each takes the other's GPUs, so intra costs and capacity are unchanged):
 the move that turns 4 + 2 replicas of two roles outside a full NVLink domain into 5 + 1, which
 no single move can make when the domain has no free GPU. First improvement, repeated while one
-helps (at most :data:`SWAP_ROUNDS`), then refinement again.
+helps (at most :data:`SWAP_ROUNDS`). *Evacuations* lift every replica on one node and place them
+again (greedy's order, each where it is now cheapest): 7 pods left outside a full NVLink domain,
+split over two nodes, where moving any one alone costs as much as it saves, gather on one node.
+Swaps and evacuations repeat, each round followed by refinement, while one helps (at most
+:data:`ROUNDS`).
 
 Only on *medium* instances (:func:`medium`): too large for the exhaustive search
 (``search.small``) yet with at most :data:`MEDIUM_ROWS` usable nodes with free GPUs and
@@ -35,7 +39,7 @@ from numpy.typing import NDArray
 from shorthop.placement.request import Request, RoleRequest
 from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.solver import floor
-from shorthop.placement.solver.greedy import greedy
+from shorthop.placement.solver.greedy import greedy, order, place
 from shorthop.placement.solver.refine import refine
 from shorthop.placement.solver.search import small
 from shorthop.placement.solver.state import (
@@ -52,7 +56,8 @@ from shorthop.placement.solver.state import (
 MEDIUM_ROWS = 48  # usable nodes with free GPUs
 MEDIUM_PODS = 64  # pods to place
 MAX_ORDERED_ROLES = 3  # every order of up to 3 roles (6 starts); more roles: none
-SWAP_ROUNDS = 8  # swaps kept, at most
+SWAP_ROUNDS = 8  # swaps kept per round, at most
+ROUNDS = 3  # rounds of swaps and evacuations (each followed by refinement), at most
 
 
 def medium(state: State) -> bool:
@@ -88,7 +93,11 @@ def improve(
             refine(start)
             if _rank(start) < _rank(best):
                 best = start
-    if swap(best):
+    for _ in range(ROUNDS):
+        moved = swap(best)
+        moved = evacuate(best) or moved
+        if not moved:
+            break
         refine(best)
     return best
 
@@ -129,6 +138,40 @@ def _one_swap(state: State) -> bool:
             state.restore(a, old_a)
             state.restore(b, old_b)
     return False
+
+
+def evacuate(state: State) -> bool:
+    """Node by node, lift every replica with pods this run placed there and place them again
+    (greedy's order, each where it is now cheapest); kept when the plan's cost falls. True when
+    some node's evacuation was kept."""
+    kept = False
+    rows = sorted({row for r in state.replicas.values() if not r.fixed for _, row, _ in r.placed})
+    for row in rows:
+        keys = [
+            k
+            for k in order(state)
+            if not state.replicas[k].fixed
+            and any(at == row for _, at, _ in state.replicas[k].placed)
+        ]
+        if not keys:
+            continue  # an earlier evacuation moved them away
+        before = _rank(state)
+        olds = [state.lift(k) for k in keys]
+        placed: list[Key] = []
+        try:
+            for k in keys:
+                state.commit(k, place(state, k))
+                placed.append(k)
+        except Failure:
+            pass
+        if len(placed) == len(keys) and _rank(state) < before:
+            kept = True
+            continue
+        for k in placed:
+            state.lift(k)
+        for k, old in zip(keys, olds, strict=True):
+            state.restore(k, old)
+    return kept
 
 
 def _interchangeable(a: RoleRequest, b: RoleRequest) -> bool:

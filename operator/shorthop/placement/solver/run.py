@@ -6,7 +6,7 @@ to ``PACK`` and then ``FIRST_FIT`` when a replica does not fit (a deployment tha
 every free pod slot also gets a ``PACK`` start beside ``COST``'s), and always also from first-fit's
 plan, keeping the cheaper (never worse than first-fit); a start whose every GPU pair is at the
 least distance any two GPUs have (``floor``) is kept as it is, as nothing can beat it. A medium
-instance then gets starts under every order of whole roles and swaps (``medium``).
+instance then gets starts under every order of whole roles, swaps and evacuations (``medium``).
 :func:`_plan_from` turns the final state into a scored
 :class:`~shorthop.placement.plan.Plan` (phase 4).
 
@@ -140,8 +140,9 @@ def _solve(
 def _run(
     snapshot: ClusterSnapshot, request: Request, allowed: NDArray[np.bool_] | None, fixed: Fixed
 ) -> State:
-    """The strategies (:func:`_strategies`), then on a medium instance other role orders and
-    swaps (``medium``, kept only when cheaper). Raises ``Failure`` when no strategy finds room."""
+    """The strategies (:func:`_strategies`), then on a medium instance other role orders,
+    swaps and evacuations (``medium``, kept only when cheaper). Raises ``Failure`` when no
+    strategy finds room."""
     best = _strategies(snapshot, request, allowed, fixed)
     return medium.improve(best, snapshot, request, allowed, fixed)
 

@@ -130,6 +130,18 @@ def test_replicas_of_two_roles_swap_across_a_full_nvlink_domain() -> None:
     _plan(*_cluster(spec), _request(13, 6))
 
 
+def test_the_pods_left_outside_a_full_nvlink_domain_gather_on_one_node() -> None:
+    """13 prefill + 6 decode replicas of 1 GPU; an NVLink domain of three trays (12 GPUs), and
+    in another zone an HGX node (8 free) and a tray of another domain (4 free) in the next
+    rack. Seven pods go outside the domain; greedy split them over both nodes (traffic 768.8),
+    and moving any one of them alone costs as much as it saves. Lifting every replica on the
+    tray and placing them again puts them on the HGX node with the others."""
+    spec = _trays("k2", "r3", "b2", "z2", [[], [], []])
+    spec += _hgx("h0", "r1", "b1", "z1", []) + _trays("k1", "r2", "b1", "z1", [[]])
+    plan = _plan(*_cluster(spec), _request(13, 6))
+    assert "k1-t0" not in _nodes_of(plan, "prefill") | _nodes_of(plan, "decode")
+
+
 def test_roles_with_different_rules_never_swap() -> None:
     """A swap gives each replica the other's GPUs: only roles with the same shape and rules
     (nodes allowed, tolerations, headroom, replica scope) and without host ports qualify."""
