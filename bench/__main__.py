@@ -162,6 +162,7 @@ def _quality(settings: Settings, log: Callable[[str], None]) -> quality.QualityR
         nvlink_size=settings.nvlink_size,
         nvlink_occupancies=settings.nvlink_occupancies,
         survey=settings.stream_survey,
+        count_seeds=settings.count_seeds,
         log=log,
     )
 

@@ -13,6 +13,9 @@
     exact solver refuses (``ExactTooLarge``) or cannot finish within a time limit are counted,
     not compared. Instances are drawn per (family, pattern) until ``target`` were feasible.
 
+(a') **Beyond the exact solver**: ``bench.count_optimum`` (a count-based optimum of clusters whose
+    nodes' GPUs are alike, one-pod replicas, up to 32 pods).
+
 (b) **Baselines.** Every placer of ``placers.all_placers()`` (shorthop, first-fit, best-fit,
     spread, tas, random) plans the benchmark deployment (``all-to-all``) on the same 1,000- and
     10,000-node snapshots: intra-replica cost, traffic cost, prefill<->decode GPU pairs per tier
@@ -52,7 +55,7 @@ from shorthop.placement import snapshot as snapshots
 from shorthop.placement.plan import Plan
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
 
-from bench import common, stream
+from bench import common, count_optimum, stream
 from bench.placement import build_static
 from tests import families
 
@@ -403,6 +406,7 @@ class QualityResult:
     nvlink: list[NvlinkRow]
     stream_lifetime: tuple[int, int] = (0, 0)
     survey: list[stream.StreamResult] = field(default_factory=list)
+    counted: count_optimum.Result = field(default_factory=count_optimum.Result)
 
 
 def run(
@@ -418,10 +422,12 @@ def run(
     nvlink_size: int,
     nvlink_occupancies: tuple[float, ...],
     survey: tuple[tuple[int, int], ...] = (),
+    count_seeds: int = 0,
     log: Log = print,
 ) -> QualityResult:
     """``streams``: (cluster mix, seed) per stream of ``bench.stream``; ``survey``: more
-    streams with shorthop and the baselines of :data:`SURVEY_STRATEGIES` only."""
+    streams with shorthop and the baselines of :data:`SURVEY_STRATEGIES` only;
+    ``count_seeds``: instances of ``bench.count_optimum``."""
     return QualityResult(
         exact=run_exact(exact_target, time_limit_s=exact_limit_s, log=log),
         baselines=run_baselines(baseline_sizes, baseline_seed, log=log),
@@ -436,4 +442,5 @@ def run(
             log=log,
             strategies=SURVEY_STRATEGIES,
         ),
+        counted=count_optimum.run(count_seeds, log=log),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from bench import common, stream
+from bench import common, count_optimum, stream
 from bench.fmt import TIER_COLORS, dur, num, save, status, table, times, yes
 from bench.quality import SHARE_TARGET, QualityResult
 from bench.settings import Settings
@@ -97,6 +97,7 @@ def summary_rows(q: QualityResult) -> list[tuple[str, str, str]]:
             status(e.ok),
         )
     ]
+    rows += count_optimum.summary_rows(q.counted)
     checked = [r for r in q.nvlink if r.witness]
     if checked:
         low = min(r.share for r in checked)
@@ -477,6 +478,17 @@ be equal and both must agree on feasibility; exact's time limit {st.exact_limit_
 Run time {dur(q.exact.seconds)}.
 
 {_exact(q)}
+
+**Beyond the exact solver** (`bench/count_optimum.py`): clusters of 3-6 nodes whose GPUs are all
+alike to the objective (HGX nodes, trays of one or two NVLink domains; labels and background as
+above), two roles of one-pod replicas (1-16 each, pods of 1, 2 or 4 GPUs, from half to all the
+free GPUs), one all-to-all edge: up to 32 pods, many too many for `placement.exact`. There a plan
+is, up to cost, how many pods of each role each node holds, and the optimum is found by
+enumerating the source role's spreads (the target role's pods then fill the nodes cheapest to
+them). Instances `bench.count_optimum.instance(seed)`, seeds 0 to
+{max(len(q.counted.outcomes) - 1, 0):,}; run time {dur(q.counted.seconds)}.
+
+{count_optimum.tables(q.counted)}
 
 ### (b) Against the baselines
 

@@ -28,6 +28,7 @@ class Settings:
     nvlink_occupancies: tuple[float, ...]
     # more streams, shorthop and the baselines only, reported in one table (placed, served)
     stream_survey: tuple[tuple[int, int], ...] = ()
+    count_seeds: int = 0  # instances of bench.count_optimum (beyond the exact solver's reach)
     target_size: int = 10_000
     throughput_nodes: int = 1_000
     throughput_pods: int = 512
@@ -57,6 +58,7 @@ FULL = Settings(
     nvlink_size=10_000,
     nvlink_occupancies=(0.3, 0.55),
     stream_survey=tuple((mix, seed) for mix in range(3) for seed in range(3, 11)),
+    count_seeds=1_500,
 )
 QUICK = Settings(
     quick=True,
@@ -77,4 +79,5 @@ QUICK = Settings(
     nvlink_size=300,
     nvlink_occupancies=(0.3,),
     stream_survey=((1, 2),),
+    count_seeds=12,
 )

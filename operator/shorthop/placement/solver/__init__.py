@@ -53,6 +53,7 @@ Modules, by phase
 ``refine``     3: local search
 ``search``     3c: exhaustive search on small instances (branch and bound, within a budget)
 ``medium``     3d: medium instances: every order of whole roles; swaps; evacuations
+``swap``       3d: two replicas of different roles trade GPUs (every trade costed at once)
 ``rescue``     2e: any feasible placement on a small instance where every strategy failed
 ``explain``    4: reasons for an infeasible replica
 ``run``        1 and 4, the strategies, and :func:`solve`

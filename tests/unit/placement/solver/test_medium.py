@@ -2,16 +2,14 @@
 greedy under every order of whole roles and for swaps between replicas.
 
 Each case is a cluster of nodes whose GPUs are all alike to the objective (HGX nodes and
-NVL72-style trays) with one-pod replicas, so the optimum is found here by a count-based brute
-force written apart from the solver: every way to spread the source role's pods over the nodes,
-the target role's pods then greedily on the nodes cheapest to the source pods (a linear cost
-under capacities). Found by comparing the solver with that brute force on random clusters
-(docs/design.md, "Medium instances").
+NVL72-style trays) with one-pod replicas, so the optimum is found by the count-based brute force
+of ``bench.count_optimum`` (written apart from the solver; checked against ``placement.exact``
+in tests/unit/test_bench_count_optimum.py). Found by comparing the solver with it on random
+clusters (docs/benchmarks.md, section 4(a)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,44 +17,11 @@ from shorthop.placement import snapshot as snapshots
 from shorthop.placement import solver
 from shorthop.placement.plan import Plan
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
-from shorthop.placement.solver import medium
+from shorthop.placement.solver import medium, swap
 from shorthop.placement.solver.state import State
 
-from bench import common
+from bench import common, count_optimum
 from tests import builders
-
-
-def _spreads(total: int, caps: list[int]) -> Iterator[tuple[int, ...]]:
-    if not caps:
-        if total == 0:
-            yield ()
-        return
-    for here in range(min(total, caps[0]) + 1):
-        for rest in _spreads(total - here, caps[1:]):
-            yield (here, *rest)
-
-
-def _optimum(snap: snapshots.ClusterSnapshot, request: Request) -> float:
-    """The least all-to-all traffic cost of two roles of 1-GPU, one-pod replicas, over every
-    spread of the pods on nodes (GPUs of a node alike)."""
-    index = snap.index
-    rows = [r for r in range(len(snap.free)) if int(snap.free[r])]
-    free = [int(snap.free[r]).bit_count() for r in rows]
-    # every GPU of a node alike: GPUs 0 and 1 stand for any two of a node, GPU 0 for any one
-    dist = [[index.distance(a, 0, b, 1 if a == b else 0) for b in rows] for a in rows]
-    source, target = (r.replicas for r in request.roles)
-    edge = request.traffic[0]
-    best = float("inf")
-    for spread in _spreads(source, free):
-        per_target = [sum(n * dist[i][j] for i, n in enumerate(spread)) for j in range(len(rows))]
-        left, total = target, 0
-        for j in sorted(range(len(rows)), key=per_target.__getitem__):
-            take = min(left, free[j] - spread[j])
-            total += take * per_target[j]
-            left -= take
-        if left == 0:
-            best = min(best, edge.weight * total / (source * target))
-    return best
 
 
 def _request(prefill: int, decode: int) -> Request:
@@ -99,7 +64,7 @@ def _plan(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], request: Requ
     assert plan.feasible
     assert not common.plan_problems(snap, request, plan)
     assert medium.medium(State(snap, request, None, {}))
-    assert plan.cost.traffic == pytest.approx(_optimum(snap, request), abs=1e-6)
+    assert (plan.cost.intra, round(plan.cost.traffic, 6)) == count_optimum.optimum(snap, request)
     return plan
 
 
@@ -146,10 +111,10 @@ def test_roles_with_different_rules_never_swap() -> None:
     """A swap gives each replica the other's GPUs: only roles with the same shape and rules
     (nodes allowed, tolerations, headroom, replica scope) and without host ports qualify."""
     a = RoleRequest("prefill", 3, 1, 1)
-    assert medium._interchangeable(a, RoleRequest("decode", 5, 1, 1))
-    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 2))
-    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 1, replica_scope=0))
-    assert not medium._interchangeable(a, RoleRequest("decode", 3, 1, 1, cpu_millis=500))
+    assert swap.interchangeable(a, RoleRequest("decode", 5, 1, 1))
+    assert not swap.interchangeable(a, RoleRequest("decode", 3, 1, 2))
+    assert not swap.interchangeable(a, RoleRequest("decode", 3, 1, 1, replica_scope=0))
+    assert not swap.interchangeable(a, RoleRequest("decode", 3, 1, 1, cpu_millis=500))
 
 
 @pytest.mark.parametrize(("prefill", "decode"), [(9, 7), (12, 4), (15, 1), (16, 6), (20, 3)])
