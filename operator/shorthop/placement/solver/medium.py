@@ -53,7 +53,7 @@ ROUNDS = 3  # rounds of swaps and evacuations (each followed by refinement), at 
 
 
 def medium(state: State) -> bool:
-    """Whether ``state``'s instance gets the starts and swaps of this phase."""
+    """Whether ``state``'s instance gets the starts, swaps and evacuations of this phase."""
     missing = sum(r.pods - len(r.fixed) for r in state.replicas.values())
     if not missing or missing > MEDIUM_PODS or small(state):
         return False
@@ -69,9 +69,9 @@ def improve(
     allowed: NDArray[np.bool_] | None,
     fixed: Fixed,
 ) -> State:
-    """``best``, or a cheaper state from a start under another order of whole roles, with
-    swaps applied; unchanged when the instance is not :func:`medium` or ``best`` is at the
-    floor (nothing is cheaper)."""
+    """``best``, or a cheaper state from a start under another order of whole roles, then
+    improved by rounds of swaps and evacuations; unchanged when the instance is not
+    :func:`medium` or ``best`` is at the floor (nothing is cheaper)."""
     if not medium(best) or floor.at_floor(best):
         return best
     if len(request.roles) <= MAX_ORDERED_ROLES:
