@@ -208,7 +208,7 @@ class State:
             self.role_missing[r.role] += len(r.missing())
         self.role_edges = [
             [
-                (e.target if e.source == ri else e.source, self._pair_weight(e), e)
+                (e.target if e.source == ri else e.source, self.pair_weight(e), e)
                 for e in request.traffic
                 if e.pattern is Pattern.ALL_TO_ALL and ri in (e.source, e.target)
             ]
@@ -258,7 +258,7 @@ class State:
                 peers[b].append((a, edge.weight))
         return peers
 
-    def _pair_weight(self, edge: TrafficEdge) -> float:
+    def pair_weight(self, edge: TrafficEdge) -> float:
         """Weight of one GPU pair of an ``all-to-all`` edge: ``weight / (nS x nT)``."""
         n_s = self.request.roles[edge.source].replicas
         n_t = self.request.roles[edge.target].replicas
@@ -387,7 +387,7 @@ class State:
         for e in self.request.traffic:
             if e.pattern is not Pattern.ALL_TO_ALL:
                 continue
-            weight = self._pair_weight(e)
+            weight = self.pair_weight(e)
             k_s, k_t = moved.get(e.source, {}), moved.get(e.target, {})
             if not weight or not (k_s or k_t):
                 continue

@@ -130,7 +130,7 @@ def _cheapest(
         for e in state.request.traffic:
             if e.pattern is not Pattern.ALL_TO_ALL:
                 continue
-            c = state._pair_weight(e)
+            c = state.pair_weight(e)
             ends = {e.source, e.target}
             if ends == {a, b}:
                 delta += c * (
