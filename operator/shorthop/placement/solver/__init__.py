@@ -52,6 +52,7 @@ Modules, by phase
 ``greedy``     2: the order of replicas, one replica's best candidate, first-fit
 ``refine``     3: local search
 ``search``     3c: exhaustive search on small instances (branch and bound, within a budget)
+``universe``   3c: what one search may change (``Scope``): its GPUs, distances, twins
 ``medium``     3d: medium instances: every order of whole roles; swaps; evacuations
 ``swap``       3d: two replicas of different roles trade GPUs (every trade costed at once)
 ``rescue``     2e: any feasible placement on a small instance where every strategy failed

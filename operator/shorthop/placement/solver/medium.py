@@ -22,7 +22,7 @@ Only on *medium* instances (:func:`medium`): too large for the exhaustive search
 :data:`MEDIUM_PODS` pods to place, where one greedy run costs a few milliseconds. Large clusters
 keep their latency: there the homes (``home``) give greedy its starts.
 
-Caller: ``run._run``. Changes states only through ``State.commit``/``lift``/``restore``.
+Caller: ``run._run``. Changes states only through ``State.commit``/``lift``/``put_back``.
 """
 
 from __future__ import annotations
@@ -118,10 +118,7 @@ def evacuate(state: State) -> bool:
         if len(placed) == len(keys) and state.group_cost(keys) < before:
             kept = True
             continue
-        for k in placed:
-            state.lift(k)
-        for k, old in zip(keys, olds, strict=True):
-            state.restore(k, old)
+        state.put_back(dict(zip(keys, olds, strict=True)))  # (a key not placed lifts nothing)
     return kept
 
 
