@@ -27,7 +27,9 @@ is lifted out and placed again now that all its peers are known; the move is kep
 (intra, traffic) cost falls. At most ``refine.REFINE_PASSES`` passes. Small instances are then
 searched exhaustively (``search``); medium ones (at most ``medium.MEDIUM_ROWS`` usable nodes with
 free GPUs) get starts under every order of whole roles, swaps between replicas of two roles and
-evacuations of one node's replicas (``medium``), each kept only when cheaper.
+evacuations of one node's replicas (``medium``), then, where at most ``neighbourhood.MAX_ROWS``
+nodes are in play, every set of two (then three) nodes placed again by the exhaustive search with
+everything else staying (``neighbourhood``), each kept only when cheaper.
 
 Phase 4 (verdict). Either every pod is placed (gang) and the plan is scored by ``objective``, or
 the plan is infeasible with a reason naming the field and the numbers (``explain``).
@@ -52,8 +54,10 @@ Modules, by phase
 ``greedy``     2: the order of replicas, one replica's best candidate, first-fit
 ``refine``     3: local search
 ``search``     3c: exhaustive search on small instances (branch and bound, within a budget)
+``universe``   3c/3e: what one search may change (``Scope``): its GPUs, distances, twins
 ``medium``     3d: medium instances: every order of whole roles; swaps; evacuations
 ``swap``       3d: two replicas of different roles trade GPUs (every trade costed at once)
+``neighbourhood`` 3e: a few nodes at a time placed again by the search, the rest staying
 ``rescue``     2e: any feasible placement on a small instance where every strategy failed
 ``explain``    4: reasons for an infeasible replica
 ``run``        1 and 4, the strategies, and :func:`solve`

@@ -22,7 +22,10 @@ Only on *medium* instances (:func:`medium`): too large for the exhaustive search
 :data:`MEDIUM_PODS` pods to place, where one greedy run costs a few milliseconds. Large clusters
 keep their latency: there the homes (``home``) give greedy its starts.
 
-Caller: ``run._run``. Changes states only through ``State.commit``/``lift``/``restore``.
+Last, on the fewest nodes, a few nodes at a time are placed again by the exhaustive search
+(phase 3e, ``neighbourhood``).
+
+Caller: ``run._run``. Changes states only through ``State.commit``/``lift``/``put_back``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from numpy.typing import NDArray
 
 from shorthop.placement.request import Request
 from shorthop.placement.snapshot import ClusterSnapshot
-from shorthop.placement.solver import floor, swap
+from shorthop.placement.solver import floor, neighbourhood, swap
 from shorthop.placement.solver.greedy import greedy, order, place
 from shorthop.placement.solver.refine import refine
 from shorthop.placement.solver.search import small
@@ -91,6 +94,8 @@ def improve(
         if not moved:
             break
         refine(best)
+    if neighbourhood.improve(best):
+        refine(best)
     return best
 
 
@@ -118,10 +123,7 @@ def evacuate(state: State) -> bool:
         if len(placed) == len(keys) and state.group_cost(keys) < before:
             kept = True
             continue
-        for k in placed:
-            state.lift(k)
-        for k, old in zip(keys, olds, strict=True):
-            state.restore(k, old)
+        state.put_back(dict(zip(keys, olds, strict=True)))  # (a key not placed lifts nothing)
     return kept
 
 

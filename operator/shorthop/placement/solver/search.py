@@ -30,115 +30,30 @@ Algorithm overview
 5. :data:`BUDGET` options scored at most; the best plan found stands (never worse than the
    heuristics').
 
-Caller: ``run`` (after refinement). Changes the state only through ``State.lift``/``commit``.
+The universe (which nodes' free GPUs, which pods stay) is a ``universe.Scope``: :func:`search`
+takes every usable node and keeps the pods the request keeps; :func:`within` takes any scope
+(``neighbourhood``: a few nodes, every other pod staying).
+
+Callers: ``run`` (after refinement) and ``neighbourhood``. Changes the state only through
+``State.lift``/``commit``/``put_back``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from functools import lru_cache
-from itertools import product
 
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import pairsums
+from shorthop.placement.solver import universe
 from shorthop.placement.solver.state import Candidate, Key, State
-from shorthop.topology.index import NodeClass, TopologyIndex
+from shorthop.placement.solver.universe import canonical_subsets, twin_classes
 
 SMALL_ROWS = 12  # usable nodes with free GPUs
 SMALL_GPUS = 96  # free GPUs on them
 SMALL_PODS = 14  # pods to place
 BUDGET = 60_000  # options scored, over the whole search
 EPS = 1e-7
-
-
-def twin_classes(index: TopologyIndex, row: int) -> tuple[int, ...]:
-    """Per GPU of ``row``, its twin class (the lowest GPU it is interchangeable with). The same
-    for every node of one class with the same uplinks: kept with the index per (class, uplinks)."""
-    up = pairsums.gpu_terms(index).up[row]
-    known = index.derived(_twin_memo)
-    shape = (int(index.class_of[row]), up.tobytes())
-    found = known.get(shape)
-    if found is None:
-        found = known.setdefault(shape, _new_twin_classes(index.node_class(row), up))
-    return found
-
-
-@lru_cache(maxsize=4096)
-def canonical_subsets(twins: tuple[int, ...], free: int, k: int) -> tuple[tuple[int, ...], ...]:
-    """The ``k``-GPU subsets of the GPUs in ``free`` up to twins (``twins``: per GPU of the node,
-    its twin class, :func:`twin_classes`): of each class the lowest GPUs first. A function of its
-    arguments alone, kept across searches (the same node shapes and free masks recur)."""
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for g in range(len(twins)):
-        if free >> g & 1:
-            by_class[twins[g]].append(g)
-    classes = sorted(by_class.values())
-    out = []
-    for counts in product(*(range(len(c) + 1) for c in classes)):
-        if sum(counts) == k:
-            taken = (g for c, n in zip(classes, counts, strict=True) for g in c[:n])
-            out.append(tuple(sorted(taken)))
-    return tuple(out)
-
-
-def _twin_memo(index: TopologyIndex) -> dict[tuple[int, bytes], tuple[int, ...]]:
-    return {}
-
-
-def _new_twin_classes(cls: NodeClass, up: NDArray[np.int64]) -> tuple[int, ...]:
-    g = cls.gpus
-    label = list(range(g))
-    for i in range(g):
-        for j in range(i):
-            if label[j] == j and _twins(cls.dist, cls.nvlink, up, cls.fab, i, j):
-                label[i] = j
-                break
-    return tuple(label)
-
-
-def _twins(
-    dist: NDArray[np.int64],
-    nv: NDArray[np.bool_],
-    up: NDArray[np.int64],
-    fab: NDArray[np.int64],
-    i: int,
-    j: int,
-) -> bool:
-    if up[i] != up[j] or fab[i] != fab[j]:
-        return False
-    rest = np.ones(dist.shape[0], dtype=np.bool_)
-    rest[[i, j]] = False
-    return bool((dist[i, rest] == dist[j, rest]).all() and (nv[i, rest] == nv[j, rest]).all())
-
-
-@dataclass
-class _Replica:
-    key: Key
-    role: int
-    k: int  # new GPUs
-    q: int
-    fixed: list[int]  # universe ids of its kept GPUs
-    scope_layer: int | None
-    nvlink_only: bool
-    anchor: frozenset[int] | None  # vertices holding its kept pods (``DomainTree.holders``)
-
-
-@dataclass
-class _Problem:
-    rows: list[int]
-    gpu_id: dict[tuple[int, int], int]  # (row, gpu) -> universe id
-    dist: NDArray[np.int64]
-    replicas: list[_Replica]
-    free: dict[int, int]  # row -> free mask
-    head: dict[int, list[int]]  # row -> [cpu, memory, pods]
-    gpu_of: list[tuple[int, int]]  # universe id -> (row, gpu)
-    placed: dict[Key, list[int]] = field(default_factory=dict)  # universe ids per replica
-    role_placed: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    on_row: dict[int, int] = field(default_factory=lambda: defaultdict(int))
-    scored: int = 0
 
 
 def small(state: State) -> bool:
@@ -154,15 +69,23 @@ def small(state: State) -> bool:
 def search(state: State) -> bool:
     """Phase 3c: replace the state's placement by the optimum when the search finds a cheaper
     one within its budget; True when it did."""
-    if not small(state):
-        return False
-    problem = _problem(state)
+    return small(state) and within(state, universe.whole(state))
+
+
+def within(state: State, scope: universe.Scope, budget: int = BUDGET, margin: float = 0.0) -> bool:
+    """Place again, at the least cost the search finds within ``budget`` options, every
+    replica with pods outside ``scope.kept``; kept only when the plan's cost falls (True).
+    Those pods must be placed now, on GPUs ``scope.free`` counts as free. With ``margin``,
+    the search looks only for traffic at least that much lower at equal intra cost (the
+    state's cost is rounded to 6 places: a tie can look a few 1e-7 cheaper to the search)."""
+    problem = universe.problem(state, scope)
     before = state.total_cost()
-    found = _Search(state, problem, before).run()
+    found = _Search(state, problem, (before[0], before[1] - margin), budget).run()
     if found is None:
         return False
     olds = {key: state.lift(key) for key in found}
-    highest = _highest_twins(state, [problem.gpu_of[i] for ids in found.values() for i in ids])
+    chosen = [problem.gpu_of[i] for ids in found.values() for i in ids]
+    highest = universe.highest_twins(state, chosen, scope.free)
     for key, ids in found.items():
         masks: dict[int, int] = {}
         for i in ids:
@@ -171,91 +94,18 @@ def search(state: State) -> bool:
         state.commit(key, Candidate(0, 0.0, 0.0, 0, tuple(sorted(masks.items()))))
     if state.total_cost() < before:
         return True
-    for key, old in olds.items():  # never keep a plan that is not cheaper (a safety net)
-        state.lift(key)
-        state.restore(key, old)
+    state.put_back(olds)  # never keep a plan that is not cheaper (a safety net)
     return False
 
 
-def _highest_twins(state: State, chosen: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Per chosen (row, GPU): the GPU to take instead, so that of each twin class a node gives
-    its highest free GPUs, as greedy does, not the lowest ones the search enumerates (the same
-    cost: twins are interchangeable). kube-scheduler's allocator takes the lowest free devices
-    first, so on DRA nodes this keeps the two schedulers apart (docs/design.md, DRA)."""
-    out: dict[tuple[int, int], int] = {}
-    by_row: dict[int, list[int]] = defaultdict(list)
-    for row, gpu in chosen:
-        by_row[row].append(gpu)
-    for row, gpus in by_row.items():
-        twins = twin_classes(state.index, row)
-        free = int(state.snapshot.free[row])
-        for cls in sorted({twins[g] for g in gpus}):
-            mine = sorted(g for g in gpus if twins[g] == cls)
-            pool = [g for g in range(len(twins)) if twins[g] == cls and free >> g & 1]
-            for old, new in zip(mine, pool[len(pool) - len(mine) :], strict=True):
-                out[(row, old)] = new
-    return out
-
-
-def _problem(state: State) -> _Problem:
-    index, snap = state.index, state.snapshot
-    usable = np.logical_or.reduce(state.usable)
-    rows = [int(r) for r in np.flatnonzero(usable & (snap.free_counts > 0))]
-    gpus: list[tuple[int, int]] = []
-    for row in rows:
-        gpus += [(row, g) for g in range(index.gpus(row)) if int(snap.free[row]) >> g & 1]
-    for r in state.replicas.values():
-        for _, row, mask in r.fixed:
-            gpus += [(row, g) for g in range(64) if mask >> g & 1]
-    gpus = sorted(set(gpus))
-    gpu_id = {g: i for i, g in enumerate(gpus)}
-    dist = pairsums.dense(
-        index,
-        np.array([r for r, _ in gpus], dtype=np.intp),
-        np.array([g for _, g in gpus], dtype=np.intp),
-    )
-    tree = state.tree
-    replicas = []
-    for key, r in sorted(state.replicas.items()):
-        if r.pods == len(r.fixed):
-            continue
-        role = state.request.roles[r.role]
-        fixed = [gpu_id[(row, g)] for _, row, mask in r.fixed for g in range(64) if mask >> g & 1]
-        layer = tree.layer_of_tier(role.replica_scope) if role.replica_scope is not None else None
-        anchor = None
-        if layer is not None and r.fixed:
-            anchor = frozenset.intersection(*(tree.holders(layer, row) for _, row, _ in r.fixed))
-        replicas.append(
-            _Replica(
-                key,
-                r.role,
-                (r.pods - len(r.fixed)) * role.pod_gpus,
-                role.pod_gpus,
-                fixed,
-                layer,
-                role.replica_scope == 0,
-                anchor,
-            )
-        )
-    # Largest first; among equal sizes the replicas with the most paired peers (a hub before
-    # its spokes), so the spokes are costed against it and the bound cuts early.
-    replicas.sort(key=lambda x: (-x.k, -x.q, -len(state.peers[x.key]), x.key))
-    return _Problem(
-        rows=rows,
-        gpu_id=gpu_id,
-        dist=dist,
-        replicas=replicas,
-        free={row: int(snap.free[row]) for row in rows},
-        head={row: [int(v) for v in snap.headroom[row]] for row in rows},
-        gpu_of=gpus,
-    )
-
-
 class _Search:
-    def __init__(self, state: State, problem: _Problem, best: tuple[int, float]) -> None:
+    def __init__(
+        self, state: State, problem: universe.Problem, best: tuple[int, float], budget: int
+    ) -> None:
         self.state = state
         self.p = problem
         self.best = best
+        self.budget = budget
         self.best_plan: dict[Key, list[int]] | None = None
         index = state.index
         self.twins = {row: twin_classes(index, row) for row in problem.rows}
@@ -270,16 +120,16 @@ class _Search:
         }
         # Everything already placed for good: the GPUs of replicas with no missing pods, and
         # the kept GPUs of the others; their pairs are a constant of every plan.
-        for key, r in state.replicas.items():
+        for key, kept in problem.kept.items():
             ids = [
                 problem.gpu_id[(row, g)]
-                for _, row, mask in r.fixed
+                for _, row, mask in kept
                 for g in range(64)
                 if mask >> g & 1
             ]
             problem.placed[key] = list(ids)
-            problem.role_placed[r.role] += ids
-            for _, row, mask in r.fixed:
+            problem.role_placed[key[0]] += ids
+            for _, row, mask in kept:
                 problem.on_row[row] += mask.bit_count()
         self.base = self._base_cost()
         # Per role of an all-to-all edge: every universe GPU's summed distance to the role's
@@ -307,7 +157,7 @@ class _Search:
         self.root_options: dict[tuple[object, ...], NDArray[np.intp]] = {}
         self.root_intra = [self._cheapest_intra(x) for x in self.order]
 
-    def _interchangeable(self, a: _Replica, b: _Replica) -> bool:
+    def _interchangeable(self, a: universe.Replica, b: universe.Replica) -> bool:
         return (
             a.role == b.role
             and (a.k, a.q, a.scope_layer, a.nvlink_only) == (b.k, b.q, b.scope_layer, b.nvlink_only)
@@ -319,7 +169,7 @@ class _Search:
 
     # -- costs -------------------------------------------------------------------------------
 
-    def _partners(self, x: _Replica) -> list[tuple[list[int], float]]:
+    def _partners(self, x: universe.Replica) -> list[tuple[list[int], float]]:
         """Placed GPUs ``x`` exchanges traffic with, and the weight of one pair."""
         out = []
         for peer, weight in self.state.peers[x.key]:
@@ -353,7 +203,7 @@ class _Search:
         return intra, traffic
 
     def _score(
-        self, x: _Replica, options: NDArray[np.intp]
+        self, x: universe.Replica, options: NDArray[np.intp]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(intra, traffic) each option adds: its pairs with itself, the replica's kept GPUs
         and the placed partner GPUs."""
@@ -368,13 +218,13 @@ class _Search:
                 traffic += weight * d[options][:, :, ids].sum(axis=(1, 2))
         return inner.astype(np.int64), traffic
 
-    def _root_options(self, x: _Replica) -> NDArray[np.intp]:
+    def _root_options(self, x: universe.Replica) -> NDArray[np.intp]:
         shape = (x.role, x.k, x.q, tuple(x.fixed), x.scope_layer, x.nvlink_only, x.anchor)
         if shape not in self.root_options:
             self.root_options[shape] = self._options(x)
         return self.root_options[shape]
 
-    def _cheapest_intra(self, x: _Replica) -> int:
+    def _cheapest_intra(self, x: universe.Replica) -> int:
         options = self._root_options(x)
         if not len(options):
             return 0
@@ -430,7 +280,7 @@ class _Search:
 
     # -- options -------------------------------------------------------------------------------
 
-    def _row_ok(self, x: _Replica, row: int) -> bool:
+    def _row_ok(self, x: universe.Replica, row: int) -> bool:
         role = self.state.request.roles[x.role]
         h = self.p.head[row]
         return bool(
@@ -445,7 +295,7 @@ class _Search:
         """Canonical ``k``-GPU subsets of the row's free GPUs (twins lowest first)."""
         return canonical_subsets(self.twins[row], self.p.free[row], k)
 
-    def _options(self, x: _Replica) -> NDArray[np.intp]:
+    def _options(self, x: universe.Replica) -> NDArray[np.intp]:
         """Every distinct way to place the replica's missing GPUs now, as universe ids."""
         role = self.state.request.roles[x.role]
         rows = [row for row in self.p.rows if self._row_ok(x, row)]
@@ -517,7 +367,7 @@ class _Search:
         extend(0, x.k, [], None)
         return np.array(out, dtype=np.intp).reshape(len(out), x.k)
 
-    def _nvlink(self, row: int, gpus: tuple[int, ...], x: _Replica) -> bool:
+    def _nvlink(self, row: int, gpus: tuple[int, ...], x: universe.Replica) -> bool:
         nv = self.state.index.node_class(row).nvlink
         mine = list(gpus) + [self.p.gpu_of[i][1] for i in x.fixed]
         return bool(nv[np.ix_(mine, mine)].all())
@@ -540,7 +390,7 @@ class _Search:
                 self.best = (intra, round(traffic, 6))
                 self.best_plan = {k: list(v) for k, v in self.chosen.items()}
             return
-        if self.p.scored > BUDGET:
+        if self.p.scored > self.budget:
             return
         x = self.order[depth]
         options = self._root_options(x) if depth == 0 else self._options(x)
@@ -564,20 +414,20 @@ class _Search:
                 self._dfs(depth + 1, new_intra, new_traffic)
                 del self.chosen[x.key]
             self._unplace(x, ids)
-            if self.p.scored > BUDGET:
+            if self.p.scored > self.budget:
                 return
 
-    def _place(self, x: _Replica, ids: list[int]) -> None:
+    def _place(self, x: universe.Replica, ids: list[int]) -> None:
         self._shift(x, ids, 1)
         self.p.placed[x.key] = self.p.placed[x.key] + ids
         self.p.role_placed[x.role] = self.p.role_placed[x.role] + ids
 
-    def _unplace(self, x: _Replica, ids: list[int]) -> None:
+    def _unplace(self, x: universe.Replica, ids: list[int]) -> None:
         self._shift(x, ids, -1)
         self.p.placed[x.key] = self.p.placed[x.key][: -len(ids)]
         self.p.role_placed[x.role] = self.p.role_placed[x.role][: -len(ids)]
 
-    def _shift(self, x: _Replica, ids: list[int], sign: int) -> None:
+    def _shift(self, x: universe.Replica, ids: list[int], sign: int) -> None:
         """Take (``sign`` 1) or give back (-1) the GPUs ``ids`` and their pods' headroom."""
         role = self.state.request.roles[x.role]
         for i in ids:

@@ -544,3 +544,12 @@ class State:
         self._total = None
         self.role_missing[r.role] -= len(old)
         self.capacity.touch([row for _, row, _ in old])
+
+    def put_back(self, olds: Mapping[Key, list[PodPart]]) -> None:
+        """Undo a joint move: lift every key of ``olds`` (where the move put it), then restore
+        each to its old pods. All lifts come first: one replica's new GPUs may be another's old
+        ones, and lifting it after that one was restored would free GPUs held again."""
+        for key in olds:
+            self.lift(key)
+        for key, old in olds.items():
+            self.restore(key, old)

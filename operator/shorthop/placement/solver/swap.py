@@ -184,10 +184,7 @@ def _trade(state: State, a: Key, b: Key) -> bool:
     after = state.total_cost()
     if (after[0], round(after[1], 6)) < (before[0], round(before[1], 6)):
         return True
-    state.lift(a)
-    state.lift(b)
-    state.restore(a, old_a)
-    state.restore(b, old_b)
+    state.put_back({a: old_a, b: old_b})
     return False
 
 

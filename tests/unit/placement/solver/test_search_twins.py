@@ -7,7 +7,7 @@ from __future__ import annotations
 from shorthop.placement import snapshot as snapshots
 from shorthop.placement import solver
 from shorthop.placement.request import Pattern
-from shorthop.placement.solver import search
+from shorthop.placement.solver import universe
 from shorthop.placement.solver.state import State
 
 from bench import quality
@@ -28,7 +28,7 @@ def test_searched_plans_take_the_highest_free_twins() -> None:
         for a in plan.assignments:
             used.setdefault(a.row, []).extend(a.gpus)
         for row, gpus in used.items():
-            twins = search.twin_classes(state.index, row)
+            twins = universe.twin_classes(state.index, row)
             free = int(snap.free[row])
             for cls in {twins[g] for g in gpus}:
                 mine = sorted(g for g in gpus if twins[g] == cls)
