@@ -14,14 +14,12 @@ from typing import Any
 
 import pytest
 from shorthop.placement import snapshot as snapshots
-from shorthop.placement import solver
 from shorthop.placement.plan import Plan
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
-from shorthop.placement.solver import medium, swap
-from shorthop.placement.solver.state import State
+from shorthop.placement.solver import swap
 
-from bench import common, count_optimum
-from tests import builders
+from bench import common
+from tests import builders, solver_states
 
 
 def _request(prefill: int, decode: int) -> Request:
@@ -59,13 +57,7 @@ def _hgx(name: str, rack: str, block: str, zone: str, taken: list[int]) -> Spec:
 
 
 def _plan(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], request: Request) -> Plan:
-    snap = snapshots.build(nodes, pods, common.CONFIG)
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
-    assert medium.medium(State(snap, request, None, {}))
-    assert (plan.cost.intra, round(plan.cost.traffic, 6)) == count_optimum.optimum(snap, request)
-    return plan
+    return solver_states.plan_at_count_optimum(snapshots.build(nodes, pods, common.CONFIG), request)
 
 
 def _nodes_of(plan: Plan, role: str) -> set[str]:

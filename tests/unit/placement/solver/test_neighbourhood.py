@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shorthop.placement import snapshot as snapshots
-from shorthop.placement import solver
 from shorthop.placement.request import Pattern
-from shorthop.placement.solver import greedy, medium, neighbourhood
+from shorthop.placement.solver import greedy, neighbourhood
 from shorthop.placement.solver.state import Failure, State
 
 from bench import common, count_optimum
+from tests import solver_states
 from tests.hypothesis_profiles import examples
 
 
@@ -31,32 +31,12 @@ def _state(seed: int) -> State | None:
     return state
 
 
-def _consistent(state: State) -> None:
-    """Every placed GPU is held once and marked used; the per-node counts match."""
-    held: set[tuple[int, int]] = set()
-    for r in state.replicas.values():
-        assert not r.missing()
-        for _, row, mask in r.parts():
-            for g in range(64):
-                if mask >> g & 1:
-                    assert (row, g) not in held
-                    held.add((row, g))
-                    assert not int(state.free[row]) >> g & 1
-                    assert int(state.snapshot.free[row]) >> g & 1
-    assert [int(c) for c in state.count] == [int(f).bit_count() for f in state.free]
-
-
 # Instances where greedy, the role orders, swaps and evacuations ended above the optimum
 # (docs/benchmarks.md, 4(a)); 80, 535 and 1078 need three nodes placed again at once.
 @pytest.mark.parametrize("seed", [80, 96, 332, 344, 535, 1078])
 def test_plans_stuck_after_swaps_and_evacuations_reach_the_optimum(seed: int) -> None:
     nodes, pods, request = count_optimum.instance(seed)
-    snap = snapshots.build(nodes, pods, common.CONFIG)
-    plan = solver.solve(snap, request)
-    assert plan.feasible
-    assert not common.plan_problems(snap, request, plan)
-    assert medium.medium(State(snap, request, None, {}))
-    assert (plan.cost.intra, round(plan.cost.traffic, 6)) == count_optimum.optimum(snap, request)
+    solver_states.plan_at_count_optimum(snapshots.build(nodes, pods, common.CONFIG), request)
 
 
 @settings(max_examples=examples(40), deadline=None)
@@ -69,7 +49,7 @@ def test_it_never_raises_the_cost_nor_double_books_a_gpu(seed: int) -> None:
     kept = neighbourhood.improve(state)
     after = state.total_cost()
     assert after < before if kept else after == before
-    _consistent(state)
+    solver_states.assert_books(state)
 
 
 def test_paired_deployments_are_left_alone() -> None:

@@ -11,12 +11,9 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shorthop.placement import snapshot
-from shorthop.placement.solver import greedy
-from shorthop.placement.solver.state import Candidate, Failure, State, merged_masks
-from shorthop.topology import fake
+from shorthop.placement.solver.state import Candidate, State, merged_masks
 
-from tests import builders
+from tests import solver_states
 from tests.hypothesis_profiles import examples
 
 SETTINGS = settings(max_examples=examples(100), suppress_health_check=[HealthCheck.filter_too_much])
@@ -30,33 +27,8 @@ def _books(state: State) -> tuple[list[int], list[int], list[dict[int, int]]]:
     )
 
 
-def _held_once(state: State) -> None:
-    """Every GPU some replica holds is marked used, and no GPU is held twice."""
-    seen: set[tuple[int, int]] = set()
-    for r in state.replicas.values():
-        for _, row, mask in r.parts():
-            for g in range(64):
-                if mask >> g & 1:
-                    assert (row, g) not in seen
-                    seen.add((row, g))
-                    assert not int(state.free[row]) >> g & 1
-
-
-@st.composite
-def placed(draw: Any) -> State:
-    nodes, pods, request = draw(builders.small_pd_cases())
-    snap = snapshot.build(nodes, pods, fake.CONFIG)
-    state = State(snap, request, None, {})
-    for key in greedy.order(state):
-        try:
-            state.commit(key, greedy.place(state, key))
-        except Failure:
-            break
-    return state
-
-
 @SETTINGS
-@given(placed(), st.data())
+@given(solver_states.greedy_states(), st.data())
 def test_put_back_after_a_rotation_restores_every_gpu(state: State, data: Any) -> None:
     # Replicas of one shape hand their GPUs round (each takes the next one's): the new GPUs of
     # each are the old GPUs of another.
@@ -77,9 +49,9 @@ def test_put_back_after_a_rotation_restores_every_gpu(state: State, data: Any) -
     olds = {k: state.lift(k) for k in keys}
     for i, k in enumerate(keys):
         state.commit(k, Candidate(0, 0.0, 0.0, 0, parts[keys[(i + 1) % len(keys)]]))
-    _held_once(state)
+    solver_states.assert_books(state)
     state.put_back(olds)
     assert _books(state) == before
     assert {k: state.replicas[k].placed for k in keys} == olds
-    _held_once(state)
+    solver_states.assert_books(state)
     assert np.array_equal(state.count, [int(f).bit_count() for f in state.free])

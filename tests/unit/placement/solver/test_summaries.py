@@ -4,17 +4,12 @@ must still describe the GPUs of then."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from shorthop.placement import pairsums, snapshot
-from shorthop.placement.solver import greedy
-from shorthop.placement.solver.state import Failure, State
-from shorthop.topology import fake
+from shorthop.placement import pairsums
+from shorthop.placement.solver.state import State
 
-from tests import builders
+from tests import solver_states
 from tests.hypothesis_profiles import examples
 
 SETTINGS = settings(max_examples=examples(100), suppress_health_check=[HealthCheck.filter_too_much])
@@ -28,23 +23,8 @@ def assert_describes(summary: pairsums.Summary, state: State, masks: dict[int, i
         assert np.array_equal(getattr(summary, name), getattr(fresh, name)), name
 
 
-@st.composite
-def placed(draw: Any) -> State:
-    """A state with its greedy plan committed (as far as it fits)."""
-    nodes, pods, request = draw(builders.small_pd_cases())
-    snap = snapshot.build(nodes, pods, fake.CONFIG)
-    state = State(snap, request, None, {})
-    for key in greedy.order(state):
-        try:
-            state.commit(key, greedy.place(state, key))
-        except Failure:
-            break
-        state.role_summary(key[0])  # read between commits: brought up to date, not rebuilt
-    return state
-
-
 @SETTINGS
-@given(placed())
+@given(solver_states.greedy_states(read_summaries=True))
 def test_summaries_follow_commits_and_caches_keep_theirs(state: State) -> None:
     keys = [k for k, r in state.replicas.items() if r.placed]
     if not keys:
