@@ -1,13 +1,14 @@
-"""Read a cluster snapshot file: the Nodes and Pods (and ResourceSlices and ResourceClaims) that
-``kubectl`` prints.
+"""Read a cluster snapshot file: the Nodes and Pods (and ResourceSlices, ResourceClaims and
+RuntimeClasses) that ``kubectl`` prints.
 
 Accepts what ``kubectl get nodes,pods -A -o yaml`` (or ``-o json``, or with
-``resourceslices,resourceclaims`` added) writes, a ``List`` with ``items``; a
+``resourceslices,resourceclaims,runtimeclasses`` added) writes, a ``List`` with ``items``; a
 ``NodeList``/``PodList``/``ResourceSliceList``... as the API returns it (items may omit
 ``kind``); or multi-document YAML of single objects. ResourceSlices and ResourceClaims of any
 served version of ``resource.k8s.io`` (``v1``, ``v1beta2``, ``v1beta1``) are read, and one whose
-fields shorthop reads have the wrong shape is an error naming the object and the field. Other
-kinds are skipped. Every problem
+fields shorthop reads have the wrong shape is an error naming the object and the field.
+RuntimeClasses (``node.k8s.io``) are kept for the templates that name them. Other kinds are
+skipped. Every problem
 becomes a :class:`~shorthop.errors.SnapshotError` whose one-line message names the file, what is
 wrong and how to fix it; no traceback reaches the user. Callers: ``shorthop topology`` and
 ``shorthop plan``. Reads the file and nothing else; builds no snapshot itself (that is
@@ -47,6 +48,7 @@ class ClusterObjects:
     pods: list[dict[str, Any]]
     resource_slices: list[dict[str, Any]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
+    runtime_classes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -56,7 +58,8 @@ def load_objects(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def load_cluster(path: str) -> ClusterObjects:
-    """Read the Node, Pod, ResourceSlice and ResourceClaim objects from a snapshot file.
+    """Read the Node, Pod, ResourceSlice, ResourceClaim and RuntimeClass objects from a snapshot
+    file.
 
     Parameters
     ----------
@@ -101,8 +104,8 @@ def parse_objects(text: str, source: str) -> tuple[list[dict[str, Any]], list[di
 
 
 def parse_cluster(text: str, source: str) -> ClusterObjects:
-    """Split snapshot text into Nodes, Pods, ResourceSlices and ResourceClaims; ``source`` names
-    it in error messages.
+    """Split snapshot text into Nodes, Pods, ResourceSlices, ResourceClaims and RuntimeClasses;
+    ``source`` names it in error messages.
 
     Parameters
     ----------
@@ -129,6 +132,7 @@ def parse_cluster(text: str, source: str) -> ClusterObjects:
     nodes: list[dict[str, Any]] = []
     pods: list[dict[str, Any]] = []
     dra: dict[str, list[dict[str, Any]]] = {"ResourceSlice": [], "ResourceClaim": []}
+    runtime_classes: list[dict[str, Any]] = []
     documents = 0
     for number, document in enumerate(_documents(text, source), start=1):
         documents += 1
@@ -138,6 +142,8 @@ def parse_cluster(text: str, source: str) -> ClusterObjects:
                 nodes.append(obj)
             elif kind == "Pod":
                 pods.append(obj)
+            elif kind == "RuntimeClass":
+                runtime_classes.append(obj)
             elif isinstance(kind, str) and kind in dra and _dra_version(obj):
                 _check_dra(obj, str(kind), len(dra[str(kind)]) + 1, source)
                 dra[str(kind)].append(obj)
@@ -148,10 +154,10 @@ def parse_cluster(text: str, source: str) -> ClusterObjects:
             f"{source}: contains no Node objects (found {len(pods)} Pods); "
             "include the nodes: `kubectl get nodes,pods -A -o yaml`"
         )
-    for kind, objects in (("Node", nodes), ("Pod", pods)):
+    for kind, objects in (("Node", nodes), ("Pod", pods), ("RuntimeClass", runtime_classes)):
         for i, obj in enumerate(objects):
             _check_names(obj, f"{source}: {kind} #{i + 1}", namespaced=kind == "Pod")
-    return ClusterObjects(nodes, pods, dra["ResourceSlice"], dra["ResourceClaim"])
+    return ClusterObjects(nodes, pods, dra["ResourceSlice"], dra["ResourceClaim"], runtime_classes)
 
 
 def _dra_version(obj: Mapping[str, Any]) -> bool:

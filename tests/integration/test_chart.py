@@ -233,6 +233,7 @@ def _check_permissions(
         ("patch", "shorthop.io", "inferencedeployments/status", watched),
         ("update", "shorthop.io", "inferencedeployments/finalizers", watched),
         ("update", "coordination.k8s.io", "leases", home),
+        ("get", "node.k8s.io", "runtimeclasses", None),
         # Dynamic Resource Allocation: every slice, claim and class read cluster-wide (busy
         # devices are every claim's, whoever allocated them); each pod's own claim written
         # where its pod is.
@@ -280,6 +281,8 @@ def _check_permissions(
         ("delete", "resource.k8s.io", "resourceslices", None),
         ("create", "resource.k8s.io", "deviceclasses", None),
         ("create", "resource.k8s.io", "resourceclaimtemplates", watched),
+        ("list", "node.k8s.io", "runtimeclasses", None),
+        ("create", "node.k8s.io", "runtimeclasses", None),
     ]
     granted = [d for d in denied if cluster.can(account, d[0], d[2], group=d[1], namespace=d[3])]
     assert granted == []
@@ -471,11 +474,17 @@ def _stale_claim(cluster: kube.Cluster, ns: str, claim: str) -> None:
 
 
 def _exercise(cluster: kube.Cluster, operator: fx.Operator, ns: str, pool: str, home: str) -> None:
-    """Everything the operator does for a user: place (create, allocate each pod's claim on the
-    DRA nodes, bind, services, status, events), remove a stale claim in the way, scale down
-    (delete), keep leading (renew the Lease), and forget a deleted deployment."""
+    """Everything the operator does for a user: place (read the RuntimeClass a template names,
+    create, allocate each pod's claim on the DRA nodes, bind, services, status, events), remove
+    a stale claim in the way, scale down (delete), keep leading (renew the Lease), and forget a
+    deleted deployment."""
     name = "rbac"
     body = oh.deployment(name, ns, pool, [("prefill", 1, 4, 4), ("decode", 1, 8, 4)])
+    runtime = f"{ns}-runc"  # cluster-scoped: named after the test's namespace
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+         "metadata": {"name": runtime}, "handler": "runc"}))  # fmt: skip
+    body["spec"]["roles"][0]["template"]["spec"]["runtimeClassName"] = runtime
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     oh.wait_running(cluster, ns, name)
     oh.wait_event(cluster, ns, name, "Placed")
@@ -511,6 +520,7 @@ def _exercise(cluster: kube.Cluster, operator: fx.Operator, ns: str, pool: str, 
         timeout=60,
     )
     cluster.kubectl("delete", "infd", name, "-n", ns, "--wait=true", "--timeout=60s")
+    cluster.kubectl("delete", "runtimeclass", runtime, "--ignore-not-found")
     assert operator.process.alive(), operator.process.log[-3000:]
 
 

@@ -333,3 +333,53 @@ def test_fields_shorthop_does_not_apply_are_named_in_a_warning_event(
         )
         placed = oh.pods(cluster, ns, "odd")
         assert [p.spec.scheduling_gates for p in placed] == [None]
+
+
+def test_a_runtime_class_is_applied_as_the_api_server_applies_it(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    """The RuntimeClass a template names: its node selector keeps the pods on the H200 nodes, its
+    toleration is the pods' only one of the pool's taint, and its overhead (20 CPUs beside 100;
+    an HGX node has 224) leaves room for one pod per node where two fit without it: four replicas
+    on the four H200 nodes, one each, and the pods carry the overhead the API server set. A class
+    that does not exist makes a deployment Invalid, naming the field, and nothing is created."""
+    name = f"{ns}-kata"  # cluster-scoped: named after the test's namespace
+    with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
+        labels = node_labels(cluster, names)
+        toleration = {"key": oh.POOL_TAINT, "operator": "Equal", "value": pool,
+                      "effect": "NoSchedule"}  # fmt: skip
+        apply(cluster, {
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name},
+            "handler": "kata", "overhead": {"podFixed": {"cpu": "20", "memory": "1Gi"}},
+            "scheduling": {"nodeSelector": {PRODUCT: H200}, "tolerations": [toleration]},
+        })  # fmt: skip
+        try:
+            doc = oh.deployment("rc", ns, pool, [("decode", 4, 4, 4)])
+            template = doc["spec"]["roles"][0]["template"]["spec"]
+            template["tolerations"] = []
+            template["runtimeClassName"] = name
+            template["containers"][0]["resources"] = {"requests": {"cpu": "100"}}
+            apply(cluster, doc)
+            oh.wait_running(cluster, ns, "rc")
+            placed = oh.pods(cluster, ns, "rc")
+            h200 = sorted(n for n in names if labels[n][PRODUCT] == H200)
+            assert sorted(p.spec.node_name for p in placed) == h200
+            assert [p.spec.overhead for p in placed] == [{"cpu": "20", "memory": "1Gi"}] * 4
+            missing = oh.deployment("norc", ns, pool, [("decode", 1, 4, 4)])
+            missing["spec"]["roles"][0]["template"]["spec"]["runtimeClassName"] = f"{name}-x"
+            apply(cluster, missing)
+            expected = (
+                "spec.roles[0].template.spec.runtimeClassName: "
+                f'RuntimeClass "{name}-x" does not exist'
+            )
+
+            def invalid() -> str | None:
+                status = oh.get_infd(cluster, ns, "norc").get("status") or {}
+                message = str(status.get("message"))
+                return message if status.get("phase") == "Invalid" else None
+
+            message = kube.wait_for("the deployment Invalid", invalid, timeout=60)
+            assert message.startswith(expected), message
+            assert not oh.pods(cluster, ns, "norc")
+        finally:
+            cluster.kubectl("delete", "runtimeclass", name, "--ignore-not-found")

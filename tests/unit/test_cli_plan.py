@@ -235,3 +235,45 @@ def test_the_table_shows_the_preferred_weight_met(
     assert cli.main(["plan", "--cluster", str(mixed), "--deployment", str(path)]) == 0
     out = capsys.readouterr().out
     assert "preferred node affinity 160" in out  # four decode pods on H200 nodes
+
+
+def test_a_runtime_class_in_the_snapshot_is_applied_and_a_missing_one_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The class's node selector keeps the pods on the one node it selects (decode's two 4-GPU
+    pods fit it); without the class in the snapshot the plan is made as before, with a warning;
+    a class whose selector contradicts the template's is refused as the API server would."""
+    nodes = fake.nodes(fake.ClusterShape(hgx_units=1, nodes_per_unit=4))
+    chosen = nodes[2]["metadata"]["name"]
+    rc = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "handler": "kata",
+          "metadata": {"name": "kata"},
+          "scheduling": {"nodeSelector": {"kubernetes.io/hostname": chosen}}}  # fmt: skip
+    with_class, without = tmp_path / "with.yaml", tmp_path / "without.yaml"
+    with_class.write_text(yaml.safe_dump(fake.as_list([*nodes, rc])))
+    without.write_text(yaml.safe_dump(fake.as_list(nodes)))
+    doc = yaml.safe_load(MINIMAL.read_text())
+    doc["spec"]["roles"] = doc["spec"]["roles"][1:]  # decode: 2 x (2 pods x 4 GPUs)
+    doc["spec"]["roles"][0]["replicas"] = 1
+    doc["spec"]["roles"][0]["template"]["spec"]["runtimeClassName"] = "kata"
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text(yaml.safe_dump(doc))
+    args = ["plan", "--deployment", str(deployment), "--format", "json", "--cluster"]
+    assert cli.main([*args, str(with_class)]) == 0
+    out = capsys.readouterr()
+    assert {a["node"] for a in json.loads(out.out)["assignments"]} == {chosen}
+    assert out.err == ""
+    assert cli.main([*args, str(without)]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["feasible"] is True
+    assert out.err.startswith(
+        'warning: spec.roles[0].template.spec.runtimeClassName: RuntimeClass "kata" is not in '
+        "the snapshot"
+    )
+    doc["spec"]["roles"][0]["template"]["spec"]["nodeSelector"] = {
+        "kubernetes.io/hostname": nodes[0]["metadata"]["name"]
+    }
+    deployment.write_text(yaml.safe_dump(doc))
+    assert cli.main([*args, str(with_class)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.roles[0].template.spec.nodeSelector.kubernetes.io/hostname" in err
+    assert 'RuntimeClass "kata" selects' in err

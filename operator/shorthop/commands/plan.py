@@ -7,18 +7,22 @@ The snapshot may hold ResourceSlices and ResourceClaims too (``kubectl get
 nodes,pods,resourceslices,resourceclaims -A -o yaml``): a node whose GPUs are in a slice of the
 DRA driver (``--dra-driver``, default ``gpu.nvidia.com``) is modelled from it, every device named
 in a claim's allocation is busy, and an assignment on such a node also lists its ``devices``
-(``{driver, pool, device}``, one per GPU, in the order of ``gpus``).
+(``{driver, pool, device}``, one per GPU, in the order of ``gpus``). RuntimeClasses in it
+(``kubectl get ...,runtimeclasses``) are applied to the templates naming them as the API server
+applies them to pods (overhead, node selector, tolerations); a class the snapshot lacks is
+named in a warning on standard error and not applied.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
 from shorthop import manifest, snapshotfile
-from shorthop.placement import placers, request, snapshot
+from shorthop.placement import placers, request, runtime_class, snapshot
 from shorthop.placement.plan import Plan
 from shorthop.topology import levels, slices
 
@@ -31,7 +35,8 @@ def register(sub: Any) -> None:
         "--cluster",
         required=True,
         metavar="SNAPSHOT.yaml",
-        help="`kubectl get nodes,pods,resourceslices,resourceclaims -A -o yaml` output",
+        help="`kubectl get nodes,pods,resourceslices,resourceclaims,runtimeclasses -A -o yaml` "
+        "output",
     )
     p.add_argument(
         "--deployment", required=True, metavar="INFD.yaml", help="one InferenceDeployment manifest"
@@ -70,7 +75,19 @@ def run(args: argparse.Namespace) -> int:
         claims=found.claims,
         driver=args.dra_driver,
     )
-    req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
+    classes = {str(rc["metadata"]["name"]): rc for rc in found.runtime_classes}
+    for i, role in enumerate(infd.spec.roles):
+        name = runtime_class.named(role.template.spec)
+        if name is not None and name not in classes:
+            print(
+                f"warning: spec.roles[{i}].template.spec.runtimeClassName: RuntimeClass "
+                f'"{name}" is not in the snapshot; planned without its overhead, node selector '
+                "and tolerations (add runtimeclasses to the kubectl get)",
+                file=sys.stderr,
+            )
+    req = request.from_spec(
+        infd.spec, snap.index.tiers, name=infd.metadata.name, runtime_classes=classes
+    )
     started = time.perf_counter()
     plan = STRATEGIES[args.strategy].place(snap, req)
     elapsed_ms = (time.perf_counter() - started) * 1000

@@ -52,6 +52,8 @@ POD: Projection = {
         "resourceClaims": True,  # occupancy.claim_names: the claims a DRA pod references
         "containers": [_CONTAINER],
         "initContainers": [_CONTAINER],
+        "resources": True,  # occupancy.requests: pod-level requests of CPU and memory
+        "overhead": True,  # occupancy.requests: the RuntimeClass's overhead, set on the pod
     },
     "status": {
         "phase": True,

@@ -169,6 +169,7 @@ class Kube:
         self._create_service = unvalidated(self.core, "create_namespaced_service")
         self._create_event = unvalidated(self.core, "create_namespaced_event")
         self._claim_status = unvalidated(self.resource, "replace_namespaced_resource_claim_status")
+        self._read_runtime_class = unvalidated(client.NodeV1Api(api), "read_runtime_class")
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -249,6 +250,21 @@ class Kube:
             raise api_error(what, exc) from None
         if response.status not in (200, 201):
             raise KubeError(what, int(response.status), "unexpected status")
+
+    # -- runtime classes (node.k8s.io/v1) -------------------------------------------------
+
+    def runtime_class(self, name: str) -> dict[str, Any] | None:
+        """The RuntimeClass as stored now, or None when there is none (the API server then
+        refuses pods naming it). Read once per visit of a deployment whose template names it."""
+        try:
+            response = self._read_runtime_class(name, _preload_content=False)
+            found: dict[str, Any] = json.loads(_body(response))
+        except ApiException as exc:
+            error = api_error(f"get runtimeclass {name}", exc)
+            if isinstance(error, errors.NotFound):
+                return None
+            raise error from None
+        return found
 
     # -- resource claims (Dynamic Resource Allocation, resource.k8s.io/v1) ----------------
 

@@ -153,7 +153,12 @@ class Reconciler:
         # 1. validate
         try:
             infd = manifest.parse_deployment(body)
-            req = request.from_spec(infd.spec, snap.index.tiers, name=infd.metadata.name)
+            req = request.from_spec(
+                infd.spec,
+                snap.index.tiers,
+                name=infd.metadata.name,
+                runtime_classes=rules.runtime_classes(self.kube, infd),
+            )
             for i, (role, shape) in enumerate(zip(infd.spec.roles, req.roles, strict=True)):
                 render.check_template(role, i, shape)
                 dra.check_template(role, i)

@@ -3,6 +3,8 @@ this module reads and writes the API around it).
 
 - :func:`unapplied`: the scheduling fields of each role's template that shorthop does not apply
   (``placement.ignored``), for the reconciler's Warning event (one per generation);
+- :func:`runtime_classes`: the RuntimeClasses the templates name, read for the plan (their
+  overhead, node selector and tolerations: ``placement.runtime_class``);
 - :func:`record_rejections`: pods a kubelet refused at admission exclude their node for their
   role (``placement.admission``); new exclusions are patched into ``status.excludedNodes``
   *before* the reconciler deletes and replaces the pods, so a restarted operator never places
@@ -25,7 +27,7 @@ from shorthop.controller import status
 from shorthop.controller.binder import BindCode, BindResult
 from shorthop.controller.kube import Kube
 from shorthop.errors import KubeError
-from shorthop.placement import admission, filters, ignored, occupancy
+from shorthop.placement import admission, filters, ignored, occupancy, runtime_class
 from shorthop.placement.admission import Exclusion
 from shorthop.placement.request import Request, RoleRequest
 from shorthop.placement.triage import PodState
@@ -45,6 +47,13 @@ def unapplied(
             scheduler_name=scheduler_name,
         )
     ]
+
+
+def runtime_classes(kube: Kube, infd: models.InferenceDeployment) -> dict[str, Any]:
+    """The RuntimeClasses the deployment's templates name, as stored now (None for one that
+    does not exist), for ``request.from_spec`` to apply as the API server will to the pods."""
+    names = {runtime_class.named(role.template.spec) for role in infd.spec.roles}
+    return {name: kube.runtime_class(name) for name in sorted(n for n in names if n)}
 
 
 def record_rejections(

@@ -1,7 +1,8 @@
 """The scheduling fields of a pod template that shorthop does not apply, each with the reason.
 
 shorthop is the scheduler of its pods, so every scheduling field of a role's template is either
-honoured (``constraints``: ``nodeSelector``, node affinity, ``nodeName``, host ports; tolerations)
+honoured (``constraints``: ``nodeSelector``, node affinity, ``nodeName``, host ports; tolerations;
+``runtimeClassName``, whose class is applied as the API server applies it: ``runtime_class``)
 or named here, never dropped silently: the controller posts the list as one Warning event per
 deployment generation, and the user guide's table says the same.
 
@@ -13,8 +14,6 @@ deployment generation, and the user guide's table says the same.
 - ``schedulerName`` (another scheduler's): replaced by shorthop's;
 - ``priorityClassName``/``priority``/``preemptionPolicy``: they reach the pods (the kubelet orders
   evictions by them), but shorthop never preempts other pods to make room;
-- ``runtimeClassName``: the RuntimeClass's own node selector and tolerations are added by the API
-  server and not read by shorthop;
 - volumes from PersistentVolumeClaims (and ephemeral ones): their node affinity is not checked and
   WaitForFirstConsumer claims are not bound by shorthop;
 - requests of resources other than CPU, memory and ``nvidia.com/gpu`` (ephemeral storage,
@@ -57,10 +56,6 @@ _WHY = {
     ),
     "priority": "reaches the pods, but shorthop never preempts other pods to make room",
     "preemptionPolicy": "has no effect: shorthop never preempts other pods",
-    "runtimeClassName": (
-        "the RuntimeClass's node selector and tolerations are not read by shorthop; a node it "
-        "rules out is found when the kubelet rejects the pod"
-    ),
     "resourceClaims": "not allocated by shorthop; the pod cannot start until something does",
 }
 
@@ -97,7 +92,6 @@ def unapplied(
         "priorityClassName",
         "priority",
         "preemptionPolicy",
-        "runtimeClassName",
         "resourceClaims",
     ):
         if name == "schedulerName" and spec.get(name) == scheduler_name:

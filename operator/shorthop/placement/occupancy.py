@@ -11,9 +11,14 @@ Rules
   (the API server defaults a missing request to the limit); for ``nvidia.com/gpu`` the limit is
   read first (extended resources must have equal request and limit). Malformed or negative
   quantities count as 0.
-- **A pod's request** is the larger of the sum over its containers and the largest single init
-  container (init containers run one at a time, before the others): for GPUs, CPU and memory
-  alike, and for a role's pod template as for a running pod.
+- **A pod's request** is Kubernetes' own (the sidecar rule of KEP-753, as the scheduler and the
+  kubelet's admission count it): the sum over its containers and its sidecars (init containers
+  with ``restartPolicy: Always``, which keep running), or, if larger, the peak of the init phase
+  (each other init container runs alone beside the sidecars declared before it); for GPUs, CPU
+  and memory alike. Pod-level ``spec.resources`` requests of CPU or memory replace the
+  containers' figure (a template's pod-level limit stands in for a missing request as the API
+  server defaults it), and ``spec.overhead`` (the RuntimeClass's) is added. The same for a
+  role's pod template as for a running pod.
 - **A pod occupies its node** when it has ``spec.nodeName`` and is not ``Succeeded`` or
   ``Failed``: it takes one pod slot, its CPU and memory, and its GPUs.
 - **DRA pods**: a pod that references ResourceClaims (``spec.resourceClaims``), requests no
@@ -109,37 +114,103 @@ def _amount(
     for kind in order:
         value = as_map(resources.get(kind)).get(name)
         if value is not None:
-            return max(0, quantity.parse(value, milli=milli) or 0)
+            return _quantity(value, milli=milli)
     return 0
 
 
+def _amounts(container: Any) -> tuple[int, int, int] | None:
+    """(GPUs, CPU millicores, memory bytes) one container requests; None without resources."""
+    if not isinstance(container, Mapping):
+        return None
+    resources = as_map(container.get("resources"))
+    if not resources:
+        return None
+    return (
+        _amount(resources, labels.GPU_RESOURCE, _LIMIT_FIRST),
+        _amount(resources, "cpu", _REQUEST_FIRST, milli=True),
+        _amount(resources, "memory", _REQUEST_FIRST),
+    )
+
+
 def requests(pod_spec: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(GPUs, CPU millicores, memory bytes) a pod (or pod template) requests: for each, the
-    larger of the sum over containers and the largest init container. One pass (hot: every pod
-    event)."""
+    """(GPUs, CPU millicores, memory bytes) a pod (or pod template) requests, as the scheduler and
+    the kubelet count them: the containers' sum plus the sidecars' (init containers with
+    ``restartPolicy: Always`` keep running beside them), or the peak of the init phase if higher
+    (an init container runs beside the sidecars declared before it); pod-level
+    ``resources.requests`` of CPU or memory replace the containers' figure; ``spec.overhead``
+    (set from the RuntimeClass) is added. One pass (hot: every pod event).
+
+    >>> requests({"containers": [{"resources": {"requests": {"cpu": "1"}}}],
+    ...           "initContainers": [
+    ...               {"restartPolicy": "Always", "resources": {"requests": {"cpu": "500m"}}},
+    ...               {"resources": {"requests": {"cpu": "2"}}}],
+    ...           "overhead": {"cpu": "250m", "memory": "64Mi"}})
+    (0, 2750, 67108864)
+    """
     spec = as_map(pod_spec)
-    totals = [0, 0, 0]
-    for kind in ("containers", "initContainers"):
-        largest = [0, 0, 0]
-        for container in as_list(spec.get(kind)):
-            if not isinstance(container, Mapping):
+    gpus = cpu = memory = 0
+    for container in as_list(spec.get("containers")):
+        amounts = _amounts(container)
+        if amounts is not None:
+            gpus, cpu, memory = gpus + amounts[0], cpu + amounts[1], memory + amounts[2]
+    inits = as_list(spec.get("initContainers"))
+    if inits:
+        side = (0, 0, 0)  # the sidecars declared so far: they run beside what follows
+        peak = (0, 0, 0)  # the most any step of the init phase holds
+        for container in inits:
+            amounts = _amounts(container)
+            if amounts is None:
                 continue
-            resources = as_map(container.get("resources"))
-            if not resources:
-                continue
-            amounts = (
-                _amount(resources, labels.GPU_RESOURCE, _LIMIT_FIRST),
-                _amount(resources, "cpu", _REQUEST_FIRST, milli=True),
-                _amount(resources, "memory", _REQUEST_FIRST),
-            )
-            for i, a in enumerate(amounts):
-                if kind == "containers":
-                    totals[i] += a
-                else:
-                    largest[i] = max(largest[i], a)
-        if kind == "initContainers":
-            totals = [max(t, init) for t, init in zip(totals, largest, strict=True)]
-    return totals[0], totals[1], totals[2]
+            step = (side[0] + amounts[0], side[1] + amounts[1], side[2] + amounts[2])
+            if container.get("restartPolicy") == "Always":
+                side = step
+                gpus, cpu, memory = gpus + amounts[0], cpu + amounts[1], memory + amounts[2]
+            peak = (max(peak[0], step[0]), max(peak[1], step[1]), max(peak[2], step[2]))
+        gpus, cpu, memory = max(gpus, peak[0]), max(cpu, peak[1]), max(memory, peak[2])
+    pod_level = as_map(spec.get("resources"))
+    if pod_level:
+        cpu = _pod_level(spec, pod_level, "cpu", cpu, milli=True)
+        memory = _pod_level(spec, pod_level, "memory", memory)
+    overhead = as_map(spec.get("overhead"))
+    if overhead:
+        cpu += _quantity(overhead.get("cpu"), milli=True)
+        memory += _quantity(overhead.get("memory"))
+    return gpus, cpu, memory
+
+
+def _named(spec: Mapping[str, Any], name: str) -> bool:
+    """Whether some container or init container of ``spec`` names ``name`` in its resources."""
+    return any(
+        name in as_map(as_map(as_map(c).get("resources")).get(kind))
+        for key in ("containers", "initContainers")
+        for c in as_list(spec.get(key))
+        for kind in _REQUEST_FIRST
+    )
+
+
+def _pod_level(
+    spec: Mapping[str, Any],
+    resources: Mapping[str, Any],
+    name: str,
+    containers: int,
+    milli: bool = False,
+) -> int:
+    """A pod's request of ``name`` with pod-level ``resources``: its pod-level request; else, as
+    the API server defaults it, the containers' when some container names it, else the
+    pod-level limit; else the containers'."""
+    request = as_map(resources.get("requests")).get(name)
+    if request is not None:
+        return _quantity(request, milli=milli)
+    limit = as_map(resources.get("limits")).get(name)
+    if limit is not None and not _named(spec, name):
+        return _quantity(limit, milli=milli)
+    return containers
+
+
+def _quantity(value: Any, milli: bool = False) -> int:
+    if value is None:
+        return 0
+    return max(0, quantity.parse(value, milli=milli) or 0)
 
 
 def gpu_request(pod_spec: Mapping[str, Any]) -> int:

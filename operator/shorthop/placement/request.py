@@ -19,10 +19,11 @@ import enum
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from shorthop.api import models
 from shorthop.errors import SpecError
-from shorthop.placement import constraints, occupancy
+from shorthop.placement import constraints, occupancy, runtime_class
 from shorthop.placement.constraints import Constraints
 from shorthop.placement.occupancy import Toleration
 
@@ -255,12 +256,26 @@ def replica_peers(
 
 
 def from_spec(
-    spec: models.InferenceDeploymentSpec, tiers: tuple[str, ...], *, name: str = "deployment"
+    spec: models.InferenceDeploymentSpec,
+    tiers: tuple[str, ...],
+    *,
+    name: str = "deployment",
+    runtime_classes: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> Request:
-    """Translate a validated spec; raises :class:`SpecError` for unknown tier names."""
+    """Translate a validated spec; raises :class:`SpecError` for unknown tier names.
+    ``runtime_classes``: the RuntimeClasses the templates name, by name (None: the class does
+    not exist, a spec error), applied as the API server applies them to the pods
+    (``runtime_class.applied``: overhead, node selector, tolerations); a template naming a class
+    not in it is read as it is (the class is not known)."""
+    classes = runtime_classes or {}
     roles = []
     for i, role in enumerate(spec.roles):
         pod_spec = role.template.spec
+        class_name = runtime_class.named(pod_spec)
+        if class_name is not None and class_name in classes:
+            pod_spec = runtime_class.applied(
+                pod_spec, classes[class_name], f"spec.roles[{i}].template.spec"
+            )
         cpu, memory = occupancy.resource_request(pod_spec)
         gpus = pod_gpus(role)
         roles.append(

@@ -139,6 +139,8 @@ def test_what_shorthop_does_not_read_is_left_out() -> None:
         "resourceClaims",
         "containers",
         "initContainers",
+        "resources",
+        "overhead",
     }
     assert all(
         set(c) <= {"resources", "ports", "restartPolicy"} for c in projected["spec"]["containers"]

@@ -28,7 +28,6 @@ def unapplied(**spec: Any) -> list[str]:
         ({"schedulerName": "volcano"}, "schedulerName", "replaced"),
         ({"priorityClassName": "high"}, "priorityClassName", "never preempts"),
         ({"preemptionPolicy": "Never"}, "preemptionPolicy", "never preempts"),
-        ({"runtimeClassName": "nvidia"}, "runtimeClassName", "not read by shorthop"),
         ({"resourceClaims": [{"name": "gpu"}]}, "resourceClaims", "not allocated"),
         ({"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]}, "volumes[0]",
          "node affinity"),
@@ -62,6 +61,7 @@ def test_the_fields_shorthop_applies_are_not_named() -> None:
     }
     found = unapplied(
         schedulerName="shorthop",  # shorthop's own
+        runtimeClassName="nvidia",  # its class is applied (placement.runtime_class)
         nodeSelector={"a": "b"},
         nodeName="n1",
         tolerations=[{"operator": "Exists"}],
