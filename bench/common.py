@@ -23,6 +23,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from shorthop.placement import other_resources
 from shorthop.placement import snapshot as snapshots
 from shorthop.placement.plan import Plan
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
@@ -127,7 +128,8 @@ def describe(request: Request) -> str:
 def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan) -> list[str]:
     """Why ``plan`` is not a valid gang placement of ``request`` on ``snap`` (empty when valid):
     every pod of every replica present once, on a usable node its role's scheduling rules admit,
-    on free GPUs, no GPU used twice, the node's pod headroom kept."""
+    on free GPUs, no GPU used twice, the node's headroom kept (CPU, memory, pod slots and any
+    other resource the pods request)."""
     if not plan.feasible:
         return ["infeasible"]
     problems: list[str] = []
@@ -143,8 +145,12 @@ def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan)
     if Counter(role for role, _, _ in got) != Counter(role for role, _, _ in expected):
         problems.append("pods per role differ from the request")
     roles = {r.name: r for r in request.roles}
+    index_of = {r.name: i for i, r in enumerate(request.roles)}
+    head, demand = other_resources.headroom(
+        snap.headroom, snap.other, [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles]
+    )
     used: Counter[tuple[int, int]] = Counter()
-    pods_on: Counter[int] = Counter()
+    taken: dict[int, Any] = {}  # row -> CPU, memory, pod slots and other resources its pods take
     for a in plan.assignments:
         role = roles[a.key.role]
         if len(a.gpus) != role.pod_gpus:
@@ -157,13 +163,13 @@ def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan)
             if not int(snap.free[a.row]) >> g & 1:
                 problems.append(f"{a.key}: GPU {g} of {a.node} was not free")
             used[(a.row, g)] += 1
-        pods_on[a.row] += 1
+        taken[a.row] = taken.get(a.row, 0) + demand[index_of[a.key.role]]
     if any(n > 1 for n in used.values()):
         problems.append("a GPU is used twice")
     problems += [
-        f"node row {row}: {n} pods > headroom"
-        for row, n in pods_on.items()
-        if n > snap.headroom[row][2]
+        f"node row {row}: its pods take {took.tolist()} > headroom {head[row].tolist()}"
+        for row, took in taken.items()
+        if (took > head[row]).any()
     ]
     return problems
 

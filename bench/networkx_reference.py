@@ -40,9 +40,10 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 from shorthop.placement import objective
+from shorthop.placement.bitsets import bits
 from shorthop.placement.plan import Assignment, Plan, PodKey, Reason
 from shorthop.placement.request import Pattern, Request, replica_pairs
-from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.topology import graph as topo_graph
 
 Vertex = tuple[object, ...]

@@ -208,7 +208,12 @@ def small_clusters(
         clique = draw(st.sampled_from([None, "k1", "k2"])) if kind == "tray" else None
         rack = draw(st.sampled_from(["r1", "r2"]))
         block = draw(st.sampled_from(["b1", "b2"]))
-        nodes.append(node_object(f"n{i}", kind, gpus, clique=clique, rack=rack, block=block))
+        node = node_object(f"n{i}", kind, gpus, clique=clique, rack=rack, block=block)
+        # Another resource some requests ask for (small_requests): on some nodes, in some amount.
+        rdma = draw(st.sampled_from([None, None, "1", "2", "8"]))
+        if rdma is not None:
+            node["status"]["allocatable"]["rdma/ib"] = rdma
+        nodes.append(node)
         taken = draw(st.lists(st.integers(0, gpus - 1), unique=True, max_size=gpus))
         if taken:
             pods.append(gpu_pod(f"bg{i}", f"n{i}", sorted(taken)))
@@ -226,9 +231,10 @@ def small_requests(draw: Any, max_pods: int = 4) -> Any:
         pods_per_replica = draw(st.integers(1, 2))
         replicas = draw(st.integers(0, max(0, budget // pods_per_replica)))
         budget -= replicas * pods_per_replica
-        roles.append(
-            RoleRequest(name, replicas, pods_per_replica, draw(st.sampled_from([1, 2, 4])))
-        )
+        gpus = draw(st.sampled_from([1, 2, 4]))
+        rdma = draw(st.sampled_from([0, 0, 0, 1, 2]))  # rdma/ib per pod (small_clusters)
+        other = (("rdma/ib", rdma),) if rdma else ()
+        roles.append(RoleRequest(name, replicas, pods_per_replica, gpus, other=other))
     assume(sum(r.replicas for r in roles) > 0)
     return Request(
         roles=tuple(roles), traffic=(TrafficEdge(0, 1, draw(st.sampled_from([1.0, 0.5, 2.0]))),)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,6 +220,7 @@ def node_pool(
     *,
     prefix: str = "p",
     operator: OperatorProcess | None = None,
+    prepare: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
     """Nodes of ``shape`` (or of several shapes, e.g. one per GPU product) made for one test,
     entered once they are Ready and rid of the lifecycle's not-ready taint (a visit or a count
@@ -227,13 +228,16 @@ def node_pool(
 
     With ``operator``, entered only once that operator's model has every NVLink domain of the
     pool whole: a deployment applied at once would otherwise race the node watch and be
-    planned on part of a rack (correct for what it saw, not what the test expects)."""
+    planned on part of a rack (correct for what it saw, not what the test expects).
+    ``prepare`` may change the node objects before they are made."""
     pool = f"{prefix}{uuid.uuid4().hex[:5]}"
     shapes = shape if isinstance(shape, tuple) else (shape,)
     nodes = [n for s in shapes for n in pool_nodes(pool, s)]
     # Multi-node NVLink domains last: the apply creates the list in order and the operator's
     # node watch delivers it in order, so once it counts those domains whole it has them all.
     nodes.sort(key=lambda n: CLIQUE in n["metadata"]["labels"])
+    if prepare is not None:
+        prepare(nodes)  # e.g. more allocatable resources, before the nodes exist
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(fake.as_list(nodes)))
     names = [n["metadata"]["name"] for n in nodes]
     try:

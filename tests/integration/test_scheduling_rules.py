@@ -383,3 +383,29 @@ def test_a_runtime_class_is_applied_as_the_api_server_applies_it(
             assert not oh.pods(cluster, ns, "norc")
         finally:
             cluster.kubectl("delete", "runtimeclass", name, "--ignore-not-found")
+
+
+def test_another_resource_the_pods_request_keeps_them_to_nodes_with_enough_of_it(
+    cluster: kube.Cluster, operator: oh.OperatorProcess, ns: str
+) -> None:
+    """``rdma/ib`` (as the RDMA device plugin publishes it) on three nodes of eight: one each on
+    two, two on a third. Four 4-GPU pods requesting one each would share two nodes; counted as
+    the kubelet counts it, they land one, one and two on those three, never elsewhere."""
+    amounts = {0: "1", 1: "1", 4: "2"}  # by position in the pool (H100 nodes first)
+
+    def with_rdma(nodes: list[dict[str, Any]]) -> None:
+        for i, amount in amounts.items():
+            for part in ("capacity", "allocatable"):
+                nodes[i]["status"][part]["rdma/ib"] = amount
+
+    with oh.node_pool(cluster, MIXED, operator=operator, prepare=with_rdma) as (pool, names):
+        doc = oh.deployment("rdma", ns, pool, [("decode", 4, 4, 4)])
+        doc["spec"]["roles"][0]["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"rdma/ib": "1"}
+        }
+        apply(cluster, doc)
+        oh.wait_running(cluster, ns, "rdma")
+        placed = [p.spec.node_name for p in oh.pods(cluster, ns, "rdma")]
+        assert {n: placed.count(n) for n in set(placed)} == {
+            names[i]: int(amount) for i, amount in amounts.items()
+        }

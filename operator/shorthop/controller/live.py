@@ -261,11 +261,12 @@ class LiveCluster:
         memory_bytes: int = 0,
         *,
         host_ports: tuple[HostPort, ...] = (),
+        other: occupancy.Amounts = (),
     ) -> None:
-        """Count GPUs (and host ports) as taken by a pod the operator is binding, until its
-        event arrives."""
+        """Count GPUs (and host ports, other resources) as taken by a pod the operator is
+        binding, until its event arrives."""
         with self._lock:
-            assumed = occupancy.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports)
+            assumed = occupancy.Assumed(node, gpus, cpu_millis, memory_bytes, host_ports, other)
             self._builder.assume(key, assumed)
             self._assumed_until[key] = time.monotonic() + ASSUME_SECONDS
 

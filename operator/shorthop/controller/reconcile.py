@@ -427,6 +427,7 @@ class Reconciler:
                 shape.cpu_millis,
                 shape.memory_bytes,
                 host_ports=shape.constraints.host_ports,
+                other=shape.other,
             )
 
     def _create_and_bind(

@@ -41,9 +41,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shorthop.metrics import Metrics
-from shorthop.placement import solver
+from shorthop.placement import occupancy, solver
+from shorthop.placement.bitsets import mask_of
 from shorthop.placement.request import Request
-from shorthop.placement.snapshot import ClusterSnapshot, mask_of
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.triage import PodState
 
 INTERVAL_S = 60.0
@@ -250,6 +251,7 @@ def achievable(
     (``own``: pod name -> (node, GPUs, role)); None when the fresh plan does not fit."""
     gpus: dict[int, int] = {}
     pods: dict[int, tuple[int, int, int]] = {}
+    other: dict[int, occupancy.Amounts] = {}
     roles = {r.name: r for r in request.roles}
     for node, indices, role in own.values():
         row = snap.index.row_of.get(node)
@@ -260,7 +262,9 @@ def achievable(
         cpu, mem = (shape.cpu_millis, shape.memory_bytes) if shape else (0, 0)
         before = pods.get(row, (0, 0, 0))
         pods[row] = (before[0] + cpu, before[1] + mem, before[2] + 1)
-    plan = solver.solve(snap.with_released(gpus, pods), request)
+        if shape is not None and shape.other:
+            other[row] = other.get(row, ()) + shape.other
+    plan = solver.solve(snap.with_released(gpus, pods, other), request)
     if not plan.feasible:
         return None
     return plan.cost.intra + plan.cost.traffic

@@ -32,11 +32,12 @@ from itertools import combinations, product
 import numpy as np
 
 from shorthop.errors import ShorthopError
-from shorthop.placement import filters, objective
+from shorthop.placement import filters, objective, other_resources
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.bitsets import bits
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey
 from shorthop.placement.request import Pattern, Request, replica_pairs
-from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.topology.index import TopologyIndex
 
 MAX_OPTIONS = 2_000_000
@@ -172,7 +173,13 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
     gpu_total = [r.replicas * r.gpus_per_replica for r in request.roles]
     search = _Search(snapshot, request, rows, pods)
     search.free = [int(snapshot.free[r]) for r in range(len(index.names))]
-    search.head = [list(map(int, snapshot.headroom[r])) for r in range(len(index.names))]
+    heads, demands = other_resources.headroom(
+        snapshot.headroom,
+        snapshot.other,
+        [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+    )
+    search.head = heads.tolist()
+    demand = [d.tolist() for d in demands]
     placed: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)  # replica GPUs
     role_gpus: dict[int, list[tuple[int, int]]] = defaultdict(list)
     on_row: dict[int, int] = defaultdict(int)  # deployment GPUs per row
@@ -228,9 +235,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
                 not usable[ri][r]
                 or ports.blocks(ri, r)
                 or free.bit_count() < q
-                or h[0] < role.cpu_millis
-                or h[1] < role.memory_bytes
-                or h[2] < 1
+                or any(have < need for have, need in zip(h, demand[ri], strict=True))
             ):
                 continue
             if on_row[r] == 0:
@@ -304,12 +309,11 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
                 if new_intra + bound_intra > search.best[0]:
                     break  # sorted by intra: every later child is as bad
                 continue
-            role = request.roles[ri]
             mask = sum(1 << g for g in gpus)
             search.free[row] &= ~mask
-            search.head[row][0] -= role.cpu_millis
-            search.head[row][1] -= role.memory_bytes
-            search.head[row][2] -= 1
+            head = search.head[row]
+            for column, need in enumerate(demand[ri]):
+                head[column] -= need
             on_row[row] += len(gpus)
             ports.add(ri, row, 1)
             placed[key].extend((row, g) for g in gpus)
@@ -325,9 +329,8 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
             on_row[row] -= len(gpus)
             ports.add(ri, row, -1)
             search.free[row] |= mask
-            search.head[row][0] += role.cpu_millis
-            search.head[row][1] += role.memory_bytes
-            search.head[row][2] += 1
+            for column, need in enumerate(demand[ri]):
+                head[column] += need
 
     dfs(0, 0, 0.0, 0)
     if search.best_choice is None:

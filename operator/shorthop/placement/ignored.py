@@ -16,8 +16,6 @@ deployment generation, and the user guide's table says the same.
   evictions by them), but shorthop never preempts other pods to make room;
 - volumes from PersistentVolumeClaims (and ephemeral ones): their node affinity is not checked and
   WaitForFirstConsumer claims are not bound by shorthop;
-- requests of resources other than CPU, memory and ``nvidia.com/gpu`` (ephemeral storage,
-  hugepages, other extended resources): not counted;
 - ``resourceClaims``: not allocated by shorthop;
 - a required node affinity term that can never match (a ``Gt``/``Lt`` value that is no integer,
   which the API server accepts).
@@ -31,8 +29,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from shorthop.placement import constraints
-
-COUNTED = frozenset({"cpu", "memory", "nvidia.com/gpu"})
 
 _WHY = {
     "affinity.podAffinity": (
@@ -106,18 +102,6 @@ def unapplied(
                 f"{path}.volumes[{i}]: a claimed volume; shorthop checks neither its node "
                 "affinity nor binds a WaitForFirstConsumer claim"
             )
-    for kind in ("initContainers", "containers"):
-        containers = spec.get(kind)
-        for i, container in enumerate(containers if isinstance(containers, list) else []):
-            resources = _as_map(_as_map(container).get("resources"))
-            names = set(_as_map(resources.get("requests"))) | set(_as_map(resources.get("limits")))
-            other = sorted(str(n) for n in names - COUNTED)
-            if other:
-                found.append(
-                    f"{path}.{kind}[{i}].resources: {', '.join(other)} not counted by shorthop "
-                    "(a node that cannot hold the pod rejects it; shorthop then places it once "
-                    "more, elsewhere)"
-                )
     for term in rules.required or ():
         if term.broken is not None:
             found.append(term.broken)

@@ -28,6 +28,9 @@ Rules
   many indices as it requests, all below the node's GPU count, takes exactly those; any other GPU
   pod takes a count, capped at the node's GPU count, from the highest indices still free once the
   exact ones are marked (the device plugin picks real indices, so this only keeps counts right).
+- **Other resources** (extended resources such as ``rdma/ib``, hugepages, ephemeral storage):
+  a pod's request of each is summed by the same rule; a node offers its ``allocatable`` amount of
+  each (missing: none, as for the kubelet).
 - **A node offers** its ``status.allocatable`` CPU, memory and pod slots (missing: 1,000,000
   cores, 1 EiB, 110 pods; malformed: 0).
 - **Host ports** a pod binds (``hostPort``, read by ``constraints.host_ports_of``) are kept with
@@ -213,6 +216,55 @@ def _quantity(value: Any, milli: bool = False) -> int:
     return max(0, quantity.parse(value, milli=milli) or 0)
 
 
+# Counted on their own: CPU and memory in the headroom, GPUs as bitsets, pod slots per node.
+_OWN_COLUMNS = frozenset({"cpu", "memory", "pods", labels.GPU_RESOURCE})
+Amounts = tuple[tuple[str, int], ...]  # (resource name, amount), by name: other resources
+
+
+def other_requests(pod_spec: Mapping[str, Any]) -> Amounts:
+    """What a pod (or pod template) requests of every resource besides CPU, memory and
+    ``nvidia.com/gpu`` (extended resources such as ``rdma/ib``, ``hugepages-2Mi``,
+    ``ephemeral-storage``): summed as :func:`requests` sums, integers (bytes for sizes); the
+    kubelet refuses a pod on a node without enough of any. Empty for most pods (one cheap scan).
+
+    >>> other_requests({"containers": [{"resources": {"limits": {"rdma/ib": "1"}}}],
+    ...                 "initContainers": [{"restartPolicy": "Always",
+    ...                                     "resources": {"requests": {"rdma/ib": "1"}}}]})
+    (('rdma/ib', 2),)
+    """
+    spec = as_map(pod_spec)
+    names: set[str] = set()
+    for key in ("containers", "initContainers"):
+        for c in as_list(spec.get(key)):
+            resources = as_map(as_map(c).get("resources"))
+            for kind in _REQUEST_FIRST:
+                names.update(n for n in as_map(resources.get(kind)) if n not in _OWN_COLUMNS)
+    pod_level = as_map(spec.get("resources"))
+    for kind in _REQUEST_FIRST:  # of the others, only hugepages may be set for the whole pod
+        names.update(n for n in as_map(pod_level.get(kind)) if str(n).startswith("hugepages-"))
+    overhead = {n: v for n, v in as_map(spec.get("overhead")).items() if n not in _OWN_COLUMNS}
+    if not names and not overhead:
+        return ()
+    out = []
+    for name in sorted(names | set(overhead)):
+        total, side, peak = 0, 0, 0
+        for c in as_list(spec.get("containers")):
+            total += _amount(as_map(as_map(c).get("resources")), name, _REQUEST_FIRST)
+        for c in as_list(spec.get("initContainers")):
+            amount = _amount(as_map(as_map(c).get("resources")), name, _REQUEST_FIRST)
+            step = side + amount
+            if as_map(c).get("restartPolicy") == "Always":
+                side, total = step, total + amount
+            peak = max(peak, step)
+        total = max(total, peak)
+        if name.startswith("hugepages-") and pod_level:
+            total = _pod_level(spec, pod_level, name, total)
+        total += _quantity(overhead.get(name))
+        if total:
+            out.append((str(name), total))
+    return tuple(out)
+
+
 def gpu_request(pod_spec: Mapping[str, Any]) -> int:
     """GPUs a pod (or pod template) requests.
 
@@ -262,6 +314,7 @@ class PodUsage:
     # status.nominatedNodeName before it writes the claims' allocations).
     nominated: str | None = None
     unschedulable: bool = False  # PodScheduled False, reason Unschedulable: no scheduler fits it
+    other: Amounts = ()  # other resources it requests (other_requests)
 
     def exact_on(self, node_gpus: int) -> tuple[int, ...] | None:
         """The exact indices when they describe this pod on a node of ``node_gpus`` GPUs."""
@@ -281,6 +334,7 @@ class Assumed:
     cpu_millis: int = 0
     memory_bytes: int = 0
     host_ports: tuple[constraints.HostPort, ...] = ()
+    other: Amounts = ()  # other resources (other_requests)
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:
@@ -319,6 +373,7 @@ def pod_usage(pod: Mapping[str, Any], key: str | None = None) -> PodUsage:
         claims=claims,
         nominated=str(nominated) if nominated else None,
         unschedulable=unschedulable and bool(claims) and not node,
+        other=other_requests(spec),
     )
 
 
@@ -347,6 +402,7 @@ class NodeOffer:
     allocatable: tuple[int, int, int]
     # The node's labels as they are (node selectors and affinity read them); read-only.
     node_labels: Mapping[str, str] = field(default_factory=dict)
+    other: Amounts = ()  # allocatable of every other resource (rdma/ib, hugepages-2Mi, ...)
 
     @property
     def name(self) -> str:
@@ -376,7 +432,12 @@ def node_offer(
 
     parsed = labels.parse_node(node, config, inventory)
     allocatable_amounts = (amount("cpu", milli=True), amount("memory"), amount("pods"))
-    return NodeOffer(parsed, allocatable_amounts, labels_of(node))
+    other = tuple(
+        (str(n), quantity.parse(v) or 0)
+        for n, v in sorted(allocatable.items(), key=lambda item: str(item[0]))
+        if n not in _OWN_COLUMNS
+    )
+    return NodeOffer(parsed, allocatable_amounts, labels_of(node), other)
 
 
 def labels_of(node: Mapping[str, Any]) -> dict[str, str]:

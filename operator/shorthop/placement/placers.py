@@ -23,11 +23,12 @@ from typing import Protocol
 
 import numpy as np
 
-from shorthop.placement import filters, objective, solver
+from shorthop.placement import filters, objective, other_resources, solver
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.bitsets import bits
 from shorthop.placement.plan import Assignment, Plan, PodKey, Reason
 from shorthop.placement.request import Request
-from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.snapshot import ClusterSnapshot
 
 
 class Placer(Protocol):
@@ -41,7 +42,11 @@ class _Scratch:
         self.snapshot = snapshot
         self.request = request
         self.free = [int(m) for m in snapshot.free.tolist()]
-        self.headroom = snapshot.headroom.copy()
+        self.headroom, self.demand = other_resources.headroom(
+            snapshot.headroom,
+            snapshot.other,
+            [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+        )
         found = filters.role_filters(snapshot, request)
         self.usable = [f.usable for f in found]
         self.scores = [f.preference for f in found]
@@ -50,14 +55,11 @@ class _Scratch:
 
     def fits(self, ri: int, row: int) -> bool:
         role = self.request.roles[ri]
-        h = self.headroom[row]
         return bool(
             self.usable[ri][row]
             and not self.ports.blocks(ri, row)
             and self.free[row].bit_count() >= role.pod_gpus
-            and h[0] >= role.cpu_millis
-            and h[1] >= role.memory_bytes
-            and h[2] >= 1
+            and (self.headroom[row] >= self.demand[ri]).all()
         )
 
     def take(self, ri: int, replica: int, pod: int, row: int) -> None:
@@ -65,7 +67,7 @@ class _Scratch:
         gpus = bits(self.free[row])[: role.pod_gpus]
         for g in gpus:
             self.free[row] &= ~(1 << g)
-        self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+        self.headroom[row] -= self.demand[ri]
         self.ports.add(ri, row, 1)
         key = PodKey(role.name, replica, pod)
         self.assignments.append(Assignment(key, self.snapshot.index.names[row], row, gpus))
@@ -206,15 +208,11 @@ class TasLike:
         role = s.request.roles[ri]
         if not s.usable[ri][row] or s.ports.blocks(ri, row):
             return 0
-        h = s.headroom[row]
         n = s.free[row].bit_count() // role.pod_gpus
-        if role.cpu_millis:
-            n = min(n, int(h[0]) // role.cpu_millis)
-        if role.memory_bytes:
-            n = min(n, int(h[1]) // role.memory_bytes)
+        n = min(n, other_resources.pods_room(s.headroom[row].tolist(), s.demand[ri].tolist()))
         if role.constraints.host_ports:
             n = min(n, 1)
-        return max(0, min(n, int(h[2])))
+        return max(0, n)
 
     def _fill(
         self, t: domain_tree.DomainTree, v: int, n: int, cap: np.ndarray

@@ -44,6 +44,7 @@ class RoleRequest:
     memory_bytes: int = 0  # per pod
     constraints: Constraints = field(default_factory=Constraints)  # the template's rules
     excluded: frozenset[str] = frozenset()  # nodes whose kubelet rejected a pod of the role
+    other: occupancy.Amounts = ()  # per pod: other resources (rdma/ib, hugepages-2Mi, ...)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -288,6 +289,7 @@ def from_spec(
                 tolerations=occupancy.tolerations_of(pod_spec),
                 cpu_millis=cpu,
                 memory_bytes=memory,
+                other=occupancy.other_requests(pod_spec),
                 constraints=constraints.parse(pod_spec, f"spec.roles[{i}].template.spec"),
             )
         )

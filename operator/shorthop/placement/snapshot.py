@@ -13,8 +13,9 @@ plus:
   ``unavailable`` says why; nodes with ``NoSchedule``/``NoExecute`` taints offer GPUs only to
   requests that tolerate them;
 - CPU, memory and pod-slot headroom is tracked for every node in the index (allocatable minus
-  what its pods take, saturated to int64), so a pod is never planned where its kubelet would
-  reject it;
+  what its pods take, saturated to int64), and so is every other resource a node offers or a pod
+  requests (``other``: extended resources, hugepages, ephemeral storage), so a pod is never
+  planned where its kubelet would reject it;
 - ``overcommitted`` names the nodes where more GPUs are bound (and assumed) than they have: a
   bind raced with another scheduler;
 - label ``issues`` are listed in node-name order;
@@ -46,7 +47,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import constraints, devices, occupancy
+from shorthop.placement import constraints, devices, occupancy, other_resources
+from shorthop.placement.bitsets import mask_of
 from shorthop.placement.constraints import HostPort, LabelTable
 from shorthop.placement.drastate import DraState
 from shorthop.placement.occupancy import Assumed, Toleration
@@ -55,26 +57,8 @@ from shorthop.topology.index import IndexBuilder, TopologyIndex
 from shorthop.topology.levels import TopologyConfig
 
 MAX_GPUS_PER_NODE = labels.MAX_GPUS_PER_NODE  # one uint64 bitset per node
-_ALL_GPUS = (1 << MAX_GPUS_PER_NODE) - 1
 _INT64 = 2**63 - 1
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
-
-
-def mask_of(gpus: Iterable[int]) -> int:
-    m = 0
-    for g in gpus:
-        m |= 1 << g
-    return m
-
-
-def bits(mask: int) -> tuple[int, ...]:
-    m = int(mask) & _ALL_GPUS
-    out = []
-    while m:  # ascending set bits, one step each (not one per possible GPU): solver inner loops
-        low = m & -m
-        out.append(low.bit_length() - 1)
-        m ^= low
-    return tuple(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +82,8 @@ class ClusterSnapshot:
     contested: frozenset[str] = frozenset()
     mismatched: frozenset[str] = frozenset()
     unclaimed: frozenset[str] = frozenset()
+    # Per other resource (rdma/ib, hugepages-2Mi, ...): [rows] amount left (other_resources)
+    other: Mapping[str, NDArray[np.int64]] = field(default_factory=dict)
 
     def node_devices(self, node: str | None) -> slices.NodeDevices | None:
         """The GPU index -> device map of a DRA node (None elsewhere)."""
@@ -128,16 +114,21 @@ class ClusterSnapshot:
         return self._with_free(taken, lambda free, mask: free & ~mask) if taken else self
 
     def with_released(
-        self, gpus: Mapping[int, int], pods: Mapping[int, tuple[int, int, int]]
+        self,
+        gpus: Mapping[int, int],
+        pods: Mapping[int, tuple[int, int, int]],
+        other: Mapping[int, occupancy.Amounts] | None = None,
     ) -> ClusterSnapshot:
         """This snapshot with some pods gone: their GPUs (row -> mask) free again and their CPU,
-        memory and pod slots (row -> (millicores, bytes, pods)) back in the headroom."""
+        memory and pod slots (row -> (millicores, bytes, pods)) back in the headroom, and their
+        other resources (row -> amounts)."""
         headroom = self.headroom.copy()
         for row, back in pods.items():
             headroom[row] += back
         headroom.setflags(write=False)
         released = self._with_free(gpus, lambda free, mask: free | mask)
-        return dataclasses.replace(released, headroom=headroom)
+        left = other_resources.released(self.other, other or {})
+        return dataclasses.replace(released, headroom=headroom, other=left)
 
     def _with_free(
         self, masks: Mapping[int, int], combine: Callable[[int, int], int]
@@ -188,6 +179,7 @@ class SnapshotBuilder:
         self._counts = np.zeros(0, dtype=np.int64)
         self._foreign = np.zeros(0, dtype=np.int32)
         self._headroom = np.zeros((0, 3), dtype=np.int64)
+        self._other = other_resources.Columns()
         self._schedulable = np.zeros(0, dtype=np.bool_)
         self._overcommit: dict[str, int] = {}
         self._ports: dict[str, tuple[HostPort, ...]] = {}  # nodes whose pods bind host ports
@@ -261,7 +253,7 @@ class SnapshotBuilder:
         if offer is None or facts is None:
             return False
         parsed = labels.derive(facts, self.config, self._dra.slices.inventory(name))
-        return self.put_node(occupancy.NodeOffer(parsed, offer.allocatable, offer.node_labels))
+        return self.put_node(dataclasses.replace(offer, parsed=parsed))
 
     def remove_node(self, name: str) -> bool:
         """Its pods stay known: they still exist in the API (and must be cleaned up)."""
@@ -379,6 +371,7 @@ class SnapshotBuilder:
             host_ports={
                 index.row_of[n]: ports for n, ports in self._ports.items() if n in index.row_of
             },
+            other=self._other.frozen(rows),
         )
         return self._cached
 
@@ -410,6 +403,7 @@ class SnapshotBuilder:
             self._free[row], self._counts[row], self._schedulable[row] = 0, 0, False
             self._foreign[row] = 0
             self._headroom[row] = 0
+            self._other.clear(row)
         self._overcommit.pop(name, None)
         self._dra.forget_node(name)
 
@@ -423,6 +417,7 @@ class SnapshotBuilder:
         self._foreign = np.concatenate([self._foreign, np.zeros(extra, dtype=np.int32)])
         self._headroom = np.concatenate([self._headroom, np.zeros((extra, 3), dtype=np.int64)])
         self._schedulable = np.concatenate([self._schedulable, np.zeros(extra, dtype=np.bool_)])
+        self._other.grow(len(self._free))
 
     def _flush(self) -> None:
         if not self._dirty:
@@ -453,11 +448,13 @@ class SnapshotBuilder:
         held: dict[int, set[str]] | None = defaultdict(set) if node_devices else None
         claimed: list[occupancy.PodUsage] = []
         on_node = self._node_pods.get(name, set())
+        taken: list[occupancy.Amounts] = []  # other resources of its pods and assumed ones
         for key in on_node:
             pod = self._pods[key]
             if not pod.active:
                 continue
             cpu, memory, slots = cpu - pod.cpu_millis, memory - pod.memory_bytes, slots - 1
+            taken.append(pod.other)
             if pod.gpus <= 0:
                 continue
             bound += pod.gpus
@@ -482,6 +479,7 @@ class SnapshotBuilder:
                     held[g].add(key)
             bound += len(assumed.gpus)
             cpu, memory, slots = cpu - assumed.cpu_millis, memory - assumed.memory_bytes, slots - 1
+            taken.append(assumed.other)
         if node_devices is not None and held is not None:
             mask = self._dra.fold(name, node_devices, mask, held, claimed)
         else:
@@ -508,6 +506,7 @@ class SnapshotBuilder:
         self._foreign[row] = counted
         # Requests summed over pods may pass an int64 (Python ints until here).
         self._headroom[row] = [max(-_INT64, min(_INT64, v)) for v in (cpu, memory, slots)]
+        self._other.set_row(row, other_resources.left(offer.other, taken))
         self._schedulable[row] = usable
 
     def _recompute_ports(self, name: str) -> None:

@@ -29,9 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shorthop.placement import filters, objective
+from shorthop.placement.bitsets import mask_of
 from shorthop.placement.plan import PodKey
 from shorthop.placement.request import Request
-from shorthop.placement.snapshot import ClusterSnapshot, mask_of
+from shorthop.placement.snapshot import ClusterSnapshot
 
 Placement = tuple[int, tuple[int, ...]]  # (row, GPU indices)
 

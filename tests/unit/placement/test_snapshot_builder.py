@@ -82,6 +82,10 @@ def _node(rng: random.Random, name: str, topology: dict[str, Any]) -> dict[str, 
         body["metadata"]["labels"]["memory"] = rng.choice(["80", "141"])
     if rng.random() < 0.3:
         del allocatable["memory"]  # the default applies
+    if rng.random() < 0.4:
+        allocatable["rdma/ib"] = rng.choice(["1", "4", "junk"])  # other resources: counted
+    if rng.random() < 0.2:
+        allocatable["hugepages-2Mi"] = rng.choice(["0", "1Gi"])
     if topology["bad_count"]:
         body["metadata"]["labels"]["nvidia.com/gpu.count"] = "x"
     return body
@@ -146,10 +150,12 @@ def _claim(rng: random.Random, name: str) -> dict[str, Any]:
     )
 
 
-def _resources(gpus: int, cpu: str | None) -> dict[str, Any]:
+def _resources(gpus: int, cpu: str | None, rdma: int = 0) -> dict[str, Any]:
     resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
     if cpu is not None:
         resources.setdefault("requests", {})["cpu"] = cpu
+    if rdma:
+        resources.setdefault("limits", {})["rdma/ib"] = str(rdma)
     return {"resources": resources}
 
 
@@ -181,7 +187,12 @@ def _pod(rng: random.Random, name: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "default", "annotations": {}},
         "spec": {
             "nodeName": rng.choice([*NODES, "ghost", None]),
-            "containers": [{**_resources(gpus, rng.choice([None, "1", "250m"])), "ports": ports}],
+            "containers": [
+                {
+                    **_resources(gpus, rng.choice([None, "1", "250m"]), rng.choice([0, 0, 1, 2])),
+                    "ports": ports,
+                }
+            ],
             "initContainers": [
                 _resources(rng.randint(0, 6), "2") for _ in range(rng.choice([0, 0, 1, 2]))
             ],
@@ -241,7 +252,9 @@ def event(code: int) -> Event:
     if KINDS[kind] == "assume":
         gpus = ASSUMED_GPUS[code % len(ASSUMED_GPUS)]
         ports = ASSUMED_PORTS[code // 10 % len(ASSUMED_PORTS)]
-        return Event("assume", pod, assumed=Assumed(node, gpus, 1000 * (code // 5 % 2), 0, ports))
+        other = (("rdma/ib", 1),) if code % 3 == 0 else ()
+        assumed = Assumed(node, gpus, 1000 * (code // 5 % 2), 0, ports, other)
+        return Event("assume", pod, assumed=assumed)
     return Event(KINDS[kind], node if KINDS[kind] == "node-deleted" else pod)
 
 
@@ -327,6 +340,8 @@ def by_node(snap: ClusterSnapshot) -> dict[str, tuple[Any, ...]]:
             snap.index.topologies[row],
             dict(snap.node_labels.of(row)),
             snap.host_ports.get(row, ()),
+            # other resources left (a name no node offers and no pod asks for any more: 0)
+            {n: int(left[row]) for n, left in snap.other.items() if int(left[row])},
         )
         for name, row in snap.index.row_of.items()
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from shorthop.placement import exact, placers, snapshot, solver
+from shorthop.placement import exact, other_resources, placers, snapshot, solver
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.plan import Plan
 from shorthop.placement.request import Pattern, Request, RoleRequest, TrafficEdge
@@ -49,6 +49,14 @@ def assert_valid(snap: snapshot.ClusterSnapshot, request: Request, plan: Plan) -
     assert all(n == 1 for n in used.values()), "a GPU is used twice"
     for row, n in pods_on.items():
         assert n <= snap.headroom[row][2]
+    # CPU, memory, pod slots and other resources (rdma/ib, ...) together, per node
+    head, demand = other_resources.headroom(
+        snap.headroom, snap.other, [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles]
+    )
+    index_of = {r.name: i for i, r in enumerate(request.roles)}
+    for row in pods_on:
+        took = sum(demand[index_of[a.key.role]] for a in plan.assignments if a.row == row)
+        assert (took <= head[row]).all(), (snap.index.names[row], took, head[row])
 
 
 @SLOW

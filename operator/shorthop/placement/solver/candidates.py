@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import pairsums, subsets
-from shorthop.placement.snapshot import bits
+from shorthop.placement.bitsets import bits
 from shorthop.placement.solver import lookahead
 from shorthop.placement.solver.score import best_of, made, measures, rank
 from shorthop.placement.solver.state import Candidate, Key, Partners, State, Strategy

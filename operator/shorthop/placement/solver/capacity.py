@@ -1,7 +1,8 @@
 """Phase 2a, capacity: how many pods of a role every node and every domain can take now.
 
-Per role, each node's capacity is the fewest of: free GPUs // GPUs per pod, CPU and memory
-headroom // the pod's requests, the pod slots left, and one pod when the role binds host ports;
+Per role, each node's capacity is the fewest of: free GPUs // GPUs per pod, CPU, memory and
+other resources left // the pod's requests, the pod slots left, and one pod when the role binds
+host ports;
 zero where the role may not go (its scheduling rules, scope); rolled up the domain tree with
 numpy. Per pod size ``q``, :meth:`Capacity.room` counts the whole-pod GPUs under every vertex,
 for the look-ahead. Per replica shape, :meth:`Capacity.best` keeps every node's cheapest GPU
@@ -135,8 +136,11 @@ class Capacity:
         headroom: NDArray[np.int64],
         free: NDArray[np.uint64],
         class_rows: list[NDArray[np.intp]],
+        demand: list[NDArray[np.int64]],
     ) -> None:
         self.tree = tree
+        # per role, the headroom columns a pod takes some of: (column, amount per pod)
+        self._takes = [[(c, int(d[c])) for c in np.flatnonzero(d).tolist()] for d in demand]
         self.free = free
         self.class_rows = class_rows
         self._best: dict[Shape, BestSubsets] = {}
@@ -155,11 +159,8 @@ class Capacity:
         role = self.request.roles[role_index]
         head = self.headroom[rows]
         fit = self.count[rows] // role.pod_gpus
-        if role.cpu_millis > 0:
-            fit = np.minimum(fit, head[:, 0] // role.cpu_millis)
-        if role.memory_bytes > 0:
-            fit = np.minimum(fit, head[:, 1] // role.memory_bytes)
-        fit = np.minimum(fit, head[:, 2])
+        for column, amount in self._takes[role_index]:  # CPU, memory, pod slots (1), others
+            fit = np.minimum(fit, head[:, column] // amount if amount > 1 else head[:, column])
         if role.constraints.host_ports:
             fit = np.minimum(fit, 1)  # two pods of the role would bind the same host port
         out: NDArray[np.int64] = np.where(self.usable[role_index][rows], np.maximum(fit, 0), 0)
@@ -204,13 +205,10 @@ class Capacity:
         if not self.usable[role_index][row]:
             return 0
         role = self.request.roles[role_index]
-        cpu, memory, pods = self.headroom[row].tolist()
+        head = self.headroom[row].tolist()
         fit: int = int(self.count[row]) // role.pod_gpus
-        if role.cpu_millis > 0:
-            fit = min(fit, cpu // role.cpu_millis)
-        if role.memory_bytes > 0:
-            fit = min(fit, memory // role.memory_bytes)
-        fit = min(fit, pods)
+        for column, amount in self._takes[role_index]:
+            fit = min(fit, head[column] // amount if amount > 1 else head[column])
         if role.constraints.host_ports:
             fit = min(fit, 1)
         return max(fit, 0)

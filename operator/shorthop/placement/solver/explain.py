@@ -4,7 +4,8 @@ In order of what a user would fix first: the role's scheduling rules (node selec
 affinity, node name, tolerations, host ports, kubelet rejections) leave fewer free GPUs than the
 role needs (the rule's field, e.g. ``spec.roles[1].template.spec.nodeSelector``, with the nodes and
 GPUs it leaves and the nodes each rule left out), a role binding host ports has more pods than
-nodes it may use (one such pod per node), a pod larger than every usable node
+nodes it may use (one such pod per node), another resource its pods request (``rdma/ib``,
+hugepages...) left on too few of its nodes, a pod larger than every usable node
 (``spec.roles[r].gpusPerPod``), a replica scope no domain has room for
 (``spec.roles[r].replicaScope``), or not enough capacity in the cluster (``spec.roles[r]``, with
 what the rules leave when they left nodes out). The deployment-wide scope's reason is written by
@@ -63,6 +64,21 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
             f"{'passes' if nodes == 1 else 'pass'} its rules",
         )
     usable = state.base_usable[r.role]
+    for name, amount in role.other:
+        # A resource besides CPU, memory and GPUs (rdma/ib, hugepages-2Mi, ...) may be short.
+        left = state.snapshot.other.get(name)
+        offer = np.zeros(0, np.int64) if left is None else np.maximum(left[usable], 0)
+        room = int((offer // amount).sum())
+        if room < to_place[r.role]:
+            return Reason(
+                "resources",
+                f"{role.constraints.path}.containers",
+                to_place[r.role] * amount,
+                int(offer.sum()),
+                f"each pod of role {role.name} requests {amount} {name}; the nodes it may use "
+                f"have {int(offer.sum())} left ({count(int((offer > 0).sum()), 'node')}), room "
+                f"for {count(room, 'pod')} of the {to_place[r.role]} to place",
+            )
     largest = max((state.index.gpus(int(row)) for row in np.flatnonzero(usable)), default=0)
     if largest < q:
         return Reason(

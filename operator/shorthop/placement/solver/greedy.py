@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.bitsets import bits
 from shorthop.placement.request import Pattern
-from shorthop.placement.snapshot import bits
 from shorthop.placement.solver import candidates, explain, fill
 from shorthop.placement.solver.state import Candidate, Failure, Key, State, Strategy
 

@@ -331,7 +331,7 @@ def mirrors(state: State, first: int, second: int, base: NDArray[np.bool_]) -> b
     terms = pairsums.gpu_terms(index)
     per_row = (
         snap.free,
-        snap.headroom,
+        state.base_headroom,
         base,
         *state.base_usable,
         *(p for p in state.preference if p is not None),

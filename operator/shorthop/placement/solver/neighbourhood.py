@@ -80,12 +80,10 @@ def _again(state: State, chosen: tuple[int, ...]) -> bool:
     free = {row: int(state.free[row]) for row in chosen}
     head = {row: [int(v) for v in state.headroom[row]] for row in chosen}
     for k in moving:
-        role = state.request.roles[k[0]]
+        demand = state.demand[k[0]].tolist()
         for _, row, mask in state.replicas[k].placed:
             free[row] |= mask
-            head[row][0] += role.cpu_millis
-            head[row][1] += role.memory_bytes
-            head[row][2] += 1
+            head[row] = [h + d for h, d in zip(head[row], demand, strict=True)]
     stays: dict[Key, list[PodPart]] = {
         k: ([] if k in moving else r.parts()) for k, r in state.replicas.items()
     }

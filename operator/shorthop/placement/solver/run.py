@@ -23,9 +23,10 @@ from numpy.typing import NDArray
 
 from shorthop.placement import filters, objective
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.bitsets import bits
 from shorthop.placement.plan import Assignment, Cost, Plan, PodKey, Reason
 from shorthop.placement.request import Pattern, Request
-from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.solver import floor, home, medium
 from shorthop.placement.solver.fill import EVALUATE_ALL_BELOW
 from shorthop.placement.solver.greedy import greedy

@@ -45,6 +45,7 @@ from collections import defaultdict
 import numpy as np
 from numpy.typing import NDArray
 
+from shorthop.placement import other_resources
 from shorthop.placement.solver import universe
 from shorthop.placement.solver.state import Candidate, Key, State
 from shorthop.placement.solver.universe import canonical_subsets, twin_classes
@@ -281,14 +282,11 @@ class _Search:
     # -- options -------------------------------------------------------------------------------
 
     def _row_ok(self, x: universe.Replica, row: int) -> bool:
-        role = self.state.request.roles[x.role]
         h = self.p.head[row]
         return bool(
             self.state.usable[x.role][row]
             and self.p.free[row].bit_count() >= x.q
-            and h[2] >= 1
-            and h[0] >= role.cpu_millis
-            and h[1] >= role.memory_bytes
+            and all(have >= need for have, need in zip(h, self.state.demand[x.role], strict=True))
         )
 
     def _subsets(self, row: int, k: int) -> tuple[tuple[int, ...], ...]:
@@ -297,7 +295,6 @@ class _Search:
 
     def _options(self, x: universe.Replica) -> NDArray[np.intp]:
         """Every distinct way to place the replica's missing GPUs now, as universe ids."""
-        role = self.state.request.roles[x.role]
         rows = [row for row in self.p.rows if self._row_ok(x, row)]
         tree = self.state.tree
         if x.nvlink_only:
@@ -321,14 +318,11 @@ class _Search:
                 found = classes[(r, gs)] = tuple(sorted(self.twins[r][g] for g in gs))
             return found
 
+        demand = self.state.demand[x.role].tolist()
+
         def pods_room(row: int) -> int:
-            h = self.p.head[row]
-            n = min(self.p.free[row].bit_count() // x.q, h[2])
-            if role.cpu_millis:
-                n = min(n, h[0] // role.cpu_millis)
-            if role.memory_bytes:
-                n = min(n, h[1] // role.memory_bytes)
-            return n
+            n = self.p.free[row].bit_count() // x.q
+            return min(n, other_resources.pods_room(self.p.head[row], demand))
 
         def extend(
             at: int,
@@ -429,7 +423,7 @@ class _Search:
 
     def _shift(self, x: universe.Replica, ids: list[int], sign: int) -> None:
         """Take (``sign`` 1) or give back (-1) the GPUs ``ids`` and their pods' headroom."""
-        role = self.state.request.roles[x.role]
+        demand = self.state.demand[x.role].tolist()
         for i in ids:
             row, gpu = self.p.gpu_of[i]
             self.p.free[row] ^= 1 << gpu
@@ -437,9 +431,8 @@ class _Search:
         for row in {self.p.gpu_of[i][0] for i in ids}:
             pods = sign * (sum(1 for i in ids if self.p.gpu_of[i][0] == row) // x.q)
             h = self.p.head[row]
-            h[0] -= role.cpu_millis * pods
-            h[1] -= role.memory_bytes * pods
-            h[2] -= pods
+            for column, need in enumerate(demand):
+                h[column] -= need * pods
         self.free_u[ids] = sign < 0
         if x.role in self.reach:
             self.reach[x.role] = self.reach[x.role] + sign * self.p.dist[:, ids].sum(axis=1)

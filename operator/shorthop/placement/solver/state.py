@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from shorthop.placement import filters, objective, pairsums
+from shorthop.placement import filters, objective, other_resources, pairsums
 from shorthop.placement import tree as domain_tree
+from shorthop.placement.bitsets import bits
 from shorthop.placement.plan import PodKey, Reason
 from shorthop.placement.request import Pattern, Request, TrafficEdge, replica_pairs
-from shorthop.placement.snapshot import ClusterSnapshot, bits
+from shorthop.placement.snapshot import ClusterSnapshot
 from shorthop.placement.solver.capacity import Capacity
 from shorthop.topology.index import TopologyIndex
 
@@ -162,7 +163,14 @@ class State:
         ]
         self.free = snapshot.free.copy()
         self.count = snapshot.free_counts.copy()
-        self.headroom = snapshot.headroom.copy()
+        # CPU, memory, pod slots and a column per other resource the roles request; per role
+        # its demand per pod over those columns (placement.other_resources)
+        self.base_headroom, self.demand = other_resources.headroom(
+            snapshot.headroom,
+            snapshot.other,
+            [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+        )
+        self.headroom = self.base_headroom.copy()
         rows = len(self.index.names)
         allowed = np.ones(rows, dtype=np.bool_) if allowed is None else allowed
         found = filters.role_filters(snapshot, request)
@@ -184,6 +192,7 @@ class State:
             self.headroom,
             self.free,
             self.class_rows,
+            self.demand,
         )
         # phase 2c's domain fills per (role, pods, vertex): (vertex version, parts, intra)
         self.fills: dict[tuple[int, int, int], tuple[int, list[Part], int]] = {}
@@ -472,11 +481,8 @@ class State:
             self.count[row] -= len(gpus)
             self._add_role_gpus(r.role, row, mask)
             pods_here = len(gpus) // q
-            self.headroom[row] -= (
-                role.cpu_millis * pods_here,
-                role.memory_bytes * pods_here,
-                pods_here,
-            )
+            demand = self.demand[r.role]
+            self.headroom[row] -= demand if pods_here == 1 else demand * pods_here
             self.ports.add(r.role, row, pods_here)
         self._ports_changed([row for row, _ in cand.rows])
         self._changed(r.role, [row for row, _ in cand.rows])
@@ -511,13 +517,12 @@ class State:
     def lift(self, key: Key) -> list[PodPart]:
         """Take the pods this run placed for ``key`` off again; returns them for :meth:`restore`."""
         r = self.replicas[key]
-        role = self.request.roles[r.role]
         old = r.placed
         r.placed = []
         for _, row, mask in old:
             self.free[row] = np.uint64(int(self.free[row]) | mask)
             self.count[row] += mask.bit_count()
-            self.headroom[row] += (role.cpu_millis, role.memory_bytes, 1)
+            self.headroom[row] += self.demand[r.role]
             self.ports.add(r.role, row, -1)
             self._drop_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])
@@ -530,12 +535,11 @@ class State:
 
     def restore(self, key: Key, old: list[PodPart]) -> None:
         r = self.replicas[key]
-        role = self.request.roles[r.role]
         r.placed = list(old)
         for _, row, mask in old:
             self.free[row] = np.uint64(int(self.free[row]) & ~mask)
             self.count[row] -= mask.bit_count()
-            self.headroom[row] -= (role.cpu_millis, role.memory_bytes, 1)
+            self.headroom[row] -= self.demand[r.role]
             self.ports.add(r.role, row, 1)
             self._add_role_gpus(r.role, row, mask)
         self._ports_changed([row for _, row, _ in old])

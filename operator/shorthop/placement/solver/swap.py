@@ -33,8 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement import pairsums
+from shorthop.placement.bitsets import bits
 from shorthop.placement.request import Pattern, RoleRequest
-from shorthop.placement.snapshot import bits
 from shorthop.placement.solver.state import Candidate, Key, Part, State, merged_masks
 
 SWAP_ROUNDS = 8  # trades kept per call, at most

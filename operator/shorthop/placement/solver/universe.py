@@ -134,7 +134,7 @@ def whole(state: State) -> Scope:
     return Scope(
         rows,
         {row: int(snap.free[row]) for row in rows},
-        {row: [int(v) for v in snap.headroom[row]] for row in rows},
+        {row: [int(v) for v in state.base_headroom[row]] for row in rows},
         {key: r.fixed for key, r in state.replicas.items()},
     )
 

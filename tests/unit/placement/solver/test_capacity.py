@@ -32,6 +32,7 @@ def fresh(state: State) -> Capacity:
         state.headroom,
         state.free,
         state.class_rows,
+        state.demand,
     )
 
 

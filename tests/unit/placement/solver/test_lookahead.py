@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shorthop.placement import snapshot, subsets
+from shorthop.placement import bitsets, snapshot, subsets
 from shorthop.placement import tree as domain_tree
 from shorthop.placement.request import Request, RoleRequest, TrafficEdge
 from shorthop.placement.solver import lookahead
@@ -68,7 +68,7 @@ def states(draw: Any) -> tuple[State, list[list[Part]], tuple[int, int, int]]:
         rows = draw(st.lists(st.sampled_from(with_free), min_size=1, max_size=4, unique=True))
         parts = []
         for row in rows:
-            free = snapshot.bits(int(snap.free[row]))
+            free = bitsets.bits(int(snap.free[row]))
             gpus = draw(st.lists(st.sampled_from(free), min_size=1, unique=True))
             parts.append((row, sum(1 << g for g in gpus)))
         options.append(parts)
