@@ -139,6 +139,18 @@ def _body(response: Any) -> bytes:
         raise ApiException(status=0, reason=f"no answer: {exc}") from None
 
 
+def _read_or_none(what: str, read: Callable[..., Any], *args: str) -> dict[str, Any] | None:
+    """The object ``read(*args)`` returns, or None when the API server has none (404)."""
+    try:
+        found: dict[str, Any] = json.loads(_body(read(*args, _preload_content=False)))
+    except ApiException as exc:
+        error = api_error(what, exc)
+        if isinstance(error, errors.NotFound):
+            return None
+        raise error from None
+    return found
+
+
 def unvalidated(api: Any, name: str) -> Callable[..., Any]:
     """The generated client method ``name`` of ``api`` without pydantic's argument validation
     (``validate_call``, ``raw_function``), or the method itself where the client has none.
@@ -256,29 +268,15 @@ class Kube:
     def runtime_class(self, name: str) -> dict[str, Any] | None:
         """The RuntimeClass as stored now, or None when there is none (the API server then
         refuses pods naming it). Read once per visit of a deployment whose template names it."""
-        try:
-            response = self._read_runtime_class(name, _preload_content=False)
-            found: dict[str, Any] = json.loads(_body(response))
-        except ApiException as exc:
-            error = api_error(f"get runtimeclass {name}", exc)
-            if isinstance(error, errors.NotFound):
-                return None
-            raise error from None
-        return found
+        return _read_or_none(f"get runtimeclass {name}", self._read_runtime_class, name)
 
     # -- resource claims (Dynamic Resource Allocation, resource.k8s.io/v1) ----------------
 
     def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ResourceClaim as stored now, or None when there is none."""
-        try:
-            response = self._read_claim(name, namespace, _preload_content=False)
-            found: dict[str, Any] = json.loads(_body(response))
-        except ApiException as exc:
-            error = api_error(f"get resourceclaim {namespace}/{name}", exc)
-            if isinstance(error, errors.NotFound):
-                return None
-            raise error from None
-        return found
+        return _read_or_none(
+            f"get resourceclaim {namespace}/{name}", self._read_claim, name, namespace
+        )
 
     def create_claim(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
