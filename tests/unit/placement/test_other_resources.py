@@ -126,5 +126,31 @@ def test_too_little_of_it_is_explained_naming_the_resource() -> None:
     (reason,) = plan.reasons
     assert reason.constraint == "resources"
     assert reason.field == "spec.containers"
-    assert "each pod of role decode requests 2 rdma/ib" in reason.message()
+    assert "each pod of role decode takes 2 rdma/ib" in reason.message()
     assert "room for 0 pods of the 2 to place" in reason.message()
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "says"),
+    [
+        (300_000, 0, "each pod of role decode takes 300 cpu; the nodes it may use have 448 left "
+         "(2 nodes), room for 0 pods of the 4 to place"),
+        (120_500, 0, "takes 120500m cpu; the nodes it may use have 448 left (2 nodes), room for "
+         "2 pods of the 4"),
+        (0, 1500 << 30, "takes 1500Gi memory; the nodes it may use have 3600Gi left (2 nodes), "
+         "room for 2 pods of the 4"),
+    ],
+)  # fmt: skip
+def test_too_little_cpu_or_memory_is_named_not_blamed_on_gpus(
+    cpu: int, memory: int, says: str
+) -> None:
+    """Two HGX nodes (16 free GPUs, 224 CPUs and 1800Gi each) and four 4-GPU pods: the GPUs
+    are there, the CPU or memory is not, and the reason says which."""
+    snap = snapshot.build(fake.nodes(fake.ClusterShape(hgx_units=1, nodes_per_unit=2)), [],
+                          fake.CONFIG)  # fmt: skip
+    role = RoleRequest("decode", 4, 1, 4, cpu_millis=cpu, memory_bytes=memory)
+    plan = solver.solve(snap, Request(roles=(role,)))
+    assert not plan.feasible
+    (reason,) = plan.reasons
+    assert reason.constraint == "resources"
+    assert says in reason.message()

@@ -4,9 +4,10 @@ In order of what a user would fix first: the role's scheduling rules (node selec
 affinity, node name, tolerations, host ports, kubelet rejections) leave fewer free GPUs than the
 role needs (the rule's field, e.g. ``spec.roles[1].template.spec.nodeSelector``, with the nodes and
 GPUs it leaves and the nodes each rule left out), a role binding host ports has more pods than
-nodes it may use (one such pod per node), another resource its pods request (``rdma/ib``,
-hugepages...) left on too few of its nodes, a pod larger than every usable node
-(``spec.roles[r].gpusPerPod``), a replica scope no domain has room for
+nodes it may use (one such pod per node), a pod larger than every usable node
+(``spec.roles[r].gpusPerPod``), a resource besides GPUs its pods request (CPU, memory, pod
+slots, ``rdma/ib``, hugepages...) left on its nodes for too few of them
+(``spec.roles[r].template.spec.containers``), a replica scope no domain has room for
 (``spec.roles[r].replicaScope``), or not enough capacity in the cluster (``spec.roles[r]``, with
 what the rules leave when they left nodes out). The deployment-wide scope's reason is written by
 ``run``.
@@ -64,21 +65,6 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
             f"{'passes' if nodes == 1 else 'pass'} its rules",
         )
     usable = state.base_usable[r.role]
-    for name, amount in role.other:
-        # A resource besides CPU, memory and GPUs (rdma/ib, hugepages-2Mi, ...) may be short.
-        left = state.snapshot.other.get(name)
-        offer = np.zeros(0, np.int64) if left is None else np.maximum(left[usable], 0)
-        room = int((offer // amount).sum())
-        if room < to_place[r.role]:
-            return Reason(
-                "resources",
-                f"{role.constraints.path}.containers",
-                to_place[r.role] * amount,
-                int(offer.sum()),
-                f"each pod of role {role.name} requests {amount} {name}; the nodes it may use "
-                f"have {int(offer.sum())} left ({count(int((offer > 0).sum()), 'node')}), room "
-                f"for {count(room, 'pod')} of the {to_place[r.role]} to place",
-            )
     largest = max((state.index.gpus(int(row)) for row in np.flatnonzero(usable)), default=0)
     if largest < q:
         return Reason(
@@ -89,6 +75,9 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
             f"each pod of role {role.name} needs {q} GPUs on one node; "
             f"the largest usable node has {largest}",
         )
+    short_of = _short_resource(state, r.role, usable, to_place[r.role])
+    if short_of is not None:
+        return short_of
     if role.replica_scope is not None and scope_cap is not None:
         tier = state.index.tiers[role.replica_scope]
         return Reason(
@@ -116,6 +105,51 @@ def why(state: State, key: Key, fit: NDArray[np.int64], scope_cap: int | None) -
         f"the cluster has room for {total} such pods ({total * q} GPUs) "
         f"after the rest of the deployment{rules}",
     )
+
+
+def _short_resource(state: State, ri: int, usable: NDArray[np.bool_], pods: int) -> Reason | None:
+    """The first resource besides GPUs (CPU, memory, pod slots, then the others the pods
+    request: rdma/ib, hugepages...) of which the nodes the role may use have room, alone, for
+    fewer than ``pods`` pods of role ``ri``; None when each alone has room for them all."""
+    role = state.request.roles[ri]
+    base = state.snapshot.headroom
+    wanted = [
+        ("cpu", role.cpu_millis, base[:, 0]),
+        ("memory", role.memory_bytes, base[:, 1]),
+        ("pods", 1, base[:, 2]),
+    ]
+    for name, amount in role.other:
+        left = state.snapshot.other.get(name)
+        wanted.append((name, amount, np.zeros(len(base), np.int64) if left is None else left))
+    for name, amount, left in wanted:
+        if amount <= 0:
+            continue
+        offer = np.maximum(left[usable], 0)
+        room = int((offer // amount).sum())
+        if room >= pods:
+            continue
+        total, holding = int(offer.sum()), int((offer > 0).sum())
+        return Reason(
+            "resources",
+            f"{role.constraints.path}.containers",
+            pods * amount,
+            total,
+            f"each pod of role {role.name} takes {_amount(name, amount)} {name}; the nodes it "
+            f"may use have {_amount(name, total)} left ({count(holding, 'node')}), room for "
+            f"{count(room, 'pod')} of the {pods} to place",
+        )
+    return None
+
+
+def _amount(name: str, n: int) -> str:
+    """``n`` of resource ``name`` as a quantity: CPUs from millicores, sizes in binary units."""
+    if name == "cpu":
+        return str(n // 1000) if n % 1000 == 0 else f"{n}m"
+    if name in {"memory", "ephemeral-storage"} or name.startswith("hugepages-"):
+        for suffix, unit in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+            if n and n % unit == 0:
+                return f"{n // unit}{suffix}"
+    return str(n)
 
 
 def count(n: int, noun: str) -> str:
