@@ -45,6 +45,11 @@ class SpecError(ShorthopError):
         super().__init__(f"{field}: {problem}")
 
 
+class MissingObject(SpecError):
+    """The spec names an object that does not exist, e.g. a RuntimeClass: invalid until it is
+    made (then valid with no change to the spec), so the operator comes back to it."""
+
+
 class ConfigError(ShorthopError):
     """A setting (flag, environment variable, ConfigMap key, preset or weight) is invalid."""
 

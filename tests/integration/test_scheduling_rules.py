@@ -342,7 +342,8 @@ def test_a_runtime_class_is_applied_as_the_api_server_applies_it(
     toleration is the pods' only one of the pool's taint, and its overhead (20 CPUs beside 100;
     an HGX node has 224) leaves room for one pod per node where two fit without it: four replicas
     on the four H200 nodes, one each, and the pods carry the overhead the API server set. A class
-    that does not exist makes a deployment Invalid, naming the field, and nothing is created."""
+    that does not exist makes a deployment Invalid, naming the field, and nothing is created;
+    once the class is made, the operator (coming back on its own) places it."""
     name = f"{ns}-kata"  # cluster-scoped: named after the test's namespace
     with oh.node_pool(cluster, MIXED, operator=operator) as (pool, names):
         labels = node_labels(cluster, names)
@@ -381,8 +382,11 @@ def test_a_runtime_class_is_applied_as_the_api_server_applies_it(
             message = kube.wait_for("the deployment Invalid", invalid, timeout=60)
             assert message.startswith(expected), message
             assert not oh.pods(cluster, ns, "norc")
+            apply(cluster, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                            "metadata": {"name": f"{name}-x"}, "handler": "runc"})  # fmt: skip
+            oh.wait_running(cluster, ns, "norc")
         finally:
-            cluster.kubectl("delete", "runtimeclass", name, "--ignore-not-found")
+            cluster.kubectl("delete", "runtimeclass", name, f"{name}-x", "--ignore-not-found")
 
 
 def test_another_resource_the_pods_request_keeps_them_to_nodes_with_enough_of_it(

@@ -52,7 +52,7 @@ from shorthop.controller.faults import Faults
 from shorthop.controller.kube import Kube
 from shorthop.controller.live import LiveCluster
 from shorthop.controller.runtime.expectations import Expectations
-from shorthop.errors import Conflict, KubeError, SpecError
+from shorthop.errors import Conflict, KubeError, MissingObject, SpecError
 from shorthop.metrics import Metrics
 from shorthop.placement import admission, filters, nearby, request, solver, triage
 from shorthop.placement.admission import Exclusion
@@ -167,8 +167,12 @@ class Reconciler:
             if old.get("message") != str(exc):
                 log.info("%s is invalid: %s", key, exc)
             self._write_status(key, body, status.invalid(generation, str(exc), old))
-            self._event(body, "InvalidSpec", str(exc), warning=True)
-            return Outcome()
+            # An object the spec names may be made later (a RuntimeClass): come back, backing
+            # off, without a new event for the same message each time.
+            missing = isinstance(exc, MissingObject)
+            if not (missing and old.get("message") == str(exc)):
+                self._event(body, "InvalidSpec", str(exc), warning=True)
+            return Outcome(retry=missing)
         self._warn_ignored(key, body, infd, req)
         hashes = {r.name: render.template_hash(r) for r in infd.spec.roles}
         excluded = self._exclude_rejected(key, body, uid, hashes, snap)

@@ -5,7 +5,8 @@ changes it before it is stored: ``spec.overhead`` becomes the class's ``overhead
 scheduler and the kubelet add it to the pod's requests), the class's ``scheduling.nodeSelector``
 joins the pod's ``nodeSelector`` and its ``scheduling.tolerations`` join the pod's tolerations.
 It refuses the pod when the class does not exist, when a node selector key has another value in
-the pod, or when the pod carries an ``overhead`` other than the class's.
+the pod, or when the pod carries an ``overhead`` other than the class's. A class that does not
+exist is a ``MissingObject`` (the operator comes back: the class may be made later).
 
 shorthop plans a role with its template as the pods will be admitted (:func:`applied`), so a pod
 is never bound to a node the kubelet then refuses (out of CPU or memory once the overhead
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shorthop.errors import SpecError
+from shorthop.errors import MissingObject, SpecError
 
 API_VERSION = "node.k8s.io/v1"
 
@@ -52,7 +53,7 @@ def applied(
         return dict(pod_spec)
     field = f"{path}.runtimeClassName"
     if found is None:
-        raise SpecError(
+        raise MissingObject(
             field,
             f'RuntimeClass "{name}" does not exist, and the API server refuses pods that name '
             "it; create the RuntimeClass or remove the field",

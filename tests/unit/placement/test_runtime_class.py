@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from shorthop import manifest
-from shorthop.errors import SpecError
+from shorthop.errors import MissingObject, SpecError
 from shorthop.placement import request, runtime_class, snapshot, solver
 from shorthop.topology import fake
 
@@ -71,6 +71,8 @@ def test_what_the_api_server_refuses_is_a_spec_error_naming_the_field(
         runtime_class.applied(spec, found, PATH)
     assert caught.value.field == field
     assert says in str(caught.value)
+    # only a class that does not exist may come to exist: the operator comes back for that one
+    assert isinstance(caught.value, MissingObject) == (found is None)
 
 
 def _deployment(template: dict[str, Any], replicas: int) -> Any:
