@@ -146,9 +146,7 @@ def plan_problems(snap: snapshots.ClusterSnapshot, request: Request, plan: Plan)
         problems.append("pods per role differ from the request")
     roles = {r.name: r for r in request.roles}
     index_of = {r.name: i for i, r in enumerate(request.roles)}
-    head, demand = other_resources.headroom(
-        snap.headroom, snap.other, [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles]
-    )
+    head, demand = other_resources.headroom(snap.headroom, snap.other, request.roles)
     used: Counter[tuple[int, int]] = Counter()
     taken: dict[int, Any] = {}  # row -> CPU, memory, pod slots and other resources its pods take
     for a in plan.assignments:

@@ -176,7 +176,7 @@ def _solve_in(snapshot: ClusterSnapshot, request: Request, rows: list[int]) -> P
     heads, demands = other_resources.headroom(
         snapshot.headroom,
         snapshot.other,
-        [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+        request.roles,
     )
     search.head = heads.tolist()
     demand = [d.tolist() for d in demands]

@@ -246,7 +246,7 @@ def other_requests(pod_spec: Mapping[str, Any]) -> Amounts:
     if not names and not overhead:
         return ()
     out = []
-    for name in sorted(names | set(overhead)):
+    for name in sorted(names | set(overhead), key=str):  # odd files may hold non-string keys
         total, side, peak = 0, 0, 0
         for c in as_list(spec.get("containers")):
             total += _amount(as_map(as_map(c).get("resources")), name, _REQUEST_FIRST)
@@ -257,7 +257,7 @@ def other_requests(pod_spec: Mapping[str, Any]) -> Amounts:
                 side, total = step, total + amount
             peak = max(peak, step)
         total = max(total, peak)
-        if name.startswith("hugepages-") and pod_level:
+        if str(name).startswith("hugepages-") and pod_level:
             total = _pod_level(spec, pod_level, name, total)
         total += _quantity(overhead.get(name))
         if total:
@@ -433,7 +433,7 @@ def node_offer(
     parsed = labels.parse_node(node, config, inventory)
     allocatable_amounts = (amount("cpu", milli=True), amount("memory"), amount("pods"))
     other = tuple(
-        (str(n), quantity.parse(v) or 0)
+        (str(n), max(0, quantity.parse(v) or 0))
         for n, v in sorted(allocatable.items(), key=lambda item: str(item[0]))
         if n not in _OWN_COLUMNS
     )

@@ -18,11 +18,15 @@ Pure; no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from shorthop.placement.occupancy import Amounts
+
+if TYPE_CHECKING:
+    from shorthop.placement.request import RoleRequest
 
 _INT64 = 2**63 - 1
 
@@ -75,11 +79,11 @@ def left(offered: Amounts, taken: Iterable[Amounts]) -> dict[str, int]:
 
 
 def released(
-    other: Mapping[str, NDArray[np.int64]], back: Mapping[int, Amounts]
+    other: Mapping[str, NDArray[np.int64]], back: Mapping[int, Amounts], rows: int
 ) -> dict[str, NDArray[np.int64]]:
-    """``other`` with pods' amounts put back (row -> their summed amounts)."""
+    """``other`` (``rows`` rows) with pods' amounts put back (row -> their summed amounts)."""
     out = {name: array.copy() for name, array in other.items()}
-    size = len(next(iter(other.values()))) if other else 0
+    size = rows
     for row, amounts in back.items():
         for name, amount in amounts:
             if name not in out:
@@ -93,24 +97,26 @@ def released(
 def headroom(
     base: NDArray[np.int64],
     other: Mapping[str, NDArray[np.int64]],
-    roles: Sequence[tuple[int, int, Amounts]],
+    roles: Sequence[RoleRequest],
 ) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
-    """``base`` (rows x (CPU, memory, pod slots)) widened by a column per other resource the
-    roles request, and per role (CPU, memory, other amounts) its demand per pod over the columns
-    (1 pod slot included). A resource no node has is a column of 0: no pod of it fits."""
-    names = sorted({name for _, _, amounts in roles for name, _ in amounts})
+    """``base`` (a snapshot's rows x (CPU, memory, pod slots)) widened by a column per other
+    resource (the snapshot's ``other``) the roles request, and per role its demand per pod over
+    the columns (1 pod slot included). A resource no node has is a column of 0: no pod fits."""
+    names = sorted({name for r in roles for name, _ in r.other})
     if not names:
-        out = base.copy()
-        demands = [np.array((cpu, memory, 1), dtype=np.int64) for cpu, memory, _ in roles]
-        return out, demands
+        demands = [np.array((r.cpu_millis, r.memory_bytes, 1), dtype=np.int64) for r in roles]
+        return base.copy(), demands
     zeros = np.zeros(len(base), dtype=np.int64)
     extra = [other.get(name, zeros)[: len(base)] for name in names]
     out = np.column_stack([base, *extra]).astype(np.int64)
     demands = []
-    for cpu, memory, amounts in roles:
-        wanted = dict(amounts)
+    for r in roles:
+        wanted = dict(r.other)
         demands.append(
-            np.array((cpu, memory, 1, *(wanted.get(n, 0) for n in names)), dtype=np.int64)
+            np.array(
+                (r.cpu_millis, r.memory_bytes, 1, *(wanted.get(n, 0) for n in names)),
+                dtype=np.int64,
+            )
         )
     return out, demands
 

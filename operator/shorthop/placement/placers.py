@@ -45,7 +45,7 @@ class _Scratch:
         self.headroom, self.demand = other_resources.headroom(
             snapshot.headroom,
             snapshot.other,
-            [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+            request.roles,
         )
         found = filters.role_filters(snapshot, request)
         self.usable = [f.usable for f in found]

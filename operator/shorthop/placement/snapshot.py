@@ -127,7 +127,7 @@ class ClusterSnapshot:
             headroom[row] += back
         headroom.setflags(write=False)
         released = self._with_free(gpus, lambda free, mask: free | mask)
-        left = other_resources.released(self.other, other or {})
+        left = other_resources.released(self.other, other or {}, len(self.free))
         return dataclasses.replace(released, headroom=headroom, other=left)
 
     def _with_free(

@@ -154,3 +154,14 @@ def test_too_little_cpu_or_memory_is_named_not_blamed_on_gpus(
     (reason,) = plan.reasons
     assert reason.constraint == "resources"
     assert says in reason.message()
+
+
+def test_odd_keys_and_amounts_from_a_file_are_read_not_crashed_on() -> None:
+    """YAML allows a number as a key and a negative quantity: read as the name "1" on both
+    sides, and a negative allocatable as none (as every malformed quantity counts as 0)."""
+    pod = {"containers": [{"resources": {"limits": {1: "2", RDMA: "1"}}}]}
+    assert occupancy.other_requests(pod) == (("1", 2), (RDMA, 1))
+    node = _node("a", "-3")
+    node["status"]["allocatable"][1] = "2"
+    assert occupancy.node_offer(node, fake.CONFIG).other[:1] == (("1", 2),)
+    assert dict(occupancy.node_offer(node, fake.CONFIG).other)[RDMA] == 0

@@ -50,9 +50,7 @@ def assert_valid(snap: snapshot.ClusterSnapshot, request: Request, plan: Plan) -
     for row, n in pods_on.items():
         assert n <= snap.headroom[row][2]
     # CPU, memory, pod slots and other resources (rdma/ib, ...) together, per node
-    head, demand = other_resources.headroom(
-        snap.headroom, snap.other, [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles]
-    )
+    head, demand = other_resources.headroom(snap.headroom, snap.other, request.roles)
     index_of = {r.name: i for i, r in enumerate(request.roles)}
     for row in pods_on:
         took = sum(demand[index_of[a.key.role]] for a in plan.assignments if a.row == row)

@@ -168,7 +168,7 @@ class State:
         self.base_headroom, self.demand = other_resources.headroom(
             snapshot.headroom,
             snapshot.other,
-            [(r.cpu_millis, r.memory_bytes, r.other) for r in request.roles],
+            request.roles,
         )
         self.headroom = self.base_headroom.copy()
         rows = len(self.index.names)
